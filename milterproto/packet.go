@@ -1,0 +1,134 @@
+// packet.go: framing. A packet is u32 length (command byte included), the
+// command byte, then length-1 bytes of data.
+
+package milterproto
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Packet is one framed milter packet. Data excludes the command byte.
+type Packet struct {
+	Code byte
+	Data []byte
+}
+
+// Errors returned by the framing layer.
+var (
+	// ErrZeroLength is returned for a packet whose length word is 0.
+	ErrZeroLength = errors.New("milter: packet length 0")
+	// ErrTooLarge is returned for a packet larger than the reader's limit.
+	ErrTooLarge = errors.New("milter: packet too large")
+)
+
+// Reader reads packets from a stream. The Data of each packet it returns is
+// freshly allocated and owned by the caller, so it may be shared (for
+// example between several backends) without copying.
+type Reader struct {
+	r       io.Reader
+	maxData int
+	hdr     [5]byte
+}
+
+// NewReader returns a Reader that refuses packets with more than maxData
+// bytes of data (maxData <= 0 means DefaultMaxData).
+func NewReader(r io.Reader, maxData int) *Reader {
+	if maxData <= 0 {
+		maxData = DefaultMaxData
+	}
+	return &Reader{r: r, maxData: maxData}
+}
+
+// SetMaxData changes the data size limit (after MDS negotiation, say).
+func (r *Reader) SetMaxData(n int) {
+	if n > 0 {
+		r.maxData = n
+	}
+}
+
+// ReadPacket reads one packet. It returns io.EOF if the stream ends cleanly
+// between packets, io.ErrUnexpectedEOF if it ends inside one, ErrZeroLength
+// or an error wrapping ErrTooLarge for a bad length word.
+func (r *Reader) ReadPacket() (Packet, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:4]); err != nil {
+		return Packet{}, err // io.EOF at a packet boundary, or ErrUnexpectedEOF
+	}
+	n := binary.BigEndian.Uint32(r.hdr[:4])
+	if n == 0 {
+		return Packet{}, ErrZeroLength
+	}
+	if uint64(n-1) > uint64(r.maxData) {
+		return Packet{}, fmt.Errorf("%w: %d bytes of data, limit %d", ErrTooLarge, n-1, r.maxData)
+	}
+	if _, err := io.ReadFull(r.r, r.hdr[4:5]); err != nil {
+		return Packet{}, unexpected(err)
+	}
+	p := Packet{Code: r.hdr[4]}
+	if n > 1 {
+		p.Data = make([]byte, n-1)
+		if _, err := io.ReadFull(r.r, p.Data); err != nil {
+			return Packet{}, unexpected(err)
+		}
+	}
+	return p, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// AppendPacket appends the framed packet (code, data parts concatenated) to
+// dst and returns the extended slice.
+func AppendPacket(dst []byte, code byte, data ...[]byte) []byte {
+	n := 1
+	for _, d := range data {
+		n += len(d)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, code)
+	for _, d := range data {
+		dst = append(dst, d...)
+	}
+	return dst
+}
+
+// WritePacket writes one packet with a single Write call.
+func WritePacket(w io.Writer, code byte, data ...[]byte) error {
+	n := 5
+	for _, d := range data {
+		n += len(d)
+	}
+	buf := AppendPacket(make([]byte, 0, n), code, data...)
+	_, err := w.Write(buf)
+	return err
+}
+
+// ParseFrames splits a byte slice holding whole packets into packets. It is
+// used by tests and the fuzzer; it never panics.
+func ParseFrames(b []byte, maxData int) ([]Packet, error) {
+	var out []Packet
+	for len(b) > 0 {
+		if len(b) < 5 {
+			return out, io.ErrUnexpectedEOF
+		}
+		n := binary.BigEndian.Uint32(b)
+		if n == 0 {
+			return out, ErrZeroLength
+		}
+		if uint64(n-1) > uint64(maxData) {
+			return out, fmt.Errorf("%w: %d bytes of data, limit %d", ErrTooLarge, n-1, maxData)
+		}
+		if uint64(len(b)-4) < uint64(n) {
+			return out, io.ErrUnexpectedEOF
+		}
+		out = append(out, Packet{Code: b[4], Data: b[5 : 4+n]})
+		b = b[4+n:]
+	}
+	return out, nil
+}
