@@ -1,0 +1,406 @@
+// conn.go: one MTA connection: negotiation toward the MTA, packets to
+// events, merged replies to packets.
+
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	mp "github.com/mailmux/mailmux/milterproto"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	id  string
+	log *slog.Logger
+	r   *mp.Reader
+
+	sess    *pmult.Session
+	version uint32
+	mtaAct  mp.Action
+	mtaProt mp.Protocol
+	proto   mp.Protocol // what we granted ourselves toward the MTA
+	leadspc bool
+
+	pending []pmult.MacroSet
+
+	wmu   sync.Mutex
+	wbuf  []byte
+	inEOM bool // PROGRESS may be relayed
+}
+
+var kindOfCmd = map[byte]pmult.Kind{
+	mp.CmdConnect: pmult.KindConnect, mp.CmdHelo: pmult.KindHelo, mp.CmdMail: pmult.KindMail,
+	mp.CmdRcpt: pmult.KindRcpt, mp.CmdData: pmult.KindData, mp.CmdHeader: pmult.KindHeader,
+	mp.CmdEOH: pmult.KindEOH, mp.CmdBody: pmult.KindBody, mp.CmdEOB: pmult.KindEOM,
+	mp.CmdUnknown: pmult.KindUnknown, mp.CmdAbort: pmult.KindAbort, mp.CmdQuit: pmult.KindQuit,
+	mp.CmdQuitNC: pmult.KindQuitNC,
+}
+
+var kindStage = map[pmult.Kind]mp.Stage{
+	pmult.KindConnect: mp.StageConnect, pmult.KindHelo: mp.StageHelo, pmult.KindMail: mp.StageEnvFrom,
+	pmult.KindRcpt: mp.StageEnvRcpt, pmult.KindData: mp.StageData, pmult.KindEOM: mp.StageEOM,
+	pmult.KindEOH: mp.StageEOH,
+}
+
+// errQuit ends the connection without an error.
+var errQuit = errors.New("quit")
+
+func (c *conn) serve() {
+	defer c.nc.Close()
+	ctx, cancel := context.WithCancel(c.srv.baseCtx)
+	defer cancel()
+	defer func() {
+		if c.sess != nil {
+			c.sess.Close()
+		}
+	}()
+	defer func() {
+		if v := recover(); v != nil { // a bug must cost one session, not the process
+			c.log.Error("internal error, session closed", "panic", fmt.Sprint(v))
+		}
+	}()
+	for {
+		timeout := orDefault(c.srv.IdleTimeout, time.Hour)
+		if c.sess == nil {
+			timeout = orDefault(c.srv.NegotiateTimeout, 30*time.Second)
+		}
+		c.nc.SetReadDeadline(time.Now().Add(timeout))
+		p, err := c.r.ReadPacket()
+		if err != nil {
+			c.readError(err, timeout)
+			return
+		}
+		if err := c.packet(ctx, p); err != nil {
+			if err != errQuit {
+				c.log.Warn("closing MTA connection", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (c *conn) readError(err error, timeout time.Duration) {
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		if c.sess == nil {
+			c.log.Info("MTA closed the connection before negotiation")
+		} else {
+			c.log.Debug("MTA closed the connection")
+		}
+	case errors.As(err, &ne) && ne.Timeout():
+		if c.sess == nil {
+			c.log.Warn("MTA sent no SMFIC_OPTNEG in time, closing", "timeout", timeout)
+		} else {
+			c.log.Warn("MTA idle too long, closing", "timeout", timeout)
+		}
+	case errors.Is(err, net.ErrClosed):
+		c.log.Info("connection closed by shutdown")
+	default:
+		c.log.Warn("bad packet from MTA, closing", "err", err)
+	}
+}
+
+func (c *conn) packet(ctx context.Context, p mp.Packet) error {
+	if c.sess == nil && p.Code != mp.CmdOptNeg {
+		if p.Code == mp.CmdQuit {
+			return errQuit
+		}
+		return fmt.Errorf("%s before SMFIC_OPTNEG", mp.CmdName(p.Code))
+	}
+	switch p.Code {
+	case mp.CmdOptNeg:
+		if c.sess != nil {
+			return errors.New("second SMFIC_OPTNEG on one connection")
+		}
+		return c.optneg(ctx, p.Data)
+	case mp.CmdMacro:
+		m, err := mp.ParseMacro(p.Data)
+		if err != nil {
+			return err
+		}
+		c.pending = append(c.pending, pmult.MacroSet{Code: m.Cmd, For: kindOfCmd[m.Cmd], Pairs: m.Pairs})
+		return nil
+	}
+	kind, ok := kindOfCmd[p.Code]
+	if !ok {
+		return fmt.Errorf("unknown command code 0x%02x", p.Code)
+	}
+	ev := &pmult.Event{Kind: kind, Macros: c.pending}
+	c.pending = nil
+	var err error
+	switch p.Code {
+	case mp.CmdConnect:
+		var cn mp.Connect
+		if cn, err = mp.ParseConnect(p.Data); err == nil {
+			ev.Hostname, ev.Family, ev.Port, ev.Address = cn.Hostname, cn.Family, cn.Port, cn.Address
+		}
+	case mp.CmdHelo, mp.CmdUnknown:
+		ev.Arg, err = mp.ParseString(p.Code, p.Data)
+	case mp.CmdMail, mp.CmdRcpt:
+		ev.Args, err = mp.ParseArgv(p.Code, p.Data)
+		if p.Code == mp.CmdRcpt {
+			ev.RejectedRcpt = macro(ev.Macros, "{rcpt_mailer}") == "error"
+		}
+	case mp.CmdHeader:
+		var h mp.Header
+		if h, err = mp.ParseHeader(p.Code, p.Data); err == nil {
+			ev.Name, ev.Value = h.Name, h.Value
+			if !c.leadspc {
+				ev.Value = " " + ev.Value
+			}
+		}
+	case mp.CmdBody:
+		ev.Chunk = p.Data
+	case mp.CmdEOB:
+		if len(p.Data) > 0 { // libmilter treats data here as a last body chunk
+			body := &pmult.Event{Kind: pmult.KindBody, Chunk: p.Data, Macros: ev.Macros}
+			ev.Macros = nil
+			c.sess.Handle(ctx, body)
+		}
+		return c.eom(ctx, ev)
+	case mp.CmdAbort, mp.CmdQuitNC:
+		c.sess.Handle(ctx, ev)
+		return nil
+	case mp.CmdQuit:
+		c.sess.Handle(ctx, ev)
+		return errQuit
+	}
+	if err != nil {
+		return err
+	}
+	rep := c.sess.Handle(ctx, ev)
+	if !c.proto.Replies(p.Code) {
+		return nil
+	}
+	return c.reply(p.Code, rep)
+}
+
+func macro(sets []pmult.MacroSet, name string) string {
+	for _, m := range sets {
+		for i := 0; i+1 < len(m.Pairs); i += 2 {
+			if m.Pairs[i] == name {
+				return m.Pairs[i+1]
+			}
+		}
+	}
+	return ""
+}
+
+// optneg answers the MTA's negotiation after opening every backend.
+func (c *conn) optneg(ctx context.Context, data []byte) error {
+	o, err := mp.ParseOptNeg(data)
+	if err != nil {
+		return err
+	}
+	if o.Version < mp.MinVersion {
+		return fmt.Errorf("MTA speaks milter protocol version %d, need at least %d", o.Version, mp.MinVersion)
+	}
+	c.version = min(o.Version, mp.MaxVersion)
+	c.mtaAct = o.Actions & mp.ActionMaskForVersion(c.version)
+	c.mtaProt = o.Protocol & mp.ProtocolMaskForVersion(c.version)
+	offer := pmult.Offer{
+		Actions:       pmult.Actions(c.mtaAct) &^ pmult.ActSetSymList,
+		Skip:          c.mtaProt&mp.ProtoSkip != 0,
+		RejectedRcpts: c.mtaProt&mp.ProtoRcptRej != 0,
+		LeadingSpace:  c.mtaProt&mp.ProtoHdrLeadSpc != 0,
+		SymList:       c.mtaAct&mp.ActSetSymList != 0,
+		Version:       int(o.Version),
+	}
+	for k, cmd := range cmdOfKind {
+		if f := mp.NoReplyFlag(cmd); f != 0 && c.mtaProt&f != 0 {
+			offer.NoReply = offer.NoReply.With(k)
+		}
+	}
+	c.sess = c.srv.Engine.NewSession(c.id, c.log)
+	neg := c.sess.Open(ctx, offer, c.progress)
+
+	rep := mp.OptNeg{Version: c.version, Actions: mp.Action(neg.Actions) & c.mtaAct}
+	var p mp.Protocol
+	for k, cmd := range cmdOfKind {
+		if neg.NoEvent.Has(k) {
+			p |= mp.NoEventFlag(cmd)
+		}
+		if neg.NoReply.Has(k) {
+			p |= mp.NoReplyFlag(cmd)
+		}
+	}
+	if neg.RejectedRcpts {
+		p |= mp.ProtoRcptRej
+	}
+	p |= mp.ProtoSkip | mp.ProtoHdrLeadSpc
+	c.proto = p & c.mtaProt
+	c.leadspc = c.proto&mp.ProtoHdrLeadSpc != 0
+	rep.Protocol = c.proto
+	if rep.Actions&mp.ActSetSymList != 0 {
+		for k, names := range neg.Macros {
+			st, ok := kindStage[k]
+			if !ok || len(names) == 0 {
+				continue
+			}
+			if len(names) > 50 { // Sendmail's MAXFILTERMACROS
+				c.log.Warn("macro list too long for the MTA, truncated", "stage", k.String(), "macros", len(names))
+				names = names[:50]
+			}
+			rep.SymLists = append(rep.SymLists, mp.SymList{Stage: st, Macros: strings.Join(names, " ")})
+		}
+		sortSymLists(rep.SymLists)
+	}
+	c.log.Debug("negotiated", "mta_version", o.Version, "mta_actions", fmt.Sprintf("0x%x", uint32(o.Actions)),
+		"mta_protocol", fmt.Sprintf("0x%x", uint32(o.Protocol)), "version", rep.Version,
+		"actions", fmt.Sprintf("0x%x", uint32(rep.Actions)), "protocol", fmt.Sprintf("0x%x", uint32(rep.Protocol)))
+	return c.send(mp.AppendPacket(nil, mp.RespOptNeg, rep.Append(nil)))
+}
+
+func sortSymLists(l []mp.SymList) {
+	for i := 1; i < len(l); i++ {
+		for j := i; j > 0 && l[j].Stage < l[j-1].Stage; j-- {
+			l[j], l[j-1] = l[j-1], l[j]
+		}
+	}
+}
+
+var cmdOfKind = map[pmult.Kind]byte{
+	pmult.KindConnect: mp.CmdConnect, pmult.KindHelo: mp.CmdHelo, pmult.KindMail: mp.CmdMail,
+	pmult.KindRcpt: mp.CmdRcpt, pmult.KindData: mp.CmdData, pmult.KindHeader: mp.CmdHeader,
+	pmult.KindEOH: mp.CmdEOH, pmult.KindBody: mp.CmdBody, pmult.KindUnknown: mp.CmdUnknown,
+}
+
+// progress relays a backend's PROGRESS to the MTA during EOM (Sendmail
+// accepts it nowhere else). Called from backend goroutines.
+func (c *conn) progress() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.inEOM {
+		return
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(orDefault(c.srv.WriteTimeout, 30*time.Second)))
+	c.nc.Write(mp.AppendPacket(nil, mp.RespProgress))
+}
+
+func (c *conn) send(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(orDefault(c.srv.WriteTimeout, 30*time.Second)))
+	_, err := c.nc.Write(b)
+	if err != nil {
+		return fmt.Errorf("write to MTA: %w", err)
+	}
+	return nil
+}
+
+// appendFinal appends the packet for a final verdict.
+func (c *conn) appendFinal(buf []byte, cmd byte, rep pmult.Reply) []byte {
+	text := rep.Text
+	if text != "" {
+		if err := mp.ValidReplyCode(text); err != nil {
+			c.log.Warn("invalid reply text from backend, using a plain verdict", "backend", rep.From, "err", err)
+			text = ""
+		} else if (rep.Verdict == pmult.Tempfail && text[0] != '4') || (rep.Verdict == pmult.Reject && text[0] != '5') {
+			text = ""
+		}
+	}
+	switch rep.Verdict {
+	case pmult.Accept:
+		return mp.AppendPacket(buf, mp.RespAccept)
+	case pmult.Skip:
+		if c.proto&mp.ProtoSkip != 0 && cmd == mp.CmdBody {
+			return mp.AppendPacket(buf, mp.RespSkip)
+		}
+	case pmult.Discard:
+		return mp.AppendPacket(buf, mp.RespDiscard)
+	case pmult.Reject, pmult.Tempfail, pmult.Shutdown:
+		if text != "" {
+			return mp.AppendPacket(buf, mp.RespReplyCode, mp.AppendStrings(nil, text))
+		}
+		switch rep.Verdict {
+		case pmult.Reject:
+			return mp.AppendPacket(buf, mp.RespReject)
+		case pmult.Tempfail:
+			return mp.AppendPacket(buf, mp.RespTempfail)
+		}
+		return mp.AppendPacket(buf, mp.RespReplyCode, mp.AppendStrings(nil, "421 4.3.0 Service shutting down"))
+	}
+	return mp.AppendPacket(buf, mp.RespContinue)
+}
+
+func (c *conn) reply(cmd byte, rep pmult.Reply) error {
+	c.wbuf = c.appendFinal(c.wbuf[:0], cmd, rep)
+	return c.send(c.wbuf)
+}
+
+// eom runs the end of message and writes every edit, then the final reply,
+// in one write: all body replacement in one run (a Postfix rule).
+func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
+	c.wmu.Lock()
+	c.inEOM = true
+	c.wmu.Unlock()
+	rep := c.sess.Handle(ctx, ev)
+	c.wmu.Lock()
+	c.inEOM = false
+	c.wmu.Unlock()
+	buf := c.wbuf[:0]
+	for _, e := range rep.Edits {
+		buf = c.appendEdit(buf, e)
+	}
+	buf = c.appendFinal(buf, mp.CmdEOB, rep)
+	c.wbuf = buf
+	return c.send(buf)
+}
+
+// toMTA turns an engine header value (leading space included) into what
+// the MTA expects: without HDR_LEADSPC it adds one space itself.
+func (c *conn) toMTA(v string, chg bool) string {
+	if c.leadspc || len(v) == 0 || v[0] != ' ' {
+		return v
+	}
+	if chg && len(v) == 1 {
+		return v // stripping would turn a change into a delete
+	}
+	return v[1:]
+}
+
+func (c *conn) appendEdit(buf []byte, e pmult.Edit) []byte {
+	switch e.Kind {
+	case pmult.EditAddHeader:
+		return mp.AppendPacket(buf, mp.RespAddHeader, mp.AppendStrings(nil, e.Name, c.toMTA(e.Value, false)))
+	case pmult.EditInsertHeader:
+		return mp.AppendPacket(buf, mp.RespInsHeader,
+			mp.Header{Index: uint32(e.Index), Name: e.Name, Value: c.toMTA(e.Value, false)}.AppendIndexed(nil))
+	case pmult.EditChangeHeader:
+		return mp.AppendPacket(buf, mp.RespChgHeader,
+			mp.Header{Index: uint32(e.Index), Name: e.Name, Value: c.toMTA(e.Value, true)}.AppendIndexed(nil))
+	case pmult.EditAddRcpt:
+		return mp.AppendPacket(buf, mp.RespAddRcpt, mp.AppendStrings(nil, e.Addr))
+	case pmult.EditAddRcptPar:
+		return mp.AppendPacket(buf, mp.RespAddRcptPar, mp.AddrArgs{Addr: e.Addr, Args: e.Args, HasArgs: e.HasArgs}.Append(nil))
+	case pmult.EditDelRcpt:
+		return mp.AppendPacket(buf, mp.RespDelRcpt, mp.AppendStrings(nil, e.Addr))
+	case pmult.EditChangeFrom:
+		return mp.AppendPacket(buf, mp.RespChgFrom, mp.AddrArgs{Addr: e.Addr, Args: e.Args, HasArgs: e.HasArgs}.Append(nil))
+	case pmult.EditQuarantine:
+		return mp.AppendPacket(buf, mp.RespQuarantine, mp.AppendStrings(nil, e.Value))
+	case pmult.EditReplaceBody:
+		b := e.Body
+		if len(b) == 0 {
+			return mp.AppendPacket(buf, mp.RespReplBody)
+		}
+		for len(b) > 0 {
+			n := min(len(b), mp.MaxChunk)
+			buf = mp.AppendPacket(buf, mp.RespReplBody, b[:n])
+			b = b[n:]
+		}
+	}
+	return buf
+}

@@ -1,0 +1,419 @@
+// client.go: the backend milter client.
+//
+// Tunables (Config) and defaults, as mailfromd's pmult:
+//   ConnectTimeout 300s  connect and option negotiation
+//   WriteTimeout    10s  each write
+//   ReadTimeout     10s  each reply (envelope, headers, body)
+//   EOMTimeout     300s  the end-of-message reply sequence
+//   MaxVersion       6   highest protocol version offered
+//   MaxPacket     64 MiB largest reply packet accepted
+
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	mp "github.com/mailmux/mailmux/milterproto"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+// Config configures one backend milter.
+type Config struct {
+	Name           string
+	Network        string // "tcp", "tcp4", "tcp6", "unix"
+	Address        string // host:port or socket path
+	ConnectTimeout time.Duration
+	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
+	EOMTimeout     time.Duration
+	MaxVersion     uint32
+	MaxPacket      int
+}
+
+// Backend is a remote milter. It is safe for concurrent use.
+type Backend struct {
+	cfg Config
+}
+
+// New returns a backend with defaults filled in.
+func New(cfg Config) *Backend {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ConnectTimeout, 300*time.Second)
+	def(&cfg.ReadTimeout, 10*time.Second)
+	def(&cfg.WriteTimeout, 10*time.Second)
+	def(&cfg.EOMTimeout, 300*time.Second)
+	if cfg.MaxVersion < mp.MinVersion || cfg.MaxVersion > mp.MaxVersion {
+		cfg.MaxVersion = mp.MaxVersion
+	}
+	if cfg.MaxPacket <= 0 {
+		cfg.MaxPacket = 64 << 20
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.Network + ":" + cfg.Address
+	}
+	return &Backend{cfg: cfg}
+}
+
+// Name implements pmult.Backend.
+func (b *Backend) Name() string { return b.cfg.Name }
+
+func (b *Backend) where() string { return b.cfg.Network + ":" + b.cfg.Address }
+
+// Open implements pmult.Backend: connect and negotiate.
+func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
+	d := net.Dialer{Timeout: b.cfg.ConnectTimeout}
+	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
+	}
+	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress}
+	if s.progress == nil {
+		s.progress = func() {}
+	}
+	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	if err := s.negotiate(info.Offer); err != nil {
+		s.stop()
+		conn.Close()
+		return nil, fmt.Errorf("%s: %w", b.where(), err)
+	}
+	return s, nil
+}
+
+type session struct {
+	b        *Backend
+	conn     net.Conn
+	r        *mp.Reader
+	wbuf     []byte
+	stop     func() bool
+	progress func()
+
+	version  uint32
+	actions  mp.Action
+	proto    mp.Protocol
+	caps     pmult.Caps
+	leadspc  bool // the filter wants and sends exact header values
+	maxChunk int
+
+	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
+}
+
+var stageKind = map[mp.Stage]pmult.Kind{
+	mp.StageConnect: pmult.KindConnect, mp.StageHelo: pmult.KindHelo, mp.StageEnvFrom: pmult.KindMail,
+	mp.StageEnvRcpt: pmult.KindRcpt, mp.StageData: pmult.KindData, mp.StageEOM: pmult.KindEOM,
+	mp.StageEOH: pmult.KindEOH,
+}
+
+// cmdOf maps event kinds to command letters.
+var cmdOf = [...]byte{
+	pmult.KindConnect: mp.CmdConnect, pmult.KindHelo: mp.CmdHelo, pmult.KindMail: mp.CmdMail,
+	pmult.KindRcpt: mp.CmdRcpt, pmult.KindData: mp.CmdData, pmult.KindHeader: mp.CmdHeader,
+	pmult.KindEOH: mp.CmdEOH, pmult.KindBody: mp.CmdBody, pmult.KindEOM: mp.CmdEOB,
+	pmult.KindAbort: mp.CmdAbort, pmult.KindQuit: mp.CmdQuit, pmult.KindQuitNC: mp.CmdQuitNC,
+	pmult.KindUnknown: mp.CmdUnknown,
+}
+
+// Offer builds the OPTNEG a proxy sends a backend for the MTA's offer
+// (milter-protocol.md §10): all NO* and NR_* bits and SKIP (the proxy
+// emulates them), RCPT_REJ and HDR_LEADSPC only if the MTA has them, and
+// the MTA's actions.
+func Offer(o pmult.Offer, version uint32) mp.OptNeg {
+	p := mp.ProtoNoEventMask | mp.ProtoNoReplyMask | mp.ProtoSkip
+	if o.RejectedRcpts {
+		p |= mp.ProtoRcptRej
+	}
+	if o.LeadingSpace {
+		p |= mp.ProtoHdrLeadSpc
+	}
+	a := mp.Action(o.Actions) &^ mp.ActSetSymList
+	if o.SymList {
+		a |= mp.ActSetSymList
+	}
+	return mp.OptNeg{
+		Version:  version,
+		Actions:  a & mp.ActionMaskForVersion(version),
+		Protocol: p & mp.ProtocolMaskForVersion(version),
+	}
+}
+
+func (s *session) negotiate(o pmult.Offer) error {
+	offer := Offer(o, s.b.cfg.MaxVersion)
+	s.conn.SetDeadline(time.Now().Add(s.b.cfg.ConnectTimeout))
+	defer s.conn.SetDeadline(time.Time{})
+	if err := s.write(mp.AppendPacket(s.wbuf[:0], mp.CmdOptNeg, offer.Append(nil))); err != nil {
+		return fmt.Errorf("send SMFIC_OPTNEG: %w", err)
+	}
+	p, err := s.r.ReadPacket()
+	if err != nil {
+		return fmt.Errorf("read SMFIC_OPTNEG reply: %w", err)
+	}
+	if p.Code != mp.RespOptNeg {
+		return fmt.Errorf("protocol violation: answered SMFIC_OPTNEG with %s", mp.RespName(p.Code))
+	}
+	rep, err := mp.ParseOptNeg(p.Data)
+	if err != nil {
+		return err
+	}
+	if rep.Version > offer.Version && offer.Version == mp.MaxVersion {
+		// A filter announcing a version above 6 (libmilter answers the
+		// MTA's version or less): use 6, as Sendmail does.
+		rep.Version = mp.MaxVersion
+	}
+	if err := mp.CheckReply(offer, rep); err != nil {
+		return fmt.Errorf("protocol violation: %w", err)
+	}
+	s.version = rep.Version
+	// A filter that chose an older version gets that version's semantics
+	// whatever bits it echoed.
+	s.actions = rep.Actions & mp.ActionMaskForVersion(s.version)
+	s.proto = rep.Protocol & (mp.ProtocolMaskForVersion(s.version) | mp.ProtoInternal)
+	if s.version <= 2 {
+		s.proto |= mp.ProtoNoUnknown
+	}
+	if s.version <= 3 {
+		s.proto |= mp.ProtoNoData
+	}
+	s.leadspc = s.proto&mp.ProtoHdrLeadSpc != 0
+	s.maxChunk = mp.MDS64K
+	c := pmult.Caps{
+		Actions:       pmult.Actions(s.actions) &^ pmult.ActSetSymList,
+		Skip:          s.proto&mp.ProtoSkip != 0,
+		RejectedRcpts: s.proto&mp.ProtoRcptRej != 0,
+	}
+	for k := pmult.KindConnect; k <= pmult.KindUnknown; k++ {
+		cmd := cmdOf[k]
+		if !s.proto.Wants(cmd) {
+			c.NoEvent = c.NoEvent.With(k)
+		}
+		if !s.proto.Replies(cmd) {
+			c.NoReply = c.NoReply.With(k)
+		}
+	}
+	for _, sl := range rep.SymLists {
+		if k, ok := stageKind[sl.Stage]; ok {
+			if c.Macros == nil {
+				c.Macros = map[pmult.Kind]string{}
+			}
+			c.Macros[k] = sl.Macros
+		}
+	}
+	s.caps = c
+	return nil
+}
+
+func (s *session) Caps() pmult.Caps { return s.caps }
+
+func (s *session) write(b []byte) error {
+	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	_, err := s.conn.Write(b)
+	s.wbuf = b[:0]
+	return err
+}
+
+// Send implements pmult.BackendSession.
+func (s *session) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	if int(ev.Kind) >= len(cmdOf) || cmdOf[ev.Kind] == 0 {
+		return pmult.Reply{}, fmt.Errorf("event %s has no milter command", ev.Kind)
+	}
+	cmd := cmdOf[ev.Kind]
+	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
+		return pmult.Reply{}, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
+	}
+	buf := s.wbuf[:0]
+	for _, m := range ev.Macros {
+		buf = mp.AppendPacket(buf, mp.CmdMacro, mp.Macro{Cmd: m.Code, Pairs: m.Pairs}.Append(nil))
+	}
+	want := s.proto.Wants(cmd)
+	if want {
+		buf = s.appendEvent(buf, cmd, ev)
+	}
+	if len(buf) > 0 {
+		if err := s.write(buf); err != nil {
+			return pmult.Reply{}, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+	}
+	if !want || !s.proto.Replies(cmd) {
+		return pmult.Reply{}, nil
+	}
+	r, err := s.readReply(cmd)
+	if err != nil {
+		return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
+	}
+	return r, nil
+}
+
+func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
+	switch ev.Kind {
+	case pmult.KindConnect:
+		return mp.AppendPacket(buf, cmd, mp.Connect{Hostname: ev.Hostname, Family: ev.Family, Port: ev.Port,
+			Address: ev.Address}.Append(nil))
+	case pmult.KindHelo, pmult.KindUnknown:
+		return mp.AppendPacket(buf, cmd, mp.AppendStrings(nil, ev.Arg))
+	case pmult.KindMail, pmult.KindRcpt:
+		return mp.AppendPacket(buf, cmd, mp.AppendStrings(nil, ev.Args...))
+	case pmult.KindHeader:
+		v := ev.Value
+		if !s.leadspc && len(v) > 0 && v[0] == ' ' {
+			v = v[1:]
+		}
+		return mp.AppendPacket(buf, cmd, mp.AppendStrings(nil, ev.Name, v))
+	case pmult.KindBody:
+		c := ev.Chunk
+		for len(c) > s.maxChunk {
+			buf = mp.AppendPacket(buf, cmd, c[:s.maxChunk])
+			c = c[s.maxChunk:]
+		}
+		return mp.AppendPacket(buf, cmd, c)
+	}
+	return mp.AppendPacket(buf, cmd)
+}
+
+// readReply reads the answer to cmd: PROGRESS packets, at EOM any number
+// of modifications, then one final reply.
+func (s *session) readReply(cmd byte) (pmult.Reply, error) {
+	timeout := s.b.cfg.ReadTimeout
+	if cmd == mp.CmdEOB {
+		timeout = s.b.cfg.EOMTimeout
+	}
+	var rep pmult.Reply
+	var body []byte
+	haveBody := false
+	defer s.conn.SetReadDeadline(time.Time{})
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(timeout))
+		p, err := s.r.ReadPacket()
+		quickack(s.conn)
+		if err != nil {
+			if errors.Is(err, mp.ErrZeroLength) || errors.Is(err, mp.ErrTooLarge) {
+				err = fmt.Errorf("protocol violation: %w", err)
+			}
+			return rep, err
+		}
+		if err := mp.AllowedReply(cmd, p.Code, s.actions, s.proto); err != nil {
+			return rep, fmt.Errorf("protocol violation: %w", err)
+		}
+		switch p.Code {
+		case mp.RespProgress:
+			s.progress()
+			continue
+		case mp.RespContinue:
+			rep.Verdict = pmult.Continue
+		case mp.RespAccept:
+			rep.Verdict = pmult.Accept
+		case mp.RespReject:
+			rep.Verdict = pmult.Reject
+		case mp.RespTempfail:
+			rep.Verdict = pmult.Tempfail
+		case mp.RespDiscard:
+			rep.Verdict = pmult.Discard
+		case mp.RespSkip:
+			if cmd != mp.CmdRcpt && cmd != mp.CmdHeader && cmd != mp.CmdBody {
+				return rep, fmt.Errorf("protocol violation: SMFIR_SKIP after %s", mp.CmdName(cmd))
+			}
+			rep.Verdict = pmult.Skip
+		case mp.RespShutdown:
+			rep.Verdict = pmult.Shutdown
+		case mp.RespReplyCode:
+			text, err := mp.ParseString(p.Code, p.Data)
+			if err != nil {
+				return rep, fmt.Errorf("protocol violation: %w", err)
+			}
+			if err := mp.ValidReplyCode(text); err != nil {
+				return rep, fmt.Errorf("protocol violation: %w", err)
+			}
+			rep.Text = text
+			switch {
+			case strings.HasPrefix(text, "421"):
+				rep.Verdict = pmult.Shutdown
+			case text[0] == '4':
+				rep.Verdict = pmult.Tempfail
+			default:
+				rep.Verdict = pmult.Reject
+			}
+		default:
+			e, err := s.edit(p)
+			if err != nil {
+				return rep, fmt.Errorf("protocol violation: %w", err)
+			}
+			if e.Kind == pmult.EditReplaceBody {
+				body = append(body, p.Data...)
+				haveBody = true
+				continue
+			}
+			if e.Kind == pmult.EditQuarantine && cmd != mp.CmdEOB {
+				s.quarantine = append(s.quarantine, e)
+				continue
+			}
+			rep.Edits = append(rep.Edits, e)
+			continue
+		}
+		if cmd == mp.CmdEOB {
+			if len(s.quarantine) > 0 {
+				rep.Edits = append(s.quarantine, rep.Edits...)
+				s.quarantine = nil
+			}
+			if haveBody {
+				rep.Edits = append(rep.Edits, pmult.Edit{Kind: pmult.EditReplaceBody, Body: body})
+			}
+		}
+		return rep, nil
+	}
+}
+
+// edit decodes one modification packet into the engine's form (header
+// values with their leading space).
+func (s *session) edit(p mp.Packet) (pmult.Edit, error) {
+	space := func(v string, del bool) string {
+		if s.leadspc || (del && v == "") {
+			return v
+		}
+		return " " + v
+	}
+	switch p.Code {
+	case mp.RespAddHeader:
+		h, err := mp.ParseHeader(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditAddHeader, Name: h.Name, Value: space(h.Value, false)}, err
+	case mp.RespInsHeader:
+		h, err := mp.ParseIndexedHeader(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditInsertHeader, Index: int(h.Index), Name: h.Name,
+			Value: space(h.Value, false)}, err
+	case mp.RespChgHeader:
+		h, err := mp.ParseIndexedHeader(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditChangeHeader, Index: int(h.Index), Name: h.Name,
+			Value: space(h.Value, true)}, err
+	case mp.RespAddRcpt:
+		a, err := mp.ParseString(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditAddRcpt, Addr: a}, err
+	case mp.RespDelRcpt:
+		a, err := mp.ParseString(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditDelRcpt, Addr: a}, err
+	case mp.RespAddRcptPar:
+		a, err := mp.ParseAddrArgs(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditAddRcptPar, Addr: a.Addr, Args: a.Args, HasArgs: a.HasArgs}, err
+	case mp.RespChgFrom:
+		a, err := mp.ParseAddrArgs(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditChangeFrom, Addr: a.Addr, Args: a.Args, HasArgs: a.HasArgs}, err
+	case mp.RespQuarantine:
+		r, err := mp.ParseString(p.Code, p.Data)
+		return pmult.Edit{Kind: pmult.EditQuarantine, Value: r}, err
+	case mp.RespReplBody:
+		return pmult.Edit{Kind: pmult.EditReplaceBody}, nil
+	}
+	return pmult.Edit{}, fmt.Errorf("unexpected reply %s", mp.RespName(p.Code))
+}
+
+// Close implements pmult.BackendSession: QUIT and close.
+func (s *session) Close() error {
+	s.stop()
+	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
+	return s.conn.Close()
+}

@@ -1,0 +1,9 @@
+// Package milter is a remote milter as a pmult backend: the MTA (client)
+// side of the milter protocol toward one filter over a unix, inet or inet6
+// socket. It negotiates versions 2 to 6 with what the MTA offered, keeps
+// the filter's masks and macro lists, forwards macro packets verbatim,
+// re-chunks body data to 65535 bytes, relays SMFIR_PROGRESS, honours
+// NR_*/SKIP, adjusts header leading spaces for filters without
+// HDR_LEADSPC, and turns timeouts and protocol violations into errors the
+// engine acts on. It may import milterproto and pmult only.
+package milter

@@ -1,0 +1,100 @@
+// backend.go: what a backend is to the engine, and the per-backend policy.
+
+package pmult
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// Backend hands out one BackendSession per MTA session.
+type Backend interface {
+	// Name is the backend's configured name, for logs.
+	Name() string
+	// Open connects and negotiates for one MTA session. It must honour
+	// ctx and its own connect timeout.
+	Open(ctx context.Context, info OpenInfo) (BackendSession, error)
+}
+
+// OpenInfo is what a backend learns when a session opens.
+type OpenInfo struct {
+	Offer Offer
+	// Progress is called when the backend asks for more time (milter
+	// SMFIR_PROGRESS); the front end relays it to the MTA where allowed.
+	Progress func()
+	Log      *slog.Logger
+}
+
+// BackendSession is one backend's side of one MTA session. Its methods are
+// called from one goroutine at a time.
+type BackendSession interface {
+	// Caps is what the backend negotiated.
+	Caps() Caps
+	// Send delivers ev. For an event the backend answers, it waits for the
+	// answer (within the backend's own timeouts) and returns it; for other
+	// events it returns Reply{Verdict: Continue}. An error means the
+	// backend broke (timeout, closed connection, protocol violation): the
+	// engine drops it from the session and applies its failure action.
+	Send(ctx context.Context, ev *Event) (Reply, error)
+	// Close ends the session (QUIT) and releases its resources.
+	Close() error
+}
+
+// FailAction is what a backend's failure means for the MTA session.
+type FailAction uint8
+
+// Failure actions.
+const (
+	FailTempfail FailAction = iota // default: 4xx
+	FailAccept                     // skip this backend for the rest of the session
+	FailReject                     // 5xx
+	FailDiscard                    // discard the message
+)
+
+// ParseFailAction parses accept, tempfail, reject or discard.
+func ParseFailAction(s string) (FailAction, error) {
+	switch strings.ToLower(s) {
+	case "", "tempfail":
+		return FailTempfail, nil
+	case "accept", "continue":
+		return FailAccept, nil
+	case "reject":
+		return FailReject, nil
+	case "discard":
+		return FailDiscard, nil
+	}
+	return 0, fmt.Errorf("unknown failure action %q (want accept, tempfail, reject or discard)", s)
+}
+
+func (a FailAction) String() string {
+	return [...]string{"tempfail", "accept", "reject", "discard"}[a]
+}
+
+// verdict is the vote a failed backend casts.
+func (a FailAction) verdict() Verdict {
+	switch a {
+	case FailReject:
+		return Reject
+	case FailDiscard:
+		return Discard
+	case FailAccept:
+		return Continue
+	}
+	return Tempfail
+}
+
+// Policy is one backend's place in the chain.
+type Policy struct {
+	OnFailure FailAction
+	// Evaluate (shadow mode): the backend gets every event, its verdicts
+	// and edits are logged, and nothing it says reaches the MTA.
+	Evaluate bool
+}
+
+// Slot is a configured backend with its policy, in chain order.
+type Slot struct {
+	Backend Backend
+	Policy  Policy
+}

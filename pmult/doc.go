@@ -1,0 +1,11 @@
+// Package pmult is the engine of the multiplexer: the event and reply types
+// of the common event stream, and a Session that fans each event of one MTA
+// session out to N backend sessions, merges their verdicts (strongest wins,
+// per-recipient rejects, ACCEPT means "this backend is done") and their
+// message edits (one header model, all body replacement in one run), and
+// applies each backend's failure policy.
+//
+// The engine knows nothing of sockets, codecs or MTAs: front ends
+// (adapters/…) turn an MTA's dialect into Events and Replies back into its
+// dialect; backends (backends/…) implement the Backend interface.
+package pmult
