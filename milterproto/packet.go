@@ -4,6 +4,7 @@
 package milterproto
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,11 +28,18 @@ var (
 // Reader reads packets from a stream. The Data of each packet it returns is
 // freshly allocated and owned by the caller, so it may be shared (for
 // example between several backends) without copying.
+//
+// The Reader buffers its input (one read system call usually brings a
+// whole packet, or several), so it must be the only reader of r.
 type Reader struct {
-	r       io.Reader
+	r       *bufio.Reader
 	maxData int
 	hdr     [5]byte
 }
+
+// readBufSize is the Reader's buffer: large enough for any envelope
+// packet; body chunks bigger than it are read straight into their slice.
+const readBufSize = 4096
 
 // NewReader returns a Reader that refuses packets with more than maxData
 // bytes of data (maxData <= 0 means DefaultMaxData).
@@ -39,8 +47,12 @@ func NewReader(r io.Reader, maxData int) *Reader {
 	if maxData <= 0 {
 		maxData = DefaultMaxData
 	}
-	return &Reader{r: r, maxData: maxData}
+	return &Reader{r: bufio.NewReaderSize(r, readBufSize), maxData: maxData}
 }
+
+// Buffered returns the number of bytes already read from the stream and
+// not yet returned as packets.
+func (r *Reader) Buffered() int { return r.r.Buffered() }
 
 // SetMaxData changes the data size limit (after MDS negotiation, say).
 func (r *Reader) SetMaxData(n int) {
@@ -110,7 +122,8 @@ func WritePacket(w io.Writer, code byte, data ...[]byte) error {
 }
 
 // ParseFrames splits a byte slice holding whole packets into packets. It is
-// used by tests and the fuzzer; it never panics.
+// used by tests and the fuzzer; it never panics. The Data of each packet
+// aliases b (its capacity ends with the packet).
 func ParseFrames(b []byte, maxData int) ([]Packet, error) {
 	var out []Packet
 	for len(b) > 0 {
@@ -127,7 +140,9 @@ func ParseFrames(b []byte, maxData int) ([]Packet, error) {
 		if uint64(len(b)-4) < uint64(n) {
 			return out, io.ErrUnexpectedEOF
 		}
-		out = append(out, Packet{Code: b[4], Data: b[5 : 4+n]})
+		// Cap Data at its end so that appending to one packet's Data
+		// cannot overwrite the next packet in b.
+		out = append(out, Packet{Code: b[4], Data: b[5 : 4+n : 4+n]})
 		b = b[4+n:]
 	}
 	return out, nil

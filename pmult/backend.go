@@ -38,6 +38,14 @@ type BackendSession interface {
 	// backend broke (timeout, closed connection, protocol violation): the
 	// engine drops it from the session and applies its failure action.
 	Send(ctx context.Context, ev *Event) (Reply, error)
+	// Post is the first half of Send: it delivers ev without waiting and
+	// reports whether an answer will follow. The engine posts an event to
+	// every backend, then awaits each answer, so backends work in
+	// parallel without a goroutine per backend.
+	Post(ctx context.Context, ev *Event) (answer bool, err error)
+	// Await is the second half of Send: it reads the answer to the event
+	// last posted (called only when Post said an answer follows).
+	Await(ctx context.Context, ev *Event) (Reply, error)
 	// Close ends the session (QUIT) and releases its resources.
 	Close() error
 }

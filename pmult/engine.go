@@ -84,6 +84,7 @@ type Session struct {
 	offer Offer
 	neg   Negotiated
 	res   []result
+	await []bool
 	tgt   []*bstate
 
 	parallelHeaderEdits bool // parallel mode with several header editors

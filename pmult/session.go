@@ -43,16 +43,20 @@ func (s *Session) noteMacros(ev *Event) {
 }
 
 // fanout sends ev to every target at once and waits for all answers.
+// Envelope and content events are posted to every backend first and the
+// answers read after, so the backends work in parallel with no goroutine
+// per backend; end of message (long, with PROGRESS to relay as it comes)
+// uses one goroutine per backend.
 func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []result {
 	if cap(s.res) < len(targets) {
 		s.res = make([]result, len(targets))
 	}
 	res := s.res[:len(targets)]
-	switch len(targets) {
-	case 0:
-	case 1:
+	switch {
+	case len(targets) == 0:
+	case len(targets) == 1:
 		res[0].r, res[0].err = targets[0].sess.Send(ctx, ev)
-	default:
+	case ev.Kind == KindEOM:
 		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
 			wg.Add(1)
@@ -63,6 +67,20 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		}
 		res[0].r, res[0].err = targets[0].sess.Send(ctx, ev)
 		wg.Wait()
+	default:
+		if cap(s.await) < len(targets) {
+			s.await = make([]bool, len(targets))
+		}
+		await := s.await[:len(targets)]
+		for i, b := range targets {
+			res[i] = result{}
+			await[i], res[i].err = b.sess.Post(ctx, ev)
+		}
+		for i, b := range targets {
+			if await[i] && res[i].err == nil {
+				res[i].r, res[i].err = b.sess.Await(ctx, ev)
+			}
+		}
 	}
 	return res
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/sockopt"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -131,6 +132,9 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 			return err
 		}
 		c.pending = append(c.pending, pmult.MacroSet{Code: m.Cmd, For: kindOfCmd[m.Cmd], Pairs: m.Pairs})
+		if c.r.Buffered() == 0 {
+			sockopt.QuickAck(c.nc) // Sendmail's command may be held by its Nagle
+		}
 		return nil
 	}
 	kind, ok := kindOfCmd[p.Code]

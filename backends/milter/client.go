@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/sockopt"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -220,12 +221,22 @@ func (s *session) write(b []byte) error {
 
 // Send implements pmult.BackendSession.
 func (s *session) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	answer, err := s.Post(ctx, ev)
+	if err != nil || !answer {
+		return pmult.Reply{}, err
+	}
+	return s.Await(ctx, ev)
+}
+
+// Post implements pmult.BackendSession: it writes the event's macro
+// packets and the event itself (if the filter wants it) in one write.
+func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	if int(ev.Kind) >= len(cmdOf) || cmdOf[ev.Kind] == 0 {
-		return pmult.Reply{}, fmt.Errorf("event %s has no milter command", ev.Kind)
+		return false, fmt.Errorf("event %s has no milter command", ev.Kind)
 	}
 	cmd := cmdOf[ev.Kind]
 	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
-		return pmult.Reply{}, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
+		return false, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
 	}
 	buf := s.wbuf[:0]
 	for _, m := range ev.Macros {
@@ -237,12 +248,15 @@ func (s *session) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error
 	}
 	if len(buf) > 0 {
 		if err := s.write(buf); err != nil {
-			return pmult.Reply{}, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
+			return false, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
 	}
-	if !want || !s.proto.Replies(cmd) {
-		return pmult.Reply{}, nil
-	}
+	return want && s.proto.Replies(cmd), nil
+}
+
+// Await implements pmult.BackendSession.
+func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	cmd := cmdOf[ev.Kind]
 	r, err := s.readReply(cmd)
 	if err != nil {
 		return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
@@ -290,7 +304,6 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(timeout))
 		p, err := s.r.ReadPacket()
-		quickack(s.conn)
 		if err != nil {
 			if errors.Is(err, mp.ErrZeroLength) || errors.Is(err, mp.ErrTooLarge) {
 				err = fmt.Errorf("protocol violation: %w", err)
@@ -339,6 +352,9 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 				rep.Verdict = pmult.Reject
 			}
 		default:
+			if s.r.Buffered() == 0 {
+				sockopt.QuickAck(s.conn) // the final reply may be held by the filter's Nagle
+			}
 			e, err := s.edit(p)
 			if err != nil {
 				return rep, fmt.Errorf("protocol violation: %w", err)

@@ -1,17 +1,15 @@
-// quickack_linux.go: TCP_QUICKACK after reads on backend sockets, so that a
-// filter which writes a modification and its final reply as two segments
-// (libmilter without TCP_NODELAY) is not held ~40 ms by our delayed ACK.
+// quickack_linux.go: TCP_QUICKACK on Linux.
 
 //go:build linux
 
-package milter
+package sockopt
 
 import (
 	"net"
 	"syscall"
 )
 
-func quickack(c net.Conn) {
+func QuickAck(c net.Conn) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return

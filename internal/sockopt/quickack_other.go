@@ -2,8 +2,8 @@
 
 //go:build !linux
 
-package milter
+package sockopt
 
 import "net"
 
-func quickack(net.Conn) {}
+func QuickAck(net.Conn) {}

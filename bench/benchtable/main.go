@@ -1,0 +1,134 @@
+// Command benchtable prints the multiplexer's benchmark table (make bench):
+// every figure through pmult is set against a baseline measured in the same
+// run, because the machine is shared and noisy.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/mailmux/mailmux/bench"
+)
+
+type row struct {
+	Backends   int     `json:"backends"`
+	Rate       float64 `json:"sessions_per_s"`
+	DirectRate float64 `json:"direct_sessions_per_s"`
+	Ratio      float64 `json:"ratio_to_direct"`
+	AddedP50us float64 `json:"added_p50_us"`
+	AddedP99us float64 `json:"added_p99_us"`
+	PacedRate  float64 `json:"paced_sessions_per_s"`
+	Errors     int     `json:"errors"`
+}
+
+func main() {
+	bench.MaybeServeNull()
+	dur := flag.Duration("d", 3*time.Second, "duration of each load run")
+	conc := flag.Int("c", 8, "concurrent sessions")
+	asJSON := flag.Bool("json", false, "machine-readable output")
+	flag.Parse()
+	if err := run(*dur, *conc, *asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(1)
+	}
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func run(dur time.Duration, conc int, asJSON bool) error {
+	null, err := bench.StartNull(5, 0)
+	if err != nil {
+		return err
+	}
+	defer null.Stop()
+	slow, err := bench.StartNull(3, 20*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer slow.Stop()
+
+	direct := bench.Load(null.Addrs[0], conc, dur, 0)
+	var rows []row
+	for _, n := range []int{1, 3, 5} {
+		mux, err := bench.StartMux(null.Addrs[:n])
+		if err != nil {
+			return err
+		}
+		sat := bench.Load(mux.Addr, conc, dur, 0)
+		half := sat.Rate() / 2
+		pm := bench.Load(mux.Addr, conc, dur, half)
+		pd := bench.Load(null.Addrs[0], conc, dur, half)
+		mux.Stop()
+		m50, m99 := pm.Lat.Envelope()
+		d50, d99 := pd.Lat.Envelope()
+		rows = append(rows, row{Backends: n, Rate: sat.Rate(), DirectRate: direct.Rate(),
+			Ratio: sat.Rate() / direct.Rate(), AddedP50us: us(m50 - d50), AddedP99us: us(m99 - d99),
+			PacedRate: half, Errors: sat.Errors + pm.Errors + pd.Errors})
+	}
+
+	// Heap per idle session: clients through pmult (3 backends) minus the
+	// same clients talking to one null backend directly.
+	const idle = 500
+	hDirect, err := bench.IdleHeap(null.Addrs[0], idle)
+	if err != nil {
+		return err
+	}
+	mux3, err := bench.StartMux(null.Addrs[:3])
+	if err != nil {
+		return err
+	}
+	hMux, err := bench.IdleHeap(mux3.Addr, idle)
+	mux3.Stop()
+	if err != nil {
+		return err
+	}
+
+	// Parallel envelope: 3 backends that take 20 ms per RCPT.
+	muxSlow, err := bench.StartMux(slow.Addrs)
+	if err != nil {
+		return err
+	}
+	var slowRows [][4]time.Duration
+	for _, rc := range []int{1, 5} {
+		one, err := bench.SessionTime(slow.Addrs[0], 5, rc)
+		if err != nil {
+			return err
+		}
+		through, err := bench.SessionTime(muxSlow.Addr, 5, rc)
+		if err != nil {
+			return err
+		}
+		chain, err := bench.ChainTime(slow.Addrs, 5, rc)
+		if err != nil {
+			return err
+		}
+		slowRows = append(slowRows, [4]time.Duration{time.Duration(rc), one, through, chain})
+	}
+	muxSlow.Stop()
+
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{
+			"rows": rows, "idle_heap_per_session_bytes": hMux - hDirect,
+			"direct_sessions_per_s": direct.Rate(),
+		})
+	}
+	fmt.Printf("pmult benchmark: %d concurrent sessions, %s per run, GOMAXPROCS=%d\n\n", conc, dur, runtimeProcs())
+	fmt.Printf("direct client -> 1 null backend: %.0f sessions/s (baseline)\n\n", direct.Rate())
+	fmt.Printf("%-9s %12s %10s %16s %16s %12s %7s\n", "backends", "sessions/s", "vs direct", "added p50 (µs)", "added p99 (µs)", "at (sess/s)", "errors")
+	for _, r := range rows {
+		fmt.Printf("%-9d %12.0f %9.0f%% %16.1f %16.1f %12.0f %7d\n", r.Backends, r.Rate, 100*r.Ratio,
+			r.AddedP50us, r.AddedP99us, r.PacedRate, r.Errors)
+	}
+	fmt.Printf("\nheap per idle session through pmult (3 backends): %.1f KiB (client-side %.1f KiB subtracted)\n",
+		(hMux-hDirect)/1024, hDirect/1024)
+	fmt.Printf("\nbackends sleeping 20 ms per RCPT, mean session time:\n")
+	fmt.Printf("%-6s %14s %18s %22s\n", "rcpts", "one backend", "pmult, 3 backends", "serial chain of 3")
+	for _, r := range slowRows {
+		fmt.Printf("%-6d %14s %18s %22s\n", int(r[0]), r[1].Round(100*time.Microsecond),
+			r[2].Round(100*time.Microsecond), r[3].Round(100*time.Microsecond))
+	}
+	return nil
+}

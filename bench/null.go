@@ -1,0 +1,100 @@
+// null.go: null backend milters in a child process.
+
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailmux/mailmux/internal/testmilter"
+	mp "github.com/mailmux/mailmux/milterproto"
+)
+
+const envNull = "MAILMUX_BENCH_NULL"
+
+// MaybeServeNull turns the process into a null-backend server when it was
+// started as one by StartNull (the env var holds "count,rcptDelay"). It
+// prints one address per line and serves until stdin closes.
+func MaybeServeNull() {
+	spec := os.Getenv(envNull)
+	if spec == "" {
+		return
+	}
+	parts := strings.Split(spec, ",")
+	n, _ := strconv.Atoi(parts[0])
+	var delay time.Duration
+	if len(parts) > 1 {
+		delay, _ = time.ParseDuration(parts[1])
+	}
+	for i := 0; i < n; i++ {
+		s := &testmilter.Server{}
+		if delay > 0 {
+			s.Handler = func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+				if p.Code == mp.CmdRcpt {
+					time.Sleep(delay)
+				}
+				return nil
+			}
+		}
+		a, err := s.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(a.String())
+	}
+	buf := make([]byte, 1)
+	os.Stdin.Read(buf) // parent closes our stdin to stop us
+	os.Exit(0)
+}
+
+// Null is a child process serving null backends.
+type Null struct {
+	Addrs []string
+	cmd   *exec.Cmd
+	stdin interface{ Close() error }
+}
+
+// StartNull starts n null backends (each sleeping rcptDelay per RCPT) in a
+// child process (this executable, which must call MaybeServeNull first).
+func StartNull(n int, rcptDelay time.Duration) (*Null, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%s", envNull, n, rcptDelay))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	nb := &Null{cmd: cmd, stdin: in}
+	sc := bufio.NewScanner(out)
+	for len(nb.Addrs) < n && sc.Scan() {
+		nb.Addrs = append(nb.Addrs, sc.Text())
+	}
+	if len(nb.Addrs) < n {
+		nb.Stop()
+		return nil, fmt.Errorf("null backends: child gave %d of %d addresses", len(nb.Addrs), n)
+	}
+	return nb, nil
+}
+
+// Stop ends the child process.
+func (n *Null) Stop() {
+	n.stdin.Close()
+	n.cmd.Wait()
+}

@@ -1,0 +1,41 @@
+package milterproto
+
+import (
+	"bytes"
+	"io"
+	"testing"
+)
+
+// BenchmarkReadPacket reads a Postfix-like session (16 packets) plus one
+// full 65535-byte body chunk per iteration.
+func BenchmarkReadPacket(b *testing.B) {
+	stream := seedStream()
+	stream = AppendPacket(stream, CmdBody, bytes.Repeat([]byte("0123456789abcde\n"), MaxChunk/16+1)[:MaxChunk])
+	br := bytes.NewReader(stream)
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		br.Reset(stream)
+		r := NewReader(br, MDS64K)
+		for {
+			if _, err := r.ReadPacket(); err != nil {
+				if err != io.EOF {
+					b.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// BenchmarkParseMacro parses Postfix's default connect macro packet.
+func BenchmarkParseMacro(b *testing.B) {
+	b.SetBytes(int64(len(seedMacroC)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := ParseMacro(seedMacroC)
+		if err != nil || len(m.Pairs) != 10 {
+			b.Fatal(m, err)
+		}
+	}
+}
