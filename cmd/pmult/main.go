@@ -1,0 +1,339 @@
+// Command pmult is the milter multiplexer: MTAs (Postfix, Sendmail) connect
+// to it as to one milter; it fans every session out to the configured
+// backend milters and merges their answers.
+//
+//	pmult [-c FILE] [--url URL] [-s|--stderr] [--syslog] [-x|--debug[=LEVEL]]
+//	      [--log-tag TAG] [--pidfile FILE] [--no-signal-handler]
+//	pmult check -c FILE      validate FILE, report every error, exit 78 if bad
+//	pmult version
+//
+// Without -c it runs on a built-in default configuration (listen on
+// inet:127.0.0.1:7357, no backends: every message is accepted).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"log/syslog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	adapter "github.com/mailmux/mailmux/adapters/milter"
+	backend "github.com/mailmux/mailmux/backends/milter"
+	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+// Version is the program version.
+const Version = "0.1.0"
+
+// exitConfig is the exit status for a bad configuration (EX_CONFIG).
+const exitConfig = 78
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return check(args[1:], stdout, stderr)
+		case "version", "--version", "-V":
+			fmt.Fprintf(stdout, "pmult (mailmux) %s\n", Version)
+			return 0
+		case "run":
+			args = args[1:]
+		}
+	}
+	return serve(args, stderr)
+}
+
+// debugFlag is -x/--debug: alone it means debug level; --debug=LEVEL takes
+// a level name (debug, info, warn, error) or a number (>0: debug).
+type debugFlag struct{ level *string }
+
+func (d debugFlag) String() string {
+	if d.level == nil {
+		return ""
+	}
+	return *d.level
+}
+func (d debugFlag) IsBoolFlag() bool { return true }
+func (d debugFlag) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "true":
+		*d.level = "debug"
+	case "false":
+	default:
+		if n, err := strconv.Atoi(s); err == nil {
+			if n > 0 {
+				*d.level = "debug"
+			}
+			return nil
+		}
+		if _, err := parseLevel(s); err != nil {
+			return err
+		}
+		*d.level = s
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
+	}
+	return l, nil
+}
+
+type options struct {
+	config, url, logTag, pidfile, level string
+	stderr, syslog, noSignals          bool
+}
+
+func parseFlags(name string, args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "c", "", "configuration `file` (TOML); default: built-in")
+	fs.StringVar(&o.config, "config", "", "configuration `file` (TOML); default: built-in")
+	fs.StringVar(&o.url, "url", "", "listen on `URL` (overrides the configuration's listen)")
+	fs.BoolVar(&o.stderr, "s", false, "log to standard error (default)")
+	fs.BoolVar(&o.stderr, "stderr", false, "log to standard error (default)")
+	fs.BoolVar(&o.syslog, "syslog", false, "log to syslog")
+	fs.Var(debugFlag{&o.level}, "x", "debug logging (or --debug=LEVEL)")
+	fs.Var(debugFlag{&o.level}, "debug", "log `level`: debug, info, warn, error")
+	fs.StringVar(&o.logTag, "log-tag", "", "syslog identifier")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write the process id to `file`")
+	fs.BoolVar(&o.noSignals, "no-signal-handler", false, "do not handle signals (debugging)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags("pmult check", args, stderr)
+	if err != nil {
+		return 64
+	}
+	if o.config == "" {
+		fmt.Fprintln(stderr, "pmult check: -c FILE is required")
+		return 64
+	}
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		errs := config.Errors(err)
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		fmt.Fprintf(stderr, "%s: %d error(s)\n", o.config, len(errs))
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d backend(s))\n", o.config, len(cfg.ListenAddrs), len(cfg.Backends))
+	return 0
+}
+
+func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, error) {
+	lv := cfg.LogLevel
+	if o.level != "" {
+		lv = o.level
+	}
+	level, err := parseLevel(lv)
+	if err != nil {
+		return nil, err
+	}
+	tag := cfg.LogTag
+	if o.logTag != "" {
+		tag = o.logTag
+	}
+	var w io.Writer = stderr
+	if o.syslog && !o.stderr {
+		sw, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, tag)
+		if err != nil {
+			fmt.Fprintf(stderr, "pmult: syslog unavailable (%v), logging to stderr\n", err)
+		} else {
+			w = sw
+		}
+	}
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})
+	return slog.New(h).With("prog", tag), nil
+}
+
+// Build turns a configuration into an engine.
+func Build(cfg *config.Config, log *slog.Logger) (*pmult.Engine, error) {
+	e := &pmult.Engine{Parallel: cfg.Content == "parallel", MaxMessage: cfg.MaxMessage, Log: log}
+	for _, b := range cfg.Backends {
+		act, err := pmult.ParseFailAction(b.OnFailure)
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: %w", b.Name, err)
+		}
+		be := backend.New(backend.Config{
+			Name:           b.Name,
+			Network:        b.Addr.Network,
+			Address:        b.Addr.Addr,
+			ConnectTimeout: b.ConnectTimeout.Duration,
+			ReadTimeout:    b.ReadTimeout.Duration,
+			WriteTimeout:   b.WriteTimeout.Duration,
+			EOMTimeout:     b.EOMTimeout.Duration,
+			MaxVersion:     uint32(b.Protocol),
+			MaxPacket:      cfg.MaxBackendPacket,
+		})
+		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
+			OnFailure: act,
+			Evaluate:  b.Mode == "evaluate",
+		}})
+	}
+	return e, nil
+}
+
+// listen opens a listener; a stale unix socket is removed first and the
+// new one made writable for the MTA's user.
+func listen(a config.Address) (net.Listener, error) {
+	if a.Network == "unix" {
+		if fi, err := os.Lstat(a.Addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.Dial("unix", a.Addr); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen %s: socket in use by another process", a.Raw)
+			}
+			os.Remove(a.Addr)
+		}
+		ln, err := net.Listen("unix", a.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
+		}
+		if err := os.Chmod(a.Addr, 0o666); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen(a.Network, a.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
+	}
+	return ln, nil
+}
+
+func serve(args []string, stderr io.Writer) int {
+	o, err := parseFlags("pmult", args, stderr)
+	if err != nil {
+		return 64
+	}
+	var cfg *config.Config
+	if o.config != "" {
+		cfg, err = config.Load(o.config)
+		if err != nil {
+			for _, e := range config.Errors(err) {
+				fmt.Fprintln(stderr, e)
+			}
+			return exitConfig
+		}
+	} else {
+		cfg = config.Default()
+	}
+	if o.url != "" {
+		a, err := config.ParseAddress(o.url)
+		if err != nil {
+			fmt.Fprintf(stderr, "pmult: --url: %v\n", err)
+			return exitConfig
+		}
+		cfg.ListenAddrs = []config.Address{a}
+	}
+	log, err := newLogger(o, cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pmult: %v\n", err)
+		return exitConfig
+	}
+	eng, err := Build(cfg, log)
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		return exitConfig
+	}
+	if len(eng.Slots) == 0 {
+		log.Warn("no backends configured: every message is accepted unfiltered")
+	}
+	srv := &adapter.Server{
+		Engine:      eng,
+		Log:         log,
+		MaxData:     cfg.MaxPacket,
+		MaxSessions: cfg.MaxSessions,
+	}
+	var lns []net.Listener
+	for _, a := range cfg.ListenAddrs {
+		ln, err := listen(a)
+		if err != nil {
+			log.Error("cannot listen", "err", err)
+			for _, l := range lns {
+				l.Close()
+			}
+			return 71
+		}
+		lns = append(lns, ln)
+	}
+	pidfile := cfg.PIDFile
+	if o.pidfile != "" {
+		pidfile = o.pidfile
+	}
+	if pidfile != "" {
+		if err := os.WriteFile(pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			log.Error("cannot write pidfile", "file", pidfile, "err", err)
+			return 73
+		}
+		defer os.Remove(pidfile)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns))
+	for i, ln := range lns {
+		log.Info("listening", "address", cfg.ListenAddrs[i].String(), "backends", len(eng.Slots), "version", Version)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, adapter.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	ctx := context.Background()
+	stop := func() {}
+	if !o.noSignals {
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	}
+	defer stop()
+	status := 0
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
+			"deadline", cfg.ShutdownTimeout.Duration.String())
+	case err := <-errc:
+		log.Error("listener failed", "err", err)
+		status = 1
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	wg.Wait()
+	for _, a := range cfg.ListenAddrs {
+		if a.Network == "unix" {
+			os.Remove(a.Addr)
+		}
+	}
+	log.Info("stopped")
+	return status
+}

@@ -1,0 +1,411 @@
+// config_test.go: tests of Parse, Load and Default: a complete file, the
+// defaults, and bad files whose every error must be reported at once.
+
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/hashicorp/go-multierror"
+)
+
+func TestLoadExample(t *testing.T) {
+	cfg, err := Load("testdata/example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Listen:           []string{"inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"},
+		PIDFile:          "/run/pmult/pmult.pid",
+		MaxSessions:      0,
+		MaxPacket:        1 << 20,
+		MaxBackendPacket: 64 << 20,
+		MaxMessage:       64 << 20,
+		ShutdownTimeout:  Duration{30 * time.Second},
+		Content:          "serial",
+		LogLevel:         "info",
+		LogTag:           "pmult",
+		Backends: []Backend{{
+			Name:           "dkim",
+			URL:            "inet:8891@127.0.0.1",
+			ConnectTimeout: Duration{300 * time.Second},
+			ReadTimeout:    Duration{10 * time.Second},
+			WriteTimeout:   Duration{10 * time.Second},
+			EOMTimeout:     Duration{300 * time.Second},
+			OnFailure:      "accept",
+			Mode:           "enforce",
+			Protocol:       6,
+			Addr:           Address{Network: "tcp", Addr: "127.0.0.1:8891", Raw: "inet:8891@127.0.0.1"},
+		}, {
+			Name:           "spam",
+			URL:            "unix:///run/spamass/spamass.sock",
+			ConnectTimeout: Duration{300 * time.Second},
+			ReadTimeout:    Duration{5 * time.Minute},
+			WriteTimeout:   Duration{30 * time.Second},
+			EOMTimeout:     Duration{2*time.Hour + 35*time.Second},
+			OnFailure:      "tempfail",
+			Mode:           "evaluate",
+			Protocol:       6,
+			Addr:           Address{Network: "unix", Addr: "/run/spamass/spamass.sock", Raw: "unix:///run/spamass/spamass.sock"},
+		}},
+		ListenAddrs: []Address{
+			{Network: "tcp", Addr: "127.0.0.1:7357", Raw: "inet:127.0.0.1:7357"},
+			{Network: "unix", Addr: "/run/pmult/pmult.sock", Raw: "unix:/run/pmult/pmult.sock"},
+		},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Load(example.toml) =\n%+v\nwant\n%+v", cfg, want)
+	}
+}
+
+// TestDocExample keeps the example in doc.go and testdata/example.toml the
+// same.
+func TestDocExample(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromDoc []string
+	for line := range strings.Lines(string(doc)) {
+		if s, ok := strings.CutPrefix(line, "//\t"); ok {
+			fromDoc = append(fromDoc, strings.TrimSpace(s))
+		}
+	}
+	ex, err := os.ReadFile("testdata/example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromFile []string
+	for line := range strings.Lines(string(ex)) {
+		if s := strings.TrimSpace(line); s != "" && !strings.HasPrefix(s, "#") {
+			fromFile = append(fromFile, s)
+		}
+	}
+	if !slices.Equal(fromDoc, fromFile) {
+		t.Errorf("doc.go example and testdata/example.toml differ:\n%s\n---\n%s",
+			strings.Join(fromDoc, "\n"), strings.Join(fromFile, "\n"))
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	for name, cfg := range map[string]*Config{"Default": Default(), "Parse(empty)": mustParse(t, "")} {
+		if !slices.Equal(cfg.Listen, []string{"inet:127.0.0.1:7357"}) ||
+			len(cfg.ListenAddrs) != 1 || cfg.ListenAddrs[0].Network != "tcp" || cfg.ListenAddrs[0].Addr != "127.0.0.1:7357" {
+			t.Errorf("%s: listen %v %v", name, cfg.Listen, cfg.ListenAddrs)
+		}
+		if cfg.MaxPacket != DefaultMaxPacket || cfg.MaxBackendPacket != DefaultMaxBackendPacket ||
+			cfg.MaxMessage != DefaultMaxMessage || cfg.MaxSessions != 0 ||
+			cfg.ShutdownTimeout.Duration != 30*time.Second || cfg.Content != "serial" ||
+			cfg.LogLevel != "info" || cfg.LogTag != "pmult" || cfg.PIDFile != "" || len(cfg.Backends) != 0 {
+			t.Errorf("%s: %+v", name, cfg)
+		}
+	}
+	cfg := mustParse(t, `
+listen = "unix:/tmp/p.sock"
+content = "PARALLEL"
+log_level = "Warn"
+[[backend]]
+name = "a"
+url = "inet:1@localhost"
+on_failure = "Reject"
+`)
+	b := cfg.Backends[0]
+	if b.ConnectTimeout.Duration != 300*time.Second || b.ReadTimeout.Duration != 10*time.Second ||
+		b.WriteTimeout.Duration != 10*time.Second || b.EOMTimeout.Duration != 300*time.Second ||
+		b.OnFailure != "reject" || b.Mode != "enforce" || b.Protocol != 6 ||
+		b.Addr.Network != "tcp" || b.Addr.Addr != "localhost:1" {
+		t.Errorf("backend defaults: %+v", b)
+	}
+	if cfg.Content != "parallel" || cfg.LogLevel != "warn" || cfg.ListenAddrs[0].Addr != "/tmp/p.sock" {
+		t.Errorf("config: %+v", cfg)
+	}
+}
+
+func mustParse(t *testing.T, doc string) *Config {
+	t.Helper()
+	cfg, err := Parse([]byte(doc), "test.toml")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return cfg
+}
+
+// parseErrors parses doc, which must fail, and returns its error messages.
+func parseErrors(t *testing.T, doc string) []string {
+	t.Helper()
+	cfg, err := Parse([]byte(doc), "config.toml")
+	if err == nil {
+		t.Fatalf("Parse succeeded: %+v", cfg)
+	}
+	if cfg != nil {
+		t.Errorf("Parse returned a config with its error")
+	}
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		t.Fatalf("error %T is not a *multierror.Error", err)
+	}
+	var msgs []string
+	for _, e := range Errors(err) {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Errorf("error %T %q is not a *FieldError", e, e)
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return msgs
+}
+
+func TestBadFileReportsEverything(t *testing.T) {
+	const doc = `
+listen = []
+max_packet = 1000
+content = "sideways"
+log_level = "loud"
+shutdown_timeout = "0s"
+max_sessions = -1
+lsten = "inet:1@localhost"
+
+[[backend]]
+name = "dkim"
+url = "inet:abc"
+read_timeout = "soon"
+write_timeout = -5
+eom_timeout = 0
+
+[[backend]]
+name = "dkim"
+url = "unix:/run/x.sock"
+on_failure = "acept"
+mode = "shadow"
+protocol = 9
+nmae = "x"
+
+[[backend]]
+connect_timeout = 1.5
+`
+	got := parseErrors(t, doc)
+	want := []string{
+		`config.toml: unknown key "lsten" (did you mean "listen"?)`,
+		`config.toml: backend[1] "dkim": unknown key "backend.nmae" (did you mean "name"?)`,
+		`config.toml: max_sessions: -1 is too small (minimum 0)`,
+		`config.toml: max_packet: 1000 is too small (minimum 65536)`,
+		`config.toml: shutdown_timeout: must be positive (leave it out for the default, 30s)`,
+		`config.toml: content: unknown content mode "sideways" (want serial or parallel)`,
+		`config.toml: log_level: unknown level "loud" (want debug, info, warn or error)`,
+		`config.toml: listen: no listen address (leave the key out for the default, inet:127.0.0.1:7357)`,
+		`config.toml: backend[0] "dkim": read_timeout: duration "soon": expected a number at "soon" (want e.g. "10s", "300" or "2 hours 35 seconds")`,
+		`config.toml: backend[0] "dkim": write_timeout: duration "-5": negative durations are not allowed`,
+		`config.toml: backend[0] "dkim": eom_timeout: must be positive (leave it out for the default, 5m0s)`,
+		`config.toml: backend[0] "dkim": url: address "inet:abc": bad port "abc" (not a number nor a known service name)`,
+		`config.toml: backend[1] "dkim": on_failure: unknown action "acept" (want accept, tempfail, reject or discard)`,
+		`config.toml: backend[1] "dkim": mode: unknown mode "shadow" (want enforce or evaluate)`,
+		`config.toml: backend[1] "dkim": protocol: 9 is out of range (want 2 to 6)`,
+		`config.toml: backend[1] "dkim": name: duplicate: backend[0] has the same name`,
+		`config.toml: backend[2]: connect_timeout: duration: want a string such as "10s" or "2 hours 35 seconds", or an integer number of seconds, not a TOML float`,
+		`config.toml: backend[2]: name: missing (every backend needs a unique name)`,
+		`config.toml: backend[2]: url: missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock)`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %d errors:\n%s\nwant %d:\n%s", len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
+	}
+	_, err := Parse([]byte(doc), "config.toml")
+	if !strings.HasPrefix(err.Error(), "19 configuration errors:\n\tconfig.toml: unknown key") {
+		t.Errorf("combined message: %q", err)
+	}
+}
+
+func TestWrongTypes(t *testing.T) {
+	got := parseErrors(t, `
+listen = ["inet:1@localhost", 7, "inet:1@localhost", "inet::1"]
+pidfile = 1
+max_packet = "big"
+log_tag = ["x"]
+content = true
+[[backend]]
+name = 5
+url = 5
+protocol = "6"
+`)
+	want := []string{
+		`config.toml: pidfile: want a string, not a TOML integer`,
+		`config.toml: max_packet: want an integer, not a TOML string`,
+		`config.toml: content: want a string, not a TOML boolean`,
+		`config.toml: log_tag: want a string, not a TOML array`,
+		`config.toml: listen[1]: want a string, not a TOML integer`,
+		`config.toml: listen[2]: address "inet:1@localhost": same as listen[0]`,
+		`config.toml: backend[0]: name: want a string, not a TOML integer`,
+		`config.toml: backend[0]: url: want a string, not a TOML integer`,
+		`config.toml: backend[0]: protocol: want an integer, not a TOML string`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestUnknownKeys(t *testing.T) {
+	got := parseErrors(t, `
+pid_file = "/run/p.pid"
+read-timeout = "1s"
+zzz = 1
+[logging]
+facility = "mail"
+
+[[backend]]
+name = "a"
+url = "inet:1@localhost"
+read-timeout = "5s"
+[backend.extra]
+x = 1
+
+[[backend]]
+name = "b"
+url = "inet:2@localhost"
+read-timeout = "5s"
+`)
+	want := []string{
+		`config.toml: unknown key "pid_file" (did you mean "pidfile"?)`,
+		`config.toml: unknown key "read-timeout"`,
+		`config.toml: unknown key "zzz"`,
+		`config.toml: unknown key "logging"`,
+		`config.toml: backend[0] "a": unknown key "backend.read-timeout" (did you mean "read_timeout"?)`,
+		`config.toml: backend[1] "b": unknown key "backend.read-timeout" (did you mean "read_timeout"?)`,
+		`config.toml: backend[0] "a": unknown key "backend.extra"`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestSyntaxError(t *testing.T) {
+	got := parseErrors(t, "listen = \"inet:1@localhost\"\n\n[[backend]]\nname = = \"a\"\nurl = \"x\"\n")
+	if len(got) != 1 || !strings.HasPrefix(got[0], "config.toml:4: ") {
+		t.Errorf("got %q, want one error on line 4", got)
+	}
+	_, err := Parse([]byte("a = 1\nb = = 2\n"), "x.toml")
+	var pe toml.ParseError
+	if !errors.As(err, &pe) || pe.Position.Line != 2 {
+		t.Errorf("error %v does not unwrap to a toml.ParseError on line 2", err)
+	}
+	// A single [backend] table instead of an array of tables.
+	got = parseErrors(t, "[backend]\nname = \"a\"\nurl = \"inet:1@localhost\"\n")
+	if len(got) != 1 || !strings.HasPrefix(got[0], "config.toml:1: backend: must be an array of tables: write [[backend]]") {
+		t.Errorf("got %q", got)
+	}
+	got = parseErrors(t, "backend = 5\n")
+	if len(got) != 1 || !strings.HasPrefix(got[0], "config.toml:1: backend: must be an array of tables") {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestExplicitZeroes(t *testing.T) {
+	// max_sessions = 0 is "no limit"; a zero anywhere else is an error,
+	// not a request for the default.
+	got := parseErrors(t, `
+max_sessions = 0
+max_packet = 0
+max_backend_packet = 0
+max_message = 0
+shutdown_timeout = 0
+[[backend]]
+name = "a"
+url = "inet:0@localhost"
+connect_timeout = "0"
+protocol = 0
+`)
+	want := []string{
+		`config.toml: max_packet: 0 is too small (minimum 65536)`,
+		`config.toml: max_backend_packet: 0 is too small (minimum 65536)`,
+		`config.toml: max_message: 0 is too small (minimum 65536)`,
+		`config.toml: shutdown_timeout: must be positive (leave it out for the default, 30s)`,
+		`config.toml: backend[0] "a": connect_timeout: must be positive (leave it out for the default, 5m0s)`,
+		`config.toml: backend[0] "a": protocol: 0 is out of range (want 2 to 6)`,
+		`config.toml: backend[0] "a": url: address "inet:0@localhost": port 0 cannot be connected to`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if err == nil {
+		t.Fatal("Load of a missing file succeeded")
+	}
+	errs := Errors(err)
+	if len(errs) != 1 || !errors.Is(errs[0], os.ErrNotExist) || !strings.HasPrefix(errs[0].Error(), "config: open ") {
+		t.Errorf("Errors = %v", errs)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	if Errors(nil) != nil {
+		t.Error("Errors(nil) != nil")
+	}
+	e := errors.New("x")
+	if got := Errors(e); len(got) != 1 || got[0] != e {
+		t.Errorf("Errors(plain) = %v", got)
+	}
+}
+
+func TestFieldError(t *testing.T) {
+	e := &FieldError{Source: "f.toml", Backend: 1, Name: "dkim", Field: "on_failure", Err: errors.New("bad")}
+	if e.Error() != `f.toml: backend[1] "dkim": on_failure: bad` {
+		t.Errorf("%q", e.Error())
+	}
+	if !errors.Is(e, e.Err) {
+		t.Error("Unwrap")
+	}
+}
+
+// TestSchemaKeys checks that the keys decoded are those of Config and
+// Backend.
+func TestSchemaKeys(t *testing.T) {
+	if a, b := tomlKeys(Config{}), tomlKeys(rawConfig{}); !slices.Equal(a, b) {
+		t.Errorf("Config keys %v, rawConfig keys %v", a, b)
+	}
+	if a, b := tomlKeys(Backend{}), tomlKeys(rawBackend{}); !slices.Equal(a, b) {
+		t.Errorf("Backend keys %v, rawBackend keys %v", a, b)
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	keys := tomlKeys(rawBackend{})
+	for in, want := range map[string]string{
+		"nmae": "name", "URL": "url", "eom-timeout": "eom_timeout", "onfailure": "on_failure",
+		"protocl": "protocol", "x": "", "colour": "", "": "",
+	} {
+		if got := suggest(in, keys); got != want {
+			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	ex, err := os.ReadFile("testdata/example.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(ex))
+	f.Add("listen = []\n[[backend]]\nnmae = 1\n")
+	f.Add("[backend]\nx = 1\n")
+	f.Add("backend = [{name = \"a\", url = \"inet:1@h\", read_timeout = 1.5}]\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		cfg, err := Parse([]byte(doc), "fuzz.toml")
+		if (cfg == nil) == (err == nil) {
+			t.Fatalf("Parse = %v, %v", cfg, err)
+		}
+		for _, e := range Errors(err) {
+			if !strings.HasPrefix(e.Error(), "fuzz.toml") {
+				t.Fatalf("error %q does not name the file", e)
+			}
+		}
+	})
+}
