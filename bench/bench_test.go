@@ -67,4 +67,3 @@ func benchMux(b *testing.B, n int) {
 func BenchmarkSessionMux1(b *testing.B) { benchMux(b, 1) }
 func BenchmarkSessionMux3(b *testing.B) { benchMux(b, 3) }
 func BenchmarkSessionMux5(b *testing.B) { benchMux(b, 5) }
-

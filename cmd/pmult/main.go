@@ -99,7 +99,7 @@ func parseLevel(s string) (slog.Level, error) {
 
 type options struct {
 	config, url, logTag, pidfile, level string
-	stderr, syslog, noSignals          bool
+	stderr, syslog, noSignals           bool
 }
 
 func parseFlags(name string, args []string, stderr io.Writer) (*options, error) {
