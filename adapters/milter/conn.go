@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/internal/sockopt"
+	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -253,6 +254,12 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 			if !ok || len(names) == 0 {
 				continue
 			}
+			// Once a list is sent for a stage, the MTA sends only those
+			// macros: keep what the MTA would send by default for the
+			// backends that did not ask (the union of Postfix's and
+			// Sendmail's defaults; an MTA sends only macros it has).
+			names = macros.Union(names, macros.PostfixDefaults[st]...)
+			names = macros.Union(names, macros.SendmailDefaults[st]...)
 			if len(names) > 50 { // Sendmail's MAXFILTERMACROS
 				c.log.Warn("macro list too long for the MTA, truncated", "stage", k.String(), "macros", len(names))
 				names = names[:50]

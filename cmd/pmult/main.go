@@ -5,6 +5,7 @@
 //	pmult [-c FILE] [--url URL] [-s|--stderr] [--syslog] [-x|--debug[=LEVEL]]
 //	      [--log-tag TAG] [--pidfile FILE] [--no-signal-handler]
 //	pmult check -c FILE      validate FILE, report every error, exit 78 if bad
+//	pmult mta-config postfix|sendmail [-c FILE]   print the MTA-side snippet
 //	pmult version
 //
 // Without -c it runs on a built-in default configuration (listen on
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "check":
 			return check(args[1:], stdout, stderr)
+		case "mta-config":
+			return mtaConfig(args[1:], stdout, stderr)
 		case "version", "--version", "-V":
 			fmt.Fprintf(stdout, "pmult (mailmux) %s\n", Version)
 			return 0

@@ -1,0 +1,102 @@
+// mtaconfig.go: `pmult mta-config postfix|sendmail -c FILE` prints the
+// MTA-side configuration for this pmult: the milter socket and, per stage,
+// the macro list the MTA must send, that is its default list plus every
+// macro the configured backends ask for in their negotiation (each backend
+// is contacted once), like mailfromd's postfix-macros.sed.
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/macros"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+var kindStage = map[pmult.Kind]macros.Stage{
+	pmult.KindConnect: macros.Connect, pmult.KindHelo: macros.Helo, pmult.KindMail: macros.EnvFrom,
+	pmult.KindRcpt: macros.EnvRcpt, pmult.KindData: macros.Data, pmult.KindEOM: macros.EOM,
+	pmult.KindEOH: macros.EOH,
+}
+
+func mtaConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "postfix" && args[0] != "sendmail") {
+		fmt.Fprintln(stderr, "usage: pmult mta-config postfix|sendmail [-c FILE]")
+		return 64
+	}
+	mta := args[0]
+	o, err := parseFlags("pmult mta-config", args[1:], stderr)
+	if err != nil {
+		return 64
+	}
+	cfg := config.Default()
+	if o.config != "" {
+		if cfg, err = config.Load(o.config); err != nil {
+			for _, e := range config.Errors(err) {
+				fmt.Fprintln(stderr, e)
+			}
+			return exitConfig
+		}
+	}
+	eng, err := Build(cfg, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "pmult:", err)
+		return exitConfig
+	}
+	defaults := macros.PostfixDefaults
+	if mta == "sendmail" {
+		defaults = macros.SendmailDefaults
+	}
+	lists := defaults
+	offer := pmult.Offer{Actions: pmult.ActModify | pmult.ActQuarantine, SymList: true, Skip: true,
+		RejectedRcpts: true, LeadingSpace: true, Version: 6}
+	for _, sl := range eng.Slots {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := sl.Backend.Open(ctx, pmult.OpenInfo{Offer: offer})
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stderr, "pmult: backend %s: %v (its macro needs are not included)\n", sl.Backend.Name(), err)
+			continue
+		}
+		for k, list := range s.Caps().Macros {
+			if st, ok := kindStage[k]; ok {
+				lists[st] = macros.Union(lists[st], macros.Split(list)...)
+			}
+		}
+		s.Close()
+	}
+	listen := "inet:127.0.0.1:7357"
+	if len(cfg.ListenAddrs) > 0 {
+		listen = cfg.ListenAddrs[0].String()
+	}
+	switch mta {
+	case "postfix":
+		fmt.Fprintf(stdout, "# main.cf\nsmtpd_milters = %s\nnon_smtpd_milters = $smtpd_milters\n", strings.Replace(listen, "inet6:", "inet:", 1))
+		fmt.Fprintln(stdout, "milter_protocol = 6\nmilter_default_action = tempfail")
+		for st := macros.Stage(0); st < macros.NumStages; st++ {
+			fmt.Fprintf(stdout, "%s = %s\n", macros.PostfixParam[st], strings.Join(lists[st], " "))
+		}
+	case "sendmail":
+		spec := listen
+		for _, a := range cfg.ListenAddrs {
+			if a.Network != "unix" {
+				if h, p, ok := strings.Cut(a.Addr, ":"); ok && !strings.Contains(p, ":") {
+					spec = "inet:" + p + "@" + h
+				}
+				break
+			}
+			spec = "unix:" + a.Addr
+			break
+		}
+		fmt.Fprintf(stdout, "dnl sendmail.mc\nINPUT_MAIL_FILTER(`pmult', `S=%s, F=T, T=C:10s;S:30s;R:5m;E:10m')\n", spec)
+		for st := macros.Stage(0); st < macros.NumStages; st++ {
+			fmt.Fprintf(stdout, "define(`%s', `%s')dnl\n", macros.SendmailOption[st], strings.Join(lists[st], ", "))
+		}
+	}
+	return 0
+}
