@@ -1,0 +1,149 @@
+// main_test.go: the pmult command: check's exit status, serving a real
+// session from a config file, pidfile, SIGTERM drain.
+
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailmux/mailmux/internal/testmilter"
+	mp "github.com/mailmux/mailmux/milterproto"
+)
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte("listen = [\"inet:7357@127.0.0.1\"]\n[[backend]]\nname = \"a\"\nurl = \"unix:/tmp/a.sock\"\n"), 0o644)
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("listen = [\"inet:x\"]\ncontent = \"sideways\"\n[[backend]]\nname = \"a\"\nurl = \"inet:1@h\"\non_failure = \"acept\"\n[[backend]]\nname = \"a\"\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "-c", good}, &out, &errb); code != 0 {
+		t.Fatalf("good config: exit %d: %s", code, errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check", "-c", bad}, &out, &errb); code != 78 {
+		t.Fatalf("bad config: exit %d, want 78", code)
+	}
+	for _, want := range []string{"inet:x", "sideways", "acept", "duplicate", "url"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
+// TestServeAndDrain runs the real binary: a session through it, then
+// SIGTERM in the middle of a second session, which must still finish.
+func TestServeAndDrain(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pmult")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	m := &testmilter.Server{Actions: mp.ActAddHeaders, Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+		if p.Code == mp.CmdEOB {
+			return []mp.Packet{testmilter.Reply(mp.RespAddHeader, testmilter.Str("X-Test", "yes")), {Code: mp.RespContinue}}
+		}
+		return nil
+	}}
+	ba, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	sock := filepath.Join(dir, "pmult.sock")
+	pid := filepath.Join(dir, "pmult.pid")
+	cfg := filepath.Join(dir, "pmult.toml")
+	host, port, _ := net.SplitHostPort(ba.String())
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen = [\"unix:%s\"]\nshutdown_timeout = \"5s\"\n[[backend]]\nname = \"t\"\nurl = \"inet:%s@%s\"\n", sock, port, host)), 0o644)
+	cmd := exec.Command(bin, "-c", cfg, "--pidfile", pid, "-x")
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var c net.Conn
+	for i := 0; i < 100; i++ {
+		if c, err = net.Dial("unix", sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("pmult did not listen: %v\n%s", err, logs.String())
+	}
+	if b, err := os.ReadFile(pid); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(cmd.Process.Pid) {
+		t.Errorf("pidfile: %q %v", b, err)
+	}
+	session := func(c net.Conn, mid func()) {
+		t.Helper()
+		r := mp.NewReader(c, 1<<20)
+		rt := func(code byte, data []byte, want string) {
+			t.Helper()
+			mp.WritePacket(c, code, data)
+			var got string
+			for {
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				p, err := r.ReadPacket()
+				if err != nil {
+					t.Fatalf("%c: %v\n%s", code, err, logs.String())
+				}
+				got += string(p.Code)
+				if strings.ContainsRune("catrdyO", rune(p.Code)) {
+					break
+				}
+			}
+			if got != want {
+				t.Fatalf("%c answered %q, want %q", code, got, want)
+			}
+		}
+		rt(mp.CmdOptNeg, mp.OptNeg{Version: 6, Actions: 0x1ff, Protocol: 0x1fffff}.Append(nil), "O")
+		rt(mp.CmdConnect, mp.Connect{Hostname: "h", Family: 'U'}.Append(nil), "c")
+		rt(mp.CmdMail, testmilter.Str("<a@b>"), "c")
+		if mid != nil {
+			mid()
+		}
+		rt(mp.CmdRcpt, testmilter.Str("<c@d>"), "c")
+		rt(mp.CmdEOB, nil, "hc")
+		mp.WritePacket(c, mp.CmdQuit, nil)
+		c.Close()
+	}
+	session(c, nil)
+	c2, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	session(c2, func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		time.Sleep(200 * time.Millisecond)
+		if _, err := net.Dial("unix", sock); err == nil {
+			t.Error("still accepting after SIGTERM")
+		}
+	})
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("pmult did not exit after SIGTERM\n%s", logs.String())
+	}
+	if _, err := os.Stat(pid); !os.IsNotExist(err) {
+		t.Error("pidfile left behind")
+	}
+	if !strings.Contains(logs.String(), "shutting down") {
+		t.Errorf("no shutdown log:\n%s", logs.String())
+	}
+}
