@@ -48,9 +48,9 @@ func BenchmarkSessionDirect(b *testing.B) {
 	benchSessions(b, nullBackends(b).Addrs[0])
 }
 
-func benchMux(b *testing.B, n int) {
+func benchMux(b *testing.B, n int, reuse bool) {
 	nb := nullBackends(b)
-	m, err := StartMux(nb.Addrs[:n])
+	m, err := StartMux(nb.Addrs[:n], reuse)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,6 +64,7 @@ func benchMux(b *testing.B, n int) {
 	b.ReportMetric(rate/direct.Rate(), "ratio-to-direct")
 }
 
-func BenchmarkSessionMux1(b *testing.B) { benchMux(b, 1) }
-func BenchmarkSessionMux3(b *testing.B) { benchMux(b, 3) }
-func BenchmarkSessionMux5(b *testing.B) { benchMux(b, 5) }
+func BenchmarkSessionMux1(b *testing.B)      { benchMux(b, 1, false) }
+func BenchmarkSessionMux3(b *testing.B)      { benchMux(b, 3, false) }
+func BenchmarkSessionMux5(b *testing.B)      { benchMux(b, 5, false) }
+func BenchmarkSessionMux3Reuse(b *testing.B) { benchMux(b, 3, true) }

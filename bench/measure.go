@@ -25,12 +25,13 @@ type Mux struct {
 }
 
 // StartMux starts pmult with the given backend addresses (null backends).
-func StartMux(backends []string) (*Mux, error) {
+// With reuse, backend connections are kept across sessions (QUIT_NC).
+func StartMux(backends []string, reuse bool) (*Mux, error) {
 	log := slog.New(slog.DiscardHandler)
 	eng := &pmult.Engine{Log: log}
 	for i, a := range backends {
 		eng.Slots = append(eng.Slots, pmult.Slot{Backend: backend.New(backend.Config{
-			Name: fmt.Sprintf("null%d", i+1), Network: "tcp", Address: a})})
+			Name: fmt.Sprintf("null%d", i+1), Network: "tcp", Address: a, Reuse: reuse})})
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,6 +47,7 @@ func (m *Mux) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	m.srv.Shutdown(ctx)
+	m.srv.Engine.CloseIdle()
 }
 
 // mtaOffer is what Postfix 3.x offers.

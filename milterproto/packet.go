@@ -39,7 +39,7 @@ type Reader struct {
 
 // readBufSize is the Reader's buffer: large enough for any envelope
 // packet; body chunks bigger than it are read straight into their slice.
-const readBufSize = 4096
+const readBufSize = 1024
 
 // NewReader returns a Reader that refuses packets with more than maxData
 // bytes of data (maxData <= 0 means DefaultMaxData).
@@ -107,6 +107,24 @@ func AppendPacket(dst []byte, code byte, data ...[]byte) []byte {
 	for _, d := range data {
 		dst = append(dst, d...)
 	}
+	return dst
+}
+
+// StartPacket appends the header of a packet whose payload the caller will
+// append directly; FinishPacket then fills in its length. Together they
+// frame a payload without building it in a separate slice first:
+//
+//	dst, at := StartPacket(dst, CmdHelo)
+//	dst = AppendStrings(dst, "client.example")
+//	dst = FinishPacket(dst, at)
+func StartPacket(dst []byte, code byte) ([]byte, int) {
+	at := len(dst)
+	return append(dst, 0, 0, 0, 0, code), at
+}
+
+// FinishPacket sets the length word of the packet started at at.
+func FinishPacket(dst []byte, at int) []byte {
+	binary.BigEndian.PutUint32(dst[at:], uint32(len(dst)-at-4))
 	return dst
 }
 

@@ -31,6 +31,16 @@ type Engine struct {
 	Log        *slog.Logger
 }
 
+// CloseIdle closes the idle backend connections kept for reuse, for the
+// backends that keep any.
+func (e *Engine) CloseIdle() {
+	for _, sl := range e.Slots {
+		if c, ok := sl.Backend.(interface{ CloseIdle() }); ok {
+			c.CloseIdle()
+		}
+	}
+}
+
 // NewSession starts the engine side of one MTA session. id names it in logs.
 func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 	if log == nil {
@@ -89,10 +99,12 @@ type Session struct {
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool
-	connDiscard         bool // a DISCARD at CONNECT/HELO, applied at MAIL
+	connDiscard         bool   // a DISCARD at CONNECT/HELO, applied at MAIL
+	connDiscardFrom     string // the backend that said it
 
 	hdr       headerModel
-	body      [][]byte
+	body      []byte // the original body, copied (the front end may reuse its buffers)
+	bodyEnds  []int  // where each chunk of body ends
 	bodyLen   int
 	tooBig    bool
 	final     Reply                // terminal verdict reached in the content phase
@@ -125,6 +137,9 @@ func (s *Session) Open(ctx context.Context, offer Offer, progress func()) Negoti
 			}
 			b.sess = sess
 			b.caps = sess.Caps()
+			// A backend may only make the edits the MTA can carry out;
+			// checkEdits refuses the others.
+			b.caps.Actions &= offer.Actions
 		}()
 	}
 	wg.Wait()
@@ -189,6 +204,13 @@ func (s *Session) negotiate() Negotiated {
 		}
 		for k, list := range b.caps.Macros {
 			n.Macros[k] = union(n.Macros[k], list)
+		}
+	}
+	for _, b := range s.bs {
+		if b.dead && b.vote.Objects() {
+			// It failed at open: its vote goes out at the first event,
+			// so the MTA must read the engine's replies.
+			replyNeeded = ^KindSet(0)
 		}
 	}
 	if s.needReplay || s.parallelHeaderEdits {

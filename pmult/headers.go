@@ -108,10 +108,10 @@ func (m *headerModel) posOfID(id int) int {
 func (m *headerModel) translate(e Edit) (Edit, bool) {
 	switch e.Kind {
 	case EditInsertHeader:
-		pos := e.Index - 1
-		if pos < 0 {
-			pos = 0
+		if e.Index <= 0 {
+			return e, true // before the MTA's hidden header: top of the list
 		}
+		pos := e.Index - 1
 		// Anchor on the first original header at or after pos that survives.
 		for ; pos < len(m.orig); pos++ {
 			if p := m.posOfID(m.orig[pos].id); p >= 0 {

@@ -179,7 +179,8 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 		s.startMessage()
 		for _, b := range s.bs {
 			b.doneMsg = false
-			b.inMsg = true
+			// Backends done for the connection are not in the message.
+			b.inMsg = !b.dead && !b.doneConn
 		}
 	}
 	targets := s.targets(ev, false)
@@ -195,12 +196,15 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 	case KindConnect, KindHelo:
 		if best.Verdict == Discard {
 			// Not allowed at these stages: discard every message instead.
+			if !s.connDiscard {
+				s.connDiscardFrom = best.From
+			}
 			s.connDiscard = true
 			best = Reply{}
 		}
 	case KindMail:
-		if s.connDiscard && !best.Verdict.Objects() {
-			best = Reply{Verdict: Discard}
+		if c := (Reply{Verdict: Discard, From: s.connDiscardFrom}); s.connDiscard && stronger(c, best) {
+			best = c
 		}
 	}
 	if !best.Verdict.Objects() && s.allDone(ev.Kind != KindConnect && ev.Kind != KindHelo) && !s.connDiscard {
@@ -215,6 +219,7 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 func (s *Session) startMessage() {
 	s.hdr.reset()
 	s.body = s.body[:0]
+	s.bodyEnds = s.bodyEnds[:0]
 	s.bodyLen = 0
 	s.tooBig = false
 	s.final = Reply{}
@@ -247,7 +252,8 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 					s.tooBig = true
 				}
 			} else {
-				s.body = append(s.body, ev.Chunk)
+				s.body = append(s.body, ev.Chunk...)
+				s.bodyEnds = append(s.bodyEnds, len(s.body))
 			}
 		}
 	}
@@ -283,7 +289,7 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 
 func (s *Session) abort(ctx context.Context, ev *Event) {
 	for _, b := range s.bs {
-		if b.dead || !b.inMsg {
+		if b.dead || b.doneConn || !b.inMsg {
 			continue
 		}
 		b.inMsg = false
@@ -308,6 +314,7 @@ func (s *Session) quitNC(ctx context.Context, ev *Event) {
 		*b = bstate{slot: b.slot, name: b.name, sess: b.sess, caps: b.caps, replay: b.replay}
 	}
 	s.connDiscard = false
+	s.connDiscardFrom = ""
 	s.startMessage()
 }
 
@@ -363,7 +370,11 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 					quarantine = []Edit{e}
 				}
 			case EditAddHeader, EditInsertHeader, EditChangeHeader:
-				if s.e.Parallel {
+				// Several header editors saw the original list: translate
+				// each one's indexes to the list as edited before it. With
+				// one editor there is nothing to translate (and the engine
+				// may not even have the headers).
+				if s.parallelHeaderEdits {
 					var ok bool
 					if e, ok = s.hdr.translate(e); !ok {
 						s.log.Info("header edit dropped: its header was deleted by an earlier backend",
@@ -383,7 +394,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 			break
 		}
 		if b.replay {
-			if b.dead || b.doneMsg {
+			if b.dead || b.doneConn || b.doneMsg {
 				continue
 			}
 			if s.tooBig {
@@ -479,13 +490,15 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 			nb = nb[n:]
 		}
 	} else {
-		for _, chunk := range s.body {
+		start := 0
+		for _, end := range s.bodyEnds {
 			if b.skip == KindBody {
 				break
 			}
-			if c, ok := send(chunk); !ok {
+			if c, ok := send(s.body[start:end]); !ok {
 				return nil, c
 			}
+			start = end
 		}
 	}
 	r, ok := step(&Event{Kind: KindEOM, Macros: s.cmacros[KindEOM]})

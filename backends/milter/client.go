@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mailmux/mailmux/internal/sockopt"
@@ -34,11 +35,23 @@ type Config struct {
 	EOMTimeout     time.Duration
 	MaxVersion     uint32
 	MaxPacket      int
+	// Reuse keeps the connection of an ended session (sent QUIT_NC, v6
+	// filters only) and hands it to the next session that makes the same
+	// offer, saving a connect and a negotiation per session. libmilter
+	// supports QUIT_NC; MTAs never send it, so other filters may not.
+	Reuse bool
+	// MaxIdle is the number of idle connections kept for reuse (default 64);
+	// IdleTimeout how long one may wait (default 60s).
+	MaxIdle     int
+	IdleTimeout time.Duration
 }
 
 // Backend is a remote milter. It is safe for concurrent use.
 type Backend struct {
 	cfg Config
+
+	mu   sync.Mutex
+	idle []*session // reusable connections, most recent last
 }
 
 // New returns a backend with defaults filled in.
@@ -61,6 +74,10 @@ func New(cfg Config) *Backend {
 	if cfg.Name == "" {
 		cfg.Name = cfg.Network + ":" + cfg.Address
 	}
+	if cfg.MaxIdle <= 0 {
+		cfg.MaxIdle = 64
+	}
+	def(&cfg.IdleTimeout, 60*time.Second)
 	return &Backend{cfg: cfg}
 }
 
@@ -71,12 +88,21 @@ func (b *Backend) where() string { return b.cfg.Network + ":" + b.cfg.Address }
 
 // Open implements pmult.Backend: connect and negotiate.
 func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
+	if s := b.reuse(info.Offer); s != nil {
+		s.progress = info.Progress
+		if s.progress == nil {
+			s.progress = func() {}
+		}
+		conn := s.conn
+		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+		return s, nil
+	}
 	d := net.Dialer{Timeout: b.cfg.ConnectTimeout}
 	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}
-	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress}
+	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer}
 	if s.progress == nil {
 		s.progress = func() {}
 	}
@@ -105,6 +131,83 @@ type session struct {
 	maxChunk int
 
 	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
+
+	offer  pmult.Offer // what the session was negotiated for (reuse key)
+	broken bool        // an error was seen: never reuse
+	inMsg  bool        // MAIL sent, no EOM or ABORT since
+	idleAt time.Time
+}
+
+// reuse returns an idle connection negotiated for the same offer, or nil.
+func (b *Backend) reuse(o pmult.Offer) *session {
+	if !b.cfg.Reuse {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := len(b.idle) - 1; i >= 0; i-- {
+		s := b.idle[i]
+		if s.offer != o {
+			continue
+		}
+		b.idle = append(b.idle[:i], b.idle[i+1:]...)
+		if time.Since(s.idleAt) > b.cfg.IdleTimeout || !s.alive() {
+			s.conn.Close()
+			continue
+		}
+		return s
+	}
+	return nil
+}
+
+// alive checks, without blocking, that the filter has not closed an idle
+// connection (it must have sent nothing).
+func (s *session) alive() bool {
+	if s.r.Buffered() > 0 {
+		return false
+	}
+	s.conn.SetReadDeadline(time.Now())
+	var b [1]byte
+	_, err := s.conn.Read(b[:])
+	s.conn.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// release keeps an ended session for reuse if it can be; it reports
+// whether it did.
+func (b *Backend) release(s *session) bool {
+	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 {
+		return false
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
+	if _, err := s.conn.Write(mp.AppendPacket(nil, mp.CmdQuitNC)); err != nil {
+		return false
+	}
+	s.conn.SetWriteDeadline(time.Time{})
+	s.quarantine = nil
+	s.idleAt = time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.idle) >= b.cfg.MaxIdle {
+		old := b.idle[0]
+		b.idle = b.idle[1:]
+		go old.conn.Close()
+	}
+	b.idle = append(b.idle, s)
+	return true
+}
+
+// CloseIdle closes every idle connection kept for reuse.
+func (b *Backend) CloseIdle() {
+	b.mu.Lock()
+	idle := b.idle
+	b.idle = nil
+	b.mu.Unlock()
+	for _, s := range idle {
+		s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
+		s.conn.Close()
+	}
 }
 
 var stageKind = map[mp.Stage]pmult.Kind{
@@ -238,9 +341,17 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
 		return false, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
 	}
+	switch ev.Kind {
+	case pmult.KindMail:
+		s.inMsg = true
+	case pmult.KindAbort, pmult.KindEOM:
+		s.inMsg = false
+	}
 	buf := s.wbuf[:0]
 	for _, m := range ev.Macros {
-		buf = mp.AppendPacket(buf, mp.CmdMacro, mp.Macro{Cmd: m.Code, Pairs: m.Pairs}.Append(nil))
+		var at int
+		buf, at = mp.StartPacket(buf, mp.CmdMacro)
+		buf = mp.FinishPacket(mp.Macro{Cmd: m.Code, Pairs: m.Pairs}.Append(buf), at)
 	}
 	want := s.proto.Wants(cmd)
 	if want {
@@ -248,6 +359,7 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	}
 	if len(buf) > 0 {
 		if err := s.write(buf); err != nil {
+			s.broken = true
 			return false, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
 	}
@@ -259,27 +371,14 @@ func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 	cmd := cmdOf[ev.Kind]
 	r, err := s.readReply(cmd)
 	if err != nil {
+		s.broken = true
 		return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
 	}
 	return r, nil
 }
 
 func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
-	switch ev.Kind {
-	case pmult.KindConnect:
-		return mp.AppendPacket(buf, cmd, mp.Connect{Hostname: ev.Hostname, Family: ev.Family, Port: ev.Port,
-			Address: ev.Address}.Append(nil))
-	case pmult.KindHelo, pmult.KindUnknown:
-		return mp.AppendPacket(buf, cmd, mp.AppendStrings(nil, ev.Arg))
-	case pmult.KindMail, pmult.KindRcpt:
-		return mp.AppendPacket(buf, cmd, mp.AppendStrings(nil, ev.Args...))
-	case pmult.KindHeader:
-		v := ev.Value
-		if !s.leadspc && len(v) > 0 && v[0] == ' ' {
-			v = v[1:]
-		}
-		return mp.AppendPacket(buf, cmd, mp.AppendStrings(nil, ev.Name, v))
-	case pmult.KindBody:
+	if ev.Kind == pmult.KindBody {
 		c := ev.Chunk
 		for len(c) > s.maxChunk {
 			buf = mp.AppendPacket(buf, cmd, c[:s.maxChunk])
@@ -287,7 +386,22 @@ func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
 		}
 		return mp.AppendPacket(buf, cmd, c)
 	}
-	return mp.AppendPacket(buf, cmd)
+	buf, at := mp.StartPacket(buf, cmd)
+	switch ev.Kind {
+	case pmult.KindConnect:
+		buf = mp.Connect{Hostname: ev.Hostname, Family: ev.Family, Port: ev.Port, Address: ev.Address}.Append(buf)
+	case pmult.KindHelo, pmult.KindUnknown:
+		buf = mp.AppendStrings(buf, ev.Arg)
+	case pmult.KindMail, pmult.KindRcpt:
+		buf = mp.AppendStrings(buf, ev.Args...)
+	case pmult.KindHeader:
+		v := ev.Value
+		if !s.leadspc && len(v) > 0 && v[0] == ' ' {
+			v = v[1:]
+		}
+		buf = mp.AppendStrings(buf, ev.Name, v)
+	}
+	return mp.FinishPacket(buf, at)
 }
 
 // readReply reads the answer to cmd: PROGRESS packets, at EOM any number
@@ -429,6 +543,9 @@ func (s *session) edit(p mp.Packet) (pmult.Edit, error) {
 // Close implements pmult.BackendSession: QUIT and close.
 func (s *session) Close() error {
 	s.stop()
+	if s.b.release(s) {
+		return nil
+	}
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
 	return s.conn.Close()

@@ -15,6 +15,7 @@ import (
 
 type row struct {
 	Backends   int     `json:"backends"`
+	Reuse      bool    `json:"reuse"`
 	Rate       float64 `json:"sessions_per_s"`
 	DirectRate float64 `json:"direct_sessions_per_s"`
 	Ratio      float64 `json:"ratio_to_direct"`
@@ -52,8 +53,12 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 
 	direct := bench.Load(null.Addrs[0], conc, dur, 0)
 	var rows []row
-	for _, n := range []int{1, 3, 5} {
-		mux, err := bench.StartMux(null.Addrs[:n])
+	for _, c := range []struct {
+		n     int
+		reuse bool
+	}{{1, false}, {3, false}, {5, false}, {1, true}, {3, true}, {5, true}} {
+		n := c.n
+		mux, err := bench.StartMux(null.Addrs[:n], c.reuse)
 		if err != nil {
 			return err
 		}
@@ -64,7 +69,7 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 		mux.Stop()
 		m50, m99 := pm.Lat.Envelope()
 		d50, d99 := pd.Lat.Envelope()
-		rows = append(rows, row{Backends: n, Rate: sat.Rate(), DirectRate: direct.Rate(),
+		rows = append(rows, row{Backends: n, Reuse: c.reuse, Rate: sat.Rate(), DirectRate: direct.Rate(),
 			Ratio: sat.Rate() / direct.Rate(), AddedP50us: us(m50 - d50), AddedP99us: us(m99 - d99),
 			PacedRate: half, Errors: sat.Errors + pm.Errors + pd.Errors})
 	}
@@ -76,7 +81,7 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	mux3, err := bench.StartMux(null.Addrs[:3])
+	mux3, err := bench.StartMux(null.Addrs[:3], false)
 	if err != nil {
 		return err
 	}
@@ -87,7 +92,7 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	}
 
 	// Parallel envelope: 3 backends that take 20 ms per RCPT.
-	muxSlow, err := bench.StartMux(slow.Addrs)
+	muxSlow, err := bench.StartMux(slow.Addrs, false)
 	if err != nil {
 		return err
 	}
@@ -117,9 +122,9 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	}
 	fmt.Printf("pmult benchmark: %d concurrent sessions, %s per run, GOMAXPROCS=%d\n\n", conc, dur, runtimeProcs())
 	fmt.Printf("direct client -> 1 null backend: %.0f sessions/s (baseline)\n\n", direct.Rate())
-	fmt.Printf("%-9s %12s %10s %16s %16s %12s %7s\n", "backends", "sessions/s", "vs direct", "added p50 (µs)", "added p99 (µs)", "at (sess/s)", "errors")
+	fmt.Printf("%-9s %-6s %12s %10s %16s %16s %12s %7s\n", "backends", "reuse", "sessions/s", "vs direct", "added p50 (µs)", "added p99 (µs)", "at (sess/s)", "errors")
 	for _, r := range rows {
-		fmt.Printf("%-9d %12.0f %9.0f%% %16.1f %16.1f %12.0f %7d\n", r.Backends, r.Rate, 100*r.Ratio,
+		fmt.Printf("%-9d %-6v %12.0f %9.0f%% %16.1f %16.1f %12.0f %7d\n", r.Backends, r.Reuse, r.Rate, 100*r.Ratio,
 			r.AddedP50us, r.AddedP99us, r.PacedRate, r.Errors)
 	}
 	fmt.Printf("\nheap per idle session through pmult (3 backends): %.1f KiB (client-side %.1f KiB subtracted)\n",

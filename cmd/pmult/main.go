@@ -195,6 +195,7 @@ func Build(cfg *config.Config, log *slog.Logger) (*pmult.Engine, error) {
 			EOMTimeout:     b.EOMTimeout.Duration,
 			MaxVersion:     uint32(b.Protocol),
 			MaxPacket:      cfg.MaxBackendPacket,
+			Reuse:          b.Reuse,
 		})
 		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
 			OnFailure: act,
@@ -332,6 +333,7 @@ func serve(args []string, stderr io.Writer) int {
 		log.Warn("shutdown", "err", err)
 	}
 	wg.Wait()
+	eng.CloseIdle()
 	for _, a := range cfg.ListenAddrs {
 		if a.Network == "unix" {
 			os.Remove(a.Addr)

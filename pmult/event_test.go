@@ -1,0 +1,109 @@
+package pmult
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseFailAction(t *testing.T) {
+	for in, want := range map[string]FailAction{
+		"": FailTempfail, "tempfail": FailTempfail, "Accept": FailAccept, "continue": FailAccept,
+		"REJECT": FailReject, "discard": FailDiscard,
+	} {
+		got, err := ParseFailAction(in)
+		if err != nil || got != want {
+			t.Errorf("ParseFailAction(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := ParseFailAction("quarantine"); err == nil || !strings.Contains(err.Error(), "quarantine") {
+		t.Errorf("ParseFailAction(quarantine) error = %v", err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{KindRcpt.String(), "rcpt"}, {KindQuitNC.String(), "quit_nc"}, {Kind(99).String(), "kind(99)"},
+		{Discard.String(), "discard"}, {Verdict(42).String(), "verdict(42)"},
+		{EditReplaceBody.String(), "replace_body"}, {EditKind(0).String(), "edit(0)"}, {EditKind(77).String(), "edit(77)"},
+		{FailDiscard.String(), "discard"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
+func TestKindSets(t *testing.T) {
+	s := Kinds(KindConnect, KindBody)
+	if !s.Has(KindConnect) || !s.Has(KindBody) || s.Has(KindHelo) {
+		t.Errorf("Kinds: %#x", s)
+	}
+	for k := KindNone; k < numKinds; k++ {
+		want := k == KindConnect || k == KindHelo || k == KindMail || k == KindRcpt || k == KindData || k == KindUnknown
+		if k.Envelope() != want {
+			t.Errorf("%v.Envelope() = %v", k, !want)
+		}
+	}
+}
+
+func TestEditNeed(t *testing.T) {
+	for k, want := range map[EditKind]Actions{
+		EditAddHeader: ActAddHeaders, EditInsertHeader: ActAddHeaders, EditChangeHeader: ActChangeHeaders,
+		EditAddRcpt: ActAddRcpt, EditAddRcptPar: ActAddRcptPar, EditDelRcpt: ActDelRcpt,
+		EditChangeFrom: ActChangeFrom, EditReplaceBody: ActChangeBody, EditQuarantine: ActQuarantine, EditKind(0): 0,
+	} {
+		if got := k.Need(); got != want {
+			t.Errorf("%v.Need() = %#x, want %#x", k, got, want)
+		}
+	}
+}
+
+func TestVerdictObjects(t *testing.T) {
+	for v, want := range map[Verdict]bool{Continue: false, Accept: false, Skip: false, Tempfail: true,
+		Reject: true, Discard: true, Shutdown: true} {
+		if v.Objects() != want {
+			t.Errorf("%v.Objects() = %v", v, !want)
+		}
+	}
+}
+
+// closeIdler is a backend that keeps idle connections.
+type closeIdler struct {
+	*fakeBackend
+	n int
+}
+
+func (c *closeIdler) CloseIdle() { c.n++ }
+
+func TestEngineCloseIdle(t *testing.T) {
+	c := &closeIdler{fakeBackend: newFake("c", reader)}
+	e := &Engine{Slots: []Slot{{Backend: c}, {Backend: newFake("plain", reader)}}}
+	e.CloseIdle()
+	if c.n != 1 {
+		t.Errorf("CloseIdle reached the backend %d times", c.n)
+	}
+}
+
+// A backend that breaks on ABORT or QUIT_NC is dropped like any other.
+func TestFailureOnAbortAndQuitNC(t *testing.T) {
+	for _, k := range []Kind{KindAbort, KindQuitNC} {
+		t.Run(k.String(), func(t *testing.T) {
+			a, b := newFake("a", reader), newFake("b", reader)
+			b.on[k] = step{Err: errors.New("broken pipe")}
+			e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b, Policy: Policy{OnFailure: FailReject}}}}
+			h := open(t, e, allOffer)
+			h.connect()
+			h.helo()
+			h.mail()
+			h.do(&Event{Kind: k})
+			h.connect()
+			if r := h.helo(); r.Verdict != Reject || r.From != "b" {
+				t.Errorf("helo = %+v, want b's failure vote", r)
+			}
+			if !strings.Contains(h.log.String(), "stage="+k.String()) {
+				t.Errorf("log:\n%s", h.log)
+			}
+		})
+	}
+}
