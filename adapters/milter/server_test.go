@@ -35,7 +35,7 @@ type logBuf struct {
 }
 
 func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logBuf) String() string               { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 func startMux(t *testing.T, parallel bool, slots ...slot) (string, *logBuf) {
 	t.Helper()
@@ -376,9 +376,9 @@ func TestSilentClientAndMalformedPackets(t *testing.T) {
 	silent, _ := net.Dial("tcp", addr)
 	defer silent.Close()
 	for _, bad := range [][]byte{
-		{0, 0, 0, 0},                // zero length
-		{0, 0, 0, 2, 'Z', 0},        // before OPTNEG
-		{0xff, 0, 0, 0, 'O'},        // oversize
+		{0, 0, 0, 0},         // zero length
+		{0, 0, 0, 2, 'Z', 0}, // before OPTNEG
+		{0xff, 0, 0, 0, 'O'}, // oversize
 		append(mp.AppendPacket(nil, mp.CmdOptNeg, mp.OptNeg{Version: 6, Actions: 0x1ff, Protocol: 0x1fffff}.Append(nil)), mp.AppendPacket(nil, 'Z')...),
 	} {
 		c, err := net.Dial("tcp", addr)
