@@ -131,6 +131,7 @@ type session struct {
 	maxChunk int
 
 	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
+	bodyRest   []byte       // the unsent rest of an oversize body chunk
 
 	offer  pmult.Offer // what the session was negotiated for (reuse key)
 	broken bool        // an error was seen: never reuse
@@ -369,18 +370,42 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 // Await implements pmult.BackendSession.
 func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	cmd := cmdOf[ev.Kind]
-	r, err := s.readReply(cmd)
-	if err != nil {
-		s.broken = true
-		return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
+	for {
+		r, err := s.readReply(cmd)
+		if err != nil {
+			s.broken = true
+			s.bodyRest = nil
+			return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+		if len(s.bodyRest) == 0 || r.Verdict != pmult.Continue {
+			s.bodyRest = nil
+			return r, nil
+		}
+		c := s.bodyRest
+		s.bodyRest = nil
+		if len(c) > s.maxChunk {
+			s.bodyRest = c[s.maxChunk:]
+			c = c[:s.maxChunk]
+		}
+		if err := s.write(mp.AppendPacket(s.wbuf[:0], cmd, c)); err != nil {
+			s.broken = true
+			s.bodyRest = nil
+			return pmult.Reply{}, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
 	}
-	return r, nil
 }
 
 func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
 	if ev.Kind == pmult.KindBody {
+		// A chunk larger than the filter accepts goes out in pieces, each
+		// answered before the next (Await sends the rest).
 		c := ev.Chunk
 		for len(c) > s.maxChunk {
+			if s.proto.Replies(cmd) {
+				s.bodyRest = c[s.maxChunk:]
+				c = c[:s.maxChunk]
+				break
+			}
 			buf = mp.AppendPacket(buf, cmd, c[:s.maxChunk])
 			c = c[s.maxChunk:]
 		}
