@@ -1,0 +1,27 @@
+// Package realpeer runs real mail software from Go tests: a private Postfix
+// instance, the scriptable pymilter milter testdata/pymilter/actions.py,
+// mailfromd as a milter, and mailfromd's mtasim. It is a test helper for the
+// project's end-to-end tests, not production code.
+//
+// Everything a test starts lives in a private directory under the system
+// temp directory (see Dir), listens on free loopback ports (see FreePort),
+// and is stopped by PID in t.Cleanup. Nothing under /etc or /var is used.
+//
+// The software must be installed first: scripts/install-test-deps.sh does
+// that on Debian 12 (as root). Tests call Require, which fails (never skips)
+// when a tool is missing, so a missing dependency cannot pass unnoticed.
+//
+// Typical use:
+//
+//	realpeer.Require(t, "postfix", "swaks", "pymilter")
+//	spec, events := realpeer.StartPyMilter(t, realpeer.PyPlan{
+//		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Test", Value: "yes"}},
+//	})
+//	pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(spec)})
+//	out, err := pf.Send(t, "--to", "b@example.com")
+//	msgs := pf.WaitDelivered(t, 1, 10*time.Second)
+//	_ = events() // what the milter saw, one JSON line per callback
+//
+// Milter socket specs are in libmilter form ("inet:PORT@127.0.0.1",
+// "unix:/path"); PostfixMilter converts one to Postfix's form.
+package realpeer

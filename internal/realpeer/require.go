@@ -1,0 +1,143 @@
+// require.go: checks that the real tools the tests run are installed, and
+// finds their paths (Require, ToolPath).
+
+package realpeer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// PythonPath is the interpreter that can import pymilter. On Debian only the
+// system python3 has the python3-milter module; a python3 earlier on PATH
+// (pyenv and the like) cannot import Milter.
+const PythonPath = "/usr/bin/python3"
+
+// InstallScript is the script that installs every tool Require knows.
+const InstallScript = "scripts/install-test-deps.sh"
+
+// knownTools maps a tool name accepted by Require to the executables it
+// needs. "pymilter" is special-cased (an import check).
+var knownTools = map[string][]string{
+	"postfix":         {"postfix", "postqueue", "postconf", "/usr/lib/postfix/sbin/master"},
+	"swaks":           {"swaks"},
+	"mailfromd":       {"mailfromd"},
+	"mtasim":          {"mtasim"},
+	"calloutd":        {"calloutd"},
+	"opendkim":        {"opendkim"},
+	"opendkim-genkey": {"opendkim-genkey"},
+	"redis-server":    {"redis-server"},
+	"smtp-source":     {"smtp-source"},
+}
+
+// AllTools lists every tool name Require accepts besides plain executables.
+var AllTools = []string{"postfix", "swaks", "mailfromd", "mtasim", "calloutd",
+	"pymilter", "opendkim", "opendkim-genkey", "redis-server", "smtp-source"}
+
+var (
+	pyOnce sync.Once
+	pyErr  error
+)
+
+// ToolPath returns the absolute path of an executable, looking in PATH and
+// then in /usr/sbin, /usr/bin, /sbin and /bin (PATH may lack the sbin
+// directories). Absolute names are checked as given.
+func ToolPath(name string) (string, error) {
+	if filepath.IsAbs(name) {
+		if isExec(name) {
+			return name, nil
+		}
+		return "", fmt.Errorf("%s: not found or not executable", name)
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs, nil
+		}
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		p := filepath.Join(dir, name)
+		if isExec(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found in PATH or /usr/sbin, /usr/bin, /sbin, /bin", name)
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+func checkPymilter() error {
+	pyOnce.Do(func() {
+		if !isExec(PythonPath) {
+			pyErr = fmt.Errorf("%s not found", PythonPath)
+			return
+		}
+		out, err := exec.Command(PythonPath, "-c", "import Milter, milter").CombinedOutput()
+		if err != nil {
+			pyErr = fmt.Errorf("%s cannot import Milter (package python3-milter): %v: %s",
+				PythonPath, err, strings.TrimSpace(string(out)))
+		}
+	})
+	return pyErr
+}
+
+// checkTool reports why a tool is unusable, or nil.
+func checkTool(name string) error {
+	if name == "pymilter" || name == "python3-milter" {
+		return checkPymilter()
+	}
+	exes, ok := knownTools[name]
+	if !ok {
+		exes = []string{name}
+	}
+	for _, e := range exes {
+		if _, err := ToolPath(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Require fails the test (t.Fatalf, never Skip) unless every named tool is
+// installed. Names: "postfix" (with postqueue, postconf and the master
+// daemon), "swaks", "mailfromd", "mtasim", "calloutd", "pymilter" (Debian's
+// /usr/bin/python3 can import Milter), "opendkim", "opendkim-genkey",
+// "redis-server", "smtp-source", or any other executable name. With no
+// names it checks all of AllTools.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	if len(tools) == 0 {
+		tools = AllTools
+	}
+	var missing []string
+	for _, name := range tools {
+		if err := checkTool(name); err != nil {
+			missing = append(missing, fmt.Sprintf("  %s: %v", name, err))
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("realpeer: required test tools are missing:\n%s\n"+
+			"Install them (as root, Debian 12) with: sh %s\n"+
+			"(the end-to-end tests run real Postfix, mailfromd, pymilter etc. and do not skip when they are absent)",
+			strings.Join(missing, "\n"), InstallScript)
+	}
+}
+
+// mustTool returns the path of an executable or fails the test with the
+// same advice as Require.
+func mustTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := ToolPath(name)
+	if err != nil {
+		t.Fatalf("realpeer: %v\nInstall the test tools (as root) with: sh %s", err, InstallScript)
+	}
+	return p
+}
