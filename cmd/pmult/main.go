@@ -29,9 +29,7 @@ import (
 	"syscall"
 
 	adapter "github.com/mailmux/mailmux/adapters/milter"
-	backend "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/config"
-	"github.com/mailmux/mailmux/pmult"
 )
 
 // Version is the program version.
@@ -177,34 +175,6 @@ func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, 
 	return slog.New(h).With("prog", tag), nil
 }
 
-// Build turns a configuration into an engine.
-func Build(cfg *config.Config, log *slog.Logger) (*pmult.Engine, error) {
-	e := &pmult.Engine{Parallel: cfg.Content == "parallel", MaxMessage: cfg.MaxMessage, Log: log}
-	for _, b := range cfg.Backends {
-		act, err := pmult.ParseFailAction(b.OnFailure)
-		if err != nil {
-			return nil, fmt.Errorf("backend %q: %w", b.Name, err)
-		}
-		be := backend.New(backend.Config{
-			Name:           b.Name,
-			Network:        b.Addr.Network,
-			Address:        b.Addr.Addr,
-			ConnectTimeout: b.ConnectTimeout.Duration,
-			ReadTimeout:    b.ReadTimeout.Duration,
-			WriteTimeout:   b.WriteTimeout.Duration,
-			EOMTimeout:     b.EOMTimeout.Duration,
-			MaxVersion:     uint32(b.Protocol),
-			MaxPacket:      cfg.MaxBackendPacket,
-			Reuse:          b.Reuse,
-		})
-		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
-			OnFailure: act,
-			Evaluate:  b.Mode == "evaluate",
-		}})
-	}
-	return e, nil
-}
-
 // listen opens a listener; a stale unix socket is removed first and the
 // new one made writable for the MTA's user.
 func listen(a config.Address) (net.Listener, error) {
@@ -263,7 +233,7 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pmult: %v\n", err)
 		return exitConfig
 	}
-	eng, err := Build(cfg, log)
+	eng, err := cfg.Engine(log)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
 		return exitConfig

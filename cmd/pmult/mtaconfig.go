@@ -43,7 +43,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 	}
-	eng, err := Build(cfg, nil)
+	eng, err := cfg.Engine(nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "pmult:", err)
 		return exitConfig

@@ -161,3 +161,11 @@ func readLines(path string) []string {
 	}
 	return out
 }
+
+// StartPyMilterProcess is StartPyMilter that also returns the process, for
+// tests that kill the milter in the middle of a session.
+func StartPyMilterProcess(t testing.TB, plan PyPlan) (p *Process, spec string, log func() []string) {
+	t.Helper()
+	p, spec, logFile := startPyMilter(t, plan)
+	return p, spec, func() []string { return readLines(logFile) }
+}
