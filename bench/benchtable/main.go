@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/mailmux/mailmux/bench"
@@ -27,6 +28,9 @@ type row struct {
 
 func main() {
 	bench.MaybeServeNull()
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as cmd/pmult does
+	}
 	dur := flag.Duration("d", 3*time.Second, "duration of each load run")
 	conc := flag.Int("c", 8, "concurrent sessions")
 	asJSON := flag.Bool("json", false, "machine-readable output")
