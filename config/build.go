@@ -30,6 +30,7 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 			MaxVersion:     uint32(b.Protocol),
 			MaxPacket:      c.MaxBackendPacket,
 			Reuse:          b.Reuse,
+			Log:            log,
 		})
 		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
 			OnFailure: act,

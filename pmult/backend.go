@@ -4,10 +4,17 @@ package pmult
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 )
+
+// ErrDown is wrapped by a backend's Open error when the backend is known
+// to be down and was not tried (circuit breaker). The engine applies the
+// failure action as for any failure, but logs it at debug level: the
+// backend itself logs when it goes down and comes back.
+var ErrDown = errors.New("backend down")
 
 // Backend hands out one BackendSession per MTA session.
 type Backend interface {

@@ -9,6 +9,7 @@ package pmult
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 )
@@ -274,7 +275,12 @@ func (s *Session) failed(b *bstate, k Kind, err error) {
 	if k == KindNone {
 		stage = "open"
 	}
-	if b.slot.Policy.Evaluate {
+	if errors.Is(err, ErrDown) {
+		s.log.Debug("backend skipped", "backend", b.name, "err", err, "action", act.String())
+		if !b.slot.Policy.Evaluate {
+			b.vote = act.verdict()
+		}
+	} else if b.slot.Policy.Evaluate {
 		s.log.Warn("backend failed (evaluation mode: no effect)", "backend", b.name, "stage", stage, "err", err)
 	} else {
 		s.log.Warn("backend failed, dropped from session", "backend", b.name, "stage", stage,

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -44,6 +45,8 @@ type Config struct {
 	// IdleTimeout how long one may wait (default 60s).
 	MaxIdle     int
 	IdleTimeout time.Duration
+	// Log receives the breaker's down and up lines (nil: none).
+	Log *slog.Logger
 }
 
 // Backend is a remote milter. It is safe for concurrent use.
@@ -52,6 +55,58 @@ type Backend struct {
 
 	mu   sync.Mutex
 	idle []*session // reusable connections, most recent last
+
+	// Circuit breaker: after a failed connect or negotiation the backend
+	// is down until downUntil; meanwhile Open fails at once (pmult.ErrDown)
+	// except for one probe at a time once the period is over. The period
+	// doubles from MinDown to MaxDown while failures go on.
+	downUntil time.Time
+	downFor   time.Duration
+	probing   bool
+}
+
+// Breaker periods.
+const (
+	MinDown = time.Second
+	MaxDown = 30 * time.Second
+)
+
+// admit decides whether Open may try to connect now.
+func (b *Backend) admit() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.downFor == 0 {
+		return nil
+	}
+	if now := time.Now(); now.Before(b.downUntil) || b.probing {
+		return fmt.Errorf("%s: %w (retrying in %s)", b.where(), pmult.ErrDown,
+			max(time.Until(b.downUntil), 0).Round(time.Millisecond))
+	}
+	b.probing = true
+	return nil
+}
+
+// outcome records the result of a connect attempt for the breaker.
+func (b *Backend) outcome(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+	if err == nil {
+		if b.downFor != 0 && b.cfg.Log != nil {
+			b.cfg.Log.Info("backend is up again", "backend", b.cfg.Name)
+		}
+		b.downFor = 0
+		return
+	}
+	if b.downFor == 0 {
+		b.downFor = MinDown
+		if b.cfg.Log != nil {
+			b.cfg.Log.Warn("backend is down, failing fast until it answers", "backend", b.cfg.Name, "err", err)
+		}
+	} else {
+		b.downFor = min(b.downFor*2, MaxDown)
+	}
+	b.downUntil = time.Now().Add(b.downFor)
 }
 
 // New returns a backend with defaults filled in.
@@ -97,6 +152,21 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 		return s, nil
 	}
+	if err := b.admit(); err != nil {
+		return nil, err
+	}
+	s, err := b.open(ctx, info)
+	if err != nil && ctx.Err() != nil {
+		err = nil // the MTA session went away: not the backend's fault
+	}
+	b.outcome(err)
+	if s == nil && err == nil {
+		return nil, fmt.Errorf("%s: %w", b.where(), ctx.Err())
+	}
+	return s, err
+}
+
+func (b *Backend) open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
 	d := net.Dialer{Timeout: b.cfg.ConnectTimeout}
 	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
 	if err != nil {
