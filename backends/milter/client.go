@@ -167,7 +167,9 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 }
 
 func (b *Backend) open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
-	d := net.Dialer{Timeout: b.cfg.ConnectTimeout}
+	// No TCP keep-alive: sessions are bounded by their own timeouts, and
+	// the four setsockopt calls per connection show in the profile.
+	d := net.Dialer{Timeout: b.cfg.ConnectTimeout, KeepAlive: -1}
 	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)

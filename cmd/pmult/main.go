@@ -206,7 +206,9 @@ func listen(a config.Address) (net.Listener, error) {
 		}
 		return ln, nil
 	}
-	ln, err := net.Listen(a.Network, a.Addr)
+	// MTA connections are bounded by pmult's idle timeout: no keep-alive.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), a.Network, a.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
 	}
