@@ -274,6 +274,19 @@ func TestBackendFailures(t *testing.T) {
 			}
 			return nil
 		}, pmult.FailTempfail, "t", "packet length 0"},
+		{"oversize", func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+			if p.Code == mp.CmdRcpt {
+				c.Write([]byte{0x7f, 0xff, 0xff, 0xff, 'c'})
+				return []mp.Packet{}
+			}
+			return nil
+		}, pmult.FailTempfail, "t", "packet too large"},
+		{"unknown reply", func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+			if p.Code == mp.CmdRcpt {
+				return []mp.Packet{{Code: 'Z'}}
+			}
+			return nil
+		}, pmult.FailDiscard, "d", "unexpected reply"},
 		{"undeclared action", func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
 			if p.Code == mp.CmdRcpt {
 				return []mp.Packet{testmilter.Reply(mp.RespAddHeader, s("X", "y")), {Code: mp.RespContinue}}
