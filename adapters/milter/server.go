@@ -42,6 +42,7 @@ type Server struct {
 	closing   atomic.Bool
 	active    atomic.Int64
 	nextID    atomic.Uint64
+	engine    atomic.Pointer[pmult.Engine] // replaces Engine after SetEngine
 	baseCtx   context.Context
 	cancel    context.CancelFunc
 }
@@ -60,6 +61,18 @@ func (s *Server) init() {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
+}
+
+// SetEngine makes new sessions use e (a reloaded configuration); open
+// sessions keep the engine they started with.
+func (s *Server) SetEngine(e *pmult.Engine) { s.engine.Store(e) }
+
+// currentEngine is the engine for a new session.
+func (s *Server) currentEngine() *pmult.Engine {
+	if e := s.engine.Load(); e != nil {
+		return e
+	}
+	return s.Engine
 }
 
 // ActiveSessions returns the number of open MTA connections.

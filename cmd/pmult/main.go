@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/pmult"
 )
 
 // Version is the program version.
@@ -296,18 +298,50 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx := context.Background()
 	stop := func() {}
+	hup := make(chan os.Signal, 1)
 	if !o.noSignals {
 		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
 	}
 	defer stop()
 	status := 0
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
-			"deadline", cfg.ShutdownTimeout.Duration.String())
-	case err := <-errc:
-		log.Error("listener failed", "err", err)
-		status = 1
+	old := []*pmult.Engine{eng}
+loop:
+	for {
+		select {
+		case <-hup:
+			// Reload: new sessions use the new backends and policies; open
+			// sessions finish on the old ones. Listen addresses stay.
+			if o.config == "" {
+				log.Info("SIGHUP: no configuration file to reload")
+				continue
+			}
+			ncfg, err := config.Load(o.config)
+			if err == nil {
+				var ne *pmult.Engine
+				if ne, err = ncfg.Engine(log); err == nil {
+					srv.SetEngine(ne)
+					old = append(old, ne)
+					log.Info("configuration reloaded", "file", o.config, "backends", len(ne.Slots))
+					if !slices.EqualFunc(ncfg.ListenAddrs, cfg.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
+						log.Warn("listen addresses changed: restart pmult to apply them")
+					}
+					continue
+				}
+			}
+			for _, e := range config.Errors(err) {
+				log.Error("reload failed, keeping the running configuration", "err", e)
+			}
+		case <-ctx.Done():
+			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
+				"deadline", cfg.ShutdownTimeout.Duration.String())
+			break loop
+		case err := <-errc:
+			log.Error("listener failed", "err", err)
+			status = 1
+			break loop
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 	defer cancel()
@@ -315,7 +349,9 @@ func serve(args []string, stderr io.Writer) int {
 		log.Warn("shutdown", "err", err)
 	}
 	wg.Wait()
-	eng.CloseIdle()
+	for _, e := range old {
+		e.CloseIdle()
+	}
 	for _, a := range cfg.ListenAddrs {
 		if a.Network == "unix" {
 			os.Remove(a.Addr)
