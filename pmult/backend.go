@@ -104,7 +104,9 @@ func (a FailAction) verdict() Verdict {
 type Policy struct {
 	OnFailure FailAction
 	// Evaluate (shadow mode): the backend gets every event, its verdicts
-	// and edits are logged, and nothing it says reaches the MTA.
+	// and edits are logged, and nothing it says reaches the MTA. After a
+	// verdict that would have ended the message (or, at CONNECT/HELO, the
+	// connection) it gets no more of it, as from an MTA.
 	Evaluate bool
 }
 

@@ -137,6 +137,17 @@ func (s *Session) vote(b *bstate, ev *Event, r result) Reply {
 	if b.slot.Policy.Evaluate {
 		s.log.Info("evaluation: backend would have answered", "backend", b.name, "stage", ev.Kind.String(),
 			"verdict", rep.Verdict.String(), "text", rep.Text)
+		// Not applied, but the backend believes it was: like an MTA, send
+		// it nothing more of what that verdict ended. libmilter silently
+		// ignores (never answers) the message's later commands after a
+		// reject, tempfail or discard at any stage but RCPT and UNKNOWN.
+		switch ev.Kind {
+		case KindRcpt, KindUnknown:
+		case KindConnect, KindHelo:
+			b.doneConn = true
+		default:
+			b.doneMsg = true
+		}
 		return Reply{}
 	}
 	rep.From = b.name

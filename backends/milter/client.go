@@ -40,6 +40,9 @@ type Config struct {
 	// filters only) and hands it to the next session that makes the same
 	// offer, saving a connect and a negotiation per session. libmilter
 	// supports QUIT_NC; MTAs never send it, so other filters may not.
+	// libmilter honours QUIT_NC only right after an EOM it answered
+	// CONTINUE, so only such sessions are kept (and an ABORT after that
+	// EOM, which libmilter would ignore anyway, is not sent).
 	Reuse bool
 	// MaxIdle is the number of idle connections kept for reuse (default 64);
 	// IdleTimeout how long one may wait (default 60s).
@@ -208,6 +211,11 @@ type session struct {
 	offer  pmult.Offer // what the session was negotiated for (reuse key)
 	broken bool        // an error was seen: never reuse
 	inMsg  bool        // MAIL sent, no EOM or ABORT since
+	// endOK: the last command was an EOM answered CONTINUE. That is where
+	// libmilter accepts QUIT_NC (its state ENDM); anywhere else (after
+	// HELO, an ABORT, a rejected or accepted message) it ignores QUIT_NC
+	// and then the next session's CONNECT, so the connection is not reused.
+	endOK  bool
 	idleAt time.Time
 }
 
@@ -250,7 +258,7 @@ func (s *session) alive() bool {
 // release keeps an ended session for reuse if it can be; it reports
 // whether it did.
 func (b *Backend) release(s *session) bool {
-	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 {
+	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 || !s.endOK {
 		return false
 	}
 	s.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
@@ -417,9 +425,19 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	switch ev.Kind {
 	case pmult.KindMail:
 		s.inMsg = true
-	case pmult.KindAbort, pmult.KindEOM:
+	case pmult.KindAbort:
+		if !s.inMsg && s.b.cfg.Reuse {
+			// The message already ended at EOM (Postfix sends ABORT after
+			// every message). libmilter ignores that ABORT but falls back
+			// to its HELO state, where it ignores QUIT_NC as well: leave
+			// it out to keep the connection reusable.
+			return false, nil
+		}
+		s.inMsg = false
+	case pmult.KindEOM:
 		s.inMsg = false
 	}
+	s.endOK = false
 	buf := s.wbuf[:0]
 	for _, m := range ev.Macros {
 		var at int
@@ -451,6 +469,7 @@ func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 		}
 		if len(s.bodyRest) == 0 || r.Verdict != pmult.Continue {
 			s.bodyRest = nil
+			s.endOK = cmd == mp.CmdEOB && r.Verdict == pmult.Continue
 			return r, nil
 		}
 		c := s.bodyRest

@@ -44,9 +44,16 @@ type backend struct {
 // the Sendmail-style spec MTAs connect to and the process (for its log).
 func startPmult(t *testing.T, top string, bs ...backend) (string, *realpeer.Process) {
 	t.Helper()
+	spec := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
+	return startPmultAt(t, spec, top, bs...)
+}
+
+// startPmultAt is startPmult listening on spec (a libmilter spec such as
+// "unix:/path"; a unix socket must be in a realpeer.Dir for Postfix to
+// reach it).
+func startPmultAt(t *testing.T, spec, top string, bs ...backend) (string, *realpeer.Process) {
+	t.Helper()
 	dir := realpeer.Dir(t)
-	port := realpeer.FreePort(t)
-	spec := "inet:" + strconv.Itoa(port) + "@127.0.0.1"
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen = [%q]\nshutdown_timeout = \"2s\"\n%s\n", spec, top)
 	for _, be := range bs {
