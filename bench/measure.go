@@ -136,6 +136,70 @@ func Session(ctx context.Context, addr string, rcpts int, lat *Lat) error {
 	return nil
 }
 
+// FanoutSession is a session in which the client itself sends every event
+// to all backends at once (post to each, then await each): what a
+// multiplexer that cost nothing would achieve. It bounds from above what
+// pmult can reach on the same machine, where the backends' own work is
+// counted too.
+func FanoutSession(ctx context.Context, addrs []string, rcpts int) error {
+	var ss []pmult.BackendSession
+	defer func() {
+		for _, s := range ss {
+			s.Close()
+		}
+	}()
+	for _, a := range addrs {
+		s, err := backend.New(backend.Config{Network: "tcp", Address: a, ReadTimeout: 30 * time.Second}).
+			Open(ctx, pmult.OpenInfo{Offer: mtaOffer})
+		if err != nil {
+			return err
+		}
+		ss = append(ss, s)
+	}
+	answer := make([]bool, len(ss))
+	for _, ev := range script(rcpts) {
+		for i, s := range ss {
+			var err error
+			if answer[i], err = s.Post(ctx, ev); err != nil {
+				return err
+			}
+		}
+		for i, s := range ss {
+			if answer[i] {
+				if _, err := s.Await(ctx, ev); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// FanoutLoad is Load with FanoutSession against addrs.
+func FanoutLoad(addrs []string, conc int, dur time.Duration) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), dur+30*time.Second)
+	defer cancel()
+	var n, errs atomic.Int64
+	start := time.Now()
+	end := start.Add(dur)
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				if err := FanoutSession(ctx, addrs, 1); err != nil {
+					errs.Add(1)
+					continue
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return Result{Sessions: int(n.Load()), Elapsed: time.Since(start), Errors: int(errs.Load())}
+}
+
 // Result of a load run.
 type Result struct {
 	Sessions int
