@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -92,6 +93,9 @@ type Config struct {
 	LogLevel string `toml:"log_level"`
 	// LogTag is the syslog identifier. Default "pmult".
 	LogTag string `toml:"log_tag"`
+	// MetricsListen is a host:port where GET /metrics serves the counters
+	// in the Prometheus text format; empty (default): no metrics server.
+	MetricsListen string `toml:"metrics_listen"`
 	// Backends are the [[backend]] tables, in file order. Parse accepts a
 	// file with none; the caller decides whether that is useful.
 	Backends []Backend `toml:"backend"`
@@ -149,6 +153,7 @@ type rawConfig struct {
 	Content          any          `toml:"content"`
 	LogLevel         any          `toml:"log_level"`
 	LogTag           any          `toml:"log_tag"`
+	MetricsListen    any          `toml:"metrics_listen"`
 	Backends         []rawBackend `toml:"backend"`
 }
 
@@ -443,9 +448,15 @@ func (v *validator) build(raw *rawConfig) *Config {
 		Content:          top.enum("content", raw.Content, DefaultContent, "content mode", ContentSerial, ContentParallel),
 		LogLevel:         top.enum("log_level", raw.LogLevel, DefaultLogLevel, "level", "debug", "info", "warn", "error"),
 		LogTag:           top.str("log_tag", raw.LogTag),
+		MetricsListen:    top.str("metrics_listen", raw.MetricsListen),
 	}
 	if cfg.LogTag == "" {
 		cfg.LogTag = DefaultLogTag
+	}
+	if cfg.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
+			top.fail("metrics_listen", fmt.Errorf("want host:port: %w", err))
+		}
 	}
 	v.listen(cfg, raw.Listen)
 

@@ -30,6 +30,24 @@ type Engine struct {
 	// MaxMessage limits the bytes kept for serial replay (0: default).
 	MaxMessage int
 	Log        *slog.Logger
+
+	metricsOnce sync.Once
+	metrics     *Metrics
+}
+
+// Metrics returns the engine's counters.
+func (e *Engine) Metrics() *Metrics {
+	e.metricsOnce.Do(func() { e.metrics = newMetrics(len(e.Slots)) })
+	return e.metrics
+}
+
+// BackendNames returns the backends' names in chain order.
+func (e *Engine) BackendNames() []string {
+	out := make([]string, len(e.Slots))
+	for i, sl := range e.Slots {
+		out[i] = sl.Backend.Name()
+	}
+	return out
 }
 
 // CloseIdle closes the idle backend connections kept for reuse, for the
@@ -50,10 +68,12 @@ func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Session{e: e, base: log, log: log, id: id}
+	s := &Session{e: e, base: log, log: log, id: id, m: e.Metrics()}
+	s.m.sessions.Add(1)
+	s.m.active.Add(1)
 	s.bs = make([]*bstate, len(e.Slots))
 	for i, sl := range e.Slots {
-		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name()}
+		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), mc: s.m.backend(i)}
 	}
 	return s
 }
@@ -71,6 +91,7 @@ type bstate struct {
 	inMsg    bool    // got MAIL since the last ABORT
 	skip     Kind    // answered Skip to this kind; cleared by another kind
 	replay   bool    // gets the content phase by replay at EOM
+	mc       *backendCounters
 }
 
 func (b *bstate) modifies() bool {
@@ -86,6 +107,7 @@ type result struct {
 // called from one goroutine (the front end's), in protocol order.
 type Session struct {
 	e    *Engine
+	m    *Metrics
 	id   string
 	base *slog.Logger
 	log  *slog.Logger
@@ -276,6 +298,7 @@ func (s *Session) failed(b *bstate, k Kind, err error) {
 		stage = "open"
 	}
 	if errors.Is(err, ErrDown) {
+		b.mc.skipped.Add(1)
 		s.log.Debug("backend skipped", "backend", b.name, "err", err, "action", act.String())
 		if !b.slot.Policy.Evaluate {
 			b.vote = act.verdict()
@@ -283,6 +306,7 @@ func (s *Session) failed(b *bstate, k Kind, err error) {
 	} else if b.slot.Policy.Evaluate {
 		s.log.Warn("backend failed (evaluation mode: no effect)", "backend", b.name, "stage", stage, "err", err)
 	} else {
+		b.mc.failures[k].Add(1)
 		s.log.Warn("backend failed, dropped from session", "backend", b.name, "stage", stage,
 			"err", err, "action", act.String())
 		b.vote = act.verdict()
@@ -298,6 +322,7 @@ func (s *Session) failed(b *bstate, k Kind, err error) {
 // Close ends every backend session (QUIT). It is safe to call twice.
 func (s *Session) Close() {
 	s.closeOnce.Do(func() {
+		s.m.active.Add(-1)
 		var wg sync.WaitGroup
 		for _, b := range s.bs {
 			if b.sess == nil {

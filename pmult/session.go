@@ -13,21 +13,28 @@ import (
 // no reply for them).
 func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	s.noteMacros(ev)
+	var r Reply
 	switch ev.Kind {
 	case KindConnect, KindHelo, KindMail, KindRcpt, KindData, KindUnknown:
-		return s.envelope(ctx, ev)
+		r = s.envelope(ctx, ev)
 	case KindHeader, KindEOH, KindBody:
-		return s.content(ctx, ev)
+		r = s.content(ctx, ev)
 	case KindEOM:
-		return s.eom(ctx, ev)
+		r = s.eom(ctx, ev)
 	case KindAbort:
 		s.abort(ctx, ev)
+		return r
 	case KindQuitNC:
 		s.quitNC(ctx, ev)
+		return r
 	case KindQuit:
 		s.Close()
+		return r
+	default:
+		return r
 	}
-	return Reply{}
+	s.m.replies[ev.Kind][r.Verdict].Add(1)
+	return r
 }
 
 // noteMacros follows the MTA's queue id in the logs.
@@ -118,6 +125,9 @@ func (s *Session) vote(b *bstate, ev *Event, r result) Reply {
 		return Reply{Verdict: b.vote, From: b.name}
 	}
 	rep := r.r
+	if int(rep.Verdict) < numVerdicts {
+		b.mc.replies[ev.Kind][rep.Verdict].Add(1)
+	}
 	switch rep.Verdict {
 	case Accept:
 		if ev.Kind == KindConnect || ev.Kind == KindHelo {
@@ -322,7 +332,7 @@ func (s *Session) quitNC(ctx context.Context, ev *Event) {
 			s.failed(b, ev.Kind, err)
 			continue
 		}
-		*b = bstate{slot: b.slot, name: b.name, sess: b.sess, caps: b.caps, replay: b.replay}
+		*b = bstate{slot: b.slot, name: b.name, sess: b.sess, caps: b.caps, replay: b.replay, mc: b.mc}
 	}
 	s.connDiscard = false
 	s.connDiscardFrom = ""
@@ -373,6 +383,9 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	var out, body, quarantine []Edit
 	apply := func(b *bstate, edits []Edit) {
 		for _, e := range edits {
+			if int(e.Kind) < numEdits {
+				b.mc.edits[e.Kind].Add(1)
+			}
 			switch e.Kind {
 			case EditReplaceBody:
 				body = append(body[:0], e)

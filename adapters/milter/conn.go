@@ -228,7 +228,7 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 			offer.NoReply = offer.NoReply.With(k)
 		}
 	}
-	c.sess = c.srv.currentEngine().NewSession(c.id, c.log)
+	c.sess = c.srv.CurrentEngine().NewSession(c.id, c.log)
 	neg := c.sess.Open(ctx, offer, c.progress)
 
 	rep := mp.OptNeg{Version: c.version, Actions: mp.Action(neg.Actions) & c.mtaAct}

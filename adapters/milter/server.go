@@ -67,8 +67,8 @@ func (s *Server) init() {
 // sessions keep the engine they started with.
 func (s *Server) SetEngine(e *pmult.Engine) { s.engine.Store(e) }
 
-// currentEngine is the engine for a new session.
-func (s *Server) currentEngine() *pmult.Engine {
+// CurrentEngine is the engine new sessions use.
+func (s *Server) CurrentEngine() *pmult.Engine {
 	if e := s.engine.Load(); e != nil {
 		return e
 	}

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"log/syslog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -29,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
@@ -112,6 +114,7 @@ func parseLevel(s string) (slog.Level, error) {
 
 type options struct {
 	config, url, logTag, pidfile, level string
+	metrics                             string
 	stderr, syslog, noSignals           bool
 }
 
@@ -130,6 +133,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*options, error) 
 	fs.StringVar(&o.logTag, "log-tag", "", "syslog identifier")
 	fs.StringVar(&o.pidfile, "pidfile", "", "write the process id to `file`")
 	fs.BoolVar(&o.noSignals, "no-signal-handler", false, "do not handle signals (debugging)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `host:port` (/metrics)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -284,6 +288,17 @@ func serve(args []string, stderr io.Writer) int {
 		}
 		defer os.Remove(pidfile)
 	}
+	if o.metrics != "" {
+		cfg.MetricsListen = o.metrics
+	}
+	if cfg.MetricsListen != "" {
+		ms, err := serveMetrics(cfg.MetricsListen, srv, log)
+		if err != nil {
+			log.Error("cannot serve metrics", "err", err)
+			return 71
+		}
+		defer ms.Close()
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))
 	for i, ln := range lns {
@@ -359,4 +374,24 @@ loop:
 	}
 	log.Info("stopped")
 	return status
+}
+
+// serveMetrics serves the current engine's counters on addr at /metrics.
+// After a reload (SIGHUP) the counters start again from zero.
+func serveMetrics(addr string, srv *adapter.Server, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		e := srv.CurrentEngine()
+		e.Metrics().WriteText(w, e.BackendNames())
+		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
+	return hs, nil
 }

@@ -6,7 +6,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +67,10 @@ func TestServeAndDrain(t *testing.T) {
 	cfg := filepath.Join(dir, "pmult.toml")
 	host, port, _ := net.SplitHostPort(ba.String())
 	os.WriteFile(cfg, []byte(fmt.Sprintf("listen = [\"unix:%s\"]\nshutdown_timeout = \"5s\"\n[[backend]]\nname = \"t\"\nurl = \"inet:%s@%s\"\n", sock, port, host)), 0o644)
-	cmd := exec.Command(bin, "-c", cfg, "--pidfile", pid, "-x")
+	mln, _ := net.Listen("tcp", "127.0.0.1:0")
+	maddr := mln.Addr().String()
+	mln.Close()
+	cmd := exec.Command(bin, "-c", cfg, "--pidfile", pid, "-x", "--metrics", maddr)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -128,6 +133,19 @@ func TestServeAndDrain(t *testing.T) {
 		c.Close()
 	}
 	session(c, nil)
+
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"pmult_sessions_total 1", `pmult_replies_total{stage="eom",verdict="continue"} 1`,
+		`pmult_backend_edits_total{backend="t",edit="add_header"} 1`, `pmult_backend_replies_total{backend="t",stage="mail",verdict="continue"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
 
 	// SIGHUP with a bad file keeps the running configuration; with a good
 	// one (no backends now) new sessions use it.
