@@ -85,6 +85,23 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 			PacedRate: half, Errors: sat.Errors + pm.Errors + pd.Errors})
 	}
 
+	// CPU per session of pmult itself, in its own process (3 backends).
+	cpu := map[bool]time.Duration{}
+	for _, reuse := range []bool{false, true} {
+		mp, err := bench.StartMuxProcess(null.Addrs[:3], reuse)
+		if err != nil {
+			return err
+		}
+		c0, _ := mp.CPUTime()
+		r := bench.Load(mp.Addrs[0], conc, dur, 0)
+		c1, err := mp.CPUTime()
+		mp.Stop()
+		if err != nil {
+			return err
+		}
+		cpu[reuse] = (c1 - c0) / time.Duration(max(r.Sessions, 1))
+	}
+
 	// Heap per idle session: clients through pmult (3 backends) minus the
 	// same clients talking to one null backend directly.
 	const idle = 500
@@ -128,6 +145,7 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{
 			"rows": rows, "idle_heap_per_session_bytes": hMux - hDirect,
+			"cpu_per_session_us": us(cpu[false]), "cpu_per_session_reuse_us": us(cpu[true]),
 			"direct_sessions_per_s": direct.Rate(),
 		})
 	}
@@ -141,6 +159,8 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	fmt.Printf("\n'vs 0-cost': against a client that sends each event to the same backends itself, in\n"+
 		"parallel (a multiplexer costing nothing; %.0f, %.0f, %.0f sessions/s for 1, 3, 5 backends):\n"+
 		"on one machine the backends' own work bounds any multiplexer's rate.\n", ideal[1], ideal[3], ideal[5])
+	fmt.Printf("\npmult's own CPU per session (own process, 3 backends, 13 commands): %s, with reuse %s\n",
+		cpu[false].Round(time.Microsecond), cpu[true].Round(time.Microsecond))
 	fmt.Printf("\nheap per idle session through pmult (3 backends): %.1f KiB (client-side %.1f KiB subtracted)\n",
 		(hMux-hDirect)/1024, hDirect/1024)
 	fmt.Printf("\nbackends sleeping 20 ms per RCPT, mean session time:\n")
