@@ -461,3 +461,31 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+func TestQuitNCThenNewSession(t *testing.T) {
+	var mu sync.Mutex
+	var log []string
+	b := &testmilter.Server{Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+		mu.Lock()
+		log = append(log, string(p.Code))
+		mu.Unlock()
+		return nil
+	}}
+	addr, _ := startMux(t, false, slot{m: b})
+	m := dialMTA(t, addr, 6, mp.ActAllMask, allProto)
+	envelope(m)
+	m.send(mp.CmdAbort)
+	m.send(mp.CmdQuitNC)
+	m.send(mp.CmdMacro, []byte{'C'}, s("j", "mx2"))
+	if r := m.cmd(mp.CmdConnect, mp.Connect{Hostname: "second", Family: '4', Port: 25, Address: "192.0.2.2"}.Append(nil)); codes(r) != "c" {
+		t.Fatalf("connect after QUIT_NC: %q", codes(r))
+	}
+	if r := m.cmd(mp.CmdMail, s("<x@example.org>")); codes(r) != "c" {
+		t.Fatalf("mail after QUIT_NC: %q", codes(r))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(log, ""); !strings.Contains(got, "AKDC") || !strings.HasSuffix(got, "M") {
+		t.Fatalf("backend saw %q, want …A K D C … M", got)
+	}
+}
