@@ -17,6 +17,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/pmult ./cmd/pmult
 	$(GO) build -o $(BIN)/demomilter ./examples/demomilter
+	$(GO) build -o $(BIN)/mtasim ./cmd/mtasim
 
 run: build
 	./scripts/run-demo.sh
