@@ -3,6 +3,8 @@
 # run (see internal/realpeer): Postfix, swaks, mailfromd (with mtasim and
 # calloutd), pymilter for Debian's /usr/bin/python3, OpenDKIM and Redis.
 #
+# It also prepares a private Sendmail 8.17 (last section below).
+#
 # Idempotent: when everything is already present it exits at once without
 # touching apt. Must be run as root on Debian 12 (bookworm) or similar.
 # Daemons are not started or configured: Postfix is preseeded to
@@ -30,21 +32,78 @@ if ! [ -x /usr/bin/python3 ] || ! /usr/bin/python3 -c 'import Milter' >/dev/null
 	missing="$missing python3-milter(/usr/bin/python3:import Milter)"
 fi
 
+apt_updated=""
 if [ -z "$missing" ]; then
-	echo "install-test-deps: all test dependencies present"
+	echo "install-test-deps: all test packages present"
+else
+	echo "install-test-deps: missing:$missing"
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "install-test-deps: must run as root to install packages" >&2
+		exit 1
+	fi
+
+	export DEBIAN_FRONTEND=noninteractive
+	# Keep Postfix from writing a system configuration.
+	echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
+	apt-get update
+	apt_updated=1
+	apt-get install -y --no-install-recommends \
+		postfix swaks mailfromd python3-milter opendkim opendkim-tools redis-server
+	echo "install-test-deps: packages installed"
+fi
+
+# ---------------------------------------------------------------------------
+# Private Sendmail 8.17 (internal/realpeer/sendmail.go).
+#
+# Sendmail cannot be installed beside Postfix (both are the system MTA), so
+# its Debian packages are only downloaded and unpacked (dpkg -x, nothing
+# enters the dpkg database) into $SENDMAIL_CACHE/<version>/, which is usable
+# once it holds a READY file. The tests fetch it themselves when it is
+# missing; this prepares it ahead. Layout and steps must match
+# internal/realpeer/sendmail.go (prepareSendmail).
+# ---------------------------------------------------------------------------
+SENDMAIL_CACHE=/var/tmp/mailmux-sendmail
+sendmail_ready() {
+	for f in "$SENDMAIL_CACHE"/*/READY; do
+		[ -f "$f" ] && return 0
+	done
+	return 1
+}
+if sendmail_ready && command -v m4 >/dev/null 2>&1; then
+	echo "install-test-deps: private Sendmail present ($(dirname "$(ls -d "$SENDMAIL_CACHE"/*/READY | tail -n 1)"))"
 	exit 0
 fi
-
-echo "install-test-deps: missing:$missing"
 if [ "$(id -u)" -ne 0 ]; then
-	echo "install-test-deps: must run as root to install packages" >&2
+	echo "install-test-deps: must run as root to prepare the private Sendmail" >&2
 	exit 1
 fi
-
 export DEBIAN_FRONTEND=noninteractive
-# Keep Postfix from writing a system configuration.
-echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
-apt-get update
-apt-get install -y --no-install-recommends \
-	postfix swaks mailfromd python3-milter opendkim opendkim-tools redis-server
+if ! command -v m4 >/dev/null 2>&1; then # builds sendmail.cf
+	[ -n "$apt_updated" ] || { apt-get update; apt_updated=1; }
+	apt-get install -y --no-install-recommends m4
+fi
+if ! sendmail_ready; then
+	mkdir -p "$SENDMAIL_CACHE"
+	(
+		flock 9 # the same lock the Go side takes
+		sendmail_ready && exit 0
+		tmp=$(mktemp -d "$SENDMAIL_CACHE/.fetch-XXXXXXXX")
+		trap 'rm -rf "$tmp"' EXIT
+		cd "$tmp"
+		if ! apt-get download -q -o APT::Sandbox::User=root sendmail-bin sendmail-cf sendmail-base libwrap0; then
+			[ -n "$apt_updated" ] || apt-get update
+			apt-get download -q -o APT::Sandbox::User=root sendmail-bin sendmail-cf sendmail-base libwrap0
+		fi
+		for deb in ./*.deb; do
+			dpkg -x "$deb" root
+		done
+		# setgid mail: glibc would ignore LD_LIBRARY_PATH (for libwrap.so.0).
+		chmod g-s root/usr/libexec/sendmail/sendmail
+		ls ./*.deb | sed 's|^\./||' >root/READY
+		version=$(ls sendmail-bin_*.deb | cut -d_ -f2 | sed 's/%3a/:/g')
+		rm -rf "${SENDMAIL_CACHE:?}/$version"
+		mv root "$SENDMAIL_CACHE/$version"
+		echo "install-test-deps: private Sendmail unpacked in $SENDMAIL_CACHE/$version"
+	) 9>"$SENDMAIL_CACHE/.lock"
+fi
 echo "install-test-deps: done"

@@ -22,7 +22,8 @@ const PythonPath = "/usr/bin/python3"
 const InstallScript = "scripts/install-test-deps.sh"
 
 // knownTools maps a tool name accepted by Require to the executables it
-// needs. "pymilter" is special-cased (an import check).
+// needs. "pymilter" (an import check) and "sendmail" (the private copy in
+// SendmailCacheDir, fetched when missing) are special-cased.
 var knownTools = map[string][]string{
 	"postfix":         {"postfix", "postqueue", "postconf", "/usr/lib/postfix/sbin/master"},
 	"swaks":           {"swaks"},
@@ -37,7 +38,7 @@ var knownTools = map[string][]string{
 
 // AllTools lists every tool name Require accepts besides plain executables.
 var AllTools = []string{"postfix", "swaks", "mailfromd", "mtasim", "calloutd",
-	"pymilter", "opendkim", "opendkim-genkey", "redis-server", "smtp-source"}
+	"pymilter", "opendkim", "opendkim-genkey", "redis-server", "smtp-source", "sendmail"}
 
 var (
 	pyOnce sync.Once
@@ -94,6 +95,10 @@ func checkTool(name string) error {
 	if name == "pymilter" || name == "python3-milter" {
 		return checkPymilter()
 	}
+	if name == "sendmail" {
+		_, err := sendmailRoot()
+		return err
+	}
 	exes, ok := knownTools[name]
 	if !ok {
 		exes = []string{name}
@@ -110,7 +115,10 @@ func checkTool(name string) error {
 // installed. Names: "postfix" (with postqueue, postconf and the master
 // daemon), "swaks", "mailfromd", "mtasim", "calloutd", "pymilter" (Debian's
 // /usr/bin/python3 can import Milter), "opendkim", "opendkim-genkey",
-// "redis-server", "smtp-source", or any other executable name. With no
+// "redis-server", "smtp-source", "sendmail" (a private Sendmail 8.17 in
+// SendmailCacheDir that runs: unpacked from Debian's packages, downloaded
+// with apt-get the first time; the system's /usr/sbin/sendmail is
+// Postfix's), or any other executable name. With no
 // names it checks all of AllTools.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
