@@ -4,6 +4,7 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -30,7 +31,7 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 			MaxVersion:     uint32(b.Protocol),
 			MaxPacket:      c.MaxBackendPacket,
 			Reuse:          b.Reuse,
-			Log:            log,
+			Log:            backendLog(log, b.LogLevel),
 		})
 		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
 			OnFailure: act,
@@ -39,3 +40,31 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 	}
 	return e, nil
 }
+
+// backendLog returns log filtered to level (pmult's client log-level);
+// "" or a nil log: log as it is.
+func backendLog(log *slog.Logger, level string) *slog.Logger {
+	if log == nil || level == "" {
+		return log
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return log
+	}
+	return slog.New(minLevel{min: l, h: log.Handler()})
+}
+
+// minLevel drops records below min.
+type minLevel struct {
+	min slog.Level
+	h   slog.Handler
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{min: m.min, h: m.h.WithAttrs(as)}
+}
+func (m minLevel) WithGroup(g string) slog.Handler { return minLevel{min: m.min, h: m.h.WithGroup(g)} }

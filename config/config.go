@@ -99,6 +99,9 @@ type Config struct {
 	// Backends are the [[backend]] tables, in file order. Parse accepts a
 	// file with none; the caller decides whether that is useful.
 	Backends []Backend `toml:"backend"`
+	// Meta1 is the [meta1] table: the MeTA1 (pmilter) front end; see
+	// meta1.go. Absent: no MeTA1 front (the zero value).
+	Meta1 Meta1 `toml:"meta1"`
 
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
@@ -133,6 +136,10 @@ type Backend struct {
 	// connect and a negotiation each time. libmilter-based milters support
 	// it; MTAs never use it, so enable it per backend once tested.
 	Reuse bool `toml:"reuse"`
+	// LogLevel, when set, raises the level of this backend's log lines
+	// (debug, info, warn, error; pmult's client log-level). It cannot go
+	// below the global log_level.
+	LogLevel string `toml:"log_level"`
 
 	// Addr is the parsed URL.
 	Addr Address `toml:"-"`
@@ -155,6 +162,7 @@ type rawConfig struct {
 	LogTag           any          `toml:"log_tag"`
 	MetricsListen    any          `toml:"metrics_listen"`
 	Backends         []rawBackend `toml:"backend"`
+	Meta1            *rawMeta1    `toml:"meta1"`
 }
 
 type rawBackend struct {
@@ -168,6 +176,7 @@ type rawBackend struct {
 	Mode           any `toml:"mode"`
 	Protocol       any `toml:"protocol"`
 	Reuse          any `toml:"reuse"`
+	LogLevel       any `toml:"log_level"`
 }
 
 // FieldError is one problem found in a configuration.
@@ -458,7 +467,8 @@ func (v *validator) build(raw *rawConfig) *Config {
 			top.fail("metrics_listen", fmt.Errorf("want host:port: %w", err))
 		}
 	}
-	v.listen(cfg, raw.Listen)
+	v.listen(cfg, raw.Listen, raw.Meta1 != nil && raw.Meta1.Listen != nil)
+	v.meta1(cfg, raw.Meta1)
 
 	seen := make(map[string]int)
 	for i, rb := range raw.Backends {
@@ -477,6 +487,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 			Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),
 			Protocol: sc.integer("protocol", rb.Protocol, DefaultProtocol, MinProtocol, DefaultProtocol),
 			Reuse:    sc.boolean("reuse", rb.Reuse),
+			LogLevel: sc.enum("log_level", rb.LogLevel, "", "level", "debug", "info", "warn", "error"),
 		}
 		_, nameIsString := rb.Name.(string)
 		switch j, dup := seen[name]; {
@@ -508,8 +519,9 @@ func (v *validator) build(raw *rawConfig) *Config {
 }
 
 // listen fills Listen and ListenAddrs from the listen key: absent means
-// DefaultListen; a string is one address; an array must not be empty.
-func (v *validator) listen(cfg *Config, val any) {
+// DefaultListen; a string is one address; an array must not be empty,
+// unless the MeTA1 front listens (meta1: a MeTA1-only pmult).
+func (v *validator) listen(cfg *Config, val any, meta1 bool) {
 	top := scope{v: v, backend: -1}
 	type item struct {
 		field, text string
@@ -521,7 +533,7 @@ func (v *validator) listen(cfg *Config, val any) {
 	case string:
 		items = []item{{"listen", x}}
 	case []any:
-		if len(x) == 0 {
+		if len(x) == 0 && !meta1 {
 			top.fail("listen", errors.New("no listen address (leave the key out for the default, "+DefaultListen+")"))
 		}
 		for i, e := range x {
@@ -568,6 +580,9 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 	probed := false
 	reported := make(map[string]bool)
 	for _, k := range undecoded {
+		if len(k) >= 3 && k[0] == "meta1" && k[1] == "define_macros" {
+			continue // a table of handlers, checked by meta1
+		}
 		under := false // a key already reported, or under one
 		for j := 1; j <= len(k); j++ {
 			if reported[k[:j].String()] {
@@ -600,6 +615,8 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 		var known []string
 		if len(k) == 1 {
 			known = tomlKeys(rawConfig{})
+		} else if len(k) == 2 && k[0] == "meta1" {
+			known = tomlKeys(rawMeta1{})
 		}
 		scope{v: v, backend: -1}.fail("", unknownKeyErr(k, known))
 	}

@@ -1,11 +1,14 @@
 // Command pmult is the milter multiplexer: MTAs (Postfix, Sendmail) connect
-// to it as to one milter; it fans every session out to the configured
-// backend milters and merges their answers.
+// to it as to one milter, MeTA1's smtps as to a policy milter (the [meta1]
+// table; its wire format is a provisional model, see docs/meta1.md); it
+// fans every session out to the configured backend milters and merges
+// their answers.
 //
-//	pmult [-c FILE] [--url URL] [-s|--stderr] [--syslog] [-x|--debug[=LEVEL]]
-//	      [--log-tag TAG] [--pidfile FILE] [--no-signal-handler]
+//	pmult [-c FILE] [--url URL] [--meta1-url URL] [-s|--stderr] [--syslog]
+//	      [-x|--debug[=LEVEL]] [--log-tag TAG] [--pidfile FILE] [--no-signal-handler]
 //	pmult check -c FILE      validate FILE, report every error, exit 78 if bad
-//	pmult mta-config postfix|sendmail [-c FILE]   print the MTA-side snippet
+//	pmult mta-config postfix|sendmail|meta1 [-c FILE]   print the MTA-side snippet
+//	pmult import -c /etc/mailfromd.conf [-o FILE]   convert a mailfromd pmult configuration
 //	pmult version
 //
 // Without -c it runs on a built-in default configuration (listen on
@@ -32,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailmux/mailmux/adapters/meta1"
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/pmult"
@@ -63,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return check(args[1:], stdout, stderr)
 		case "mta-config":
 			return mtaConfig(args[1:], stdout, stderr)
+		case "import":
+			return importCmd(args[1:], stdout, stderr)
 		case "version", "--version", "-V":
 			fmt.Fprintf(stdout, "pmult (mailmux) %s\n", Version)
 			return 0
@@ -113,9 +119,9 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 type options struct {
-	config, url, logTag, pidfile, level string
-	metrics                             string
-	stderr, syslog, noSignals           bool
+	config, url, meta1URL, logTag, pidfile, level string
+	metrics                                       string
+	stderr, syslog, noSignals                     bool
 }
 
 func parseFlags(name string, args []string, stderr io.Writer) (*options, error) {
@@ -125,6 +131,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*options, error) 
 	fs.StringVar(&o.config, "c", "", "configuration `file` (TOML); default: built-in")
 	fs.StringVar(&o.config, "config", "", "configuration `file` (TOML); default: built-in")
 	fs.StringVar(&o.url, "url", "", "listen on `URL` (overrides the configuration's listen)")
+	fs.StringVar(&o.meta1URL, "meta1-url", "", "MeTA1 front: listen on `URL` (overrides [meta1] listen; mailfromd pmult's --url)")
 	fs.BoolVar(&o.stderr, "s", false, "log to standard error (default)")
 	fs.BoolVar(&o.stderr, "stderr", false, "log to standard error (default)")
 	fs.BoolVar(&o.syslog, "syslog", false, "log to syslog")
@@ -161,7 +168,8 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %d error(s)\n", o.config, len(errs))
 		return exitConfig
 	}
-	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d backend(s))\n", o.config, len(cfg.ListenAddrs), len(cfg.Backends))
+	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
+		o.config, len(cfg.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
 	return 0
 }
 
@@ -246,6 +254,14 @@ func serve(args []string, stderr io.Writer) int {
 		}
 		cfg.ListenAddrs = []config.Address{a}
 	}
+	if o.meta1URL != "" {
+		a, err := config.ParseAddress(o.meta1URL)
+		if err != nil {
+			fmt.Fprintf(stderr, "pmult: --meta1-url: %v\n", err)
+			return exitConfig
+		}
+		cfg.Meta1.ListenAddrs = []config.Address{a}
+	}
 	log, err := newLogger(o, cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pmult: %v\n", err)
@@ -265,17 +281,22 @@ func serve(args []string, stderr io.Writer) int {
 		MaxData:     cfg.MaxPacket,
 		MaxSessions: cfg.MaxSessions,
 	}
-	var lns []net.Listener
-	for _, a := range cfg.ListenAddrs {
+	msrv := meta1Server(o, cfg, eng, log, stderr)
+	var lns, mlns []net.Listener
+	for i, a := range append(slices.Clone(cfg.ListenAddrs), cfg.Meta1.ListenAddrs...) {
 		ln, err := listen(a)
 		if err != nil {
 			log.Error("cannot listen", "err", err)
-			for _, l := range lns {
+			for _, l := range append(lns, mlns...) {
 				l.Close()
 			}
 			return 71
 		}
-		lns = append(lns, ln)
+		if i < len(cfg.ListenAddrs) {
+			lns = append(lns, ln)
+		} else {
+			mlns = append(mlns, ln)
+		}
 	}
 	pidfile := cfg.PIDFile
 	if o.pidfile != "" {
@@ -300,13 +321,24 @@ func serve(args []string, stderr io.Writer) int {
 		defer ms.Close()
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, len(lns))
+	errc := make(chan error, len(lns)+len(mlns))
 	for i, ln := range lns {
 		log.Info("listening", "address", cfg.ListenAddrs[i].String(), "backends", len(eng.Slots), "version", Version)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, adapter.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	for i, ln := range mlns {
+		log.Info("listening for MeTA1 smtps (provisional pmilter model)", "address", cfg.Meta1.ListenAddrs[i].String(),
+			"backends", len(eng.Slots), "version", Version)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := msrv.Serve(ln); err != nil && !errors.Is(err, meta1.ErrServerClosed) {
 				errc <- err
 			}
 		}()
@@ -337,6 +369,7 @@ loop:
 				var ne *pmult.Engine
 				if ne, err = ncfg.Engine(log); err == nil {
 					srv.SetEngine(ne)
+					msrv.SetEngine(ne)
 					old = append(old, ne)
 					log.Info("configuration reloaded", "file", o.config, "backends", len(ne.Slots))
 					if !slices.EqualFunc(ncfg.ListenAddrs, cfg.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
@@ -360,14 +393,23 @@ loop:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 	defer cancel()
+	var sdwg sync.WaitGroup
+	sdwg.Add(1)
+	go func() {
+		defer sdwg.Done()
+		if err := msrv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
+	sdwg.Wait()
 	wg.Wait()
 	for _, e := range old {
 		e.CloseIdle()
 	}
-	for _, a := range cfg.ListenAddrs {
+	for _, a := range append(slices.Clone(cfg.ListenAddrs), cfg.Meta1.ListenAddrs...) {
 		if a.Network == "unix" {
 			os.Remove(a.Addr)
 		}
@@ -394,4 +436,27 @@ func serveMetrics(addr string, srv *adapter.Server, log *slog.Logger) (*http.Ser
 	go hs.Serve(ln)
 	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
 	return hs, nil
+}
+
+// meta1Server builds the MeTA1 front end (used only when [meta1] listens).
+// pmilter_debug > 0 logs it at debug level.
+func meta1Server(o *options, cfg *config.Config, eng *pmult.Engine, log *slog.Logger, stderr io.Writer) *meta1.Server {
+	mlog := log
+	if cfg.Meta1.PmilterDebug > 0 {
+		do := *o
+		do.level = "debug"
+		if l, err := newLogger(&do, cfg, stderr); err == nil {
+			mlog = l
+		}
+	}
+	return &meta1.Server{
+		Engine:         eng,
+		Log:            mlog,
+		Macros:         cfg.Meta1.Macros,
+		Version:        Version,
+		MaxRecord:      cfg.MaxPacket,
+		MaxSessions:    cfg.Meta1.MaxSessions,
+		SoftSessions:   cfg.Meta1.MaxSessionsSoft,
+		MaxConnections: cfg.Meta1.MaxConnections,
+	}
 }

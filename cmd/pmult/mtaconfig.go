@@ -25,8 +25,8 @@ var kindStage = map[pmult.Kind]macros.Stage{
 }
 
 func mtaConfig(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "postfix" && args[0] != "sendmail") {
-		fmt.Fprintln(stderr, "usage: pmult mta-config postfix|sendmail [-c FILE]")
+	if len(args) == 0 || (args[0] != "postfix" && args[0] != "sendmail" && args[0] != "meta1") {
+		fmt.Fprintln(stderr, "usage: pmult mta-config postfix|sendmail|meta1 [-c FILE]")
 		return 64
 	}
 	mta := args[0]
@@ -42,6 +42,9 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			}
 			return exitConfig
 		}
+	}
+	if mta == "meta1" {
+		return meta1Config(cfg, stdout, stderr)
 	}
 	eng, err := cfg.Engine(nil)
 	if err != nil {
@@ -98,5 +101,31 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "define(`%s', `%s')dnl\n", macros.SendmailOption[st], strings.Join(lists[st], ", "))
 		}
 	}
+	return 0
+}
+
+// meta1Config prints the smtps policy_milter block of /etc/meta1/meta1.conf
+// for the first [meta1] listen address (mailfromd manual, 9.2).
+func meta1Config(cfg *config.Config, stdout, stderr io.Writer) int {
+	if len(cfg.Meta1.ListenAddrs) == 0 {
+		fmt.Fprintln(stderr, "pmult mta-config meta1: the configuration has no [meta1] listen address")
+		return exitConfig
+	}
+	a := cfg.Meta1.ListenAddrs[0]
+	fmt.Fprintln(stdout, "# /etc/meta1/meta1.conf (pmult's MeTA1 wire format is a provisional model: docs/meta1.md)")
+	fmt.Fprintln(stdout, "smtps {\n    policy_milter {\n        socket {")
+	if a.Network == "unix" {
+		fmt.Fprintf(stdout, "            type = unix;\n            path = %s;\n", a.Addr)
+	} else {
+		host, port, _ := strings.Cut(a.Addr, "]:")
+		if !strings.HasPrefix(a.Addr, "[") {
+			i := strings.LastIndexByte(a.Addr, ':')
+			host, port = a.Addr[:i], a.Addr[i+1:]
+		} else {
+			host = strings.TrimPrefix(host, "[")
+		}
+		fmt.Fprintf(stdout, "            type = inet;\n            address = %s;\n            port = %s;\n", host, port)
+	}
+	fmt.Fprintln(stdout, "        };\n        timeout = 5m;\n        flags = { abort };\n    };\n};")
 	return 0
 }

@@ -1,0 +1,185 @@
+// helpers_test.go: an in-process fake backend that records the events it
+// gets and answers by plan, and a server+simulator fixture on loopback.
+
+package meta1_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/bench"
+	"github.com/mailmux/mailmux/macros"
+	"github.com/mailmux/mailmux/meta1sim"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+func TestMain(m *testing.M) {
+	bench.MaybeServeNull() // the benchmark's null backends run in a child
+	os.Exit(m.Run())
+}
+
+// fake is a pmult.Backend whose sessions log events and answer by plan.
+type fake struct {
+	name   string
+	answer func(ev *pmult.Event) pmult.Reply
+
+	mu     sync.Mutex
+	events []pmult.Event
+}
+
+func (f *fake) Name() string { return f.name }
+
+func (f *fake) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
+	return &fakeSession{f: f, ctx: ctx}, nil
+}
+
+func (f *fake) log() []pmult.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]pmult.Event(nil), f.events...)
+}
+
+func (f *fake) kinds() string {
+	var b []string
+	for _, e := range f.log() {
+		b = append(b, e.Kind.String())
+	}
+	return strings.Join(b, " ")
+}
+
+type fakeSession struct {
+	f    *fake
+	ctx  context.Context
+	last pmult.Reply
+	err  error
+}
+
+func (s *fakeSession) Caps() pmult.Caps { return pmult.Caps{Actions: pmult.ActModify} }
+
+func (s *fakeSession) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	if _, err := s.Post(ctx, ev); err != nil {
+		return pmult.Reply{}, err
+	}
+	return s.Await(ctx, ev)
+}
+
+func (s *fakeSession) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
+	e := *ev
+	e.Chunk = append([]byte(nil), ev.Chunk...)
+	s.f.mu.Lock()
+	s.f.events = append(s.f.events, e)
+	s.f.mu.Unlock()
+	s.last, s.err = pmult.Reply{}, nil
+	if s.f.answer != nil {
+		done := make(chan struct{})
+		go func() { s.last = s.f.answer(ev); close(done) }()
+		select {
+		case <-done:
+		case <-s.ctx.Done():
+			<-done
+			s.err = s.ctx.Err()
+		}
+	}
+	return true, nil
+}
+
+func (s *fakeSession) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	return s.last, s.err
+}
+
+func (s *fakeSession) Close() error { return nil }
+
+// fixture is a MeTA1 front on loopback with the given backends.
+type fixture struct {
+	srv  *m1.Server
+	addr string
+	t    testing.TB
+}
+
+func start(t testing.TB, mod func(*m1.Server), backends ...pmult.Backend) *fixture {
+	t.Helper()
+	eng := &pmult.Engine{}
+	for _, b := range backends {
+		eng.Slots = append(eng.Slots, pmult.Slot{Backend: b, Policy: pmult.Policy{OnFailure: pmult.FailTempfail}})
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if testing.Verbose() == false {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	srv := &m1.Server{Engine: eng, Log: log, Version: "test-1"}
+	if mod != nil {
+		mod(srv)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-done
+	})
+	return &fixture{srv: srv, addr: ln.Addr().String(), t: t}
+}
+
+func (fx *fixture) dial(cfg meta1sim.Config) *meta1sim.Client {
+	fx.t.Helper()
+	cfg.Network, cfg.Address = "tcp", fx.addr
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	c, err := meta1sim.Dial(context.Background(), cfg)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	fx.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// macro returns the value of a macro in an event's sets.
+func macro(ev pmult.Event, name string) (string, bool) {
+	for _, m := range ev.Macros {
+		for i := 0; i+1 < len(m.Pairs); i += 2 {
+			if macros.Normalize(m.Pairs[i]) == name {
+				return m.Pairs[i+1], true
+			}
+		}
+	}
+	return "", false
+}
+
+// noLeaks fails the test if goroutines started during it are still running
+// once it is over (after its cleanups).
+func noLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
