@@ -208,10 +208,14 @@ func RunMailFile(ctx context.Context, cfg *Config, m *MailFile, out io.Writer, o
 	}
 	c := *cfg
 	printed := false
+	prev := cfg.OnMessage
 	c.OnMessage = func(r *Result) {
 		count(&st, r)
 		r.Print(out, opt.Full)
 		printed = true
+		if prev != nil {
+			prev(r)
+		}
 	}
 	s, err := NewSession(ctx, &c)
 	if err != nil {

@@ -125,8 +125,8 @@ func TestServeMeta1(t *testing.T) {
 	host, port, _ := net.SplitHostPort(ba.String())
 	os.WriteFile(cfg, []byte(fmt.Sprintf("listen = [\"unix:%s/milter.sock\"]\nshutdown_timeout = \"5s\"\n[meta1]\nlisten = \"unix://%s\"\n[meta1.define_macros]\nmail = [\"taid\"]\n[[backend]]\nname = \"t\"\nurl = \"inet:%s@%s\"\n", dir, sock, port, host)), 0o644)
 	cmd := exec.Command(bin, "-c", cfg)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
