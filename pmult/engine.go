@@ -143,6 +143,7 @@ func (s *Session) Negotiated() Negotiated { return s.neg }
 // logged and casts its failure action from the first event on.
 func (s *Session) Open(ctx context.Context, offer Offer, progress func()) Negotiated {
 	s.offer = offer
+	s.hdr.noHidden = offer.NoHiddenHeader
 	if progress == nil {
 		progress = func() {}
 	}

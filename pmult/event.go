@@ -249,7 +249,11 @@ type Offer struct {
 	RejectedRcpts bool    // the MTA can send recipients it rejected
 	LeadingSpace  bool    // header values reach the engine exactly (leading space kept)
 	SymList       bool    // the MTA accepts per-stage macro lists
-	Version       int     // the MTA's protocol version (informational; 0 if none)
+	// NoHiddenHeader: the MTA has no header of its own above those it
+	// shows (Postfix and Sendmail hide their Received header, which counts
+	// for insert indexes; the MeTA1 model does not).
+	NoHiddenHeader bool
+	Version        int // the MTA's protocol version (informational; 0 if none)
 }
 
 // Caps is what one backend negotiated, in engine terms.

@@ -22,6 +22,17 @@ type hfield struct {
 type headerModel struct {
 	list []hfield
 	orig []hfield // the list as received, for parallel translation
+	// noHidden: the MTA hides no header above the list (the zero value
+	// models Postfix and Sendmail, whose own Received header is hidden).
+	noHidden bool
+}
+
+// hidden is the number of headers the MTA hides above the list.
+func (m *headerModel) hidden() int {
+	if m.noHidden {
+		return 0
+	}
+	return 1
 }
 
 func (m *headerModel) reset() {
@@ -69,7 +80,7 @@ func (m *headerModel) apply(e Edit) {
 	case EditAddHeader:
 		m.list = append(m.list, hfield{name: e.Name, value: e.Value, id: -1})
 	case EditInsertHeader:
-		pos := e.Index - 1 // the hidden Received header is position 0
+		pos := e.Index - m.hidden() // the hidden Received header is position 0
 		if pos < 0 {
 			pos = 0
 		}
@@ -111,15 +122,15 @@ func (m *headerModel) translate(e Edit) (Edit, bool) {
 		if e.Index <= 0 {
 			return e, true // before the MTA's hidden header: top of the list
 		}
-		pos := e.Index - 1
+		pos := e.Index - m.hidden()
 		// Anchor on the first original header at or after pos that survives.
 		for ; pos < len(m.orig); pos++ {
 			if p := m.posOfID(m.orig[pos].id); p >= 0 {
-				e.Index = p + 1
+				e.Index = p + m.hidden()
 				return e, true
 			}
 		}
-		e.Index = len(m.list) + 1 // past the end: append
+		e.Index = len(m.list) + m.hidden() // past the end: append
 		return e, true
 	case EditChangeHeader:
 		oi := nth(m.orig, e.Name, e.Index)

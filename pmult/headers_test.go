@@ -190,3 +190,19 @@ func TestHeaderModelTranslate(t *testing.T) {
 		})
 	}
 }
+
+// Without a hidden MTA header (the MeTA1 model), insert index i is the
+// position i in the list the backends saw.
+func TestHeaderModelNoHidden(t *testing.T) {
+	m := &headerModel{noHidden: true}
+	m.received("A", " 1")
+	m.received("B", " 2")
+	m.apply(Edit{Kind: EditInsertHeader, Index: 1, Name: "X", Value: " x"})
+	if got := m.list[1].name; got != "X" {
+		t.Fatalf("insert 1 landed at %v", m.list)
+	}
+	e, _ := m.translate(Edit{Kind: EditInsertHeader, Index: 2, Name: "Y", Value: " y"})
+	if e.Index != 3 { // before B, which is now at position 2 behind X
+		t.Fatalf("translated insert index %d, want 3", e.Index)
+	}
+}

@@ -23,6 +23,8 @@ import (
 var offer = pmult.Offer{
 	Actions:      pmult.ActAddHeaders | pmult.ActChangeHeaders | pmult.ActAddRcpt | pmult.ActAddRcptPar | pmult.ActDelRcpt | pmult.ActChangeBody,
 	LeadingSpace: true,
+	// The model has no header hidden from filters above those shown.
+	NoHiddenHeader: true,
 }
 
 // milterCode is the milter command letter of each event kind, kept in the
