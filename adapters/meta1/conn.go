@@ -43,8 +43,16 @@ type conn struct {
 	macroIDs   [macros.M1NumStages][]uint32
 }
 
-func (c *conn) serve() {
-	c.ctx, c.cancel = context.WithCancel(c.srv.baseCtx)
+// Drain implements connserve.Conn: shutdown began; the connection closes
+// as soon as it carries no session.
+func (c *conn) Drain() { c.closeIfIdle() }
+
+// Close implements connserve.Conn.
+func (c *conn) Close() { c.nc.Close() }
+
+// Serve implements connserve.Conn: it runs the connection to its end.
+func (c *conn) Serve(ctx context.Context) {
+	c.ctx, c.cancel = context.WithCancel(ctx)
 	defer func() {
 		c.cancel()
 		c.mu.Lock()
@@ -187,7 +195,7 @@ func (c *conn) dispatch(rec Record) {
 			c.writeSSD(rec.Session, "")
 			return
 		}
-		if c.srv.closing.Load() {
+		if c.srv.cs.Closing() {
 			c.writeSSD(rec.Session, "421 4.3.2 pmult shutting down")
 			return
 		}

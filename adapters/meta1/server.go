@@ -23,16 +23,14 @@ package meta1
 import (
 	"bufio"
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/connserve"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -66,33 +64,24 @@ type Server struct {
 	MaxConnections   int
 	QueueDepth       int
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	wg        sync.WaitGroup
-	closing   atomic.Bool
-	nconns    atomic.Int64
-	sessions  atomic.Int64
-	nextID    atomic.Uint64
-	engine    atomic.Pointer[pmult.Engine]
-	baseCtx   context.Context
-	cancel    context.CancelFunc
+	once     sync.Once
+	cs       connserve.Server
+	sessions atomic.Int64
+	nextID   atomic.Uint64
+	engine   atomic.Pointer[pmult.Engine]
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
-var ErrServerClosed = errors.New("meta1: server closed")
+var ErrServerClosed = connserve.ErrClosed
 
 func (s *Server) init() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[*conn]struct{}{}
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
-	}
-	if s.Log == nil {
-		s.Log = slog.New(slog.DiscardHandler)
-	}
+	s.once.Do(func() {
+		if s.Log == nil {
+			s.Log = slog.New(slog.DiscardHandler)
+		}
+		s.cs = connserve.Server{Name: "meta1", Log: s.Log, MaxConns: s.MaxConnections,
+			NewConn: func(nc net.Conn) connserve.Conn { return s.newConn(nc) }}
+	})
 }
 
 // SetEngine makes new SMTP sessions use e; open ones keep theirs.
@@ -109,115 +98,21 @@ func (s *Server) currentEngine() *pmult.Engine {
 func (s *Server) ActiveSessions() int { return int(s.sessions.Load()) }
 
 // ActiveConnections returns the number of open smtps connections.
-func (s *Server) ActiveConnections() int { return int(s.nconns.Load()) }
+func (s *Server) ActiveConnections() int { s.init(); return s.cs.Active() }
 
 // Serve accepts smtps connections on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
-	s.init()
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		return ErrServerClosed
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-	var delay time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				s.Log.Warn("accept failed, retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("meta1: accept: %w", err)
-		}
-		delay = 0
-		if s.MaxConnections > 0 && s.nconns.Load() >= int64(s.MaxConnections) {
-			s.Log.Warn("smtps connection limit reached (max_connections), closing", "smtps", peerName(nc),
-				"max_connections", s.MaxConnections)
-			nc.Close()
-			continue
-		}
-		c := s.newConn(nc)
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
-			nc.Close()
-			continue
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.nconns.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				s.nconns.Add(-1)
-				s.wg.Done()
-			}()
-			c.serve()
-		}()
-	}
-}
+func (s *Server) Serve(ln net.Listener) error { s.init(); return s.cs.Serve(ln) }
 
 // Shutdown stops accepting connections and new SMTP sessions (they get
 // 421), lets open sessions finish until ctx is done, then closes what is
 // left. A connection is closed as soon as it carries no session.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.closing.Store(true)
-	s.mu.Lock()
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	for c := range s.conns {
-		c.closeIfIdle()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		s.cancel()
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		n := len(s.conns)
-		for c := range s.conns {
-			c.nc.Close()
-		}
-		s.mu.Unlock()
-		s.cancel()
-		<-done
-		return fmt.Errorf("meta1: shutdown deadline: closed %d smtps connections: %w", n, ctx.Err())
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { s.init(); return s.cs.Shutdown(ctx) }
 
 func (s *Server) newConn(nc net.Conn) *conn {
 	id := strconv.FormatUint(s.nextID.Add(1), 10)
 	c := &conn{srv: s, nc: nc, id: id, br: bufio.NewReaderSize(nc, 64<<10), sessions: map[string]*session{}}
-	c.log = s.Log.With("front", "meta1", "conn", id, "smtps", peerName(nc))
+	c.log = s.Log.With("front", "meta1", "conn", id, "smtps", connserve.PeerName(nc))
 	return c
-}
-
-func peerName(nc net.Conn) string {
-	if a := nc.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
-		return a.String()
-	}
-	return "unix:" + nc.LocalAddr().String()
 }
 
 func orDefault[T int | time.Duration](v, def T) T {

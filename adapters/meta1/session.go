@@ -86,7 +86,7 @@ func (s *session) run() {
 			s.eng.Handle(context.WithoutCancel(s.ctx), &pmult.Event{Kind: pmult.KindQuit})
 			s.eng.Close()
 		}
-		if s.c.srv.closing.Load() {
+		if s.c.srv.cs.Closing() {
 			s.c.closeIfIdle()
 		}
 	}()

@@ -58,9 +58,16 @@ var kindStage = map[pmult.Kind]mp.Stage{
 // errQuit ends the connection without an error.
 var errQuit = errors.New("quit")
 
-func (c *conn) serve() {
+// Drain implements connserve.Conn: an MTA session finishes on its own.
+func (c *conn) Drain() {}
+
+// Close implements connserve.Conn.
+func (c *conn) Close() { c.nc.Close() }
+
+// Serve implements connserve.Conn: it runs the connection to its end.
+func (c *conn) Serve(ctx context.Context) {
 	defer c.nc.Close()
-	ctx, cancel := context.WithCancel(c.srv.baseCtx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer func() {
 		if c.sess != nil {

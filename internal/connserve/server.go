@@ -1,0 +1,176 @@
+// server.go: the accept loop, connection tracking and shutdown.
+//
+// Tunables (Server fields) and defaults:
+//   MaxConns  0  open connections (0: no limit); above it a new one is
+//                logged and closed at once
+
+package connserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ErrClosed is returned by Serve after Shutdown.
+var ErrClosed = errors.New("server closed")
+
+// Conn is one accepted connection, as the front end runs it.
+type Conn interface {
+	// Serve runs the connection until it ends. ctx is cancelled when the
+	// shutdown deadline passes.
+	Serve(ctx context.Context)
+	// Drain tells the connection that shutdown began: take nothing new,
+	// finish what is open (it may close at once if it is idle).
+	Drain()
+	// Close closes the connection at once (the deadline passed).
+	Close()
+}
+
+// Server accepts connections and tracks them.
+type Server struct {
+	Name     string // for logs and errors: "milter", "meta1"
+	Log      *slog.Logger
+	MaxConns int
+	// NewConn makes the Conn for an accepted connection.
+	NewConn func(nc net.Conn) Conn
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[Conn]struct{}
+	wg        sync.WaitGroup
+	closing   atomic.Bool
+	active    atomic.Int64
+	ctx       context.Context
+	cancel    context.CancelFunc
+}
+
+func (s *Server) init() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[Conn]struct{}{}
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	}
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Closing reports whether Shutdown has begun.
+func (s *Server) Closing() bool { return s.closing.Load() }
+
+// Active returns the number of open connections.
+func (s *Server) Active() int { return int(s.active.Load()) }
+
+// Serve accepts connections on ln until Shutdown (then it returns
+// ErrClosed) or a permanent accept error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				s.Log.Warn("accept failed, retrying", "front", s.Name, "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("%s: accept: %w", s.Name, err)
+		}
+		delay = 0
+		if s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
+			s.Log.Warn("connection limit reached, closing the new connection", "front", s.Name,
+				"peer", PeerName(nc), "limit", s.MaxConns)
+			nc.Close()
+			continue
+		}
+		c := s.NewConn(nc)
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.active.Add(1)
+		ctx := s.ctx
+		s.mu.Unlock()
+		go func() {
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				s.active.Add(-1)
+				s.wg.Done()
+			}()
+			c.Serve(ctx)
+		}()
+	}
+}
+
+// Shutdown stops accepting, drains open connections until ctx is done,
+// then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.closing.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Drain()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.cancel()
+		<-done
+		return fmt.Errorf("%s: shutdown deadline: closed %d open connections: %w", s.Name, n, ctx.Err())
+	}
+}
+
+// PeerName names a connection's peer for logs (unix sockets have none:
+// the socket path is used).
+func PeerName(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
+		return a.String()
+	}
+	return "unix:" + nc.LocalAddr().String()
+}
