@@ -1,0 +1,538 @@
+// server.go: the calloutd protocol server. Each connection is a session
+// with its own queue of addresses (VRFY), session id (SID) and soft
+// timeouts (TIMEOUT); RUN verifies the queue, several addresses at a time,
+// and reports each one's progress lines in queue order before the final
+// "OK id=result ...". As with calloutd, addresses whose probe ended on a
+// network error stay queued for the next RUN, and when the client leaves,
+// those and the ones never run are completed in the background with the
+// hard timeouts (Verifier.Enqueue), unless NoBackground is set.
+//
+// Tunables (Server fields) and defaults: Greeting calloutd's; MaxLine 1023
+// bytes; MaxQueue 100 addresses per session; RunParallel 8 probes at once
+// per RUN; IdleTimeout 5 minutes between commands; ProbeTimeout none;
+// MaxConns unlimited (calloutd's max-instances).
+
+package callout
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailmux/mailmux/callout/smtpprobe"
+)
+
+// Server defaults.
+const (
+	DefaultMaxQueue    = 100
+	DefaultRunParallel = 8
+	DefaultIdleTimeout = 5 * time.Minute
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("callout: server closed")
+
+// Server serves the calloutd protocol. Set its fields before Serve.
+type Server struct {
+	// Verifier answers the addresses (required).
+	Verifier *Verifier
+	// Ehlo and MailFrom are what GET reports (default: the prober's;
+	// MailFrom "<>" when it is the null sender).
+	Ehlo, MailFrom string
+	// Timeouts are a session's soft timeouts until TIMEOUT changes them
+	// (zero fields: the prober's).
+	Timeouts smtpprobe.Timeouts
+	// Greeting is the first line sent (default Greeting).
+	Greeting    string
+	MaxLine     int
+	MaxQueue    int
+	RunParallel int
+	IdleTimeout time.Duration
+	// ProbeTimeout bounds one address's probe in RUN (0: only the
+	// per-stage timeouts); past it the answer is "timeout".
+	ProbeTimeout time.Duration
+	// MaxConns bounds the sessions served at once; further connections
+	// wait in the listen backlog (0: no limit).
+	MaxConns int
+	// NoBackground disables background completion.
+	NoBackground bool
+	// Logger receives session logs; nil: slog.Default().
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]bool
+	conns     map[net.Conn]bool
+	closed    bool
+	wg        sync.WaitGroup
+	sem       chan struct{}
+	semOnce   sync.Once
+	baseCtx   context.Context
+	cancel    context.CancelFunc
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) setup() {
+	s.semOnce.Do(func() {
+		if s.MaxConns > 0 {
+			s.sem = make(chan struct{}, s.MaxConns)
+		}
+		s.baseCtx, s.cancel = context.WithCancel(context.Background())
+		s.listeners = map[net.Listener]bool{}
+		s.conns = map[net.Conn]bool{}
+	})
+}
+
+// Serve accepts connections on l until Shutdown or an accept error.
+func (s *Server) Serve(l net.Listener) error {
+	s.setup()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		if s.sem != nil {
+			select {
+			case s.sem <- struct{}{}:
+			case <-s.baseCtx.Done():
+				return ErrServerClosed
+			}
+		}
+		c, err := l.Accept()
+		if err != nil {
+			if s.sem != nil {
+				<-s.sem
+			}
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log().Warn("accept", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("callout: accept: %w", err)
+		}
+		delay = 0
+		if !s.track(c) {
+			c.Close()
+			if s.sem != nil {
+				<-s.sem
+			}
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				if s.sem != nil {
+					<-s.sem
+				}
+			}()
+			s.ServeConn(s.baseCtx, c)
+		}()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// track registers a connection; false when the server is closed.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = true
+	s.wg.Add(1)
+	return true
+}
+
+// Shutdown stops accepting, lets sessions finish the command they are
+// running, and waits for them until ctx is done; then it closes what is
+// left. It does not close the Verifier.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.setup()
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	// Sessions waiting for a command end now; busy ones after replying.
+	for c := range s.conns {
+		c.SetReadDeadline(time.Unix(1, 0))
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// session is the state of one connection.
+type session struct {
+	s        *Server
+	c        net.Conn
+	r        *bufio.Reader
+	w        *bufio.Writer
+	sid      string
+	timeouts smtpprobe.Timeouts
+	queue    []*entry
+	nextID   uint64
+	log      *slog.Logger
+}
+
+type entry struct {
+	id  uint64
+	req smtpprobe.Request
+}
+
+// ServeConn runs one session on c until QUIT, EOF, an idle timeout or
+// ctx is done, and closes c.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	s.setup()
+	v := s.Verifier
+	v.init()
+	v.c.sessions.Add(1)
+	v.c.sessionsOpen.Add(1)
+	ses := &session{s: s, c: c, r: bufio.NewReaderSize(c, 1024), w: bufio.NewWriterSize(c, 4096),
+		timeouts: s.Timeouts, log: s.log().With("client", c.RemoteAddr().String())}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stop()
+		c.Close()
+		v.c.sessionsOpen.Add(-1)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		ses.finish()
+	}()
+	g := s.Greeting
+	if g == "" {
+		g = Greeting
+	}
+	if ses.reply(g) != nil {
+		return
+	}
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	for {
+		if s.isClosed() {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(idle))
+		line, tooLong, err := ses.readLine()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !s.isClosed() {
+				ses.log.Debug("callout session ends", "err", err)
+			}
+			return
+		}
+		v.c.commands.Add(1)
+		if tooLong {
+			if ses.no(ErrBadInput) != nil {
+				return
+			}
+			continue
+		}
+		quit, err := ses.command(ctx, line)
+		if err != nil || quit {
+			return
+		}
+	}
+}
+
+// readLine reads one line of at most MaxLine bytes (line end included);
+// a longer one is read to its end and reported tooLong.
+func (ses *session) readLine() (line string, tooLong bool, err error) {
+	max := ses.s.MaxLine
+	if max <= 0 {
+		max = MaxLineDefault
+	}
+	var buf []byte
+	n := 0
+	for {
+		frag, err := ses.r.ReadSlice('\n')
+		n += len(frag)
+		if n > max {
+			tooLong = true
+		} else {
+			buf = append(buf, frag...)
+		}
+		switch {
+		case err == nil:
+			return strings.TrimRight(string(buf), "\r\n"), tooLong, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return "", false, err
+		}
+	}
+}
+
+func (ses *session) reply(line string) error {
+	ses.w.WriteString(line)
+	ses.w.WriteString("\r\n")
+	return ses.w.Flush()
+}
+
+func (ses *session) no(text string) error {
+	ses.s.Verifier.c.errorReplies.Add(1)
+	return ses.reply("NO " + text)
+}
+
+// command runs one command line; quit is true after QUIT.
+func (ses *session) command(ctx context.Context, line string) (quit bool, err error) {
+	cmd, perr := ParseLine(line)
+	if perr != nil {
+		return false, ses.no(perr.(*ProtoError).Text)
+	}
+	fail := func(e error) error {
+		var pe *ProtoError
+		if errors.As(e, &pe) {
+			return ses.no(pe.Text)
+		}
+		return ses.no(e.Error())
+	}
+	switch cmd.Verb {
+	case "VRFY":
+		req, err := ParseVrfy(cmd.Args)
+		if err != nil {
+			return false, fail(err)
+		}
+		max := ses.s.MaxQueue
+		if max <= 0 {
+			max = DefaultMaxQueue
+		}
+		if len(ses.queue) >= max {
+			return false, ses.no(ErrQueueFull)
+		}
+		e := &entry{id: ses.nextID, req: req}
+		ses.nextID++
+		ses.queue = append(ses.queue, e)
+		return false, ses.reply("OK " + FormatID(e.id))
+	case "GET":
+		if len(cmd.Args) == 0 {
+			return false, ses.no(ErrInvalidArgs)
+		}
+		for _, a := range cmd.Args {
+			switch strings.ToLower(a) {
+			case "ehlo":
+				ses.w.WriteString("* ehlo=" + ses.s.ehlo() + "\r\n")
+			case "mailfrom":
+				ses.w.WriteString("* mailfrom=" + ses.s.mailFrom() + "\r\n")
+			}
+		}
+		return false, ses.reply("OK")
+	case "SID":
+		if len(cmd.Args) != 1 {
+			return false, ses.no(ErrInvalidArgs)
+		}
+		ses.sid = cmd.Args[0]
+		ses.log = ses.log.With("sid", ses.sid)
+		return false, ses.reply("OK")
+	case "TIMEOUT":
+		t, err := ParseTimeouts(cmd.Args)
+		if err != nil {
+			return false, fail(err)
+		}
+		ses.timeouts = t.Or(ses.s.Timeouts)
+		return false, ses.reply("OK timeouts set")
+	case "DROP":
+		if len(cmd.Args) != 1 {
+			return false, ses.no(ErrInvalidArgs)
+		}
+		id, err := ParseID(cmd.Args[0])
+		if err != nil {
+			return false, fail(err)
+		}
+		for i, e := range ses.queue {
+			if e.id == id {
+				ses.queue = append(ses.queue[:i], ses.queue[i+1:]...)
+				return false, ses.reply("OK")
+			}
+		}
+		return false, ses.no(ErrNoEntry)
+	case "RUN":
+		if len(cmd.Args) != 0 {
+			return false, ses.no(ErrInvalidArgs)
+		}
+		return false, ses.run(ctx)
+	case "QUIT":
+		if len(cmd.Args) != 0 {
+			return false, ses.no(ErrInvalidArgs)
+		}
+		return true, ses.reply("OK bye")
+	}
+	return false, ses.no(ErrUnknownCommand)
+}
+
+func (s *Server) ehlo() string {
+	if s.Ehlo != "" {
+		return s.Ehlo
+	}
+	if p := s.Verifier.Prober; p != nil && p.Ehlo != "" {
+		return p.Ehlo
+	}
+	return smtpprobe.DefaultEhlo()
+}
+
+func (s *Server) mailFrom() string {
+	m := s.MailFrom
+	if m == "" && s.Verifier.Prober != nil {
+		m = s.Verifier.Prober.MailFrom
+	}
+	if m == "" {
+		return "<>"
+	}
+	return m
+}
+
+// runResult is the outcome of one queued address in a RUN.
+type runResult struct {
+	done  chan struct{}
+	lines []string
+	out   smtpprobe.Outcome
+}
+
+// run verifies the queue: up to RunParallel addresses at a time, their
+// progress lines written in queue order.
+func (ses *session) run(ctx context.Context) error {
+	par := ses.s.RunParallel
+	if par <= 0 {
+		par = DefaultRunParallel
+	}
+	res := make([]*runResult, len(ses.queue))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i, e := range ses.queue {
+		r := &runResult{done: make(chan struct{})}
+		res[i] = r
+		req := e.req
+		req.Timeouts = ses.timeouts
+		req.Tag = ses.sid
+		if req.Tag == "" {
+			req.Tag = req.Email
+		}
+		id := FormatID(e.id)
+		probe := func() {
+			defer close(r.done)
+			pctx := ctx
+			if ses.s.ProbeTimeout > 0 {
+				var cancel context.CancelFunc
+				pctx, cancel = context.WithTimeout(ctx, ses.s.ProbeTimeout)
+				defer cancel()
+			}
+			r.out, _ = ses.s.Verifier.Verify(pctx, req, func(ev smtpprobe.Event) {
+				r.lines = append(r.lines, "* "+id+" "+ev.Stage+" "+sanitize(ev.Text))
+			})
+		}
+		if len(ses.queue) == 1 {
+			probe() // the common case: no goroutine
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			probe()
+		}()
+	}
+	var werr error
+	var b strings.Builder
+	b.WriteString("OK")
+	keep := ses.queue[:0:0]
+	for i, r := range res {
+		<-r.done
+		if werr == nil {
+			for _, l := range r.lines {
+				ses.w.WriteString(l)
+				ses.w.WriteString("\r\n")
+			}
+			werr = ses.w.Flush()
+		}
+		e := ses.queue[i]
+		fmt.Fprintf(&b, " %s=%s", FormatID(e.id), r.out.Result)
+		// As calloutd: failures and network errors stay queued.
+		if (r.out.Retry || r.out.Result == Failure) && !r.out.Result.Definite() {
+			keep = append(keep, e)
+		}
+		if ses.log.Enabled(ctx, slog.LevelDebug) {
+			ses.log.Debug("callout", "id", FormatID(e.id), "email", e.req.Email, "result", r.out.Result.String(),
+				"host", r.out.Host, "reply", r.out.Reply, "err", r.out.Err)
+		}
+	}
+	wg.Wait()
+	ses.queue = keep
+	if werr != nil {
+		return werr
+	}
+	return ses.reply(b.String())
+}
+
+// sanitize keeps a progress text on one line.
+func sanitize(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	}
+	return s
+}
+
+// finish hands what is left in the queue to background completion.
+func (ses *session) finish() {
+	if ses.s.NoBackground || len(ses.queue) == 0 {
+		return
+	}
+	for _, e := range ses.queue {
+		req := e.req
+		req.Tag = ses.sid
+		if !ses.s.Verifier.Enqueue(req) {
+			ses.log.Warn("background queue full: address dropped", "email", req.Email)
+		}
+	}
+	ses.queue = nil
+}

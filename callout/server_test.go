@@ -1,0 +1,172 @@
+// server_test.go: our server on its own: bad input, slow and silent peers
+// and a DNS server that never answers while other clients are served,
+// max-instances, shutdown, and no goroutine left behind.
+
+package callout
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailmux/mailmux/callout/callouttest"
+	"github.com/mailmux/mailmux/callout/smtpprobe"
+)
+
+func TestBadInputAndSlowPeers(t *testing.T) {
+	noLeaks(t)
+	w := newWorld(t, 2525, 0)
+	w.dns.Hang("hang.test")
+	drip := callouttest.StartSMTP(t, w.net.Addr(20, 2525), callouttest.SMTPOptions{Drip: time.Second})
+	_ = drip
+	p := w.prober(time.Second)
+	p.Resolver.Timeout, p.Resolver.Attempts = 300*time.Millisecond, 1
+	srv := &Server{Verifier: &Verifier{Prober: p, Cache: newMemCache()}, NoBackground: true}
+	addr := startServer(t, srv)
+
+	// Client 1: garbage, overlong lines, and probes of a target that drips
+	// one byte a second and of a domain whose DNS never answers.
+	// Meanwhile client 2 is served at once.
+	var wg sync.WaitGroup
+	var slowOut string
+	var slowTook time.Duration
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		start := time.Now()
+		slowOut = transcript(t, addr, []string{
+			"RUN",
+			"FOO bar",
+			"\x00\x01\x02",
+			strings.Repeat("x", 100000),
+			"VRFY " + strings.Repeat("a", 2000) + "@example.com",
+			"VRFY nobody",
+			"VRFY x@",
+			"VRFY <good@" + w.net.IP(2) + ">",
+			"VRFY good@example.com mode=hostonly host=" + w.net.IP(20),
+			"VRFY good@hang.test",
+			"RUN",
+			"QUIT",
+		})
+		slowTook = time.Since(start)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	fast := transcript(t, addr, []string{"VRFY good@fast.test", "RUN", "QUIT"})
+	if took := time.Since(start); took > 500*time.Millisecond || !strings.Contains(fast, "OK 0000000000=success") {
+		t.Errorf("second client waited %v:\n%s", took, fast)
+	}
+	wg.Wait()
+	for _, want := range []string{
+		"C: RUN\nS: OK\n",
+		"C: FOO bar\nS: NO unknown command\n",
+		"S: NO unknown command\n",
+		"(100000 bytes)\nS: NO bad input\n",
+		"(2017 bytes)\nS: NO bad input\n",
+		"S: OK 0000000000=not_found 0000000001=failure 0000000002=not_found 0000000003=temp_failure 0000000004=temp_failure\n",
+		"C: QUIT\nS: OK bye\n",
+	} {
+		if !strings.Contains(slowOut, want) {
+			t.Errorf("missing %q in\n%s", want, slowOut)
+		}
+	}
+	// Drip: 1 s greeting timeout; hang: 2 questions × 300 ms.
+	if slowTook > 3*time.Second {
+		t.Errorf("slow session took %v", slowTook)
+	}
+	st := srv.Verifier.Stats()
+	if st.ErrorReplies < 4 || st.Sessions != 2 || st.Results["success"] != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+
+	// A client that sends nothing is dropped after the idle timeout; one
+	// that never reads does not block the server.
+	srv2 := &Server{Verifier: &Verifier{Prober: p}, IdleTimeout: 200 * time.Millisecond}
+	addr2 := startServer(t, srv2)
+	c, err := net.Dial("tcp", addr2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 100)
+	n, _ := c.Read(buf)
+	if _, err := c.Read(buf[n:]); err == nil {
+		t.Error("idle client not disconnected")
+	}
+	c.Close()
+}
+
+func TestMaxConnsAndShutdown(t *testing.T) {
+	w := newWorld(t, 2525, 0)
+	before := runtime.NumGoroutine()
+	srv := &Server{Verifier: &Verifier{Prober: w.prober(time.Second)}, MaxConns: 1}
+	srv.Logger = testLogger(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c1, err := Dial(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second connection waits in the backlog for its greeting.
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c2.Read(make([]byte, 10)); err == nil {
+		t.Error("second client greeted while the first is served (max 1)")
+	}
+	c1.Quit(ctx)
+	c2.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b := make([]byte, 100)
+	if n, err := c2.Read(b); err != nil || !strings.HasPrefix(string(b[:n]), "OK mailfromd") {
+		t.Errorf("second client after the first left: %q %v", b[:n], err)
+	}
+	// Shutdown ends the idle session and Serve.
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-done; err != ErrServerClosed {
+		t.Errorf("Serve: %v", err)
+	}
+	c2.Close()
+	srv.Verifier.Close()
+	checkGoroutines(t, before)
+}
+
+func TestBackgroundCompletion(t *testing.T) {
+	noLeaks(t)
+	w := newWorld(t, 2525, 0)
+	slowOnce := callouttest.StartSMTP(t, w.net.Addr(21, 2525), callouttest.SMTPOptions{Greeting: "-"})
+	_ = slowOnce
+	v := &Verifier{Prober: w.prober(300 * time.Millisecond), Cache: newMemCache(),
+		HardTimeouts: smtpprobe.Timeouts{Connect: time.Second, Initial: 2 * time.Second, Helo: time.Second,
+			Mail: time.Second, Rcpt: time.Second, Rset: time.Second, Quit: time.Second}}
+	addr := startServer(t, &Server{Verifier: v})
+	// Never run: probed after QUIT, and the answer lands in the cache.
+	transcript(t, addr, []string{"VRFY good@fast.test", "VRFY bad@fast.test", "QUIT"})
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Stats().BgDone < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("background: %+v", v.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := transcript(t, addr, []string{"VRFY good@fast.test", "VRFY bad@fast.test", "RUN", "QUIT"})
+	if !strings.Contains(out, "S: OK 0000000000=success 0000000001=not_found\n") || strings.Contains(out, "INIT") {
+		t.Errorf("not answered from the cache:\n%s", out)
+	}
+	if st := v.Stats(); st.CacheHits != 2 || st.BgQueued != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
