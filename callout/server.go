@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/callout/smtpprobe"
+	"github.com/mailmux/mailmux/internal/connserve"
 )
 
 // Server defaults.
@@ -66,15 +67,8 @@ type Server struct {
 	// Logger receives session logs; nil: slog.Default().
 	Logger *slog.Logger
 
-	mu        sync.Mutex
-	listeners map[net.Listener]bool
-	conns     map[net.Conn]bool
-	closed    bool
-	wg        sync.WaitGroup
-	sem       chan struct{}
-	semOnce   sync.Once
-	baseCtx   context.Context
-	cancel    context.CancelFunc
+	once sync.Once
+	cs   connserve.Server
 }
 
 func (s *Server) log() *slog.Logger {
@@ -85,129 +79,44 @@ func (s *Server) log() *slog.Logger {
 }
 
 func (s *Server) setup() {
-	s.semOnce.Do(func() {
-		if s.MaxConns > 0 {
-			s.sem = make(chan struct{}, s.MaxConns)
-		}
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
-		s.listeners = map[net.Listener]bool{}
-		s.conns = map[net.Conn]bool{}
+	s.once.Do(func() {
+		s.cs = connserve.Server{Name: "callout", Log: s.log(), MaxConns: s.MaxConns, WaitWhenFull: true,
+			NewConn: func(c net.Conn) connserve.Conn { return serverConn{s: s, c: c} }}
 	})
 }
+
+// serverConn runs one accepted connection for connserve.
+type serverConn struct {
+	s *Server
+	c net.Conn
+}
+
+func (sc serverConn) Serve(ctx context.Context) { sc.s.ServeConn(ctx, sc.c) }
+
+// Drain ends a session waiting for a command now, a busy one after its reply.
+func (sc serverConn) Drain() { sc.c.SetReadDeadline(time.Unix(1, 0)) }
+
+func (sc serverConn) Close() { sc.c.Close() }
 
 // Serve accepts connections on l until Shutdown or an accept error.
 func (s *Server) Serve(l net.Listener) error {
 	s.setup()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	err := s.cs.Serve(l)
+	if errors.Is(err, connserve.ErrClosed) {
 		l.Close()
 		return ErrServerClosed
 	}
-	s.listeners[l] = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	var delay time.Duration
-	for {
-		if s.sem != nil {
-			select {
-			case s.sem <- struct{}{}:
-			case <-s.baseCtx.Done():
-				return ErrServerClosed
-			}
-		}
-		c, err := l.Accept()
-		if err != nil {
-			if s.sem != nil {
-				<-s.sem
-			}
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log().Warn("accept", "err", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("callout: accept: %w", err)
-		}
-		delay = 0
-		if !s.track(c) {
-			c.Close()
-			if s.sem != nil {
-				<-s.sem
-			}
-			return ErrServerClosed
-		}
-		go func() {
-			defer s.wg.Done()
-			defer func() {
-				if s.sem != nil {
-					<-s.sem
-				}
-			}()
-			s.ServeConn(s.baseCtx, c)
-		}()
-	}
+	return err
 }
 
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-// track registers a connection; false when the server is closed.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = true
-	s.wg.Add(1)
-	return true
-}
+func (s *Server) isClosed() bool { return s.cs.Closing() }
 
 // Shutdown stops accepting, lets sessions finish the command they are
 // running, and waits for them until ctx is done; then it closes what is
 // left. It does not close the Verifier.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.setup()
-	s.mu.Lock()
-	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	// Sessions waiting for a command end now; busy ones after replying.
-	for c := range s.conns {
-		c.SetReadDeadline(time.Unix(1, 0))
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.cancel()
-		s.mu.Lock()
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		<-done
-		return ctx.Err()
-	}
+	return s.cs.Shutdown(ctx)
 }
 
 // session is the state of one connection.
@@ -243,9 +152,6 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		stop()
 		c.Close()
 		v.c.sessionsOpen.Add(-1)
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
 		ses.finish()
 	}()
 	g := s.Greeting

@@ -1,8 +1,9 @@
 // server.go: the accept loop, connection tracking and shutdown.
 //
 // Tunables (Server fields) and defaults:
-//   MaxConns  0  open connections (0: no limit); above it a new one is
-//                logged and closed at once
+//   MaxConns  0      open connections (0: no limit); above it a new one is
+//                    logged and closed at once, or with WaitWhenFull left
+//                    in the listen backlog until one ends
 
 package connserve
 
@@ -38,6 +39,9 @@ type Server struct {
 	Name     string // for logs and errors: "milter", "meta1"
 	Log      *slog.Logger
 	MaxConns int
+	// WaitWhenFull: at MaxConns, stop accepting (new connections wait in
+	// the listen backlog) instead of closing them.
+	WaitWhenFull bool
 	// NewConn makes the Conn for an accepted connection.
 	NewConn func(nc net.Conn) Conn
 
@@ -49,6 +53,7 @@ type Server struct {
 	active    atomic.Int64
 	ctx       context.Context
 	cancel    context.CancelFunc
+	slots     chan struct{} // WaitWhenFull: one token per open connection
 }
 
 func (s *Server) init() {
@@ -58,6 +63,9 @@ func (s *Server) init() {
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[Conn]struct{}{}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
+		if s.WaitWhenFull && s.MaxConns > 0 {
+			s.slots = make(chan struct{}, s.MaxConns)
+		}
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
@@ -87,9 +95,21 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 	var delay time.Duration
+	release := func() {}
+	if s.slots != nil {
+		release = func() { <-s.slots }
+	}
 	for {
+		if s.slots != nil {
+			select {
+			case s.slots <- struct{}{}:
+			case <-s.ctx.Done():
+				return ErrClosed
+			}
+		}
 		nc, err := ln.Accept()
 		if err != nil {
+			release()
 			if s.closing.Load() {
 				return ErrClosed
 			}
@@ -103,7 +123,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("%s: accept: %w", s.Name, err)
 		}
 		delay = 0
-		if s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
+		if s.slots == nil && s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
 			s.Log.Warn("connection limit reached, closing the new connection", "front", s.Name,
 				"peer", PeerName(nc), "limit", s.MaxConns)
 			nc.Close()
@@ -114,6 +134,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		if s.closing.Load() {
 			s.mu.Unlock()
 			nc.Close()
+			release()
 			continue
 		}
 		s.conns[c] = struct{}{}
@@ -127,6 +148,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				delete(s.conns, c)
 				s.mu.Unlock()
 				s.active.Add(-1)
+				release()
 				s.wg.Done()
 			}()
 			c.Serve(ctx)
