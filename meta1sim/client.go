@@ -317,9 +317,10 @@ type Reply struct {
 	RcptDel     []RcptDel
 	HdrMods     []m1.HdrMod
 	Replacement []byte // nil: none
-	// TimedOut: no answer within the timeout; Code is what the flags made
-	// of it.
+	// TimedOut: no answer within the timeout (or the connection was lost);
+	// Code is what the flags made of it, Err the cause.
 	TimedOut bool
+	Err      error
 }
 
 // RcptAdd is a recipient to add.
@@ -417,7 +418,7 @@ func (s *Session) request(ctx context.Context, b []byte) (Reply, error) {
 		cc.mu.Lock()
 		delete(cc.wait, s.id)
 		cc.mu.Unlock()
-		return s.timeout(errors.New("timeout"))
+		return s.timeout(fmt.Errorf("no reply within %v", s.c.cfg.Timeout))
 	case <-ctx.Done():
 		cc.mu.Lock()
 		delete(cc.wait, s.id)
@@ -433,14 +434,14 @@ func (s *Session) timeout(cause error) (Reply, error) {
 	switch {
 	case f&FlagAbort != 0:
 		s.Close()
-		return Reply{Code: m1.ReplySSD, Text: "421 4.3.0 policy milter not responding, closing", TimedOut: true}, nil
+		return Reply{Code: m1.ReplySSD, Text: "421 4.3.0 policy milter not responding, closing", TimedOut: true, Err: cause}, nil
 	case f&FlagAcceptButReconnect != 0:
 		s.unfiltered = true
 		s.cc.retire()
-		return Reply{Code: m1.ReplyContinue, TimedOut: true}, nil
+		return Reply{Code: m1.ReplyContinue, TimedOut: true, Err: cause}, nil
 	}
 	// Neither flag (an assumption): a temporary failure.
-	return Reply{Code: m1.ReplyTempfail, Text: "451 4.3.0 policy milter not responding", TimedOut: true}, nil
+	return Reply{Code: m1.ReplyTempfail, Text: "451 4.3.0 policy milter not responding", TimedOut: true, Err: cause}, nil
 }
 
 func (s *Session) decode(rec m1.Record) (Reply, error) {

@@ -3,7 +3,10 @@
 // EHLO/HELO arg, MAIL FROM:<addr> [params], RCPT TO:<addr> [params],
 // DATA followed by the message and a line ".", RSET, QUIT; empty lines and
 // lines starting with '#' are skipped. The session connects first (the
-// client address and host name come from ScriptOptions).
+// client address and host name come from ScriptOptions). This is the
+// minimal runner of the library; the full SMTP-script front (expectations,
+// macros, batched SMTP, load) is mtasim's, with Backend (`mtasim
+// --pmilter`, cmd/pmilter-sim).
 
 package meta1sim
 

@@ -9,6 +9,10 @@
 //
 // PORT is inet:PORT@HOST, unix:/path (or the Postfix and mailfromd forms)
 // or a sendmail.cf X line ("name, S=inet:…, F=T, T=C:5s;R:10s;E:1m").
+// --pmilter PORT (same forms) drives a MeTA1 policy-milter server (pmult's
+// MeTA1 front end) instead, as smtps would, over the project's provisional
+// pmilter model (meta1sim; see docs/meta1.md), with --pmilter-timeout and
+// --pmilter-flags abort|accept_but_reconnect as smtps's policy_milter.
 // Exit codes: 0 ok, 1 an \E expectation failed, 64 usage, 65 malformed
 // script, 66 unreadable input, 69 milter unreachable or broken, 70 other.
 // See docs/mtasim.md.
@@ -33,6 +37,7 @@ import (
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
+	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/mtasim"
 )
 
@@ -52,7 +57,8 @@ type options struct {
 	stdio, daemon, once, appendTrace, noInteractive, verbose, version   bool
 	jsonOut, full                                                       bool
 	port, timeouts, traceFile, listen, senderSocket, prompt, hostname   string
-	mailFile, bsmtp, from, macroSet                                     string
+	mailFile, bsmtp, from, macroSet, pmilter, pmilterFlags              string
+	pmilterTimeout                                                      time.Duration
 	milterVersion, bodyChunk, concurrency, count, messages, rcptsPerMsg int
 	duration                                                            time.Duration
 	defines, rcpts                                                      listFlag
@@ -90,6 +96,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	for _, n := range []string{"port", "X"} {
 		fs.StringVar(&o.port, n, "", "milter port: inet:PORT@HOST, unix:/path, or a sendmail.cf X line")
 	}
+	fs.StringVar(&o.pmilter, "pmilter", "", "MeTA1 policy-milter port (pmult's MeTA1 front), same forms as -X; mtasim plays smtps")
+	fs.DurationVar(&o.pmilterTimeout, "pmilter-timeout", 0, "--pmilter: smtps's policy_milter timeout per reply (default: R= of the port, else 5m)")
+	fs.StringVar(&o.pmilterFlags, "pmilter-flags", "", "--pmilter: smtps's policy_milter flags on a timeout: abort (421) or accept_but_reconnect")
 	fs.StringVar(&o.timeouts, "milter-timeout", "", "milter timeouts C=connect,S=send,R=read,E=end of message (e.g. C=3,R=10s)")
 	fs.IntVar(&o.milterVersion, "milter-version", 6, "highest milter protocol version offered (2..6)")
 	fs.StringVar(&o.macroSet, "macros", "postfix", "default per-stage macro lists: postfix or sendmail")
@@ -205,6 +214,42 @@ func buildConfig(o *options, log *slog.Logger) (*mtasim.Config, error) {
 		}
 		cfg.Sender = &s
 	}
+	if o.port != "" && o.pmilter != "" {
+		return nil, usageErr("-X and --pmilter exclude each other")
+	}
+	if o.pmilter == "" && (o.pmilterTimeout != 0 || o.pmilterFlags != "") {
+		return nil, usageErr("--pmilter-timeout and --pmilter-flags need --pmilter")
+	}
+	if o.pmilter != "" {
+		p, err := mtasim.ParsePort(o.pmilter)
+		if err != nil {
+			return nil, usageErr("--pmilter: %v", err)
+		}
+		if o.timeouts != "" {
+			if err := p.SetTimeouts(o.timeouts, ",", "="); err != nil {
+				return nil, usageErr("--milter-timeout: %v", err)
+			}
+		}
+		fl, err := meta1sim.ParseFlags(o.pmilterFlags)
+		if err != nil {
+			return nil, usageErr("--pmilter-flags: %v", err)
+		}
+		timeout := o.pmilterTimeout
+		if timeout <= 0 {
+			timeout = p.Read
+		}
+		name := p.Name
+		if name == "" {
+			name = p.Address.Raw
+		}
+		cfg.Backend = meta1sim.NewBackend(meta1sim.BackendConfig{
+			Name:           name,
+			Client:         meta1sim.Config{Network: p.Address.Network, Address: p.Address.Addr, Timeout: timeout, Flags: fl, Log: log},
+			ConnectTimeout: p.Connect, ChunkSize: o.bodyChunk,
+		})
+		cfg.FilterName = o.pmilter
+		cfg.OnFailure = p.OnFailure
+	}
 	if o.port != "" {
 		p, err := mtasim.ParsePort(o.port)
 		if err != nil {
@@ -234,6 +279,9 @@ func dispatch(ctx context.Context, o *options, stdin io.Reader, stdout, stderr i
 	cfg, err := buildConfig(o, log)
 	if err != nil {
 		return err
+	}
+	if b, ok := cfg.Backend.(*meta1sim.Backend); ok {
+		defer b.Close()
 	}
 	var trace io.Writer
 	if o.traceFile != "" {
@@ -340,7 +388,7 @@ func daemon(ctx context.Context, o *options, cfg *mtasim.Config, trace io.Writer
 
 func load(ctx context.Context, o *options, cfg *mtasim.Config, stdout, stderr io.Writer) error {
 	if cfg.Backend == nil {
-		return usageErr("load mode needs a milter (-X)")
+		return usageErr("load mode needs a milter (-X) or a policy milter (--pmilter)")
 	}
 	opt := mtasim.LoadOptions{Concurrency: max(o.concurrency, 1), Count: o.count, Duration: o.duration,
 		Messages: o.messages, Rcpts: o.rcptsPerMsg}

@@ -1,14 +1,23 @@
-// Command pmilter-sim plays MeTA1's smtps against pmult's MeTA1 front end
-// over the project's MODELLED pmilter protocol (provisional, unverified
-// against MeTA1; see docs/meta1.md). It reads one SMTP session (client
-// side) from standard input and prints what smtps would answer, applying
-// the policy milter's modifications to the message it prints.
+// Command pmilter-sim is a thin alias of `mtasim --pmilter`: it plays
+// MeTA1's smtps against pmult's MeTA1 front end over the project's
+// MODELLED pmilter protocol (provisional, unverified against MeTA1; see
+// docs/meta1.md), through mtasim's SMTP-script front and meta1sim.Backend.
+// It reads an mtasim script (SMTP commands, message data, \D \U \L \E \W;
+// see docs/mtasim.md) from standard input, prints the replies and, for
+// each message, mtasim's report with the policy milter's modifications
+// applied and the resulting message. For --bsmtp, --mail-file, daemon and
+// load modes use mtasim --pmilter.
 //
 //	pmilter-sim [--url inet://127.0.0.1:3333] [--timeout 5m]
 //	            [--flags abort|accept_but_reconnect] [--client 192.0.2.1:40000]
 //	            [--hostname client.example.org] [--macro name=value]... < script
 //
-// Defaults: --url inet://127.0.0.1:3333, --timeout 5m, no flags.
+// is `mtasim --pmilter URL --pmilter-timeout T --pmilter-flags F
+// --sender-socket inet,HOSTNAME,ADDR,PORT -D name=value … < script` with
+// the message reports added. Defaults: --url inet://127.0.0.1:3333,
+// --timeout 5m, no flags. Exit codes are mtasim's: 0, 1 (an \E
+// expectation failed), 64 usage, 65 malformed script, 69 pmilter
+// unreachable or broken.
 package main
 
 import (
@@ -23,17 +32,17 @@ import (
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/meta1sim"
+	"github.com/mailmux/mailmux/mtasim"
 )
 
-type macroFlag map[string]string
+type macroFlag []string
 
-func (m macroFlag) String() string { return "" }
-func (m macroFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
+func (m *macroFlag) String() string { return strings.Join(*m, ",") }
+func (m *macroFlag) Set(s string) error {
+	if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
 		return fmt.Errorf("want name=value, not %q", s)
 	}
-	m[k] = v
+	*m = append(*m, s)
 	return nil
 }
 
@@ -47,38 +56,39 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	flags := fs.String("flags", "", "policy_milter flags: abort, accept_but_reconnect")
 	client := fs.String("client", "192.0.2.1:40000", "SMTP client `address:port`")
 	hostname := fs.String("hostname", "client.example.org", "SMTP client host name")
-	macros := macroFlag{}
-	fs.Var(macros, "macro", "MeTA1 macro `name=value` (repeatable)")
+	var macros macroFlag
+	fs.Var(&macros, "macro", "macro `name=value` (MeTA1 names such as taid, auth_type; repeatable)")
 	if err := fs.Parse(args); err != nil {
-		return 64
+		return mtasim.ExitUsage
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "pmilter-sim: "+format+"\n", a...)
+		return mtasim.ExitUsage
 	}
 	a, err := config.ParseAddress(*url)
 	if err != nil {
-		fmt.Fprintf(stderr, "pmilter-sim: --url: %v\n", err)
-		return 64
+		return usage("--url: %v", err)
 	}
 	fl, err := meta1sim.ParseFlags(*flags)
 	if err != nil {
-		fmt.Fprintf(stderr, "pmilter-sim: --flags: %v\n", err)
-		return 64
+		return usage("--flags: %v", err)
 	}
 	ap, err := netip.ParseAddrPort(*client)
 	if err != nil {
-		fmt.Fprintf(stderr, "pmilter-sim: --client: %v\n", err)
-		return 64
+		return usage("--client: %v", err)
 	}
-	ctx := context.Background()
-	c, err := meta1sim.Dial(ctx, meta1sim.Config{Network: a.Network, Address: a.Addr, Timeout: *timeout, Flags: fl})
+	b := meta1sim.NewBackend(meta1sim.BackendConfig{Name: *url,
+		Client: meta1sim.Config{Network: a.Network, Address: a.Addr, Timeout: *timeout, Flags: fl}})
+	defer b.Close()
+	snd := &mtasim.Sender{Family: '4', Host: *hostname, Addr: ap.Addr().Unmap().String(), Port: ap.Port()}
+	if ap.Addr().Unmap().Is6() {
+		snd.Family = '6'
+	}
+	cfg := &mtasim.Config{Backend: b, FilterName: *url, Sender: snd, Defines: macros, RequireHelo: true,
+		OnMessage: func(r *mtasim.Result) { r.Print(stdout, true) }}
+	err = mtasim.RunScript(context.Background(), cfg, mtasim.NewLineReader(stdin), stdout, mtasim.ScriptOptions{})
 	if err != nil {
 		fmt.Fprintf(stderr, "pmilter-sim: %v\n", err)
-		return 69
 	}
-	defer c.Close()
-	err = meta1sim.RunScript(ctx, c, stdin, stdout, meta1sim.ScriptOptions{
-		ClientAddr: ap.Addr(), ClientPort: int(ap.Port()), Hostname: *hostname, Macros: macros})
-	if err != nil {
-		fmt.Fprintf(stderr, "pmilter-sim: %v\n", err)
-		return 1
-	}
-	return 0
+	return mtasim.ExitCode(err)
 }
