@@ -55,31 +55,17 @@ type Delivered struct {
 	// Headers in order, Return-Path and Delivered-To included; each value
 	// is raw: everything after the colon, continuation lines kept
 	// (joined by "\n").
-	Headers [][2]string
+	Headers HeaderList
 	Body    []byte // everything after the blank line ending the headers
 }
 
 // Header returns the first header field with that name (case-insensitive),
 // unfolded and trimmed, or "".
-func (d Delivered) Header(name string) string {
-	v := d.HeaderValues(name)
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
-}
+func (d Delivered) Header(name string) string { return d.Headers.Value(name) }
 
 // HeaderValues returns every header field with that name (case-insensitive),
 // in order, unfolded and trimmed.
-func (d Delivered) HeaderValues(name string) []string {
-	var out []string
-	for _, h := range d.Headers {
-		if strings.EqualFold(h[0], name) {
-			out = append(out, strings.TrimSpace(strings.Join(strings.Fields(h[1]), " ")))
-		}
-	}
-	return out
-}
+func (d Delivered) HeaderValues(name string) []string { return d.Headers.Values(name) }
 
 const postfixDaemonDir = "/usr/lib/postfix/sbin"
 

@@ -94,7 +94,7 @@ type Queued struct {
 	// removed; each value is raw: everything after the colon,
 	// continuation lines kept (joined by "\n"). Sendmail's own Received
 	// and (conditional) Return-Path headers are included.
-	Headers [][2]string
+	Headers HeaderList
 	// Macros are the $ lines: macro name ("r", "_", "{daemon_flags}") to value.
 	Macros map[string]string
 	Body   []byte // the df file (LF line ends, no dot stuffing)
@@ -103,25 +103,11 @@ type Queued struct {
 
 // Header returns the first header field with that name (case-insensitive),
 // unfolded and trimmed, or "".
-func (q Queued) Header(name string) string {
-	v := q.HeaderValues(name)
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
-}
+func (q Queued) Header(name string) string { return q.Headers.Value(name) }
 
 // HeaderValues returns every header field with that name (case-insensitive),
 // in order, unfolded and trimmed.
-func (q Queued) HeaderValues(name string) []string {
-	var out []string
-	for _, h := range q.Headers {
-		if strings.EqualFold(h[0], name) {
-			out = append(out, strings.TrimSpace(strings.Join(strings.Fields(h[1]), " ")))
-		}
-	}
-	return out
-}
+func (q Queued) HeaderValues(name string) []string { return q.Headers.Values(name) }
 
 // StartSendmail builds sendmail.cf (m4, from the unpacked sendmail-cf) in
 // a fresh Dir and runs "sendmail -bD" (daemon in the foreground, a child
