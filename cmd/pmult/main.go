@@ -370,6 +370,7 @@ loop:
 				if ne, err = ncfg.Engine(log); err == nil {
 					srv.SetEngine(ne)
 					msrv.SetEngine(ne)
+					old[len(old)-1].CloseIdle() // its open sessions still finish on it
 					old = append(old, ne)
 					log.Info("configuration reloaded", "file", o.config, "backends", len(ne.Slots))
 					if !slices.EqualFunc(ncfg.ListenAddrs, cfg.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
