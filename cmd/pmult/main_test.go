@@ -48,21 +48,8 @@ func TestCheck(t *testing.T) {
 // SIGTERM in the middle of a second session, which must still finish.
 func TestServeAndDrain(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pmult")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	m := &testmilter.Server{Actions: mp.ActAddHeaders, Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
-		if p.Code == mp.CmdEOB {
-			return []mp.Packet{testmilter.Reply(mp.RespAddHeader, testmilter.Str("X-Test", "yes")), {Code: mp.RespContinue}}
-		}
-		return nil
-	}}
-	ba, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
+	bin := buildPmult(t)
+	ba := startHeaderMilter(t)
 	sock := filepath.Join(dir, "pmult.sock")
 	pid := filepath.Join(dir, "pmult.pid")
 	cfg := filepath.Join(dir, "pmult.toml")
@@ -79,6 +66,7 @@ func TestServeAndDrain(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	var c net.Conn
+	var err error
 	for i := 0; i < 100; i++ {
 		if c, err = net.Dial("unix", sock); err == nil {
 			break
@@ -216,4 +204,55 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildOut  []byte
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
+	os.Exit(code)
+}
+
+// buildPmult builds the pmult binary once for the package's tests.
+func buildPmult(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pmult-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "pmult")
+		buildOut, buildErr = exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v\n%s", buildErr, buildOut)
+	}
+	return builtBin
+}
+
+// startHeaderMilter starts a test milter that adds "X-Test: yes" at end
+// of message, stopped when the test ends.
+func startHeaderMilter(t *testing.T) net.Addr {
+	t.Helper()
+	m := &testmilter.Server{Actions: mp.ActAddHeaders, Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+		if p.Code == mp.CmdEOB {
+			return []mp.Packet{testmilter.Reply(mp.RespAddHeader, testmilter.Str("X-Test", "yes")), {Code: mp.RespContinue}}
+		}
+		return nil
+	}}
+	ba, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	return ba
 }

@@ -20,10 +20,8 @@ import (
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	"github.com/mailmux/mailmux/config"
-	"github.com/mailmux/mailmux/internal/testmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/meta1sim"
-	mp "github.com/mailmux/mailmux/milterproto"
 )
 
 func TestImportManualExample(t *testing.T) {
@@ -105,21 +103,8 @@ client { url "inet:8892@127.0.0.1"; connect-timeout 2 minutes; log-level "err, f
 // TestServeMeta1 runs the binary with a milter and a MeTA1 listener.
 func TestServeMeta1(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pmult")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	m := &testmilter.Server{Actions: mp.ActAddHeaders, Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
-		if p.Code == mp.CmdEOB {
-			return []mp.Packet{testmilter.Reply(mp.RespAddHeader, testmilter.Str("X-Test", "yes")), {Code: mp.RespContinue}}
-		}
-		return nil
-	}}
-	ba, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
+	bin := buildPmult(t)
+	ba := startHeaderMilter(t)
 	sock := filepath.Join(dir, "meta1.sock")
 	cfg := filepath.Join(dir, "pmult.toml")
 	host, port, _ := net.SplitHostPort(ba.String())
@@ -132,6 +117,7 @@ func TestServeMeta1(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	var c *meta1sim.Client
+	var err error
 	for i := 0; i < 100; i++ {
 		if c, err = meta1sim.Dial(context.Background(), meta1sim.Config{Network: "unix", Address: sock, Timeout: 10 * time.Second}); err == nil {
 			break
