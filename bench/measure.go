@@ -47,7 +47,7 @@ func (m *Mux) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	m.srv.Shutdown(ctx)
-	m.srv.Engine.CloseIdle()
+	m.srv.Engine.Retire()
 }
 
 // mtaOffer is what Postfix 3.x offers.

@@ -60,7 +60,7 @@ func startPmult(t *testing.T, toml string) string {
 		defer cancel()
 		srv.Shutdown(ctx)
 		<-done
-		eng.CloseIdle()
+		eng.Retire()
 	})
 	return ln.Addr().String()
 }

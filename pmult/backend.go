@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // ErrDown is wrapped by a backend's Open error when the backend is known
@@ -25,9 +26,27 @@ type Backend interface {
 	Open(ctx context.Context, info OpenInfo) (BackendSession, error)
 }
 
+// Retirer is implemented by backends that keep resources across MTA
+// sessions (connections kept for reuse). Retire is called once, when a
+// reload replaces the engine the backend belongs to: it closes what is
+// idle and keeps nothing from the sessions that end after it.
+type Retirer interface {
+	Retire()
+}
+
 // OpenInfo is what a backend learns when a session opens.
+//
+// The ctx given to Open is the MTA session's: it is cancelled when the MTA
+// session ends (the MTA went away), which is not the backend's fault (a
+// circuit breaker counts it neither as a failure nor as a success).
 type OpenInfo struct {
 	Offer Offer
+	// Deadline is the engine's open budget: the backend must be connected
+	// and negotiated by then, or fail this session's open (zero: no
+	// budget beyond the backend's own timeouts). Missing it is the
+	// backend's failure: a wedged backend must not hold up the MTA's
+	// negotiation, which the MTA itself times (Postfix: 30 s).
+	Deadline time.Time
 	// Progress is called when the backend asks for more time (milter
 	// SMFIR_PROGRESS); the front end relays it to the MTA where allowed.
 	Progress func()

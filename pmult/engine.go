@@ -50,12 +50,14 @@ func (e *Engine) BackendNames() []string {
 	return out
 }
 
-// CloseIdle closes the idle backend connections kept for reuse, for the
-// backends that keep any.
-func (e *Engine) CloseIdle() {
+// Retire tells every backend that keeps resources across sessions that
+// the engine has been replaced (a reload) or the process is stopping: idle
+// connections close now, and those of sessions still open close when they
+// end instead of being kept.
+func (e *Engine) Retire() {
 	for _, sl := range e.Slots {
-		if c, ok := sl.Backend.(interface{ CloseIdle() }); ok {
-			c.CloseIdle()
+		if r, ok := sl.Backend.(Retirer); ok {
+			r.Retire()
 		}
 	}
 }

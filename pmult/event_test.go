@@ -68,20 +68,20 @@ func TestVerdictObjects(t *testing.T) {
 	}
 }
 
-// closeIdler is a backend that keeps idle connections.
-type closeIdler struct {
+// retirer is a backend that keeps idle connections.
+type retirer struct {
 	*fakeBackend
 	n int
 }
 
-func (c *closeIdler) CloseIdle() { c.n++ }
+func (c *retirer) Retire() { c.n++ }
 
-func TestEngineCloseIdle(t *testing.T) {
-	c := &closeIdler{fakeBackend: newFake("c", reader)}
+func TestEngineRetire(t *testing.T) {
+	c := &retirer{fakeBackend: newFake("c", reader)}
 	e := &Engine{Slots: []Slot{{Backend: c}, {Backend: newFake("plain", reader)}}}
-	e.CloseIdle()
+	e.Retire()
 	if c.n != 1 {
-		t.Errorf("CloseIdle reached the backend %d times", c.n)
+		t.Errorf("Retire reached the backend %d times", c.n)
 	}
 }
 

@@ -56,8 +56,9 @@ type Config struct {
 type Backend struct {
 	cfg Config
 
-	mu   sync.Mutex
-	idle []*session // reusable connections, most recent last
+	mu      sync.Mutex
+	idle    []*session // reusable connections, most recent last
+	retired bool       // Retire was called: keep nothing for reuse
 
 	// Circuit breaker: after a failed connect or negotiation the backend
 	// is down until downUntil; meanwhile Open fails at once (pmult.ErrDown)
@@ -261,6 +262,12 @@ func (b *Backend) release(s *session) bool {
 	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 || !s.endOK {
 		return false
 	}
+	b.mu.Lock()
+	retired := b.retired
+	b.mu.Unlock()
+	if retired {
+		return false
+	}
 	s.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
 	if _, err := s.conn.Write(mp.AppendPacket(nil, mp.CmdQuitNC)); err != nil {
 		return false
@@ -270,6 +277,10 @@ func (b *Backend) release(s *session) bool {
 	s.idleAt = time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.retired { // retired while QUIT_NC was being written
+		go s.conn.Close()
+		return true
+	}
 	if len(b.idle) >= b.cfg.MaxIdle {
 		old := b.idle[0]
 		b.idle = b.idle[1:]
@@ -279,11 +290,15 @@ func (b *Backend) release(s *session) bool {
 	return true
 }
 
-// CloseIdle closes every idle connection kept for reuse.
-func (b *Backend) CloseIdle() {
+// Retire implements pmult.Retirer: it closes every idle connection kept
+// for reuse, and sessions that end later close theirs instead of keeping
+// them (a reload replaced the engine this backend belongs to; nothing
+// would ever reuse them).
+func (b *Backend) Retire() {
 	b.mu.Lock()
 	idle := b.idle
 	b.idle = nil
+	b.retired = true
 	b.mu.Unlock()
 	for _, s := range idle {
 		s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))

@@ -54,7 +54,7 @@ func startPmult(t *testing.T, backends string) (meta1Spec, milterSpec string) {
 		defer cancel()
 		ms.Shutdown(ctx)
 		fs.Shutdown(ctx)
-		eng.CloseIdle()
+		eng.Retire()
 	})
 	return specs[0], specs[1]
 }

@@ -370,7 +370,7 @@ loop:
 				if ne, err = ncfg.Engine(log); err == nil {
 					srv.SetEngine(ne)
 					msrv.SetEngine(ne)
-					old[len(old)-1].CloseIdle() // its open sessions still finish on it
+					old[len(old)-1].Retire() // its open sessions still finish on it, then close their connections
 					old = append(old, ne)
 					log.Info("configuration reloaded", "file", o.config, "backends", len(ne.Slots))
 					if !slices.EqualFunc(ncfg.ListenAddrs, cfg.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
@@ -408,7 +408,7 @@ loop:
 	sdwg.Wait()
 	wg.Wait()
 	for _, e := range old {
-		e.CloseIdle()
+		e.Retire()
 	}
 	for _, a := range append(slices.Clone(cfg.ListenAddrs), cfg.Meta1.ListenAddrs...) {
 		if a.Network == "unix" {
