@@ -264,6 +264,10 @@ type Caps struct {
 	Skip          bool
 	RejectedRcpts bool
 	Macros        map[Kind]string // macro lists it asked for, by stage (space separated)
+	// QuitNC: the session can take KindQuitNC and then serve a new SMTP
+	// session (milter protocol 6). Without it the engine closes the
+	// backend session at QUIT_NC and opens a new one for the next session.
+	QuitNC bool
 }
 
 // Negotiated is the merged result of all backends, for the front end to

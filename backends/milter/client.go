@@ -387,6 +387,7 @@ func (s *session) negotiate(o pmult.Offer) error {
 		Actions:       pmult.Actions(s.actions) &^ pmult.ActSetSymList,
 		Skip:          s.proto&mp.ProtoSkip != 0,
 		RejectedRcpts: s.proto&mp.ProtoRcptRej != 0,
+		QuitNC:        s.version >= 6,
 	}
 	for k := pmult.KindConnect; k <= pmult.KindUnknown; k++ {
 		cmd := cmdOf[k]
