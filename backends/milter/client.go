@@ -574,10 +574,15 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		case mp.RespDiscard:
 			rep.Verdict = pmult.Discard
 		case mp.RespSkip:
-			if cmd != mp.CmdRcpt && cmd != mp.CmdHeader && cmd != mp.CmdBody {
-				return rep, fmt.Errorf("protocol violation: SMFIR_SKIP after %s", mp.CmdName(cmd))
+			// Postfix accepts SKIP after any command: it skips the
+			// events of the same kind that follow at once. Where none
+			// can follow (one per session or message), it is CONTINUE.
+			switch cmd {
+			case mp.CmdConnect, mp.CmdMail, mp.CmdData, mp.CmdEOH, mp.CmdEOB:
+				rep.Verdict = pmult.Continue
+			default:
+				rep.Verdict = pmult.Skip
 			}
-			rep.Verdict = pmult.Skip
 		case mp.RespShutdown:
 			rep.Verdict = pmult.Shutdown
 		case mp.RespReplyCode:
