@@ -114,7 +114,9 @@ type Backend struct {
 	// URL is the milter's socket address in any dialect ParseAddress
 	// accepts; required.
 	URL string `toml:"url"`
-	// ConnectTimeout bounds connecting and negotiating. Default 300s.
+	// ConnectTimeout bounds connecting and negotiating together; the
+	// engine's open budget ends them sooner when it comes first. Default
+	// 300s.
 	ConnectTimeout Duration `toml:"connect_timeout"`
 	// ReadTimeout bounds waiting for a reply. Default 10s.
 	ReadTimeout Duration `toml:"read_timeout"`

@@ -40,6 +40,8 @@ type Config struct {
 	Name           string
 	Network        string // "tcp", "tcp4", "tcp6", "unix"
 	Address        string // host:port or socket path
+	// ConnectTimeout bounds connect and negotiation together (the
+	// engine's OpenInfo.Deadline ends them sooner when it comes first).
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	WriteTimeout   time.Duration
