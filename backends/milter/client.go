@@ -37,9 +37,9 @@ import (
 
 // Config configures one backend milter.
 type Config struct {
-	Name           string
-	Network        string // "tcp", "tcp4", "tcp6", "unix"
-	Address        string // host:port or socket path
+	Name    string
+	Network string // "tcp", "tcp4", "tcp6", "unix"
+	Address string // host:port or socket path
 	// ConnectTimeout bounds connect and negotiation together (the
 	// engine's OpenInfo.Deadline ends them sooner when it comes first).
 	ConnectTimeout time.Duration
