@@ -124,11 +124,13 @@ func TestWedgedBackendHoldsOneSession(t *testing.T) {
 	}
 	wg.Wait()
 	waited := 0
+	var slowestDown time.Duration
 	for i, err := range errs {
 		switch {
 		case err == nil:
 			t.Errorf("open %d succeeded against a backend that never answers", i)
 		case errors.Is(err, pmult.ErrDown):
+			slowestDown = max(slowestDown, took[i])
 		default:
 			waited++
 			t.Logf("open %d waited %s: %v", i, took[i].Round(time.Millisecond), err)
@@ -137,6 +139,7 @@ func TestWedgedBackendHoldsOneSession(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("the %d others failed with ErrDown within %s (OpenStall %s)", n-waited, slowestDown.Round(time.Millisecond), OpenStall)
 	if waited != 1 {
 		t.Errorf("%d of %d concurrent opens waited on the wedged backend, want 1 (the rest fail fast)", waited, n)
 	}
