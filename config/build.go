@@ -30,6 +30,7 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 			EOMTimeout:     b.EOMTimeout.Duration,
 			MaxVersion:     uint32(b.Protocol),
 			MaxPacket:      c.MaxBackendPacket,
+			MaxBody:        b.MaxBody,
 			Reuse:          b.Reuse,
 			Log:            backendLog(log, b.LogLevel),
 		})

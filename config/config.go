@@ -36,8 +36,8 @@ const (
 	DefaultMode           = ModeEnforce
 	DefaultProtocol       = 6
 
-	// MinPacket is the smallest max_packet, max_backend_packet and
-	// max_message allowed: one milter body chunk.
+	// MinPacket is the smallest max_packet, max_backend_packet,
+	// max_message and max_body allowed: one milter body chunk.
 	MinPacket = 65536
 	// MinProtocol is the lowest milter protocol version a backend may be
 	// limited to.
@@ -114,7 +114,9 @@ type Backend struct {
 	// URL is the milter's socket address in any dialect ParseAddress
 	// accepts; required.
 	URL string `toml:"url"`
-	// ConnectTimeout bounds connecting and negotiating. Default 300s.
+	// ConnectTimeout bounds connecting and negotiating together; the
+	// engine's open budget ends them sooner when it comes first. Default
+	// 300s.
 	ConnectTimeout Duration `toml:"connect_timeout"`
 	// ReadTimeout bounds waiting for a reply. Default 10s.
 	ReadTimeout Duration `toml:"read_timeout"`
@@ -131,6 +133,10 @@ type Backend struct {
 	// Protocol is the highest milter protocol version offered, 2 to 6.
 	// Default 6.
 	Protocol int `toml:"protocol"`
+	// MaxBody limits a replacement body (SMFIR_REPLBODY) from this backend,
+	// in bytes: over it the backend fails with its on_failure action.
+	// Default max_message, at least MinPacket.
+	MaxBody int `toml:"max_body"`
 	// Reuse keeps a backend connection after its SMTP session ended (it
 	// is sent QUIT_NC, protocol 6 only) for the next session, saving a
 	// connect and a negotiation each time. libmilter-based milters support
@@ -175,6 +181,7 @@ type rawBackend struct {
 	OnFailure      any `toml:"on_failure"`
 	Mode           any `toml:"mode"`
 	Protocol       any `toml:"protocol"`
+	MaxBody        any `toml:"max_body"`
 	Reuse          any `toml:"reuse"`
 	LogLevel       any `toml:"log_level"`
 }
@@ -486,6 +493,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 				OnFailureAccept, OnFailureTempfail, OnFailureReject, OnFailureDiscard),
 			Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),
 			Protocol: sc.integer("protocol", rb.Protocol, DefaultProtocol, MinProtocol, DefaultProtocol),
+			MaxBody:  sc.integer("max_body", rb.MaxBody, cfg.MaxMessage, MinPacket, math.MaxInt),
 			Reuse:    sc.boolean("reuse", rb.Reuse),
 			LogLevel: sc.enum("log_level", rb.LogLevel, "", "level", "debug", "info", "warn", "error"),
 		}

@@ -43,6 +43,7 @@ func TestLoadExample(t *testing.T) {
 			OnFailure:      "accept",
 			Mode:           "enforce",
 			Protocol:       6,
+			MaxBody:        64 << 20,
 			Addr:           Address{Network: "tcp", Addr: "127.0.0.1:8891", Raw: "inet:8891@127.0.0.1"},
 		}, {
 			Name:           "spam",
@@ -54,6 +55,7 @@ func TestLoadExample(t *testing.T) {
 			OnFailure:      "tempfail",
 			Mode:           "evaluate",
 			Protocol:       6,
+			MaxBody:        64 << 20,
 			Addr:           Address{Network: "unix", Addr: "/run/spamass/spamass.sock", Raw: "unix:///run/spamass/spamass.sock"},
 		}},
 		ListenAddrs: []Address{

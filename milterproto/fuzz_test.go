@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -435,4 +436,58 @@ func checkParseError(t *testing.T, err error, code byte) {
 	if !errors.As(err, &pe) || pe.Code != code || pe.Reason == "" {
 		t.Fatalf("error %v (%T) is not a ParseError for %q", err, err, code)
 	}
+}
+
+// FuzzValidReplyCode compares ValidReplyCode with a transcription of
+// Postfix's check (milter8.c, milter8_valid_smtp_reply, with the
+// same-code rule that Postfix's snapshot releases add): walk the text
+// line by line, each line ending at the first CR or LF.
+func FuzzValidReplyCode(f *testing.F) {
+	for _, s := range []string{"550 5.7.1 no", "550", "550 4.7.1 x", "451-4.7.1 a\r\n451 4.7.1 b",
+		"550-5.7.1 a\r\n551 5.7.1 b", "550 5.7.1 a\r\n", "550 a\x00", "550-a\nb", "421 "} {
+		f.Add(s)
+	}
+	postfix := func(s string) bool {
+		if strings.IndexByte(s, 0) >= 0 {
+			return false
+		}
+		cp := 0
+		for cp < len(s) {
+			n := strings.IndexAny(s[cp:], "\r\n")
+			if n < 0 {
+				n = len(s) - cp
+			}
+			end := cp + n
+			final := end == len(s)
+			sep := byte('-')
+			if final {
+				sep = ' '
+			}
+			isDigit := func(c byte) bool { return c >= '0' && c <= '9' }
+			if n < 4 || (s[cp] != '4' && s[cp] != '5') || !isDigit(s[cp+1]) || !isDigit(s[cp+2]) ||
+				s[cp+3] != sep || (n > 4 && isDigit(s[cp+4]) && s[cp+4] != s[cp]) {
+				return false
+			}
+			if s[cp:cp+3] != s[:3] {
+				return false
+			}
+			if final {
+				return true
+			}
+			if end > len(s)-2 || s[end] != '\r' || s[end+1] != '\n' {
+				return false
+			}
+			cp = end + 2
+		}
+		return false
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := ValidReplyCode(s)
+		if want := postfix(s); (err == nil) != want {
+			t.Fatalf("ValidReplyCode(%q) = %v, Postfix's check says valid=%v", s, err, want)
+		}
+		if err != nil && len(err.Error()) > 300 { // 40 bytes of text, quoted
+			t.Fatalf("error not truncated: %q", err)
+		}
+	})
 }

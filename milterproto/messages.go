@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 )
 
 // ParseError describes a malformed packet payload.
@@ -335,17 +336,52 @@ func (a AddrArgs) Append(dst []byte) []byte {
 	return dst
 }
 
-// ValidReplyCode checks the text of an SMFIR_REPLYCODE: it must start with
-// a 4xx or 5xx code followed by a space, a '-' (multi-line) or the end.
+// ValidReplyCode checks the text of an SMFIR_REPLYCODE as Postfix does
+// before it uses one (milter8.c; a text it calls "malformed" makes Postfix
+// fail the milter that sent it). The text is one line or several separated
+// by CR LF, with no NUL and no line terminator after the last line. Each
+// line is a 4xx or 5xx code followed by '-' (every line but the last) or
+// a space (the last line); every line has the same code; and a line whose
+// text starts with a digit (an RFC 3463 enhanced status code) must start
+// with the code's class: "550 4.7.1 ..." and a bare "550" are malformed.
 func ValidReplyCode(text string) error {
-	if len(text) < 3 || (text[0] != '4' && text[0] != '5') ||
-		text[1] < '0' || text[1] > '9' || text[2] < '0' || text[2] > '9' {
-		return fmt.Errorf("milter: reply code %q does not start with a 4xx or 5xx code", truncate(text, 40))
+	bad := func(why string) error {
+		return fmt.Errorf("milter: reply code %q: %s", truncate(text, 40), why)
 	}
-	if len(text) > 3 && text[3] != ' ' && text[3] != '-' {
-		return fmt.Errorf("milter: reply code %q: code not followed by space or '-'", truncate(text, 40))
+	if strings.IndexByte(text, 0) >= 0 {
+		return bad("contains a NUL")
 	}
-	return nil
+	rest := text
+	for n := 1; ; n++ {
+		line, next, more := strings.Cut(rest, "\r\n")
+		if i := strings.IndexAny(line, "\r\n"); i >= 0 {
+			return bad(fmt.Sprintf("line %d: bare CR or LF", n))
+		}
+		if len(line) < 3 || (line[0] != '4' && line[0] != '5') ||
+			line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' {
+			return bad(fmt.Sprintf("line %d does not start with a 4xx or 5xx code", n))
+		}
+		if line[:3] != text[:3] {
+			return bad(fmt.Sprintf("line %d has code %s, the first line %s", n, line[:3], text[:3]))
+		}
+		sep := byte(' ')
+		if more {
+			sep = '-'
+		}
+		if len(line) < 4 || line[3] != sep {
+			return bad(fmt.Sprintf("line %d: code not followed by %q", n, sep))
+		}
+		if len(line) > 4 && line[4] >= '0' && line[4] <= '9' && line[4] != line[0] {
+			return bad(fmt.Sprintf("line %d: enhanced status code class %c does not match the reply's %c", n, line[4], line[0]))
+		}
+		if !more {
+			return nil
+		}
+		if next == "" {
+			return bad("ends with a line terminator")
+		}
+		rest = next
+	}
 }
 
 func truncate(s string, n int) string {

@@ -1,12 +1,21 @@
 // client.go: the backend milter client.
 //
-// Tunables (Config) and defaults, as mailfromd's pmult:
-//   ConnectTimeout 300s  connect and option negotiation
+// Tunables (Config) and defaults, as mailfromd's pmult where it has them:
+//   ConnectTimeout 300s  connect and option negotiation together; the
+//                        engine's open budget (OpenInfo.Deadline, 10s by
+//                        default) ends them sooner
 //   WriteTimeout    10s  each write
 //   ReadTimeout     10s  each reply (envelope, headers, body)
 //   EOMTimeout     300s  the end-of-message reply sequence
 //   MaxVersion       6   highest protocol version offered
 //   MaxPacket     64 MiB largest reply packet accepted
+//   MaxBody       64 MiB largest replacement body (all SMFIR_REPLBODY
+//                        packets of one reply); config: max_body, default
+//                        max_message
+//   MaxIdle         64   idle connections kept for reuse (Reuse only)
+//   IdleTimeout     60s  how long an idle connection is kept
+// The circuit breaker's constants (MinDown, MaxDown, OpenStall) are in
+// breaker.go.
 
 package milter
 
@@ -16,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -27,15 +37,22 @@ import (
 
 // Config configures one backend milter.
 type Config struct {
-	Name           string
-	Network        string // "tcp", "tcp4", "tcp6", "unix"
-	Address        string // host:port or socket path
+	Name    string
+	Network string // "tcp", "tcp4", "tcp6", "unix"
+	Address string // host:port or socket path
+	// ConnectTimeout bounds connect and negotiation together (the
+	// engine's OpenInfo.Deadline ends them sooner when it comes first).
 	ConnectTimeout time.Duration
 	ReadTimeout    time.Duration
 	WriteTimeout   time.Duration
 	EOMTimeout     time.Duration
 	MaxVersion     uint32
 	MaxPacket      int
+	// MaxBody limits a replacement body (the SMFIR_REPLBODY packets of
+	// one end-of-message reply together), in bytes. Over it the session
+	// fails (the engine applies the backend's failure action) and its
+	// connection is closed, so no more of it is read.
+	MaxBody int
 	// Reuse keeps the connection of an ended session (sent QUIT_NC, v6
 	// filters only) and hands it to the next session that makes the same
 	// offer, saving a connect and a negotiation per session. libmilter
@@ -60,57 +77,7 @@ type Backend struct {
 	idle    []*session // reusable connections, most recent last
 	retired bool       // Retire was called: keep nothing for reuse
 
-	// Circuit breaker: after a failed connect or negotiation the backend
-	// is down until downUntil; meanwhile Open fails at once (pmult.ErrDown)
-	// except for one probe at a time once the period is over. The period
-	// doubles from MinDown to MaxDown while failures go on.
-	downUntil time.Time
-	downFor   time.Duration
-	probing   bool
-}
-
-// Breaker periods.
-const (
-	MinDown = time.Second
-	MaxDown = 30 * time.Second
-)
-
-// admit decides whether Open may try to connect now.
-func (b *Backend) admit() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.downFor == 0 {
-		return nil
-	}
-	if now := time.Now(); now.Before(b.downUntil) || b.probing {
-		return fmt.Errorf("%s: %w (retrying in %s)", b.where(), pmult.ErrDown,
-			max(time.Until(b.downUntil), 0).Round(time.Millisecond))
-	}
-	b.probing = true
-	return nil
-}
-
-// outcome records the result of a connect attempt for the breaker.
-func (b *Backend) outcome(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.probing = false
-	if err == nil {
-		if b.downFor != 0 && b.cfg.Log != nil {
-			b.cfg.Log.Info("backend is up again", "backend", b.cfg.Name)
-		}
-		b.downFor = 0
-		return
-	}
-	if b.downFor == 0 {
-		b.downFor = MinDown
-		if b.cfg.Log != nil {
-			b.cfg.Log.Warn("backend is down, failing fast until it answers", "backend", b.cfg.Name, "err", err)
-		}
-	} else {
-		b.downFor = min(b.downFor*2, MaxDown)
-	}
-	b.downUntil = time.Now().Add(b.downFor)
+	brk breaker // see breaker.go
 }
 
 // New returns a backend with defaults filled in.
@@ -130,6 +97,9 @@ func New(cfg Config) *Backend {
 	if cfg.MaxPacket <= 0 {
 		cfg.MaxPacket = 64 << 20
 	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 64 << 20
+	}
 	if cfg.Name == "" {
 		cfg.Name = cfg.Network + ":" + cfg.Address
 	}
@@ -137,7 +107,7 @@ func New(cfg Config) *Backend {
 		cfg.MaxIdle = 64
 	}
 	def(&cfg.IdleTimeout, 60*time.Second)
-	return &Backend{cfg: cfg}
+	return &Backend{cfg: cfg, brk: breaker{name: cfg.Name, log: cfg.Log}}
 }
 
 // Name implements pmult.Backend.
@@ -156,24 +126,35 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 		return s, nil
 	}
-	if err := b.admit(); err != nil {
+	// One budget for connect and negotiation: connect_timeout, or the
+	// engine's open deadline when that comes first.
+	deadline := time.Now().Add(b.cfg.ConnectTimeout)
+	if !info.Deadline.IsZero() && info.Deadline.Before(deadline) {
+		deadline = info.Deadline
+	}
+	a, err := b.brk.admit(ctx, deadline, b.where())
+	if err != nil {
 		return nil, err
 	}
-	s, err := b.open(ctx, info)
-	if err != nil && ctx.Err() != nil {
-		err = nil // the MTA session went away: not the backend's fault
+	s, err := b.open(ctx, info, deadline)
+	// The MTA session went away (ctx cancelled, not timed out): not the
+	// backend's fault, and no sign that it works either.
+	abandoned := err != nil && errors.Is(ctx.Err(), context.Canceled)
+	b.brk.done(a, err, abandoned)
+	if abandoned {
+		return nil, fmt.Errorf("%s: open abandoned: %w", b.where(), ctx.Err())
 	}
-	b.outcome(err)
-	if s == nil && err == nil {
-		return nil, fmt.Errorf("%s: %w", b.where(), ctx.Err())
+	if err != nil {
+		return nil, err
 	}
-	return s, err
+	return s, nil
 }
 
-func (b *Backend) open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
+func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.Time) (*session, error) {
 	// No TCP keep-alive: sessions are bounded by their own timeouts, and
 	// the four setsockopt calls per connection show in the profile.
-	d := net.Dialer{Timeout: b.cfg.ConnectTimeout, KeepAlive: -1}
+	budget := time.Until(deadline)
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
 	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
@@ -183,9 +164,12 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		s.progress = func() {}
 	}
 	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	if err := s.negotiate(info.Offer); err != nil {
+	if err := s.negotiate(info.Offer, deadline); err != nil {
 		s.stop()
 		conn.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("%w (no answer within the open budget, %s)", err, budget.Round(time.Millisecond))
+		}
 		return nil, fmt.Errorf("%s: %w", b.where(), err)
 	}
 	return s, nil
@@ -344,9 +328,9 @@ func Offer(o pmult.Offer, version uint32) mp.OptNeg {
 	}
 }
 
-func (s *session) negotiate(o pmult.Offer) error {
+func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 	offer := Offer(o, s.b.cfg.MaxVersion)
-	s.conn.SetDeadline(time.Now().Add(s.b.cfg.ConnectTimeout))
+	s.conn.SetDeadline(deadline)
 	defer s.conn.SetDeadline(time.Time{})
 	if err := s.write(mp.AppendPacket(s.wbuf[:0], mp.CmdOptNeg, offer.Append(nil))); err != nil {
 		return fmt.Errorf("send SMFIC_OPTNEG: %w", err)
@@ -544,7 +528,11 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		timeout = s.b.cfg.EOMTimeout
 	}
 	var rep pmult.Reply
-	var body []byte
+	// The replacement body's packets, joined once at the end: each
+	// packet's Data is its own allocation, so appending them to one
+	// growing slice would copy the body several times over.
+	var body [][]byte
+	bodyLen := 0
 	haveBody := false
 	defer s.conn.SetReadDeadline(time.Time{})
 	for {
@@ -574,10 +562,15 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		case mp.RespDiscard:
 			rep.Verdict = pmult.Discard
 		case mp.RespSkip:
-			if cmd != mp.CmdRcpt && cmd != mp.CmdHeader && cmd != mp.CmdBody {
-				return rep, fmt.Errorf("protocol violation: SMFIR_SKIP after %s", mp.CmdName(cmd))
+			// Postfix accepts SKIP after any command: it skips the
+			// events of the same kind that follow at once. Where none
+			// can follow (one per session or message), it is CONTINUE.
+			switch cmd {
+			case mp.CmdConnect, mp.CmdMail, mp.CmdData, mp.CmdEOH, mp.CmdEOB:
+				rep.Verdict = pmult.Continue
+			default:
+				rep.Verdict = pmult.Skip
 			}
-			rep.Verdict = pmult.Skip
 		case mp.RespShutdown:
 			rep.Verdict = pmult.Shutdown
 		case mp.RespReplyCode:
@@ -606,7 +599,12 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 				return rep, fmt.Errorf("protocol violation: %w", err)
 			}
 			if e.Kind == pmult.EditReplaceBody {
-				body = append(body, p.Data...)
+				bodyLen += len(p.Data)
+				if bodyLen > s.b.cfg.MaxBody {
+					return rep, fmt.Errorf("replacement body over the limit of %d bytes (max_body): %d bytes so far",
+						s.b.cfg.MaxBody, bodyLen)
+				}
+				body = append(body, p.Data)
 				haveBody = true
 				continue
 			}
@@ -623,11 +621,29 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 				s.quarantine = nil
 			}
 			if haveBody {
-				rep.Edits = append(rep.Edits, pmult.Edit{Kind: pmult.EditReplaceBody, Body: body})
+				rep.Edits = append(rep.Edits, pmult.Edit{Kind: pmult.EditReplaceBody, Body: join(body, bodyLen)})
 			}
 		}
 		return rep, nil
 	}
+}
+
+// join concatenates the packets of a replacement body (n bytes in all)
+// into one allocation of exactly n bytes; a body of one packet is used as
+// it is. Each packet is released as soon as it is copied.
+func join(parts [][]byte, n int) []byte {
+	switch len(parts) {
+	case 0:
+		return nil
+	case 1:
+		return parts[0]
+	}
+	out := make([]byte, 0, n)
+	for i, p := range parts {
+		out = append(out, p...)
+		parts[i] = nil
+	}
+	return out
 }
 
 // edit decodes one modification packet into the engine's form (header

@@ -4,6 +4,9 @@
 // the filter's masks and macro lists, forwards macro packets verbatim,
 // re-chunks body data to 65535 bytes, relays SMFIR_PROGRESS, honours
 // NR_*/SKIP, adjusts header leading spaces for filters without
-// HDR_LEADSPC, and turns timeouts and protocol violations into errors the
-// engine acts on. It may import milterproto and pmult only.
+// HDR_LEADSPC, and turns timeouts, protocol violations (reply texts
+// Postfix calls malformed among them) and oversize replacement bodies into
+// errors the engine acts on. A circuit breaker (breaker.go) makes opens
+// fail fast while the backend is down or wedged. It may import milterproto
+// and pmult only.
 package milter

@@ -420,14 +420,17 @@ func TestGoMilterServerMessage(t *testing.T) {
 	want(&pmult.Event{Kind: pmult.KindMail, Args: mailArgs, Macros: gmMacros('M', pmult.KindMail, "i", "QID1")},
 		pmult.Continue, "")
 	want(&pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<bad@example.com>"}}, pmult.Reject, "")
-	_, _, inst := rec.snapshot()
-	if inst != 2 {
-		// E5: the per-recipient REJECT made go-milter swap in a new Milter
-		// mid-transaction. Our side just goes on with the next recipient.
-		t.Errorf("go-milter instances after a RCPT reject: %d (E5 predicts 2)", inst)
-	}
 	want(&pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<code@example.com>"}}, pmult.Reject, "550 5.7.1 not here")
 	want(&pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<good@example.com>", "NOTIFY=NEVER"}}, pmult.Continue, "")
+	// E5: the per-recipient REJECT made go-milter swap in a new Milter
+	// mid-transaction; our side just goes on with the next recipient.
+	// (The 'y' reply to code@ does not: go-milter takes a custom response
+	// for a continue.) go-milter swaps after writing the reply, so the
+	// count is certain only once it has answered a later command, as it
+	// has here.
+	if _, _, inst := rec.snapshot(); inst != 2 {
+		t.Errorf("go-milter instances after a RCPT reject: %d (E5 predicts 2)", inst)
+	}
 	// Forced NODATA/NOUNKNOWN: answered locally. The DATA macros still go
 	// out, as Sendmail sends them (milter-protocol.md §10).
 	want(&pmult.Event{Kind: pmult.KindData, Macros: gmMacros('T', pmult.KindData, "{data}", "1")}, pmult.Continue, "")
