@@ -413,12 +413,12 @@ func (c *conn) reply(cmd byte, rep pmult.Reply) error {
 // sendBuf sends buf, built on c.wbuf, and keeps it for the next write
 // unless it grew past maxKeptWriteBuf.
 func (c *conn) sendBuf(buf []byte) error {
-	err := c.send(buf)
 	if cap(buf) > maxKeptWriteBuf {
-		buf = nil
+		c.wbuf = nil
+	} else {
+		c.wbuf = buf[:0]
 	}
-	c.wbuf = buf[:0]
-	return err
+	return c.send(buf)
 }
 
 // eom runs the end of message and writes every edit, then the final reply,
