@@ -168,6 +168,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %d error(s)\n", o.config, len(errs))
 		return exitConfig
 	}
+	for _, w := range timerWarnings(cfg) {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", o.config, w)
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
 		o.config, len(cfg.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
 	return 0
@@ -280,6 +283,10 @@ func serve(args []string, stderr io.Writer) int {
 		Log:         log,
 		MaxData:     cfg.MaxPacket,
 		MaxSessions: cfg.MaxSessions,
+	}
+	frontSettings(srv, cfg)
+	for _, w := range timerWarnings(cfg) {
+		log.Warn(w)
 	}
 	msrv := meta1Server(o, cfg, eng, log, stderr)
 	var lns, mlns []net.Listener
