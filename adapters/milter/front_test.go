@@ -384,3 +384,30 @@ func TestLargeWriteBufferNotKept(t *testing.T) {
 		t.Fatalf("next MAIL: %q", codes(r))
 	}
 }
+
+// When a backend asks for a macro list, the list sent to the MTA is that
+// list plus the stage's baseline: MTAMacros when set, else the MTA
+// defaults; stages no backend asks for get no list.
+func TestSymListBaseline(t *testing.T) {
+	asks := &testmilter.Server{SymLists: []mp.SymList{{Stage: mp.StageConnect, Macros: "{my_macro}"}}}
+	for _, tc := range []struct {
+		name      string
+		baseline  []string
+		want, not string
+	}{
+		{"MTA defaults", nil, "{my_macro} j {daemon_name} {daemon_addr} v _ {if_name} {if_addr}", "{client_ptr}"},
+		{"configured", []string{"j", "{client_ptr}"}, "{my_macro} j {client_ptr}", "{daemon_name}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _, _ := startMuxWith(t, false, func(s *Server) { s.MTAMacros[mp.StageConnect] = tc.baseline },
+				slot{m: asks}, slot{m: &testmilter.Server{}})
+			m := dialMTA(t, addr, 6, mp.ActAllMask, allProto)
+			if len(m.ng.SymLists) != 1 || m.ng.SymLists[0].Stage != mp.StageConnect {
+				t.Fatalf("symlists %+v, want one for connect", m.ng.SymLists)
+			}
+			if got := m.ng.SymLists[0].Macros; got != tc.want || strings.Contains(got, tc.not) {
+				t.Errorf("connect list %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
