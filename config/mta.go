@@ -22,8 +22,9 @@ import (
 )
 
 // DefaultProgressInterval is progress_interval's default: well under the
-// MTAs' end-of-message timeouts (Postfix's milter_content_timeout and
-// Sendmail's T=E: are 300 s by default, often lowered to tens of seconds).
+// MTAs' timers that a packet restarts (Postfix's milter_content_timeout,
+// 300 s by default, often lowered to tens of seconds; Sendmail's per-read
+// T=R:, 10 s by default). Sendmail's overall T=E: is not extended by it.
 const DefaultProgressInterval = 5 * time.Second
 
 // UsualMTAContentTimeout is the MTAs' default end-of-message timeout

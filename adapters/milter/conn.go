@@ -452,11 +452,14 @@ func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
 	return c.sendBuf(c.appendFinal(buf, mp.CmdEOB, rep))
 }
 
-// keepAlive sends SMFIR_PROGRESS every Server.ProgressInterval until done:
-// Postfix (milter8.c) and Sendmail (milter.c) restart their end-of-message
-// timer on each packet, so one timer no longer has to cover every
-// backend's work and the replays, and a backend's own eom_timeout and
-// failure action decide before the MTA gives up.
+// keepAlive sends SMFIR_PROGRESS every Server.ProgressInterval until done.
+// Postfix (milter8.c) reads each reply packet under a fresh
+// milter_content_timeout and skips PROGRESS, so its one timer no longer
+// has to cover every backend's work and the replays: a backend's own
+// eom_timeout and failure action decide before Postfix gives up. Sendmail
+// (milter.c, milter_data) restarts its per-read timer (T=R:, 10 s by
+// default) on each packet but keeps an overall limit from the end of
+// message (T=E:, 5 m by default), which PROGRESS does not extend.
 func (c *conn) keepAlive(done <-chan struct{}) {
 	d := c.srv.progressInterval()
 	if d <= 0 {

@@ -36,9 +36,10 @@ type Server struct {
 	WriteTimeout     time.Duration
 	MaxSessions      int
 	// ProgressInterval is how often SMFIR_PROGRESS is sent to the MTA
-	// while the end of message is pending, so that the MTA's end-of-message
-	// timer (Postfix milter_content_timeout, Sendmail's T=E:) restarts and
-	// the backends' own timeouts and failure actions decide. 0 means
+	// while the end of message is pending, so that the MTA's per-packet
+	// timer (Postfix milter_content_timeout, Sendmail's T=R:) restarts and
+	// the backends' own timeouts and failure actions decide (Sendmail's
+	// overall T=E: still bounds the whole end of message). 0 means
 	// DefaultProgressInterval, negative: no keep-alive.
 	ProgressInterval time.Duration
 	// MTAMacros is, per stage (SMFIM_* order), the macro list the MTA
@@ -102,8 +103,8 @@ func (s *Server) newConn(nc net.Conn) *conn {
 }
 
 // DefaultProgressInterval is the keep-alive period toward the MTA at end of
-// message: well under any MTA's end-of-message timeout (Postfix 300s,
-// Sendmail 5m by default; admins lower them to a few tens of seconds).
+// message: well under the MTAs' timers (Postfix milter_content_timeout
+// 300 s, Sendmail's per-read T=R: 10 s by default).
 const DefaultProgressInterval = 5 * time.Second
 
 func (s *Server) progressInterval() time.Duration {
