@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
@@ -37,4 +38,19 @@ func timerWarnings(cfg *config.Config) []string {
 		}
 	}
 	return out
+}
+
+// frontChanged reports whether a reloaded configuration changes the
+// MTA-side settings, which apply from the start only (like listen).
+func frontChanged(old, new *config.Config) bool {
+	if old.ProgressInterval != new.ProgressInterval {
+		return true
+	}
+	a, b := old.MTAMacros.Stages(), new.MTAMacros.Stages()
+	for st := range a {
+		if (a[st] == nil) != (b[st] == nil) || !slices.Equal(a[st], b[st]) {
+			return true
+		}
+	}
+	return false
 }

@@ -383,6 +383,9 @@ loop:
 					if !slices.EqualFunc(ncfg.ListenAddrs, cfg.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
 						log.Warn("listen addresses changed: restart pmult to apply them")
 					}
+					if frontChanged(cfg, ncfg) {
+						log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")
+					}
 					continue
 				}
 			}
