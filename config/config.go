@@ -157,19 +157,21 @@ type Backend struct {
 // rather than the end of decoding. Their keys must be those of Config and
 // Backend (a test checks it).
 type rawConfig struct {
-	Listen           any           `toml:"listen"`
-	PIDFile          any           `toml:"pidfile"`
-	MaxSessions      any           `toml:"max_sessions"`
-	MaxPacket        any           `toml:"max_packet"`
-	MaxBackendPacket any           `toml:"max_backend_packet"`
-	MaxMessage       any           `toml:"max_message"`
-	ShutdownTimeout  any           `toml:"shutdown_timeout"`
-	Content          any           `toml:"content"`
-	LogLevel         any           `toml:"log_level"`
-	LogTag           any           `toml:"log_tag"`
-	MetricsListen    any           `toml:"metrics_listen"`
-	Backends         []rawBackend  `toml:"backend"`
-	Meta1            *rawMeta1     `toml:"meta1"`
+	Listen           any          `toml:"listen"`
+	PIDFile          any          `toml:"pidfile"`
+	MaxSessions      any          `toml:"max_sessions"`
+	MaxPacket        any          `toml:"max_packet"`
+	MaxBackendPacket any          `toml:"max_backend_packet"`
+	MaxMessage       any          `toml:"max_message"`
+	ShutdownTimeout  any          `toml:"shutdown_timeout"`
+	Content          any          `toml:"content"`
+	LogLevel         any          `toml:"log_level"`
+	LogTag           any          `toml:"log_tag"`
+	MetricsListen    any          `toml:"metrics_listen"`
+	Backends         []rawBackend `toml:"backend"`
+	Meta1            *rawMeta1    `toml:"meta1"`
+
+	// The MTA side (mta.go).
 	ProgressInterval any           `toml:"progress_interval"`
 	MTAMacros        *rawMTAMacros `toml:"mta_macros"`
 }
