@@ -102,6 +102,13 @@ type Config struct {
 	// Meta1 is the [meta1] table: the MeTA1 (pmilter) front end; see
 	// meta1.go. Absent: no MeTA1 front (the zero value).
 	Meta1 Meta1 `toml:"meta1"`
+	// ProgressInterval is how often SMFIR_PROGRESS goes to the MTA while
+	// the end of message is pending (the MTA's timer restarts on it);
+	// 0: never. Default 5s. See mta.go.
+	ProgressInterval Duration `toml:"progress_interval"`
+	// MTAMacros is the [mta_macros] table: per stage, the macros the MTA
+	// sends without a list. See mta.go.
+	MTAMacros MTAMacros `toml:"mta_macros"`
 
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
@@ -169,6 +176,10 @@ type rawConfig struct {
 	MetricsListen    any          `toml:"metrics_listen"`
 	Backends         []rawBackend `toml:"backend"`
 	Meta1            *rawMeta1    `toml:"meta1"`
+
+	// The MTA side (mta.go).
+	ProgressInterval any           `toml:"progress_interval"`
+	MTAMacros        *rawMTAMacros `toml:"mta_macros"`
 }
 
 type rawBackend struct {
@@ -476,6 +487,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	}
 	v.listen(cfg, raw.Listen, raw.Meta1 != nil && raw.Meta1.Listen != nil)
 	v.meta1(cfg, raw.Meta1)
+	v.mtaSide(cfg, raw.ProgressInterval, raw.MTAMacros)
 
 	seen := make(map[string]int)
 	for i, rb := range raw.Backends {
@@ -625,6 +637,8 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 			known = tomlKeys(rawConfig{})
 		} else if len(k) == 2 && k[0] == "meta1" {
 			known = tomlKeys(rawMeta1{})
+		} else if len(k) == 2 && k[0] == "mta_macros" {
+			known = tomlKeys(rawMTAMacros{})
 		}
 		scope{v: v, backend: -1}.fail("", unknownKeyErr(k, known))
 	}

@@ -33,6 +33,7 @@ func TestLoadExample(t *testing.T) {
 		Content:          "serial",
 		LogLevel:         "info",
 		LogTag:           "pmult",
+		ProgressInterval: Duration{5 * time.Second},
 		Backends: []Backend{{
 			Name:           "dkim",
 			URL:            "inet:8891@127.0.0.1",

@@ -54,6 +54,16 @@ func NewReader(r io.Reader, maxData int) *Reader {
 // not yet returned as packets.
 func (r *Reader) Buffered() int { return r.r.Buffered() }
 
+// Peek waits until at least one byte of the next packet is buffered and
+// returns nil, or returns the stream's error (io.EOF when the peer closed
+// it, a timeout after a read deadline). It consumes nothing: a packet read
+// after Peek is whole. Use it to notice a closed stream while no packet is
+// expected; like ReadPacket, it must not run concurrently with a read.
+func (r *Reader) Peek() error {
+	_, err := r.r.Peek(1)
+	return err
+}
+
 // SetMaxData changes the data size limit (after MDS negotiation, say).
 func (r *Reader) SetMaxData(n int) {
 	if n > 0 {

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // frame builds a raw packet with an explicit length word, so tests can
@@ -282,5 +284,35 @@ func TestParseFramesDataCapacity(t *testing.T) {
 	_ = append(frames[0].Data, 'Z', 'Z', 'Z', 'Z')
 	if string(frames[1].Data) != "b" || in[5] != 'a' || in[6] != 0 {
 		t.Fatalf("append to frame 0 clobbered the input: %q, frame 1 = %q", in, frames[1].Data)
+	}
+}
+
+// TestReaderPeek: Peek notices data, a deadline and the end of the stream
+// without consuming anything, and the stream stays usable after a timeout.
+func TestReaderPeek(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	r := NewReader(b, 0)
+
+	b.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	var ne net.Error
+	if err := r.Peek(); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Peek with nothing sent: %v, want a timeout", err)
+	}
+	b.SetReadDeadline(time.Time{})
+
+	go func() {
+		WritePacket(a, CmdHelo, []byte("h\x00"))
+		a.Close()
+	}()
+	if err := r.Peek(); err != nil {
+		t.Fatalf("Peek: %v", err)
+	}
+	p, err := r.ReadPacket()
+	if err != nil || p.Code != CmdHelo || string(p.Data) != "h\x00" {
+		t.Fatalf("ReadPacket after Peek: %q %q %v", p.Code, p.Data, err)
+	}
+	if err := r.Peek(); err != io.EOF {
+		t.Fatalf("Peek after close: %v, want io.EOF", err)
 	}
 }

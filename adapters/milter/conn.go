@@ -28,18 +28,30 @@ type conn struct {
 	r   *mp.Reader
 
 	sess    *pmult.Session
+	cancel  context.CancelFunc // ends the session's context (backend I/O)
+	state   mtaState
 	version uint32
 	mtaAct  mp.Action
 	mtaProt mp.Protocol
 	proto   mp.Protocol // what we granted ourselves toward the MTA
 	leadspc bool
 
-	pending []pmult.MacroSet
+	// pending holds the macro sets received since the last command: the
+	// last one for each command letter, as libmilter keeps them, and
+	// pendingBytes their size (bounded by maxPendingMacros).
+	pending      []pmult.MacroSet
+	pendingSize  []int
+	pendingBytes int
 
 	wmu   sync.Mutex
-	wbuf  []byte
-	inEOM bool // PROGRESS may be relayed
+	wbuf  []byte // reused for small writes; see maxKeptWriteBuf
+	inEOM bool   // PROGRESS may be sent
 }
+
+// maxKeptWriteBuf is the largest write buffer kept for the next write: an
+// end of message that replaces a body of tens of MiB must not pin that
+// much memory for the rest of the connection.
+const maxKeptWriteBuf = 64 << 10
 
 var kindOfCmd = map[byte]pmult.Kind{
 	mp.CmdConnect: pmult.KindConnect, mp.CmdHelo: pmult.KindHelo, mp.CmdMail: pmult.KindMail,
@@ -69,6 +81,7 @@ func (c *conn) Serve(ctx context.Context) {
 	defer c.nc.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.cancel = cancel
 	defer func() {
 		if c.sess != nil {
 			c.sess.Close()
@@ -139,7 +152,9 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		if err != nil {
 			return err
 		}
-		c.pending = append(c.pending, pmult.MacroSet{Code: m.Cmd, For: kindOfCmd[m.Cmd], Pairs: m.Pairs})
+		if err := c.addMacros(m, len(p.Data)); err != nil {
+			return err
+		}
 		if c.r.Buffered() == 0 {
 			sockopt.QuickAck(c.nc) // Sendmail's command may be held by its Nagle
 		}
@@ -149,9 +164,16 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 	if !ok {
 		return fmt.Errorf("unknown command code 0x%02x", p.Code)
 	}
+	abort, err := c.advance(p.Code)
+	if err != nil {
+		return err
+	}
+	if abort { // as libmilter: a new envelope command ends the message first
+		c.log.Debug("command in the middle of a message, aborting the message first", "command", mp.CmdName(p.Code))
+		c.sess.Handle(ctx, &pmult.Event{Kind: pmult.KindAbort})
+	}
 	ev := &pmult.Event{Kind: kind, Macros: c.pending}
-	c.pending = nil
-	var err error
+	c.pending, c.pendingSize, c.pendingBytes = nil, nil, 0
 	switch p.Code {
 	case mp.CmdConnect:
 		var cn mp.Connect
@@ -197,6 +219,39 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		return nil
 	}
 	return c.reply(p.Code, rep)
+}
+
+// addMacros keeps a macro packet of size bytes for the next command. A
+// later set for the same command letter replaces the earlier one (what
+// libmilter does), so a repeating MTA cannot grow the list; the total
+// pending is bounded by maxPendingMacros (the packet size limit).
+func (c *conn) addMacros(m mp.Macro, size int) error {
+	for i, ms := range c.pending {
+		if ms.Code == m.Cmd {
+			c.pendingBytes -= c.pendingSize[i]
+			c.pending = append(c.pending[:i], c.pending[i+1:]...)
+			c.pendingSize = append(c.pendingSize[:i], c.pendingSize[i+1:]...)
+			break
+		}
+	}
+	if limit := c.maxPendingMacros(); c.pendingBytes+size > limit {
+		return fmt.Errorf("protocol violation: %d bytes of SMFIC_MACRO data pending before one command, limit %d",
+			c.pendingBytes+size, limit)
+	}
+	c.pending = append(c.pending, pmult.MacroSet{Code: m.Cmd, For: kindOfCmd[m.Cmd], Pairs: m.Pairs})
+	c.pendingSize = append(c.pendingSize, size)
+	c.pendingBytes += size
+	return nil
+}
+
+// maxPendingMacros bounds the macro data waiting for one command: the
+// largest packet the MTA may send (max_packet), enough for every stage's
+// full set.
+func (c *conn) maxPendingMacros() int {
+	if c.srv.MaxData > 0 {
+		return c.srv.MaxData
+	}
+	return mp.DefaultMaxData
 }
 
 func macro(sets []pmult.MacroSet, name string) string {
@@ -262,11 +317,9 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 				continue
 			}
 			// Once a list is sent for a stage, the MTA sends only those
-			// macros: keep what the MTA would send by default for the
-			// backends that did not ask (the union of Postfix's and
-			// Sendmail's defaults; an MTA sends only macros it has).
-			names = macros.Union(names, macros.PostfixDefaults[st]...)
-			names = macros.Union(names, macros.SendmailDefaults[st]...)
+			// macros, for every backend: keep the baseline, what the
+			// MTA would send without a list (Server.MTAMacros).
+			names = macros.Union(names, c.srv.baseline(st)...)
 			if len(names) > 50 { // Sendmail's MAXFILTERMACROS
 				c.log.Warn("macro list too long for the MTA, truncated", "stage", k.String(), "macros", len(names))
 				names = names[:50]
@@ -354,27 +407,95 @@ func (c *conn) appendFinal(buf []byte, cmd byte, rep pmult.Reply) []byte {
 }
 
 func (c *conn) reply(cmd byte, rep pmult.Reply) error {
-	c.wbuf = c.appendFinal(c.wbuf[:0], cmd, rep)
-	return c.send(c.wbuf)
+	return c.sendBuf(c.appendFinal(c.wbuf[:0], cmd, rep))
+}
+
+// sendBuf sends buf, built on c.wbuf, and keeps it for the next write
+// unless it grew past maxKeptWriteBuf.
+func (c *conn) sendBuf(buf []byte) error {
+	if cap(buf) > maxKeptWriteBuf {
+		c.wbuf = nil
+	} else {
+		c.wbuf = buf[:0]
+	}
+	return c.send(buf)
 }
 
 // eom runs the end of message and writes every edit, then the final reply,
-// in one write: all body replacement in one run (a Postfix rule).
+// in one write: all body replacement in one run (a Postfix rule). While
+// the backends work it keeps the MTA's timer from firing (keepAlive) and
+// watches for the MTA going away (watchMTA).
 func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
 	c.wmu.Lock()
 	c.inEOM = true
 	c.wmu.Unlock()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var gone bool // read after wg.Wait
+	wg.Add(2)
+	go func() { defer wg.Done(); c.keepAlive(done) }()
+	go func() { defer wg.Done(); gone = c.watchMTA(done) }()
 	rep := c.sess.Handle(ctx, ev)
 	c.wmu.Lock()
 	c.inEOM = false
 	c.wmu.Unlock()
+	close(done)
+	c.nc.SetReadDeadline(time.Now()) // unblocks watchMTA's Peek
+	wg.Wait()
+	if gone {
+		return errQuit // logged by watchMTA
+	}
 	buf := c.wbuf[:0]
 	for _, e := range rep.Edits {
 		buf = c.appendEdit(buf, e)
 	}
-	buf = c.appendFinal(buf, mp.CmdEOB, rep)
-	c.wbuf = buf
-	return c.send(buf)
+	return c.sendBuf(c.appendFinal(buf, mp.CmdEOB, rep))
+}
+
+// keepAlive sends SMFIR_PROGRESS every Server.ProgressInterval until done.
+// Postfix (milter8.c) reads each reply packet under a fresh
+// milter_content_timeout and skips PROGRESS, so its one timer no longer
+// has to cover every backend's work and the replays: a backend's own
+// eom_timeout and failure action decide before Postfix gives up. Sendmail
+// (milter.c, milter_data) restarts its per-read timer (T=R:, 10 s by
+// default) on each packet but keeps an overall limit from the end of
+// message (T=E:, 5 m by default), which PROGRESS does not extend.
+func (c *conn) keepAlive(done <-chan struct{}) {
+	d := c.srv.progressInterval()
+	if d <= 0 {
+		return
+	}
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			c.progress()
+		}
+	}
+}
+
+// watchMTA waits for the MTA's next byte while the end of message runs,
+// consuming nothing. The MTA sends nothing before the reply, so the end of
+// the stream means it went away (its own timeout, a crash): the session's
+// context is cancelled so the backends stop at once rather than at their
+// timeouts. eom ends the wait with a read deadline.
+func (c *conn) watchMTA(done <-chan struct{}) (gone bool) {
+	err := c.r.Peek()
+	select {
+	case <-done:
+		return false // the deadline set by eom, or a close seen too late to matter
+	default:
+	}
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		return false // the MTA sent something early (read after the reply), or the idle timer
+	}
+	c.log.Warn("MTA closed the connection during end of message, stopping the backends", "err", err)
+	c.cancel()
+	return true
 }
 
 // toMTA turns an engine header value (leading space included) into what

@@ -6,6 +6,8 @@
 //   IdleTimeout      1h      time between two commands of the MTA
 //   WriteTimeout     30s     each write to the MTA
 //   MaxSessions      0       concurrent MTA connections (0: no limit)
+//   ProgressInterval 5s      SMFIR_PROGRESS keep-alive during end of message (<0: off)
+//   MTAMacros        MTA defaults  per-stage macros the MTA sends without a list
 
 package milter
 
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/internal/connserve"
+	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -32,6 +35,20 @@ type Server struct {
 	IdleTimeout      time.Duration
 	WriteTimeout     time.Duration
 	MaxSessions      int
+	// ProgressInterval is how often SMFIR_PROGRESS is sent to the MTA
+	// while the end of message is pending, so that the MTA's per-packet
+	// timer (Postfix milter_content_timeout, Sendmail's T=R:) restarts and
+	// the backends' own timeouts and failure actions decide (Sendmail's
+	// overall T=E: still bounds the whole end of message). 0 means
+	// DefaultProgressInterval, negative: no keep-alive.
+	ProgressInterval time.Duration
+	// MTAMacros is, per stage (SMFIM_* order), the macro list the MTA
+	// sends when pmult asks for no list: what main.cf's milter_*_macros or
+	// sendmail.mc's confMILTER_MACROS_* say. When a backend asks for a
+	// list at a stage, pmult asks the MTA for that list plus this one, so
+	// that the other backends keep what they would get. A nil entry means
+	// the union of Postfix's and Sendmail's default lists.
+	MTAMacros [mp.NumStages][]string
 
 	once   sync.Once
 	cs     connserve.Server
@@ -83,6 +100,26 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, id: id, r: mp.NewReader(nc, max)}
 	c.log = s.Log.With("session", id, "mta", connserve.PeerName(nc))
 	return c
+}
+
+// DefaultProgressInterval is the keep-alive period toward the MTA at end of
+// message: well under the MTAs' timers (Postfix milter_content_timeout
+// 300 s, Sendmail's per-read T=R: 10 s by default).
+const DefaultProgressInterval = 5 * time.Second
+
+func (s *Server) progressInterval() time.Duration {
+	if s.ProgressInterval == 0 {
+		return DefaultProgressInterval
+	}
+	return s.ProgressInterval
+}
+
+// baseline returns the macros the MTA sends at stage st without a list.
+func (s *Server) baseline(st mp.Stage) []string {
+	if l := s.MTAMacros[st]; l != nil {
+		return l
+	}
+	return macros.Union(macros.PostfixDefaults[st], macros.SendmailDefaults[st]...)
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -168,6 +168,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %d error(s)\n", o.config, len(errs))
 		return exitConfig
 	}
+	for _, w := range timerWarnings(cfg) {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", o.config, w)
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
 		o.config, len(cfg.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
 	return 0
@@ -281,6 +284,10 @@ func serve(args []string, stderr io.Writer) int {
 		MaxData:     cfg.MaxPacket,
 		MaxSessions: cfg.MaxSessions,
 	}
+	frontSettings(srv, cfg)
+	for _, w := range timerWarnings(cfg) {
+		log.Warn(w)
+	}
 	msrv := meta1Server(o, cfg, eng, log, stderr)
 	var lns, mlns []net.Listener
 	for i, a := range append(slices.Clone(cfg.ListenAddrs), cfg.Meta1.ListenAddrs...) {
@@ -375,6 +382,9 @@ loop:
 					log.Info("configuration reloaded", "file", o.config, "backends", len(ne.Slots))
 					if !slices.EqualFunc(ncfg.ListenAddrs, cfg.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
 						log.Warn("listen addresses changed: restart pmult to apply them")
+					}
+					if frontChanged(cfg, ncfg) {
+						log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")
 					}
 					continue
 				}

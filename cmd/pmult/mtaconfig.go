@@ -1,8 +1,11 @@
 // mtaconfig.go: `pmult mta-config postfix|sendmail -c FILE` prints the
 // MTA-side configuration for this pmult: the milter socket and, per stage,
-// the macro list the MTA must send, that is its default list plus every
-// macro the configured backends ask for in their negotiation (each backend
-// is contacted once), like mailfromd's postfix-macros.sed.
+// the macro list the MTA must send, that is the stage's [mta_macros] list
+// (else the MTA's default list) plus every macro the configured backends
+// ask for in their negotiation (each backend is contacted once), like
+// mailfromd's postfix-macros.sed. For the stages where a backend asks for
+// a list, pmult sends that same list to the MTA itself (SMFIF_SETSYMLIST),
+// which then replaces the MTA's own setting for pmult: the output says so.
 
 package main
 
@@ -55,7 +58,15 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	if mta == "sendmail" {
 		defaults = macros.SendmailDefaults
 	}
-	lists := defaults
+	var lists [macros.NumStages][]string
+	baseline := cfg.MTAMacros.Stages()
+	for st := range lists {
+		lists[st] = defaults[st]
+		if baseline[st] != nil {
+			lists[st] = baseline[st]
+		}
+	}
+	var asked [macros.NumStages]bool
 	offer := pmult.Offer{Actions: pmult.ActModify | pmult.ActQuarantine, SymList: true, Skip: true,
 		RejectedRcpts: true, LeadingSpace: true, Version: 6}
 	for _, sl := range eng.Slots {
@@ -67,8 +78,9 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		for k, list := range s.Caps().Macros {
-			if st, ok := kindStage[k]; ok {
+			if st, ok := kindStage[k]; ok && list != "" {
 				lists[st] = macros.Union(lists[st], macros.Split(list)...)
+				asked[st] = true
 			}
 		}
 		s.Close()
@@ -76,6 +88,22 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	listen := "inet:127.0.0.1:7357"
 	if len(cfg.ListenAddrs) > 0 {
 		listen = cfg.ListenAddrs[0].String()
+	}
+	var set []string
+	for st := macros.Stage(0); st < macros.NumStages; st++ {
+		if asked[st] {
+			set = append(set, st.String())
+		}
+	}
+	comment := "#"
+	if mta == "sendmail" {
+		comment = "dnl"
+	}
+	if len(set) > 0 {
+		fmt.Fprintf(stdout, "%s Backends ask for macro lists at: %s. pmult then asks the MTA itself, at those stages,\n", comment, strings.Join(set, ", "))
+		fmt.Fprintf(stdout, "%s for the list below ([mta_macros] or the MTA default, plus the backends' macros), and\n", comment)
+		fmt.Fprintf(stdout, "%s the MTA uses it instead of its own setting for pmult: add a macro that every backend\n", comment)
+		fmt.Fprintf(stdout, "%s must get (e.g. {client_ptr}) to pmult's [mta_macros] table, not only here.\n", comment)
 	}
 	switch mta {
 	case "postfix":

@@ -1,0 +1,103 @@
+// front_test.go: mta-config with [mta_macros], and check's warning about
+// the MTA's end-of-message timer.
+
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/internal/testmilter"
+	mp "github.com/mailmux/mailmux/milterproto"
+)
+
+// mta-config prints the [mta_macros] baseline plus what a backend asks
+// for, and says that pmult sets those stages' lists itself.
+func TestMTAConfigBaseline(t *testing.T) {
+	m := &testmilter.Server{SymLists: []mp.SymList{{Stage: mp.StageConnect, Macros: "{daemon_name} {my_macro}"}}}
+	ba, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	host, port, _ := net.SplitHostPort(ba.String())
+	cfg := filepath.Join(t.TempDir(), "pmult.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`[mta_macros]
+connect = ["j", "{daemon_name}", "v", "_", "{client_ptr}"]
+helo = []
+[[backend]]
+name = "a"
+url = "inet:%s@%s"
+`, port, host)), 0o644)
+	for _, tc := range []struct{ mta, connect, helo, comment string }{
+		{"postfix", "milter_connect_macros = j {daemon_name} v _ {client_ptr} {my_macro}\n", "milter_helo_macros = \n", "# Backends ask for macro lists at: connect."},
+		{"sendmail", "define(`confMILTER_MACROS_CONNECT', `j, {daemon_name}, v, _, {client_ptr}, {my_macro}')dnl\n",
+			"define(`confMILTER_MACROS_HELO', `')dnl\n", "dnl Backends ask for macro lists at: connect."},
+	} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"mta-config", tc.mta, "-c", cfg}, &out, &errb); code != 0 {
+			t.Fatalf("%s: exit %d: %s", tc.mta, code, errb.String())
+		}
+		for _, want := range []string{tc.connect, tc.helo, tc.comment, "[mta_macros]"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s: output lacks %q:\n%s", tc.mta, want, out.String())
+			}
+		}
+	}
+}
+
+// check warns when the keep-alive is off and a backend's eom_timeout is
+// not below the MTAs' usual content timeout.
+func TestCheckWarnsAboutMTATimer(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		top, eom string
+		warn     bool
+	}{
+		{`progress_interval = "0"`, "", true}, // default eom_timeout 300s
+		{`progress_interval = "0"`, `eom_timeout = "60s"`, false},
+		{"", "", false}, // keep-alive on by default
+	} {
+		cfg := filepath.Join(dir, "c.toml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("%s\n[[backend]]\nname = \"slow\"\nurl = \"inet:1@127.0.0.1\"\non_failure = \"accept\"\n%s\n", tc.top, tc.eom)), 0o644)
+		var out, errb bytes.Buffer
+		if code := run([]string{"check", "-c", cfg}, &out, &errb); code != 0 {
+			t.Fatalf("%q %q: exit %d: %s", tc.top, tc.eom, code, errb.String())
+		}
+		got := strings.Contains(errb.String(), `warning: backend "slow": eom_timeout 5m0s is not below the usual MTA content timeout`)
+		if got != tc.warn {
+			t.Errorf("%q %q: warning %v, want %v:\n%s", tc.top, tc.eom, got, tc.warn, errb.String())
+		}
+	}
+}
+
+func TestFrontChanged(t *testing.T) {
+	parse := func(s string) *config.Config {
+		t.Helper()
+		c, err := config.Parse([]byte(s), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	base := parse("[mta_macros]\nconnect = [\"j\"]\n")
+	for _, tc := range []struct {
+		cfg  string
+		want bool
+	}{
+		{"[mta_macros]\nconnect = [\"j\"]\n", false},
+		{"[mta_macros]\nconnect = [\"j\", \"{client_ptr}\"]\n", true},
+		{"[mta_macros]\nconnect = [\"j\"]\nhelo = []\n", true},
+		{"progress_interval = \"0\"\n[mta_macros]\nconnect = [\"j\"]\n", true},
+	} {
+		if got := frontChanged(base, parse(tc.cfg)); got != tc.want {
+			t.Errorf("%q: changed %v, want %v", tc.cfg, got, tc.want)
+		}
+	}
+}
