@@ -30,10 +30,10 @@ func failures(e *Engine) uint64 {
 func TestOpenBudget(t *testing.T) {
 	start := runtime.NumGoroutine()
 	release := make(chan struct{})
-	var deadline time.Time
+	deadlines := make(chan time.Time, 1)
 	wedged := newFake("wedged", reader)
 	wedged.openHook = func(ctx context.Context, info OpenInfo) error {
-		deadline = info.Deadline
+		deadlines <- info.Deadline
 		<-release // does not honour ctx nor the deadline
 		return nil
 	}
@@ -43,6 +43,7 @@ func TestOpenBudget(t *testing.T) {
 		Slots: []Slot{{Backend: wedged, Policy: Policy{OnFailure: FailAccept}}, {Backend: good}}}
 	before := time.Now()
 	h := open(t, e, allOffer)
+	deadline := <-deadlines
 	if deadline.IsZero() || deadline.Before(before) || deadline.After(before.Add(time.Second)) {
 		t.Errorf("OpenInfo.Deadline = %v, want about %v", deadline, before.Add(50*time.Millisecond))
 	}
