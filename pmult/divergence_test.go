@@ -39,6 +39,8 @@ func TestOpenBudget(t *testing.T) {
 	}
 	good := newFake("good", editor)
 	good.on[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-Good", Value: " yes"}}}
+	goodCtx := make(chan context.Context, 1)
+	good.openHook = func(ctx context.Context, _ OpenInfo) error { goodCtx <- ctx; return nil }
 	e := &Engine{OpenTimeout: 50 * time.Millisecond,
 		Slots: []Slot{{Backend: wedged, Policy: Policy{OnFailure: FailAccept}}, {Backend: good}}}
 	before := time.Now()
@@ -55,9 +57,18 @@ func TestOpenBudget(t *testing.T) {
 	if rep := h.message(origHeaders, "body\r\n"); rep.Verdict != Continue || len(rep.Edits) != 1 {
 		t.Errorf("eom = %+v, want good's header", rep)
 	}
+	// A backend session may live by its Open ctx (the milter backend
+	// stops its connection when it ends): it lasts as long as the Session.
+	octx := <-goodCtx
+	if octx.Err() != nil {
+		t.Errorf("the ctx of a successful Open ended before the session: %v", octx.Err())
+	}
 	close(release)
 	waitFor(t, func() bool { return wedged.closes() == 1 }, "the late session closed")
 	h.s.Close()
+	if octx.Err() == nil {
+		t.Error("the ctx of the backends' Open outlives the Session")
+	}
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= start }, "goroutines gone")
 }
 
@@ -318,4 +329,3 @@ func TestParallelOwnSuccessiveEdits(t *testing.T) {
 		})
 	}
 }
-

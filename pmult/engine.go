@@ -162,7 +162,7 @@ type Session struct {
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool
 	progress            func()
-	cancels             []context.CancelFunc // of opens still running
+	cancels             []context.CancelFunc // of the backends' Open ctx: cancelled at Close
 	reopenPending       bool                 // some backends reopen at the next CONNECT
 	gone                bool                 // the MTA went away (the session ctx ended)
 
@@ -260,11 +260,13 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 			late = ctx.Err()
 		}
 	}
+	// Backend sessions may live by the ctx of their Open (a milter
+	// backend stops its connection when it ends): it ends with the
+	// Session, after the sessions are closed.
+	s.cancels = append(s.cancels, cancel)
 	if n == len(list) {
-		cancel()
 		return
 	}
-	s.cancels = append(s.cancels, cancel)
 	go func(left int) {
 		for ; left > 0; left-- {
 			if o := <-ch; o.sess != nil {
@@ -463,9 +465,6 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 func (s *Session) Close() {
 	s.closeOnce.Do(func() {
 		s.m.active.Add(-1)
-		for _, cancel := range s.cancels {
-			cancel() // opens that missed the budget: stop them
-		}
 		var wg sync.WaitGroup
 		for _, b := range s.bs {
 			if b.sess == nil {
@@ -477,5 +476,8 @@ func (s *Session) Close() {
 			go func() { defer wg.Done(); sess.Close() }()
 		}
 		wg.Wait()
+		for _, cancel := range s.cancels {
+			cancel() // and opens that missed the budget stop
+		}
 	})
 }

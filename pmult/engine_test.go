@@ -488,38 +488,34 @@ func TestUpstreamAccept(t *testing.T) {
 	})
 }
 
-// DISCARD at CONNECT or HELO has no message to discard: as in Postfix it
-// is a milter error, so that backend fails for the session and its
-// failure action applies (one log line); the others go on.
+// DISCARD at CONNECT or HELO has no message to discard: Postfix logs a
+// warning and goes on as if the milter had said continue (measured:
+// TestEngineDiscardAtConnect); so does the engine, with one log line. It
+// is no discard of every message of the connection.
 func TestDiscardAtConnect(t *testing.T) {
 	for _, at := range []Kind{KindConnect, KindHelo} {
-		for _, act := range []FailAction{FailTempfail, FailAccept} {
-			t.Run(at.String()+"/"+act.String(), func(t *testing.T) {
-				a, b := newFake("a", reader), newFake("b", reader)
-				a.on[at] = step{Verdict: Discard}
-				e := &Engine{Slots: []Slot{{Backend: a, Policy: Policy{OnFailure: act}}, {Backend: b}}}
-				h := open(t, e, allOffer)
-				want := act.verdict()
-				h.connect()
-				r := h.helo()
-				if r.Verdict != want || (want.Objects() && r.From != "a") {
-					t.Errorf("helo = %+v, want a's failure action %v", r, want)
+		t.Run(at.String(), func(t *testing.T) {
+			a, b := newFake("a", reader), newFake("b", reader)
+			a.on[at] = step{Verdict: Discard}
+			e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b}}}
+			h := open(t, e, allOffer)
+			for _, r := range []Reply{h.connect(), h.helo(), h.mail(), h.rcpt("x@example.net")} {
+				if r.Verdict != Continue {
+					t.Errorf("reply %+v, want continue", r)
 				}
-				if r := h.mail(); r.Verdict != want {
-					t.Errorf("mail = %+v, want %v (not a discard of every message)", r, want)
-				}
-				if got := a.kinds(); slices.Contains(got, "mail") {
-					t.Errorf("a got %q: it failed at %s", got, at)
-				}
-				if !slices.Contains(b.kinds(), "mail") {
-					t.Errorf("b got %q", b.kinds())
-				}
-				if n := strings.Count(h.log.String(), "backend failed"); n != 1 ||
-					!strings.Contains(h.log.String(), "stage="+at.String()) {
-					t.Errorf("want one failure line at %s:\n%s", at, h.log)
-				}
-			})
-		}
+			}
+			h.data()
+			if r := h.message(origHeaders, "x"); r.Verdict != Continue {
+				t.Errorf("eom = %+v, want continue (no discard of the message)", r)
+			}
+			if got := a.kinds(); !slices.Contains(got, "eom") {
+				t.Errorf("a got %q: it stays in the session", got)
+			}
+			if n := strings.Count(h.log.String(), "DISCARD at connect or helo"); n != 1 ||
+				!strings.Contains(h.log.String(), "stage="+at.String()) || strings.Contains(h.log.String(), "backend failed") {
+				t.Errorf("want one warning at %s:\n%s", at, h.log)
+			}
+		})
 	}
 }
 

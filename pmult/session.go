@@ -4,15 +4,9 @@ package pmult
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 )
-
-// errConnDiscard is the failure of a backend that answered DISCARD at
-// CONNECT or HELO, where no message exists to discard: Postfix treats it
-// as a milter error (milter_default_action), and so does the engine.
-var errConnDiscard = errors.New("discard at connect or helo (no message to discard): treated as a milter error, as Postfix does")
 
 // Handle delivers one event to the backends that should get it and returns
 // the merged reply. ABORT, QUIT and QUIT_NC return Continue (the MTA reads
@@ -157,10 +151,16 @@ func (s *Session) targets(ev *Event, content bool) []*bstate {
 // vote records one backend's answer to ev and returns the verdict it casts.
 func (s *Session) vote(ctx context.Context, b *bstate, ev *Event, r result) Reply {
 	b.eomOK = false
-	if r.err == nil && r.r.Verdict == Discard && (ev.Kind == KindConnect || ev.Kind == KindHelo) &&
-		!b.slot.Policy.Evaluate {
+	if r.err == nil && r.r.Verdict == Discard && (ev.Kind == KindConnect || ev.Kind == KindHelo) {
+		// No message to discard yet. Postfix 3.7 logs "DISCARD action is
+		// not allowed for connect or helo" and goes on as if the milter
+		// had said continue (milter8.c: its default reply is null while
+		// the milter is healthy); the engine does the same, rather than
+		// discarding every message of the connection.
 		b.mc.replies[ev.Kind][Discard].Add(1)
-		r.err = errConnDiscard
+		s.log.Warn("backend answered DISCARD at connect or helo, where it is not allowed: ignored, as Postfix does",
+			"backend", b.name, "stage", ev.Kind.String())
+		return Reply{}
 	}
 	if r.err != nil {
 		s.failed(ctx, b, ev.Kind, r.err)
