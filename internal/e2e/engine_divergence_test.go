@@ -389,34 +389,60 @@ func TestEngineDiscardAtConnect(t *testing.T) {
 }
 
 // 6+7. Postfix -> pmult (backend reuse = true) -> pmult -> pymilter that
-// accepts at RCPT: the outer pmult ends each SMTP session with QUIT_NC to
-// the inner one, which must not forward it to a backend whose last answer
-// was an ACCEPT (libmilter would ignore it and the next CONNECT): it
-// closes that backend and reopens it. Every session is delivered, as with
-// Postfix -> pymilter.
+// accepts at RCPT (and a second pymilter, so that the inner pmult's
+// answers keep its session to the outer one reusable). The outer pmult
+// ends each SMTP session with QUIT_NC to the inner one, which must not
+// forward it to a backend whose last answer was an ACCEPT (libmilter would
+// ignore it, and then the next CONNECT): it closes that backend and
+// reopens it at the next CONNECT. Every session is delivered, as with
+// Postfix -> the two pymilters.
 func TestEngineQuitNCAfterAccept(t *testing.T) {
 	t.Parallel()
 	realpeer.Require(t, "postfix", "swaks", "pymilter")
 	py, log := realpeer.StartPyMilter(t, realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"rcpt": {Action: "accept"}}})
-	inner, pi := startPmult(t, "", backend{"py", py, `read_timeout = "5s"`})
+	py2, log2 := realpeer.StartPyMilter(t, realpeer.PyPlan{
+		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Py2", Value: "yes"}}})
+	inner, pi := startPmult(t, "", backend{"py", py, `read_timeout = "3s"`}, backend{"py2", py2, `read_timeout = "3s"`})
 	logPmultOnFailure(t, pi)
-	pf, po := muxPostfix(t, "", backend{"inner", inner, "reuse = true\nread_timeout = \"5s\""})
-	for i := 1; i <= 3; i++ {
+	pf, po := muxPostfix(t, "", backend{"inner", inner, "reuse = true\nread_timeout = \"10s\""})
+	const n = 3
+	for i := 1; i <= n; i++ {
 		out, err := pf.Send(t, "--header", fmt.Sprintf("Subject: session %d", i))
 		if err != nil {
 			t.Fatalf("session %d: swaks: %v\n%s", i, err, out)
 		}
-		if !waitFor(5*time.Second, func() bool { return pyCount(t, log, "close") >= i }) {
+		if !waitFor(5*time.Second, func() bool { return pyCount(t, log2, "close") >= i }) {
 			t.Fatalf("session %d: the milter never saw the session end", i)
 		}
 		time.Sleep(50 * time.Millisecond) // the outer pmult parks the connection
 	}
-	ds := pf.WaitDelivered(t, 3, deliverTimeout)
-	if len(ds) != 3 {
-		t.Errorf("want 3 deliveries, got:\n%s", describe(ds))
+	ds := pf.WaitDelivered(t, n, deliverTimeout)
+	if len(ds) != n {
+		t.Errorf("want %d deliveries, got:\n%s", n, describe(ds))
 	}
-	if l := logLine(po.Output(), "backend failed"); l != "" {
-		t.Errorf("outer pmult: %s", l)
+	for _, d := range ds {
+		if d.Header("X-Py2") != "yes" {
+			t.Errorf("%s: no X-Py2", d.Header("Subject"))
+		}
+	}
+	// The outer pmult did reuse its connection to the inner one, and the
+	// inner one kept py2's (EOM answered) and reopened py's.
+	if c := strings.Count(pi.Output(), "msg=negotiated"); c != 1 {
+		t.Errorf("the inner pmult negotiated %d times with the outer one, want 1 (reuse)", c)
+	}
+	if c, want := pyCount(t, log, "negotiate"), n; c != want {
+		t.Errorf("py negotiated %d times, want %d (reopened after each QUIT_NC)", c, want)
+	}
+	if c := pyCount(t, log2, "negotiate"); c != 1 {
+		t.Errorf("py2 negotiated %d times, want 1 (it takes QUIT_NC)", c)
+	}
+	if c := pyCount(t, log, "connect"); c != n {
+		t.Errorf("py saw %d connects, want %d", c, n)
+	}
+	for _, p := range []*realpeer.Process{po, pi} {
+		if l := logLine(p.Output(), "backend failed"); l != "" {
+			t.Errorf("pmult: %s", l)
+		}
 	}
 	pyErrors(t, log)
 }
