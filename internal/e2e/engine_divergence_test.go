@@ -360,7 +360,7 @@ func TestEngineDiscardAtConnect(t *testing.T) {
 		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-B", Value: "b"}}})
 	check := func(t *testing.T, pf *realpeer.Postfix, p *realpeer.Process) []string {
 		t.Helper()
-		if out, err := pf.Send(t); err != nil {
+		if out, err := pf.Send(t, "--header", "Subject: discard at connect"); err != nil {
 			t.Fatalf("swaks: %v\n%s", err, out)
 		}
 		ds := pf.WaitDelivered(t, 1, deliverTimeout)
