@@ -120,7 +120,6 @@ type bstate struct {
 	pos      int // place in the chain
 	sess     BackendSession
 	caps     Caps
-	opened   bool    // caps are those of a session it had on this connection
 	dead     bool    // failed or never opened: no more events
 	vote     Verdict // sticky vote cast after a failure
 	doneConn bool    // accepted at CONNECT/HELO: done for the connection
@@ -250,7 +249,6 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 			}
 			b.sess = o.sess
 			b.caps = o.sess.Caps()
-			b.opened = true
 			// A backend may only make the edits the MTA can carry out;
 			// checkEdits refuses the others.
 			b.caps.Actions &= s.offer.Actions
@@ -428,10 +426,7 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 	var pe *panicError
 	switch {
 	case ctx.Err() != nil:
-		if !s.gone {
-			s.gone = true
-			s.log.Info("MTA went away", "stage", stage)
-		}
+		s.wentAway(k)
 	case errors.Is(err, ErrDown):
 		b.mc.skipped.Add(1)
 		s.log.Debug("backend skipped", "backend", b.name, "err", err, "action", act.String())

@@ -486,10 +486,14 @@ func checkEdits(b *bstate, edits []Edit) error {
 }
 
 // wentAway logs, once, that the MTA session ended under the engine.
-func (s *Session) wentAway(stage Kind) {
+func (s *Session) wentAway(k Kind) {
 	if !s.gone {
+		stage := k.String()
+		if k == KindNone {
+			stage = "open"
+		}
 		s.gone = true
-		s.log.Info("MTA went away", "stage", stage.String())
+		s.log.Info("MTA went away", "stage", stage)
 	}
 }
 
