@@ -2,8 +2,9 @@
 // same real milters (issue 8): the open budget, a replaced body replayed
 // with CRLF to opendkim, the header model (what the next milter sees), the
 // EOM verdict in serial mode, read_only and merge modes, DISCARD at
-// CONNECT (ignored with a warning, as Postfix does), and QUIT_NC after a
-// backend's ACCEPT.
+// CONNECT (ignored with a warning, as Postfix does), QUIT_NC after a
+// backend's ACCEPT, and a backend's own successive header edits in
+// parallel content mode.
 
 package e2e
 
@@ -445,4 +446,45 @@ func TestEngineQuitNCAfterAccept(t *testing.T) {
 		}
 	}
 	pyErrors(t, log)
+}
+
+// 8. content = "parallel": B's own successive header edits (two deletes
+// of X-Spam 1, an add then a change of the added header, two inserts at
+// the same index), made against the original, are translated through B's
+// own view: the delivered headers equal those of Postfix's chain A B.
+func TestEngineParallelOwnEdits(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "swaks", "pymilter")
+	specA, _ := realpeer.StartPyMilter(t, realpeer.PyPlan{EOMActions: []realpeer.PyAction{
+		{Op: "addheader", Name: "X-A", Value: "a"}}})
+	specB, _ := realpeer.StartPyMilter(t, realpeer.PyPlan{EOMActions: []realpeer.PyAction{
+		{Op: "chgheader", Name: "X-Spam", Index: 1, Value: ""},
+		{Op: "chgheader", Name: "X-Spam", Index: 1, Value: ""},
+		{Op: "addheader", Name: "X-New", Value: "first"},
+		{Op: "chgheader", Name: "X-New", Index: 1, Value: "second"},
+		{Op: "insheader", Name: "X-I1", Value: "1", Index: 1},
+		{Op: "insheader", Name: "X-I2", Value: "2", Index: 1},
+	}})
+	send := func(t *testing.T, milters string) []string {
+		t.Helper()
+		pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: milters})
+		if out, err := pf.Send(t, "--header", "Subject: parallel", "--header", "X-Spam: 1",
+			"--header", "X-Spam: 2", "--header", "X-Spam: 3"); err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		ds := pf.WaitDelivered(t, 1, deliverTimeout)
+		if len(ds) != 1 {
+			t.Fatalf("want one delivery, got:\n%s", describe(ds))
+		}
+		return visibleHeaders(ds[0])
+	}
+	chain := send(t, realpeer.PostfixMilter(specA)+" "+realpeer.PostfixMilter(specB))
+	if n := strings.Count(strings.Join(chain, "\n"), "X-Spam:"); n != 1 {
+		t.Fatalf("chain: %d X-Spam headers left, want 1: %q", n, chain)
+	}
+	spec, p := startPmult(t, `content = "parallel"`, backend{"A", specA, ""}, backend{"B", specB, ""})
+	logPmultOnFailure(t, p)
+	if mux := send(t, realpeer.PostfixMilter(spec)); !reflect.DeepEqual(mux, chain) {
+		t.Errorf("delivered headers\npmult: %q\nchain: %q", mux, chain)
+	}
 }
