@@ -14,7 +14,14 @@ import (
 
 // Engine builds the pmult engine for this configuration.
 func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
-	e := &pmult.Engine{Parallel: c.Content == ContentParallel, MaxMessage: c.MaxMessage, Log: log}
+	e := &pmult.Engine{
+		Parallel:     c.Content == ContentParallel,
+		MaxMessage:   c.MaxMessage,
+		OpenTimeout:  c.OpenTimeout.Duration,
+		ReadOnlyLive: c.ReadOnly == ReadOnlyLive,
+		ChainMerge:   c.Merge == MergeChain,
+		Log:          log,
+	}
 	for _, b := range c.Backends {
 		act, err := pmult.ParseFailAction(b.OnFailure)
 		if err != nil {

@@ -25,6 +25,9 @@ const (
 	DefaultMaxMessage       = 64 << 20 // max_message
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultContent          = ContentSerial
+	DefaultOpenTimeout      = 10 * time.Second // open_timeout
+	DefaultReadOnly         = ReadOnlyInOrder
+	DefaultMerge            = MergeStrongest
 	DefaultLogLevel         = "info"
 	DefaultLogTag           = "pmult"
 
@@ -48,6 +51,12 @@ const (
 const (
 	ContentSerial   = "serial"
 	ContentParallel = "parallel"
+
+	ReadOnlyInOrder = "in_order"
+	ReadOnlyLive    = "live"
+
+	MergeStrongest = "strongest"
+	MergeChain     = "chain"
 
 	OnFailureAccept   = "accept"
 	OnFailureTempfail = "tempfail"
@@ -89,6 +98,20 @@ type Config struct {
 	// Content is "serial" (default: later backends see earlier edits) or
 	// "parallel" (every backend sees the original, edits merged in order).
 	Content string `toml:"content"`
+	// OpenTimeout is the budget of a session's open: every backend must
+	// be connected and negotiated within it, or fails for that session
+	// (its on_failure applies). Default 10s; keep it below the MTA's
+	// command timeout (Postfix milter_command_timeout, 30s).
+	OpenTimeout Duration `toml:"open_timeout"`
+	// ReadOnly is "in_order" (default: a read-only backend after an editor
+	// sees the earlier edits, by replay at end of message, as in the MTA's
+	// chain) or "live" (read-only backends see the original message as it
+	// arrives: faster, and they miss earlier edits).
+	ReadOnly string `toml:"read_only"`
+	// Merge is "strongest" (default: the strongest verdict wins at every
+	// stage) or "chain" (the first objection in configured order wins,
+	// the MTA's chain semantics).
+	Merge string `toml:"merge"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `toml:"log_level"`
 	// LogTag is the syslog identifier. Default "pmult".
@@ -171,6 +194,9 @@ type rawConfig struct {
 	MaxMessage       any          `toml:"max_message"`
 	ShutdownTimeout  any          `toml:"shutdown_timeout"`
 	Content          any          `toml:"content"`
+	OpenTimeout      any          `toml:"open_timeout"`
+	ReadOnly         any          `toml:"read_only"`
+	Merge            any          `toml:"merge"`
 	LogLevel         any          `toml:"log_level"`
 	LogTag           any          `toml:"log_tag"`
 	MetricsListen    any          `toml:"metrics_listen"`
@@ -473,6 +499,9 @@ func (v *validator) build(raw *rawConfig) *Config {
 		MaxMessage:       top.integer("max_message", raw.MaxMessage, DefaultMaxMessage, MinPacket, math.MaxInt),
 		ShutdownTimeout:  top.timeout("shutdown_timeout", raw.ShutdownTimeout, DefaultShutdownTimeout),
 		Content:          top.enum("content", raw.Content, DefaultContent, "content mode", ContentSerial, ContentParallel),
+		OpenTimeout:      top.timeout("open_timeout", raw.OpenTimeout, DefaultOpenTimeout),
+		ReadOnly:         top.enum("read_only", raw.ReadOnly, DefaultReadOnly, "read-only mode", ReadOnlyInOrder, ReadOnlyLive),
+		Merge:            top.enum("merge", raw.Merge, DefaultMerge, "merge mode", MergeStrongest, MergeChain),
 		LogLevel:         top.enum("log_level", raw.LogLevel, DefaultLogLevel, "level", "debug", "info", "warn", "error"),
 		LogTag:           top.str("log_tag", raw.LogTag),
 		MetricsListen:    top.str("metrics_listen", raw.MetricsListen),

@@ -31,6 +31,9 @@ func TestLoadExample(t *testing.T) {
 		MaxMessage:       64 << 20,
 		ShutdownTimeout:  Duration{30 * time.Second},
 		Content:          "serial",
+		OpenTimeout:      Duration{10 * time.Second},
+		ReadOnly:         "in_order",
+		Merge:            "strongest",
 		LogLevel:         "info",
 		LogTag:           "pmult",
 		ProgressInterval: Duration{5 * time.Second},
@@ -129,6 +132,34 @@ on_failure = "Reject"
 	}
 	if cfg.Content != "parallel" || cfg.LogLevel != "warn" || cfg.ListenAddrs[0].Addr != "/tmp/p.sock" {
 		t.Errorf("config: %+v", cfg)
+	}
+}
+
+// The engine's keys: defaults, values, and every bad value reported.
+func TestEngineKeys(t *testing.T) {
+	cfg := Default()
+	if cfg.OpenTimeout.Duration != 10*time.Second || cfg.ReadOnly != "in_order" || cfg.Merge != "strongest" {
+		t.Errorf("defaults: open_timeout %s read_only %q merge %q", cfg.OpenTimeout, cfg.ReadOnly, cfg.Merge)
+	}
+	cfg = mustParse(t, "open_timeout = \"3s\"\nread_only = \"Live\"\nmerge = \"chain\"\n")
+	if cfg.OpenTimeout.Duration != 3*time.Second || cfg.ReadOnly != "live" || cfg.Merge != "chain" {
+		t.Errorf("parsed: open_timeout %s read_only %q merge %q", cfg.OpenTimeout, cfg.ReadOnly, cfg.Merge)
+	}
+	e, err := cfg.Engine(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.OpenTimeout != 3*time.Second || !e.ReadOnlyLive || !e.ChainMerge {
+		t.Errorf("engine: %+v", e)
+	}
+	got := parseErrors(t, "open_timeout = \"0s\"\nread_only = \"late\"\nmerge = \"first\"\n")
+	want := []string{
+		`config.toml: open_timeout: must be positive (leave it out for the default, 10s)`,
+		`config.toml: read_only: unknown read-only mode "late" (want in_order or live)`,
+		`config.toml: merge: unknown merge mode "first" (want strongest or chain)`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

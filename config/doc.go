@@ -18,6 +18,9 @@
 //	max_message = 67108864        # bytes kept for serial replay
 //	shutdown_timeout = "30s"
 //	content = "serial"            # or "parallel"
+//	open_timeout = "10s"          # every backend negotiated by then
+//	read_only = "in_order"        # or "live": read-only backends see the original
+//	merge = "strongest"           # or "chain": the first objection wins
 //	log_level = "info"            # debug, info, warn, error
 //	log_tag = "pmult"
 //

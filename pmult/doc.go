@@ -1,9 +1,14 @@
 // Package pmult is the engine of the multiplexer: the event and reply types
 // of the common event stream, and a Session that fans each event of one MTA
 // session out to N backend sessions, merges their verdicts (strongest wins,
-// per-recipient rejects, ACCEPT means "this backend is done") and their
-// message edits (one header model, all body replacement in one run), and
-// applies each backend's failure policy.
+// or with Engine.ChainMerge the first objection in configured order;
+// per-recipient rejects; ACCEPT means "this backend is done") and their
+// message edits (one header model with the MTA's semantics, all body
+// replacement in one run), and applies each backend's failure policy. The
+// content phase is serial by default: the first editor (and read-only
+// backends before it) see the message live, later backends get it replayed
+// at end of message as edited so far, in configured order, as in the MTA's
+// own milter chain.
 //
 // The engine knows nothing of sockets, codecs or MTAs: front ends
 // (adapters/…) turn an MTA's dialect into Events and Replies back into its

@@ -2,21 +2,33 @@
 // Session that drives the backend sessions.
 //
 // Tunables (Engine fields) and defaults:
-//   Parallel    false: content phase serial (later backends see earlier edits)
-//   MaxMessage  64 MiB: bytes of message kept for serial replay
+//   Parallel      false: content phase serial (later backends see earlier edits)
+//   MaxMessage    64 MiB: bytes of message kept for serial replay
+//   OpenTimeout   10 s: budget of Session.Open (every backend negotiated by then)
+//   ReadOnlyLive  false: read-only backends after an editor get the content
+//                 by replay, in chain order (they see earlier edits)
+//   ChainMerge    false: the strongest verdict wins; true: the first
+//                 objection in configured order wins (the MTA's chain)
 
 package pmult
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
+	"time"
 )
 
 // DefaultMaxMessage is the default limit on the message bytes kept for
 // replaying the content phase to later modifying backends.
 const DefaultMaxMessage = 64 << 20
+
+// DefaultOpenTimeout is the default open budget: below Postfix's
+// milter_command_timeout (30 s), which would fail pmult as a whole.
+const DefaultOpenTimeout = 10 * time.Second
 
 // Engine is the configured chain of backends. It is safe for concurrent
 // use; each MTA session gets its own Session.
@@ -29,10 +41,31 @@ type Engine struct {
 	Parallel bool
 	// MaxMessage limits the bytes kept for serial replay (0: default).
 	MaxMessage int
+	// OpenTimeout is the budget of Session.Open and of the reopen after
+	// QUIT_NC (0: DefaultOpenTimeout): backends not negotiated by then
+	// fail for the session. It must stay below the MTA's command timeout.
+	OpenTimeout time.Duration
+	// ReadOnlyLive lets read-only backends see the content phase live,
+	// in parallel with the first editor, even after an editor: faster,
+	// but they see the original message, not the earlier edits. By
+	// default a read-only backend after an editor (in configured order)
+	// gets the content by replay at end of message, as in the MTA's chain.
+	ReadOnlyLive bool
+	// ChainMerge makes the first objection in configured order win at
+	// every stage (the MTA's chain); by default the strongest verdict
+	// wins (discard > reject > shutdown > tempfail; ties: configured order).
+	ChainMerge bool
 	Log        *slog.Logger
 
 	metricsOnce sync.Once
 	metrics     *Metrics
+}
+
+func (e *Engine) openTimeout() time.Duration {
+	if e.OpenTimeout > 0 {
+		return e.OpenTimeout
+	}
+	return DefaultOpenTimeout
 }
 
 // Metrics returns the engine's counters.
@@ -75,7 +108,7 @@ func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 	s.m.active.Add(1)
 	s.bs = make([]*bstate, len(e.Slots))
 	for i, sl := range e.Slots {
-		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), mc: s.m.backend(i)}
+		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), pos: i, mc: s.m.backend(i)}
 	}
 	return s
 }
@@ -84,13 +117,16 @@ func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 type bstate struct {
 	slot     Slot
 	name     string
+	pos      int // place in the chain
 	sess     BackendSession
 	caps     Caps
 	dead     bool    // failed or never opened: no more events
 	vote     Verdict // sticky vote cast after a failure
 	doneConn bool    // accepted at CONNECT/HELO: done for the connection
 	doneMsg  bool    // accepted within a message: done for this message
-	inMsg    bool    // got MAIL since the last ABORT
+	inMsg    bool    // got MAIL, and neither ABORT nor an answered EOM since
+	eomOK    bool    // its last command was an EOM it answered with continue
+	reopen   bool    // closed or failed at QUIT_NC: open again at the next CONNECT
 	skip     Kind    // answered Skip to this kind; cleared by another kind
 	replay   bool    // gets the content phase by replay at EOM
 	mc       *backendCounters
@@ -124,8 +160,10 @@ type Session struct {
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool
-	connDiscard         bool   // a DISCARD at CONNECT/HELO, applied at MAIL
-	connDiscardFrom     string // the backend that said it
+	progress            func()
+	cancels             []context.CancelFunc // of the backends' Open ctx: cancelled at Close
+	reopenPending       bool                 // some backends reopen at the next CONNECT
+	gone                bool                 // the MTA went away (the session ctx ended)
 
 	hdr       headerModel
 	body      []byte // the original body, copied (the front end may reuse its buffers)
@@ -141,57 +179,130 @@ type Session struct {
 func (s *Session) Negotiated() Negotiated { return s.neg }
 
 // Open connects to every backend in parallel and negotiates with each,
-// offering what the MTA offered. A backend that cannot be opened is
-// logged and casts its failure action from the first event on.
+// offering what the MTA offered, within the engine's open budget
+// (OpenTimeout). A backend that cannot be opened, or is not negotiated
+// when the budget runs out, is logged and casts its failure action from
+// the first event on.
 func (s *Session) Open(ctx context.Context, offer Offer, progress func()) Negotiated {
 	s.offer = offer
 	s.hdr.noHidden = offer.NoHiddenHeader
 	if progress == nil {
 		progress = func() {}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(s.bs))
-	for i, b := range s.bs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			info := OpenInfo{Offer: offer, Progress: progress, Log: s.log.With("backend", b.name)}
-			sess, err := b.slot.Backend.Open(ctx, info)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			b.sess = sess
-			b.caps = sess.Caps()
-			// A backend may only make the edits the MTA can carry out;
-			// checkEdits refuses the others.
-			b.caps.Actions &= offer.Actions
-		}()
-	}
-	wg.Wait()
-	for i, b := range s.bs {
-		if errs[i] != nil {
-			s.failed(b, KindNone, errs[i])
-		}
-	}
+	s.progress = progress
+	s.open(ctx, s.bs)
 	s.roles()
 	s.neg = s.negotiate()
 	return s.neg
 }
 
+// opened is the outcome of one backend's Open.
+type opened struct {
+	i    int
+	sess BackendSession
+	err  error
+}
+
+// open opens the given backends in parallel and waits for them until the
+// open budget runs out or ctx ends. Backends are not trusted to honour the
+// deadline: those still opening are failed for the session and their
+// sessions, should they arrive, are closed in the background. The ctx of
+// the backends' Open calls ends with the Session at the latest.
+func (s *Session) open(ctx context.Context, list []*bstate) {
+	if len(list) == 0 {
+		return
+	}
+	budget := s.e.openTimeout()
+	deadline := time.Now().Add(budget)
+	octx, cancel := context.WithCancel(ctx)
+	ch := make(chan opened, len(list)) // buffered: a late open never blocks
+	for i, b := range list {
+		info := OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name)}
+		go func() {
+			o := opened{i: i}
+			defer func() {
+				if r := recover(); r != nil {
+					o.sess, o.err = nil, newPanicError(r)
+				}
+				ch <- o
+			}()
+			o.sess, o.err = b.slot.Backend.Open(octx, info)
+			if o.err == nil && o.sess == nil {
+				o.err = errors.New("open returned no session")
+			}
+		}()
+	}
+	timer := time.NewTimer(budget)
+	defer timer.Stop()
+	got := make([]bool, len(list))
+	var late error
+	n := 0
+	for n < len(list) && late == nil {
+		select {
+		case o := <-ch:
+			n++
+			got[o.i] = true
+			b := list[o.i]
+			if o.err != nil {
+				s.failed(ctx, b, KindNone, o.err)
+				continue
+			}
+			b.sess = o.sess
+			b.caps = o.sess.Caps()
+			// A backend may only make the edits the MTA can carry out;
+			// checkEdits refuses the others.
+			b.caps.Actions &= s.offer.Actions
+		case <-timer.C:
+			late = fmt.Errorf("not negotiated within open_timeout (%s)", budget)
+		case <-ctx.Done():
+			late = ctx.Err()
+		}
+	}
+	// Backend sessions may live by the ctx of their Open (a milter
+	// backend stops its connection when it ends): it ends with the
+	// Session, after the sessions are closed.
+	s.cancels = append(s.cancels, cancel)
+	if n == len(list) {
+		return
+	}
+	go func(left int) {
+		for ; left > 0; left-- {
+			if o := <-ch; o.sess != nil {
+				o.sess.Close()
+			}
+		}
+	}(len(list) - n)
+	for i, b := range list {
+		if !got[i] {
+			s.failed(ctx, b, KindNone, late)
+		}
+	}
+}
+
 // roles decides which backends see the content phase live and which by
-// replay at end of message.
+// replay at end of message. Serial mode: the first editor is live, later
+// editors are replayed, and so are read-only backends after an editor
+// (unless ReadOnlyLive); read-only backends before the first editor are
+// live.
 func (s *Session) roles() {
 	first := true
 	editors := 0
 	for _, b := range s.bs {
+		b.replay = false
 		if b.dead {
 			continue
 		}
 		if b.caps.Actions&(ActAddHeaders|ActChangeHeaders) != 0 && !b.slot.Policy.Evaluate {
 			editors++
 		}
-		if s.e.Parallel || !b.modifies() {
+		if s.e.Parallel {
+			continue
+		}
+		if !b.modifies() {
+			if !first && !s.e.ReadOnlyLive {
+				b.replay = true
+				s.needReplay = true
+			}
 			continue
 		}
 		if first {
@@ -293,22 +404,45 @@ func splitFields(s string) []string {
 	return out
 }
 
+// panicError is a panic caught in a backend call.
+type panicError struct {
+	v     any
+	stack string
+}
+
+func newPanicError(v any) error { return &panicError{v: v, stack: string(debug.Stack())} }
+
+func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
+
 // failed drops a backend from the session and records its failure vote.
-func (s *Session) failed(b *bstate, k Kind, err error) {
+// When ctx has ended (the MTA went away) it is no failure of the backend:
+// the backend is dropped quietly, with one line for the session.
+func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 	act := b.slot.Policy.OnFailure
 	stage := k.String()
 	if k == KindNone {
 		stage = "open"
 	}
-	if errors.Is(err, ErrDown) {
+	var pe *panicError
+	switch {
+	case ctx.Err() != nil:
+		s.wentAway(k)
+	case errors.Is(err, ErrDown):
 		b.mc.skipped.Add(1)
 		s.log.Debug("backend skipped", "backend", b.name, "err", err, "action", act.String())
 		if !b.slot.Policy.Evaluate {
 			b.vote = act.verdict()
 		}
-	} else if b.slot.Policy.Evaluate {
+	case errors.As(err, &pe):
+		b.mc.failures[k].Add(1)
+		s.log.Error("backend call panicked, backend dropped from session", "backend", b.name, "stage", stage,
+			"panic", fmt.Sprint(pe.v), "action", act.String(), "stack", pe.stack)
+		if !b.slot.Policy.Evaluate {
+			b.vote = act.verdict()
+		}
+	case b.slot.Policy.Evaluate:
 		s.log.Warn("backend failed (evaluation mode: no effect)", "backend", b.name, "stage", stage, "err", err)
-	} else {
+	default:
 		b.mc.failures[k].Add(1)
 		s.log.Warn("backend failed, dropped from session", "backend", b.name, "stage", stage,
 			"err", err, "action", act.String())
@@ -337,5 +471,8 @@ func (s *Session) Close() {
 			go func() { defer wg.Done(); sess.Close() }()
 		}
 		wg.Wait()
+		for _, cancel := range s.cancels {
+			cancel() // and opens that missed the budget stop
+		}
 	})
 }

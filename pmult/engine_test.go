@@ -488,30 +488,32 @@ func TestUpstreamAccept(t *testing.T) {
 	})
 }
 
+// DISCARD at CONNECT or HELO has no message to discard: Postfix logs a
+// warning and goes on as if the milter had said continue (measured:
+// TestEngineDiscardAtConnect); so does the engine, with one log line. It
+// is no discard of every message of the connection.
 func TestDiscardAtConnect(t *testing.T) {
 	for _, at := range []Kind{KindConnect, KindHelo} {
 		t.Run(at.String(), func(t *testing.T) {
 			a, b := newFake("a", reader), newFake("b", reader)
 			a.on[at] = step{Verdict: Discard}
-			b.on[KindConnect] = step{Verdict: Accept}
-			h := open(t, &Engine{Slots: slots(a, b)}, allOffer)
-			if r := h.connect(); r.Verdict != Continue {
-				t.Errorf("connect = %v, want continue", r.Verdict)
+			e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b}}}
+			h := open(t, e, allOffer)
+			for _, r := range []Reply{h.connect(), h.helo(), h.mail(), h.rcpt("x@example.net")} {
+				if r.Verdict != Continue {
+					t.Errorf("reply %+v, want continue", r)
+				}
 			}
-			if r := h.helo(); r.Verdict != Continue {
-				t.Errorf("helo = %v, want continue", r.Verdict)
+			h.data()
+			if r := h.message(origHeaders, "x"); r.Verdict != Continue {
+				t.Errorf("eom = %+v, want continue (no discard of the message)", r)
 			}
-			if r := h.mail(); r.Verdict != Discard || r.From != "a" {
-				t.Errorf("mail = %+v, want discard from a", r)
+			if got := a.kinds(); !slices.Contains(got, "eom") {
+				t.Errorf("a got %q: it stays in the session", got)
 			}
-			h.abort()
-			// Discard beats a reject, as at any other stage.
-			a.on[KindMail] = step{Verdict: Reject, Text: "550 no"}
-			if r := h.mail(); r.Verdict != Discard {
-				t.Errorf("second mail = %+v, want discard", r)
-			}
-			if got := a.kinds(); !slices.Contains(got, "mail") {
-				t.Errorf("a got %q: it still gets events", got)
+			if n := strings.Count(h.log.String(), "DISCARD at connect or helo"); n != 1 ||
+				!strings.Contains(h.log.String(), "stage="+at.String()) || strings.Contains(h.log.String(), "backend failed") {
+				t.Errorf("want one warning at %s:\n%s", at, h.log)
 			}
 		})
 	}
@@ -704,7 +706,7 @@ func TestSerialReplayHeaders(t *testing.T) {
 	}
 	a.on[KindEOM] = step{Edits: aEdits}
 	b.on[KindEOM] = step{Edits: bEdits}
-	h := open(t, &Engine{Slots: slots(a, r, b, c)}, allOffer)
+	h := open(t, &Engine{Slots: slots(a, r, b, c), ReadOnlyLive: true}, allOffer)
 	h.envelopeToData()
 	for i := 0; i < len(origHeaders); i += 2 {
 		h.header(origHeaders[i], origHeaders[i+1])
@@ -730,11 +732,12 @@ func TestSerialReplayHeaders(t *testing.T) {
 	if rep.Verdict != Continue {
 		t.Fatalf("eom = %+v", rep)
 	}
-	bView := []string{"X-Ins0: zero", "X-Ins1: one", "From: a@example.org", "Subject: changed", "To: b@example.net", "X-Added: yes"}
+	// A change takes the edit's name ("subject"), as Postfix does.
+	bView := []string{"X-Ins0: zero", "X-Ins1: one", "From: a@example.org", "subject: changed", "To: b@example.net", "X-Added: yes"}
 	if got := b.headers(); !slices.Equal(got, bView) {
 		t.Errorf("b saw\n %q\nwant\n %q", got, bView)
 	}
-	cView := []string{"X-Ins0: zero", "X-Ins1: by b", "From: a@example.org", "Subject: changed", "To: b@example.net", "X-Added: yes"}
+	cView := []string{"X-Ins0: zero", "X-Ins1: by b", "From: a@example.org", "subject: changed", "To: b@example.net", "X-Added: yes"}
 	if got := c.headers(); !slices.Equal(got, cView) {
 		t.Errorf("c saw\n %q\nwant\n %q", got, cView)
 	}
@@ -792,8 +795,9 @@ func TestSerialReplayBigBody(t *testing.T) {
 	h := open(t, &Engine{Slots: slots(a, b)}, allOffer)
 	h.envelopeToData()
 	h.message(origHeaders, "small")
-	if b.body() != big {
-		t.Errorf("b got %d bytes of body, want %d", len(b.body()), len(big))
+	// Replayed with the MTA's CRLF line ends (see TestReplayBodyCRLF).
+	if want := strings.ReplaceAll(big, "\n", "\r\n"); b.body() != want {
+		t.Errorf("b got %d bytes of body, want %d", len(b.body()), len(want))
 	}
 	for _, ev := range b.events() {
 		if ev.Kind == KindBody && len(ev.Chunk) > 65535 {
@@ -1016,7 +1020,7 @@ func TestReplayBodyNotAliased(t *testing.T) {
 func TestContentRejectEndsMessage(t *testing.T) {
 	a, r := newFake("a", editor), newFake("r", reader)
 	r.seq[KindHeader] = []step{{}, {Verdict: Reject, Text: "550 bad header"}}
-	h := open(t, &Engine{Slots: slots(a, r)}, allOffer)
+	h := open(t, &Engine{Slots: slots(a, r), ReadOnlyLive: true}, allOffer)
 	h.envelopeToData()
 	h.header("A", " 1")
 	if rep := h.header("B", " 2"); rep.Verdict != Reject || rep.Text != "550 bad header" {
@@ -1184,12 +1188,13 @@ func TestAbort(t *testing.T) {
 	if got, want := a.kindsString(), "connect helo mail rcpt abort mail rcpt rcpt"; got != want {
 		t.Errorf("a got %q, want %q", got, want)
 	}
-	// After a completed message (Postfix sends ABORT after EOM).
+	// After a completed message Postfix sends ABORT: not to a backend that
+	// answered the EOM (its message ended there; libmilter ignores it).
 	h.data()
 	h.message(origHeaders, "x")
 	h.abort()
-	if got := a.kinds(); got[len(got)-1] != "abort" {
-		t.Errorf("a got %q", got)
+	if got := a.kinds(); got[len(got)-1] != "eom" {
+		t.Errorf("a got %q, want no ABORT after its answered EOM", got)
 	}
 }
 
@@ -1213,41 +1218,96 @@ func TestQuit(t *testing.T) {
 	}
 }
 
+// QUIT_NC goes only to a v6 backend whose last command was an EOM it
+// answered with continue; every other backend is closed and opened again
+// at the next CONNECT, failed ones included, and no state (ACCEPT, failure
+// vote) survives into the new SMTP session.
 func TestQuitNC(t *testing.T) {
-	a, b, d := newFake("a", reader), newFake("b", reader), newFake("d", reader)
-	a.seq[KindConnect] = []step{{Verdict: Accept}}
-	b.seq[KindConnect] = []step{{Verdict: Discard}}
-	d.on[KindMail] = step{Err: errors.New("gone")}
-	e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b}, {Backend: d, Policy: Policy{OnFailure: FailAccept}}}}
+	v6 := Caps{Skip: true, QuitNC: true}
+	eomOK := newFake("eomOK", v6)     // answers EOM continue: keeps its session
+	acc := newFake("acc", v6)         // accepts at RCPT: closed, reopened
+	old := newFake("old", reader)     // v5, EOM continue: cannot take QUIT_NC
+	dead := newFake("dead", v6)       // fails, tempfail: reopened, vote gone
+	connAcc := newFake("connAcc", v6) // accepts at CONNECT: reopened
+	acc.seq[KindRcpt] = []step{{Verdict: Accept}}
+	dead.seq[KindHelo] = []step{{Err: errors.New("gone")}}
+	connAcc.seq[KindConnect] = []step{{Verdict: Accept}}
+	e := &Engine{ReadOnlyLive: true, Slots: slots(eomOK, acc, old, dead, connAcc)}
 	h := open(t, e, allOffer)
 	h.connect()
-	h.helo()
-	if r := h.mail(); r.Verdict != Discard {
-		t.Fatalf("mail = %v", r.Verdict)
+	if r := h.helo(); r.Verdict != Tempfail {
+		t.Fatalf("helo = %v, want dead's tempfail", r.Verdict)
 	}
-	h.rcpt("x@example.net")
 	h.do(&Event{Kind: KindQuitNC})
-	for _, f := range []*fakeBackend{a, b} {
-		if got := f.kinds(); got[len(got)-1] != "quit_nc" {
-			t.Errorf("%s got %q", f.name, got)
+	// A message-less session: nobody ended with an answered EOM.
+	for _, f := range []*fakeBackend{eomOK, acc, old, dead, connAcc} {
+		if slices.Contains(f.kinds(), "quit_nc") {
+			t.Errorf("%s got QUIT_NC after %q", f.name, f.kinds())
 		}
 	}
-	if slices.Contains(d.kinds(), "quit_nc") {
-		t.Error("the dead backend got QUIT_NC")
+	if r := h.connect(); r.Verdict != Continue {
+		t.Fatalf("connect in the second session = %+v (a vote of the first leaked)", r)
 	}
-	a.reset()
-	b.reset()
-	h.connect()
+	for _, f := range []*fakeBackend{eomOK, acc, old, dead, connAcc} {
+		if f.opens != 2 || f.closes() != 1 {
+			t.Errorf("%s: %d opens, %d closes, want 2 and 1 (closed at QUIT_NC, reopened at CONNECT)", f.name, f.opens, f.closes())
+		}
+		f.reset()
+	}
 	h.helo()
-	if r := h.mail(); r.Verdict != Continue {
-		t.Errorf("mail in the new session = %v, want continue (discard was for the old one)", r.Verdict)
+	h.mail()
+	h.rcpt("x@example.net")
+	h.data()
+	if r := h.message(origHeaders, "body\r\n"); r.Verdict != Continue {
+		t.Fatalf("message = %+v", r)
 	}
-	if got, want := a.kindsString(), "connect helo mail"; got != want {
-		t.Errorf("a got %q, want %q (its ACCEPT was for the old session)", got, want)
+	h.abort() // Postfix's ABORT after EOM
+	h.do(&Event{Kind: KindQuitNC})
+	// The second session's state is its own: dead and connAcc, healthy
+	// now, end with an answered EOM too.
+	for _, f := range []*fakeBackend{eomOK, dead, connAcc} {
+		if got, want := f.kindsString(), "helo mail rcpt data header header header header eoh body eom quit_nc"; got != want {
+			t.Errorf("%s got %q, want %q", f.name, got, want)
+		}
+	}
+	for _, f := range []*fakeBackend{acc, old} {
+		if got := f.kinds(); slices.Contains(got, "quit_nc") {
+			t.Errorf("%s got QUIT_NC after %q", f.name, got)
+		}
+	}
+	if got := acc.kinds(); !slices.Contains(got, "abort") {
+		t.Errorf("acc got %q, want the ABORT (accepted at RCPT, the message did not end at EOM for it)", got)
+	}
+	h.connect()
+	if eomOK.opens != 2 || dead.opens != 2 || acc.opens != 3 || old.opens != 3 {
+		t.Errorf("opens: eomOK %d dead %d acc %d old %d, want 2 2 3 3", eomOK.opens, dead.opens, acc.opens, old.opens)
 	}
 	h.do(&Event{Kind: KindQuit})
-	if a.closes() != 1 || b.closes() != 1 {
-		t.Errorf("closes a=%d b=%d", a.closes(), b.closes())
+	waitFor(t, func() bool { return eomOK.closes() == 2 && acc.closes() == 3 }, "sessions closed")
+}
+
+// A backend reopened after QUIT_NC must fit the connection's negotiation
+// with the MTA, which is fixed: one that now wants more fails for the
+// session with one clear line, its failure action applies.
+func TestQuitNCReopenMustFit(t *testing.T) {
+	a := newFake("a", Caps{NoEvent: Kinds(KindHelo), NoReply: Kinds(KindConnect)})
+	b := newFake("b", Caps{NoEvent: Kinds(KindHelo), NoReply: Kinds(KindConnect)})
+	offer := allOffer
+	offer.NoReply = Kinds(KindConnect)
+	e := &Engine{Slots: []Slot{{Backend: a, Policy: Policy{OnFailure: FailReject}}, {Backend: b}}}
+	h := open(t, e, offer)
+	h.connect()
+	h.do(&Event{Kind: KindQuitNC})
+	a.caps = Caps{Actions: ActAddHeaders} // wants HELO and answers CONNECT now, adds headers
+	h.connect()
+	if r := h.helo(); r.Verdict != Reject || r.From != "a" {
+		t.Errorf("helo = %+v, want a's failure vote", r)
+	}
+	log := h.log.String()
+	for _, want := range []string{"did not negotiate", "wants helo events", "answers connect events", "actions 0x1"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
 	}
 }
 

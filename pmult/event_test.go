@@ -85,17 +85,25 @@ func TestEngineRetire(t *testing.T) {
 	}
 }
 
-// A backend that breaks on ABORT or QUIT_NC is dropped like any other.
+// A backend that breaks on ABORT or QUIT_NC is dropped like any other
+// (after QUIT_NC it is opened again at the next CONNECT: here that fails
+// too, so its failure vote is cast in the new session).
 func TestFailureOnAbortAndQuitNC(t *testing.T) {
 	for _, k := range []Kind{KindAbort, KindQuitNC} {
 		t.Run(k.String(), func(t *testing.T) {
-			a, b := newFake("a", reader), newFake("b", reader)
+			a, b := newFake("a", reader), newFake("b", Caps{QuitNC: true})
 			b.on[k] = step{Err: errors.New("broken pipe")}
 			e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b, Policy: Policy{OnFailure: FailReject}}}}
 			h := open(t, e, allOffer)
 			h.connect()
 			h.helo()
 			h.mail()
+			if k == KindQuitNC { // QUIT_NC goes only after an answered EOM
+				h.rcpt("x@example.net")
+				h.data()
+				h.message(origHeaders, "x")
+				b.openErr = errors.New("refused")
+			}
 			h.do(&Event{Kind: k})
 			h.connect()
 			if r := h.helo(); r.Verdict != Reject || r.From != "b" {

@@ -24,6 +24,8 @@ type step struct {
 	Delay   time.Duration
 	// Wait, when set, is received from before answering (or ctx ends).
 	Wait <-chan struct{}
+	// Panic, when set, makes the answer panic with it.
+	Panic string
 }
 
 // fakeBackend is a Backend whose sessions answer from a script.
@@ -37,6 +39,9 @@ type fakeBackend struct {
 	seq map[Kind][]step
 	// hook, when set, decides the answer first (ok false: fall through).
 	hook func(ev *Event) (step, bool)
+	// openHook, when set, runs first in Open (without the lock held); an
+	// error fails the open.
+	openHook func(ctx context.Context, info OpenInfo) error
 
 	mu       sync.Mutex
 	opens    int
@@ -50,6 +55,11 @@ func newFake(name string, caps Caps) *fakeBackend {
 func (f *fakeBackend) Name() string { return f.name }
 
 func (f *fakeBackend) Open(ctx context.Context, info OpenInfo) (BackendSession, error) {
+	if f.openHook != nil {
+		if err := f.openHook(ctx, info); err != nil {
+			return nil, err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.opens++
@@ -182,6 +192,9 @@ func (s *fakeSession) finish(ctx context.Context, ev *Event, p *pending) (Reply,
 		return Reply{}, p.err
 	}
 	st := p.st
+	if st.Panic != "" {
+		panic(st.Panic)
+	}
 	if st.Wait != nil {
 		select {
 		case <-st.Wait:

@@ -16,13 +16,18 @@ func model(fields ...string) *headerModel {
 	return m
 }
 
+// strings lists the visible headers as "Name:Value".
 func (m *headerModel) strings() []string {
 	var out []string
-	for _, f := range m.list {
+	m.visible(func(f hfield) bool {
 		out = append(out, f.name+":"+f.value)
-	}
+		return true
+	})
 	return out
 }
+
+// add applies e as the MTA would, an added header getting a new id.
+func (m *headerModel) add(e Edit) { m.apply(e, m.newID()) }
 
 func TestHeaderModelApply(t *testing.T) {
 	orig := []string{"From: a", "Subject: one", "X-A: 1", "subject: two", "To: b"}
@@ -48,7 +53,7 @@ func TestHeaderModelApply(t *testing.T) {
 		{"change index 0 counts as 1", Edit{Kind: EditChangeHeader, Index: 0, Name: "Subject", Value: " new"},
 			[]string{"From: a", "Subject: new", "X-A: 1", "subject: two", "To: b"}},
 		{"change 2nd, case-insensitive", Edit{Kind: EditChangeHeader, Index: 2, Name: "SUBJECT", Value: " new"},
-			[]string{"From: a", "Subject: one", "X-A: 1", "subject: new", "To: b"}},
+			[]string{"From: a", "Subject: one", "X-A: 1", "SUBJECT: new", "To: b"}}, // the edit's name
 		{"empty value deletes", Edit{Kind: EditChangeHeader, Index: 1, Name: "subject", Value: ""},
 			[]string{"From: a", "X-A: 1", "subject: two", "To: b"}},
 		{"delete 2nd", Edit{Kind: EditChangeHeader, Index: 2, Name: "Subject", Value: ""},
@@ -65,11 +70,11 @@ func TestHeaderModelApply(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := model(orig...)
-			m.apply(tc.e)
+			m.add(tc.e)
 			if got := m.strings(); !slices.Equal(got, tc.want) {
 				t.Errorf("after %+v:\n got %q\nwant %q", tc.e, got, tc.want)
 			}
-			if len(m.orig) != len(orig) {
+			if len(m.orig) != len(orig)+1 { // the hidden Received header is in the list
 				t.Errorf("apply changed the original list: %d fields", len(m.orig))
 			}
 		})
@@ -78,17 +83,17 @@ func TestHeaderModelApply(t *testing.T) {
 
 func TestHeaderModelApplySequence(t *testing.T) {
 	m := model("A: 1", "B: 2")
-	m.apply(Edit{Kind: EditInsertHeader, Index: 1, Name: "I1", Value: " x"})
-	m.apply(Edit{Kind: EditInsertHeader, Index: 0, Name: "I0", Value: " y"})
-	m.apply(Edit{Kind: EditChangeHeader, Index: 1, Name: "b", Value: " 22"})
-	m.apply(Edit{Kind: EditChangeHeader, Index: 1, Name: "A"})
-	m.apply(Edit{Kind: EditAddHeader, Name: "Z", Value: " z"})
-	want := []string{"I0: y", "I1: x", "B: 22", "Z: z"}
+	m.add(Edit{Kind: EditInsertHeader, Index: 1, Name: "I1", Value: " x"})
+	m.add(Edit{Kind: EditInsertHeader, Index: 0, Name: "I0", Value: " y"})
+	m.add(Edit{Kind: EditChangeHeader, Index: 1, Name: "b", Value: " 22"})
+	m.add(Edit{Kind: EditChangeHeader, Index: 1, Name: "A"})
+	m.add(Edit{Kind: EditAddHeader, Name: "Z", Value: " z"})
+	want := []string{"I0: y", "I1: x", "b: 22", "Z: z"} // a change takes the new name
 	if got := m.strings(); !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	m.reset()
-	if len(m.list) != 0 || len(m.orig) != 0 {
+	if len(m.strings()) != 0 || len(m.orig) != 1 {
 		t.Errorf("reset left %d/%d fields", len(m.list), len(m.orig))
 	}
 	m.received("C", " 3")
@@ -122,7 +127,7 @@ func TestHeaderModelTranslate(t *testing.T) {
 			[]Edit{{Kind: EditChangeHeader, Index: 1, Name: "Subject"}},
 			Edit{Kind: EditChangeHeader, Index: 2, Name: "subject", Value: " new"},
 			Edit{Index: 1}, true,
-			[]string{"From: a", "X: 1", "Subject: new", "X: 2"}},
+			[]string{"From: a", "X: 1", "subject: new", "X: 2"}},
 		{"change after an insert of the same name shifts the index",
 			[]Edit{{Kind: EditInsertHeader, Index: 1, Name: "X", Value: " 0"}},
 			Edit{Kind: EditChangeHeader, Index: 2, Name: "X", Value: " new"},
@@ -171,9 +176,9 @@ func TestHeaderModelTranslate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := model(orig...)
 			for _, e := range tc.first {
-				m.apply(e)
+				m.add(e)
 			}
-			got, ok := m.translate(tc.e)
+			got, ok := m.translate(m.view(), tc.e)
 			if ok != tc.ok {
 				t.Fatalf("translate(%+v) ok = %v, want %v", tc.e, ok, tc.ok)
 			}
@@ -183,7 +188,7 @@ func TestHeaderModelTranslate(t *testing.T) {
 			if got.Index != tc.want.Index || got.Kind != tc.e.Kind || got.Name != tc.e.Name || got.Value != tc.e.Value {
 				t.Errorf("translate(%+v) = %+v, want index %d", tc.e, got, tc.want.Index)
 			}
-			m.apply(got)
+			m.add(got)
 			if l := m.strings(); !slices.Equal(l, tc.after) {
 				t.Errorf("after:\n got %q\nwant %q", l, tc.after)
 			}
@@ -197,12 +202,80 @@ func TestHeaderModelNoHidden(t *testing.T) {
 	m := &headerModel{noHidden: true}
 	m.received("A", " 1")
 	m.received("B", " 2")
-	m.apply(Edit{Kind: EditInsertHeader, Index: 1, Name: "X", Value: " x"})
+	m.add(Edit{Kind: EditInsertHeader, Index: 1, Name: "X", Value: " x"})
 	if got := m.list[1].name; got != "X" {
 		t.Fatalf("insert 1 landed at %v", m.list)
 	}
-	e, _ := m.translate(Edit{Kind: EditInsertHeader, Index: 2, Name: "Y", Value: " y"})
-	if e.Index != 3 { // before B, which is now at position 2 behind X
-		t.Fatalf("translated insert index %d, want 3", e.Index)
+	e, _ := m.translate(m.view(), Edit{Kind: EditInsertHeader, Index: 1, Name: "Y", Value: " y"})
+	if e.Index != 2 { // before B, which is now at position 2 behind X
+		t.Fatalf("translated insert index %d, want 2", e.Index)
+	}
+}
+
+// What Postfix shows the next milter (cleanup_milter.c): inserts count the
+// complete list, the hidden Received header included, so INSHEADER 0
+// then INSHEADER 1 gives X-Top, X-Next (the second goes after the first
+// header of the list, which is now X-Top); a change takes the new name.
+func TestHeaderModelPostfixSemantics(t *testing.T) {
+	m := model("From: a", "Subject: s")
+	m.add(Edit{Kind: EditInsertHeader, Index: 0, Name: "X-Top", Value: " 1"})
+	m.add(Edit{Kind: EditInsertHeader, Index: 1, Name: "X-Next", Value: " 2"})
+	if got, want := m.strings(), []string{"X-Top: 1", "X-Next: 2", "From: a", "Subject: s"}; !slices.Equal(got, want) {
+		t.Errorf("inserts 0 then 1: got %q, want %q", got, want)
+	}
+	m.add(Edit{Kind: EditChangeHeader, Index: 1, Name: "SUBJECT", Value: " S"})
+	if got, want := m.strings(), []string{"X-Top: 1", "X-Next: 2", "From: a", "SUBJECT: S"}; !slices.Equal(got, want) {
+		t.Errorf("change with another name case: got %q, want %q", got, want)
+	}
+	// A change never touches the hidden header, even by its name.
+	m.add(Edit{Kind: EditChangeHeader, Index: 1, Name: "Received", Value: ""})
+	if m.list[2].name != "Received" || !m.list[2].hidden {
+		t.Errorf("hidden header changed: %+v", m.list)
+	}
+}
+
+// A backend's own successive edits, made against its view of the
+// original, translated into the current list (parallel content mode).
+func TestHeaderModelTranslateOwnEdits(t *testing.T) {
+	orig := []string{"X-Spam: 1", "X-Spam: 2", "X-Spam: 3", "Subject: s"}
+	for _, tc := range []struct {
+		name  string
+		first []Edit // an earlier backend's edits
+		own   []Edit // this backend's, in order
+		want  []string
+	}{
+		{"delete the first two by index 1 twice", nil,
+			[]Edit{{Kind: EditChangeHeader, Index: 1, Name: "X-Spam"}, {Kind: EditChangeHeader, Index: 1, Name: "X-Spam"}},
+			[]string{"X-Spam: 3", "Subject: s"}},
+		{"add then change the added header", nil,
+			[]Edit{{Kind: EditAddHeader, Name: "X-New", Value: " a"}, {Kind: EditChangeHeader, Index: 1, Name: "X-New", Value: " b"}},
+			[]string{"X-Spam: 1", "X-Spam: 2", "X-Spam: 3", "Subject: s", "X-New: b"}},
+		{"two inserts at the same index: the later on top", nil,
+			[]Edit{{Kind: EditInsertHeader, Index: 1, Name: "X-A", Value: " a"}, {Kind: EditInsertHeader, Index: 1, Name: "X-B", Value: " b"}},
+			[]string{"X-B: b", "X-A: a", "X-Spam: 1", "X-Spam: 2", "X-Spam: 3", "Subject: s"}},
+		{"own deletes after an earlier backend's insert of the same name",
+			[]Edit{{Kind: EditInsertHeader, Index: 1, Name: "X-Spam", Value: " 0"}},
+			[]Edit{{Kind: EditChangeHeader, Index: 1, Name: "X-Spam"}, {Kind: EditChangeHeader, Index: 1, Name: "X-Spam"}},
+			[]string{"X-Spam: 0", "X-Spam: 3", "Subject: s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := model(orig...)
+			for _, e := range tc.first {
+				v := m.view()
+				e, _ = m.translate(v, e)
+				m.add(e)
+			}
+			v := m.view()
+			for _, e := range tc.own {
+				id := m.newID()
+				if te, ok := m.translate(v, e); ok {
+					m.apply(te, id)
+				}
+				v.apply(e, id)
+			}
+			if got := m.strings(); !slices.Equal(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -13,6 +13,9 @@ import (
 // no reply for them).
 func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	s.noteMacros(ev)
+	if s.reopenPending && ev.Kind != KindQuit && ev.Kind != KindQuitNC && ev.Kind != KindAbort {
+		s.reopen(ctx)
+	}
 	var r Reply
 	switch ev.Kind {
 	case KindConnect, KindHelo, KindMail, KindRcpt, KindData, KindUnknown:
@@ -49,6 +52,29 @@ func (s *Session) noteMacros(ev *Event) {
 	}
 }
 
+// catch turns a panic in a backend call into the call's error; deferred
+// by the callers below.
+func catch(err *error) {
+	if r := recover(); r != nil {
+		*err = newPanicError(r)
+	}
+}
+
+func (b *bstate) send(ctx context.Context, ev *Event) (r Reply, err error) {
+	defer catch(&err)
+	return b.sess.Send(ctx, ev)
+}
+
+func (b *bstate) post(ctx context.Context, ev *Event) (answer bool, err error) {
+	defer catch(&err)
+	return b.sess.Post(ctx, ev)
+}
+
+func (b *bstate) await(ctx context.Context, ev *Event) (r Reply, err error) {
+	defer catch(&err)
+	return b.sess.Await(ctx, ev)
+}
+
 // fanout sends ev to every target at once and waits for all answers.
 // Envelope and content events are posted to every backend first and the
 // answers read after, so the backends work in parallel with no goroutine
@@ -62,17 +88,17 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 	switch {
 	case len(targets) == 0:
 	case len(targets) == 1:
-		res[0].r, res[0].err = targets[0].sess.Send(ctx, ev)
+		res[0].r, res[0].err = targets[0].send(ctx, ev)
 	case ev.Kind == KindEOM:
 		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res[i].r, res[i].err = targets[i].sess.Send(ctx, ev)
+				res[i].r, res[i].err = targets[i].send(ctx, ev)
 			}()
 		}
-		res[0].r, res[0].err = targets[0].sess.Send(ctx, ev)
+		res[0].r, res[0].err = targets[0].send(ctx, ev)
 		wg.Wait()
 	default:
 		if cap(s.await) < len(targets) {
@@ -81,11 +107,15 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		await := s.await[:len(targets)]
 		for i, b := range targets {
 			res[i] = result{}
-			await[i], res[i].err = b.sess.Post(ctx, ev)
+			await[i], res[i].err = b.post(ctx, ev)
 		}
 		for i, b := range targets {
 			if await[i] && res[i].err == nil {
-				res[i].r, res[i].err = b.sess.Await(ctx, ev)
+				if ctx.Err() != nil {
+					res[i].err = ctx.Err()
+					continue
+				}
+				res[i].r, res[i].err = b.await(ctx, ev)
 			}
 		}
 	}
@@ -119,14 +149,33 @@ func (s *Session) targets(ev *Event, content bool) []*bstate {
 }
 
 // vote records one backend's answer to ev and returns the verdict it casts.
-func (s *Session) vote(b *bstate, ev *Event, r result) Reply {
+func (s *Session) vote(ctx context.Context, b *bstate, ev *Event, r result) Reply {
+	b.eomOK = false
+	if r.err == nil && r.r.Verdict == Discard && (ev.Kind == KindConnect || ev.Kind == KindHelo) {
+		// No message to discard yet. Postfix 3.7 logs "DISCARD action is
+		// not allowed for connect or helo" and goes on as if the milter
+		// had said continue (milter8.c: its default reply is null while
+		// the milter is healthy); the engine does the same, rather than
+		// discarding every message of the connection.
+		b.mc.replies[ev.Kind][Discard].Add(1)
+		s.log.Warn("backend answered DISCARD at connect or helo, where it is not allowed: ignored, as Postfix does",
+			"backend", b.name, "stage", ev.Kind.String())
+		return Reply{}
+	}
 	if r.err != nil {
-		s.failed(b, ev.Kind, r.err)
+		s.failed(ctx, b, ev.Kind, r.err)
 		return Reply{Verdict: b.vote, From: b.name}
 	}
 	rep := r.r
 	if int(rep.Verdict) < numVerdicts {
 		b.mc.replies[ev.Kind][rep.Verdict].Add(1)
+	}
+	if ev.Kind == KindEOM {
+		// The message ends here for the backend: the ABORT the MTA sends
+		// after every message is not for it (libmilter ignores it, and
+		// falls back to a state where it ignores QUIT_NC).
+		b.inMsg = false
+		b.eomOK = rep.Verdict == Continue
 	}
 	switch rep.Verdict {
 	case Accept:
@@ -164,20 +213,40 @@ func (s *Session) vote(b *bstate, ev *Event, r result) Reply {
 	return rep
 }
 
-// stronger reports whether a beats the current best b (ties: earlier wins,
-// so a later candidate must be strictly stronger).
-func stronger(a, b Reply) bool { return a.Verdict.rank() > b.Verdict.rank() }
+// merger picks the verdict of one stage among the backends' votes: by
+// default the strongest (ties: the earlier backend in configured order),
+// with ChainMerge the first objection in configured order.
+type merger struct {
+	chain bool
+	best  Reply
+	pos   int // chain position of best; -1: nothing objects yet
+}
 
-// sticky adds the votes of failed backends to best.
-func (s *Session) sticky(best Reply) Reply {
+func (s *Session) merger() merger { return merger{chain: s.e.ChainMerge, pos: -1} }
+
+func (m *merger) add(pos int, c Reply) {
+	if !c.Verdict.Objects() {
+		return
+	}
+	if m.pos < 0 {
+		m.best, m.pos = c, pos
+		return
+	}
+	a, b := c.Verdict.rank(), m.best.Verdict.rank()
+	if (m.chain && pos < m.pos) || (!m.chain && (a > b || a == b && pos < m.pos)) {
+		m.best, m.pos = c, pos
+	}
+}
+
+func (m *merger) objects() bool { return m.pos >= 0 }
+
+// sticky adds the votes of failed backends.
+func (s *Session) sticky(m *merger) {
 	for _, b := range s.bs {
 		if b.dead && b.vote.Objects() {
-			if c := (Reply{Verdict: b.vote, From: b.name}); stronger(c, best) {
-				best = c
-			}
+			m.add(b.pos, Reply{Verdict: b.vote, From: b.name})
 		}
 	}
-	return best
 }
 
 func (s *Session) allDone(msg bool) bool {
@@ -206,29 +275,18 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 	}
 	targets := s.targets(ev, false)
 	res := s.fanout(ctx, targets, ev)
-	best := Reply{}
+	m := s.merger()
 	for i, b := range targets {
-		if c := s.vote(b, ev, res[i]); stronger(c, best) {
-			best = c
-		}
+		m.add(b.pos, s.vote(ctx, b, ev, res[i]))
 	}
-	best = s.sticky(best)
-	switch ev.Kind {
-	case KindConnect, KindHelo:
-		if best.Verdict == Discard {
-			// Not allowed at these stages: discard every message instead.
-			if !s.connDiscard {
-				s.connDiscardFrom = best.From
-			}
-			s.connDiscard = true
-			best = Reply{}
-		}
-	case KindMail:
-		if c := (Reply{Verdict: Discard, From: s.connDiscardFrom}); s.connDiscard && stronger(c, best) {
-			best = c
-		}
+	s.sticky(&m)
+	best := m.best
+	if best.Verdict == Discard && (ev.Kind == KindConnect || ev.Kind == KindHelo) {
+		// Only a failure vote (on_failure = discard) gets here: no message
+		// to discard yet; the sticky vote discards each one at MAIL.
+		best = Reply{}
 	}
-	if !best.Verdict.Objects() && s.allDone(ev.Kind != KindConnect && ev.Kind != KindHelo) && !s.connDiscard {
+	if !best.Verdict.Objects() && s.allDone(ev.Kind != KindConnect && ev.Kind != KindHelo) {
 		best.Verdict = Accept
 	}
 	if best.Verdict.Objects() {
@@ -283,13 +341,12 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	}
 	targets := s.targets(ev, true)
 	res := s.fanout(ctx, targets, ev)
-	best := Reply{}
+	m := s.merger()
 	for i, b := range targets {
-		if c := s.vote(b, ev, res[i]); stronger(c, best) {
-			best = c
-		}
+		m.add(b.pos, s.vote(ctx, b, ev, res[i]))
 	}
-	best = s.sticky(best)
+	s.sticky(&m)
+	best := m.best
 	if best.Verdict.Objects() {
 		s.final = best
 		return best
@@ -316,27 +373,106 @@ func (s *Session) abort(ctx context.Context, ev *Event) {
 		b.inMsg = false
 		b.doneMsg = false
 		b.skip = KindNone
-		if _, err := b.sess.Send(ctx, ev); err != nil {
-			s.failed(b, ev.Kind, err)
+		b.eomOK = false
+		if _, err := b.send(ctx, ev); err != nil {
+			s.failed(ctx, b, ev.Kind, err)
 		}
 	}
 	s.startMessage()
 }
 
+// quitNC ends the SMTP session; a new one follows on the same MTA
+// connection. Only a backend whose last command was an end of message it
+// answered with continue, and whose protocol has QUIT_NC (v6), gets it and
+// serves the next session: libmilter ignores QUIT_NC in any other state
+// (and then the next CONNECT, never answering). Every other backend is
+// closed (QUIT), failed ones included, and opened again at the next
+// CONNECT. Every backend's state (failure votes, ACCEPTs) is reset: it was
+// for the old session.
 func (s *Session) quitNC(ctx context.Context, ev *Event) {
 	for _, b := range s.bs {
+		keep := !b.dead && b.sess != nil && b.eomOK && b.caps.QuitNC
+		if keep {
+			if _, err := b.send(ctx, ev); err != nil {
+				s.failed(ctx, b, ev.Kind, err)
+				keep = false
+			}
+		}
+		if !keep && b.sess != nil {
+			sess := b.sess
+			go sess.Close()
+		}
+		nb := bstate{slot: b.slot, name: b.name, pos: b.pos, caps: b.caps, replay: b.replay, mc: b.mc}
+		if keep {
+			nb.sess = b.sess
+		} else {
+			nb.reopen = true
+			s.reopenPending = true
+		}
+		*b = nb
+	}
+	s.startMessage()
+}
+
+// reopen opens the backends closed at QUIT_NC (Backend.Open, which
+// honours the breaker; within the open budget). The MTA side of the
+// connection stays as negotiated: a reopened backend that needs more than
+// it carries fails for the session (see fits).
+func (s *Session) reopen(ctx context.Context) {
+	s.reopenPending = false
+	var list []*bstate
+	for _, b := range s.bs {
+		if b.reopen {
+			b.reopen = false
+			list = append(list, b)
+		}
+	}
+	s.open(ctx, list)
+	s.roles()
+	refit := false
+	for _, b := range list {
 		if b.dead {
 			continue
 		}
-		if _, err := b.sess.Send(ctx, ev); err != nil {
-			s.failed(b, ev.Kind, err)
-			continue
+		if err := s.fits(b); err != nil {
+			s.failed(ctx, b, KindNone, err)
+			refit = true
 		}
-		*b = bstate{slot: b.slot, name: b.name, sess: b.sess, caps: b.caps, replay: b.replay, mc: b.mc}
 	}
-	s.connDiscard = false
-	s.connDiscardFrom = ""
-	s.startMessage()
+	if refit {
+		s.roles()
+	}
+}
+
+// fits checks that a backend reopened after QUIT_NC can be served by the
+// connection's negotiation with the MTA, fixed at its start: the actions
+// it negotiated must be among those negotiated with the MTA, the events it
+// wants (those its role needs, replay included) among those the MTA
+// sends, and the events it answers live among those the MTA reads replies
+// for. It is not restricted silently: an edit or a vote the MTA would not
+// carry out is a difference from the chain, so it fails with a clear line.
+func (s *Session) fits(b *bstate) error {
+	var problems []string
+	if !b.slot.Policy.Evaluate {
+		if extra := b.caps.Actions &^ s.neg.Actions &^ ActSetSymList; extra != 0 {
+			problems = append(problems, fmt.Sprintf("actions %#x not negotiated with the MTA", uint32(extra)))
+		}
+	}
+	for _, k := range []Kind{KindConnect, KindHelo, KindMail, KindRcpt, KindData, KindHeader,
+		KindEOH, KindBody, KindUnknown} {
+		wants := !b.caps.NoEvent.Has(k) || (b.replay && (k == KindHeader || k == KindEOH || k == KindBody))
+		if wants && s.neg.NoEvent.Has(k) {
+			problems = append(problems, fmt.Sprintf("wants %s events, which the MTA does not send", k))
+		}
+		live := !b.replay || k.Envelope()
+		if live && !b.caps.NoEvent.Has(k) && !b.caps.NoReply.Has(k) && s.neg.NoReply.Has(k) {
+			problems = append(problems, fmt.Sprintf("answers %s events, for which the MTA reads no reply", k))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("reopened after QUIT_NC with capabilities the MTA connection did not negotiate: %v", problems)
 }
 
 // checkEdits refuses edits a backend did not negotiate.
@@ -349,39 +485,69 @@ func checkEdits(b *bstate, edits []Edit) error {
 	return nil
 }
 
+// wentAway logs, once, that the MTA session ended under the engine.
+func (s *Session) wentAway(k Kind) {
+	if !s.gone {
+		stage := k.String()
+		if k == KindNone {
+			stage = "open"
+		}
+		s.gone = true
+		s.log.Info("MTA went away", "stage", stage)
+	}
+}
+
+// eom ends the message. Live backends (the first editor, read-only ones
+// before any editor, everyone in parallel mode) get EOM at once; then the
+// chain is walked in configured order: each replayed backend gets the
+// content phase as edited so far, unless a backend before it (live or
+// replayed) objected, as the MTA's chain would never reach it. The merged
+// verdict is taken over all of them (merger).
 func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	if ev.Macros != nil {
 		s.cmacros[KindEOM] = ev.Macros
 	}
 	defer s.startMessage()
-	best := s.final
-	var perBackend [][]Edit
-	if !best.Verdict.Objects() {
-		targets := s.targets(ev, true)
-		res := s.fanout(ctx, targets, ev)
-		perBackend = make([][]Edit, len(s.bs))
-		for i, b := range targets {
-			r := res[i]
-			if r.err == nil {
-				if err := checkEdits(b, r.r.Edits); err != nil {
-					r.err = err
-				}
+	if s.final.Verdict.Objects() {
+		return s.final
+	}
+	targets := s.targets(ev, true)
+	res := s.fanout(ctx, targets, ev)
+	n := len(s.bs)
+	live := make([]bool, n)
+	votes := make([]Reply, n)
+	liveEdits := make([][]Edit, n)
+	for i, b := range targets {
+		r := res[i]
+		if r.err == nil {
+			if err := checkEdits(b, r.r.Edits); err != nil {
+				r.err = err
 			}
-			c := s.vote(b, ev, r)
-			if r.err == nil && len(r.r.Edits) > 0 {
-				if b.slot.Policy.Evaluate {
-					s.logEvaluated(b, r.r.Edits)
-				} else {
-					perBackend[s.index(b)] = r.r.Edits
-				}
-			}
-			if stronger(c, best) {
-				best = c
+		}
+		votes[b.pos] = s.vote(ctx, b, ev, r)
+		live[b.pos] = true
+		if r.err == nil && len(r.r.Edits) > 0 {
+			if b.slot.Policy.Evaluate {
+				s.logEvaluated(b, r.r.Edits)
+			} else {
+				liveEdits[b.pos] = r.r.Edits
 			}
 		}
 	}
+	if ctx.Err() != nil {
+		s.wentAway(KindEOM)
+		return Reply{Verdict: Tempfail}
+	}
 	var out, body, quarantine []Edit
 	apply := func(b *bstate, edits []Edit) {
+		// Several header editors saw the original list: translate each
+		// one's edits through its own view (the original plus its own
+		// edits so far) to the list as edited before it. With one editor
+		// there is nothing to translate.
+		var view *headerModel
+		if s.parallelHeaderEdits {
+			view = s.hdr.view()
+		}
 		for _, e := range edits {
 			if int(e.Kind) < numEdits {
 				b.mc.edits[e.Kind].Add(1)
@@ -394,72 +560,61 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 					quarantine = []Edit{e}
 				}
 			case EditAddHeader, EditInsertHeader, EditChangeHeader:
-				// Several header editors saw the original list: translate
-				// each one's indexes to the list as edited before it. With
-				// one editor there is nothing to translate (and the engine
-				// may not even have the headers).
-				if s.parallelHeaderEdits {
-					var ok bool
-					if e, ok = s.hdr.translate(e); !ok {
+				id := s.hdr.newID()
+				if view != nil {
+					te, ok := s.hdr.translate(view, e)
+					view.apply(e, id)
+					if !ok {
 						s.log.Info("header edit dropped: its header was deleted by an earlier backend",
 							"backend", b.name, "edit", e.Kind.String(), "name", e.Name, "index", e.Index)
 						continue
 					}
+					e = te
 				}
-				s.hdr.apply(e)
+				s.hdr.apply(e, id)
 				out = append(out, e)
 			default:
 				out = append(out, e)
 			}
 		}
 	}
+	m := s.merger()
 	for i, b := range s.bs {
-		if best.Verdict.Objects() {
-			break
-		}
-		if b.replay {
-			if b.dead || b.doneConn || b.doneMsg {
-				continue
+		switch {
+		case live[i]:
+			m.add(i, votes[i])
+			apply(b, liveEdits[i])
+		case b.replay && !b.dead && !b.doneConn && !b.doneMsg:
+			if m.objects() {
+				continue // the chain would not reach it
 			}
 			if s.tooBig {
-				s.failed(b, KindEOM, fmt.Errorf("message exceeds max_message (%d bytes): cannot replay", s.maxMessage()))
-				if c := (Reply{Verdict: b.vote, From: b.name}); stronger(c, best) {
-					best = c
-				}
+				s.failed(ctx, b, KindEOM, fmt.Errorf("message exceeds max_message (%d bytes): cannot replay", s.maxMessage()))
+				m.add(i, Reply{Verdict: b.vote, From: b.name})
 				continue
 			}
 			edits, c := s.replay(ctx, b, body)
-			if stronger(c, best) {
-				best = c
+			if ctx.Err() != nil {
+				s.wentAway(KindEOM)
+				return Reply{Verdict: Tempfail}
 			}
+			m.add(i, c)
 			if !b.slot.Policy.Evaluate {
 				apply(b, edits)
 			} else if len(edits) > 0 {
 				s.logEvaluated(b, edits)
 			}
-			continue
-		}
-		if perBackend != nil {
-			apply(b, perBackend[i])
+		case b.dead && b.vote.Objects():
+			m.add(i, Reply{Verdict: b.vote, From: b.name})
 		}
 	}
-	best = s.sticky(best)
-	if best.Verdict.Objects() {
-		s.log.Debug("verdict", "stage", "eom", "verdict", best.Verdict.String(), "backend", best.From)
-		return best
+	if m.objects() {
+		s.log.Debug("verdict", "stage", "eom", "verdict", m.best.Verdict.String(), "backend", m.best.From)
+		return m.best
 	}
 	out = append(out, quarantine...)
 	out = append(out, body...)
 	return Reply{Verdict: Continue, Edits: out}
-}
-
-func (s *Session) index(b *bstate) int {
-	for i, x := range s.bs {
-		if x == b {
-			return i
-		}
-	}
-	return -1
 }
 
 func (s *Session) logEvaluated(b *bstate, edits []Edit) {
@@ -469,15 +624,40 @@ func (s *Session) logEvaluated(b *bstate, edits []Edit) {
 	}
 }
 
+// crlf returns a replacement body with the line ends the MTA shows the
+// next milter: Postfix and Sendmail store a replaced body line by line and
+// send every line, the last one included, with CRLF. Most milters replace
+// the body with bare LF line ends; an existing CRLF is kept (no doubled
+// CR).
+func crlf(b []byte) []byte {
+	if len(b) == 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+len(b)/32+2)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	if out[len(out)-1] != '\n' {
+		out = append(out, '\r', '\n')
+	}
+	return out
+}
+
 // replay plays the content phase to a backend that did not see it live:
 // the headers as edited so far, EOH, the (possibly replaced) body, EOM.
 func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edit, Reply) {
 	step := func(ev *Event) (Reply, bool) {
-		r, err := b.sess.Send(ctx, ev)
+		if ctx.Err() != nil {
+			return Reply{}, false
+		}
+		r, err := b.send(ctx, ev)
 		if err == nil && ev.Kind == KindEOM {
 			err = checkEdits(b, r.Edits)
 		}
-		c := s.vote(b, ev, result{r: r, err: err})
+		c := s.vote(ctx, b, ev, result{r: r, err: err})
 		if err != nil {
 			return c, false
 		}
@@ -487,15 +667,14 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		return r, true
 	}
 	b.skip = KindNone
-	for _, f := range s.hdr.list {
-		ev := &Event{Kind: KindHeader, Name: f.name, Value: f.value, Macros: s.cmacros[KindHeader]}
-		c, ok := step(ev)
-		if !ok {
-			return nil, c
-		}
-		if b.skip == KindHeader {
-			break
-		}
+	var c Reply
+	ok := true
+	s.hdr.visible(func(f hfield) bool {
+		c, ok = step(&Event{Kind: KindHeader, Name: f.name, Value: f.value, Macros: s.cmacros[KindHeader]})
+		return ok && b.skip != KindHeader
+	})
+	if !ok {
+		return nil, c
 	}
 	if c, ok := step(&Event{Kind: KindEOH, Macros: s.cmacros[KindEOH]}); !ok {
 		return nil, c
@@ -505,7 +684,7 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		return step(&Event{Kind: KindBody, Chunk: chunk, Macros: s.cmacros[KindBody]})
 	}
 	if len(replaced) > 0 {
-		nb := replaced[0].Body
+		nb := crlf(replaced[0].Body)
 		for len(nb) > 0 && b.skip != KindBody {
 			n := min(len(nb), 65535)
 			if c, ok := send(nb[:n]); !ok {

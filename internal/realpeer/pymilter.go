@@ -33,6 +33,9 @@ type PyPlan struct {
 	Stages map[string]PyStage `json:"stages,omitempty"`
 	// EOMActions run in order at end of message, before the eom answer.
 	EOMActions []PyAction `json:"eom_actions,omitempty"`
+	// ReadOnly makes the milter negotiate no actions (a checker that
+	// cannot modify the message); EOMActions must then be empty.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // PyStage is the answer at one stage.

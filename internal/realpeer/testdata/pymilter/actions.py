@@ -99,6 +99,8 @@ class ActionsMilter(Milter.Base):
     def negotiate(self, opts):
         offered = list(opts)
         rc = Milter.Base.negotiate(self, opts)
+        if plan.get("read_only"):
+            opts[0] = self._actions = 0
         write_log({"conn": self.conn, "stage": "negotiate",
                    "args": [hex(offered[0]), hex(offered[1]),
                             hex(opts[0]), hex(opts[1])]})
