@@ -3,7 +3,7 @@
 //
 // Tunables (Engine fields) and defaults:
 //   Parallel    false: content phase serial (later backends see earlier edits)
-//   MaxMessage  64 MiB: bytes of message kept for serial replay
+//   MaxMessage, SpoolMemory, MemoryBudget, SpoolDir: see spool.go
 
 package pmult
 
@@ -12,11 +12,9 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-)
 
-// DefaultMaxMessage is the default limit on the message bytes kept for
-// replaying the content phase to later modifying backends.
-const DefaultMaxMessage = 64 << 20
+	"github.com/mailmux/mailmux/internal/spool"
+)
 
 // Engine is the configured chain of backends. It is safe for concurrent
 // use; each MTA session gets its own Session.
@@ -27,12 +25,26 @@ type Engine struct {
 	// is serial: each modifying backend sees the edits of those before it;
 	// backends that cannot modify run in parallel with the first one.
 	Parallel bool
-	// MaxMessage limits the bytes kept for serial replay (0: default).
+	// MaxMessage, when positive, is the largest message (header and body
+	// bytes) the engine lets through: a bigger one gets 552 5.3.4 at EOM.
+	// 0: no limit of the engine's.
 	MaxMessage int
-	Log        *slog.Logger
+	// SpoolMemory is how many bytes of a message kept for serial replay
+	// stay in memory; the rest goes to a file in SpoolDir. 0: the default
+	// (DefaultSpoolMemory); negative: none, every byte to the file.
+	SpoolMemory int
+	// MemoryBudget bounds the bytes in memory of the messages of all the
+	// engine's sessions; beyond it they spill to files too. 0: the default
+	// (DefaultMemoryBudget); negative: nothing in memory.
+	MemoryBudget int64
+	// SpoolDir is where spool files are created; "": os.TempDir().
+	SpoolDir string
+	Log      *slog.Logger
 
 	metricsOnce sync.Once
 	metrics     *Metrics
+	budgetOnce  sync.Once
+	budget      *spool.Budget
 }
 
 // Metrics returns the engine's counters.
@@ -128,10 +140,7 @@ type Session struct {
 	connDiscardFrom     string // the backend that said it
 
 	hdr       headerModel
-	body      []byte // the original body, copied (the front end may reuse its buffers)
-	bodyEnds  []int  // where each chunk of body ends
-	bodyLen   int
-	tooBig    bool
+	msg       message              // the message as kept for replay (spool.go)
 	final     Reply                // terminal verdict reached in the content phase
 	cmacros   [numKinds][]MacroSet // last macros of content kinds, for replay
 	closeOnce sync.Once
@@ -326,6 +335,7 @@ func (s *Session) failed(b *bstate, k Kind, err error) {
 func (s *Session) Close() {
 	s.closeOnce.Do(func() {
 		s.m.active.Add(-1)
+		s.resetMessage()
 		var wg sync.WaitGroup
 		for _, b := range s.bs {
 			if b.sess == nil {

@@ -239,47 +239,25 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 
 func (s *Session) startMessage() {
 	s.hdr.reset()
-	s.body = s.body[:0]
-	s.bodyEnds = s.bodyEnds[:0]
-	s.bodyLen = 0
-	s.tooBig = false
+	s.resetMessage()
 	s.final = Reply{}
 	for i := range s.cmacros {
 		s.cmacros[i] = nil
 	}
 }
 
-func (s *Session) maxMessage() int {
-	if s.e.MaxMessage > 0 {
-		return s.e.MaxMessage
-	}
-	return DefaultMaxMessage
-}
-
 func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	if ev.Macros != nil {
 		s.cmacros[ev.Kind] = ev.Macros
 	}
-	switch ev.Kind {
-	case KindHeader:
+	if ev.Kind == KindHeader {
 		s.hdr.received(ev.Name, ev.Value)
-		s.bodyLen += len(ev.Name) + len(ev.Value) + 4
-	case KindBody:
-		if s.needReplay {
-			s.bodyLen += len(ev.Chunk)
-			if s.bodyLen > s.maxMessage() {
-				if !s.tooBig {
-					s.log.Warn("message too large to replay to later backends", "limit", s.maxMessage())
-					s.tooBig = true
-				}
-			} else {
-				s.body = append(s.body, ev.Chunk...)
-				s.bodyEnds = append(s.bodyEnds, len(s.body))
-			}
-		}
 	}
 	if s.final.Verdict.Objects() {
 		return s.final
+	}
+	if !s.keep(ev) {
+		return Reply{}
 	}
 	targets := s.targets(ev, true)
 	res := s.fanout(ctx, targets, ev)
@@ -354,6 +332,9 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 		s.cmacros[KindEOM] = ev.Macros
 	}
 	defer s.startMessage()
+	if r, ok := s.storeVerdict(ctx, ev); ok {
+		return r
+	}
 	best := s.final
 	var perBackend [][]Edit
 	if !best.Verdict.Objects() {
@@ -419,13 +400,6 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 		}
 		if b.replay {
 			if b.dead || b.doneConn || b.doneMsg {
-				continue
-			}
-			if s.tooBig {
-				s.failed(b, KindEOM, fmt.Errorf("message exceeds max_message (%d bytes): cannot replay", s.maxMessage()))
-				if c := (Reply{Verdict: b.vote, From: b.name}); stronger(c, best) {
-					best = c
-				}
 				continue
 			}
 			edits, c := s.replay(ctx, b, body)
@@ -513,17 +487,8 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 			}
 			nb = nb[n:]
 		}
-	} else {
-		start := 0
-		for _, end := range s.bodyEnds {
-			if b.skip == KindBody {
-				break
-			}
-			if c, ok := send(s.body[start:end]); !ok {
-				return nil, c
-			}
-			start = end
-		}
+	} else if c, ok := s.replayBody(b, send); !ok {
+		return nil, c
 	}
 	r, ok := step(&Event{Kind: KindEOM, Macros: s.cmacros[KindEOM]})
 	if !ok {
