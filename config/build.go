@@ -14,7 +14,9 @@ import (
 
 // Engine builds the pmult engine for this configuration.
 func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
-	e := &pmult.Engine{Parallel: c.Content == ContentParallel, MaxMessage: c.MaxMessage, Log: log}
+	e := &pmult.Engine{Parallel: c.Content == ContentParallel, MaxMessage: c.MaxMessage,
+		SpoolMemory: orNone(c.SpoolMemory), MemoryBudget: int64(orNone(c.MemoryBudget)),
+		SpoolDir: c.SpoolDir, Log: log}
 	for _, b := range c.Backends {
 		act, err := pmult.ParseFailAction(b.OnFailure)
 		if err != nil {
@@ -39,6 +41,15 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		}})
 	}
 	return e, nil
+}
+
+// orNone maps a configured 0 ("none") to the engine's negative "none"
+// (its 0 is "the default").
+func orNone(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // backendLog returns log filtered to level (pmult's client log-level);
