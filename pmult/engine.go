@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mailmux/mailmux/internal/spool"
 )
@@ -45,6 +46,9 @@ type Engine struct {
 	metrics     *Metrics
 	budgetOnce  sync.Once
 	budget      *spool.Budget
+	bigActive   atomic.Int32 // messages of bigMessage bytes or more in progress
+	releasing   atomic.Bool  // a handBack is running
+	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
 }
 
 // Metrics returns the engine's counters.

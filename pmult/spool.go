@@ -9,12 +9,19 @@
 //   SpoolMemory   1 MiB of each message in memory (<0: none, file only)
 //   MemoryBudget  256 MiB for all sessions of the engine (<0: none)
 //   SpoolDir      os.TempDir()
+//
+// Memory handed back: when the last message of at least bigMessage bytes
+// in progress ends, the engine returns the freed heap to the system at
+// once (debug.FreeOSMemory, in the background) instead of keeping it until
+// the runtime's next forced collection (measured: 74 MiB of RSS kept 30 s
+// after ten 30 MiB messages, with pmult's GOGC of 400).
 
 package pmult
 
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/mailmux/mailmux/internal/spool"
 )
@@ -24,6 +31,10 @@ const (
 	DefaultSpoolMemory  = 1 << 20
 	DefaultMemoryBudget = 256 << 20
 )
+
+// bigMessage is the message size from which the engine hands memory back
+// to the system when no such message is left in progress.
+const bigMessage = 8 << 20
 
 // Replies of the engine itself about the message store.
 var (
@@ -36,6 +47,7 @@ type message struct {
 	size   int64        // header and body bytes received
 	sp     *spool.Spool // the body for replay; nil until the first chunk
 	tooBig bool         // size passed MaxMessage: refused at EOM
+	big    bool         // size reached bigMessage: counted in Engine.bigActive
 }
 
 func (e *Engine) spoolBudget() *spool.Budget {
@@ -65,6 +77,10 @@ func (s *Session) keep(ev *Event) bool {
 		m.size += int64(len(ev.Name) + len(ev.Value) + 4)
 	case KindBody:
 		m.size += int64(len(ev.Chunk))
+	}
+	if !m.big && m.size >= bigMessage {
+		m.big = true
+		s.e.bigActive.Add(1)
 	}
 	if limit := s.e.MaxMessage; limit > 0 && m.size > int64(limit) {
 		if !m.tooBig {
@@ -137,5 +153,24 @@ func (s *Session) resetMessage() {
 	if s.msg.sp != nil {
 		s.msg.sp.Reset()
 	}
+	if s.msg.big && s.e.bigActive.Add(-1) == 0 {
+		s.e.handBack()
+	}
 	s.msg = message{}
+}
+
+// handBack returns the freed heap to the system, in the background (a
+// full collection: not on the session's path); one at a time.
+func (e *Engine) handBack() {
+	if !e.releasing.CompareAndSwap(false, true) {
+		return
+	}
+	release := e.release
+	if release == nil {
+		release = debug.FreeOSMemory
+	}
+	go func() {
+		defer e.releasing.Store(false)
+		release()
+	}()
 }

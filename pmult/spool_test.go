@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // openSpoolFiles counts this process's open files in dir (spool files are
@@ -244,5 +245,50 @@ func TestNoReplayNothingKept(t *testing.T) {
 	h.bodyChunk("body")
 	if h.s.msg.sp != nil {
 		t.Error("body kept with no replay to do")
+	}
+}
+
+// Memory is handed back when the last big message in progress ends, not
+// before, and not after small messages.
+func TestHandBackAfterBigMessages(t *testing.T) {
+	released := make(chan struct{}, 4)
+	a := newFake("a", Caps{}) // no replay: the body streams through
+	e := &Engine{Slots: slots(a), release: func() { released <- struct{}{} }}
+	h1, h2 := open(t, e, allOffer), open(t, e, allOffer)
+	chunk := strings.Repeat("x", 65535)
+	for _, h := range []*harness{h1, h2} {
+		h.envelopeToData()
+		h.eoh()
+		for n := 0; n < bigMessage; n += len(chunk) {
+			h.bodyChunk(chunk)
+		}
+	}
+	if got := e.bigActive.Load(); got != 2 {
+		t.Fatalf("big messages in progress: %d, want 2", got)
+	}
+	h1.eom()
+	select {
+	case <-released:
+		t.Fatal("memory handed back while another big message is in progress")
+	default:
+	}
+	h2.eom()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("memory not handed back after the last big message")
+	}
+	h1.mail()
+	h1.rcpt("c@example.net")
+	h1.data()
+	h1.message(origHeaders, "small")
+	h1.s.Close()
+	select {
+	case <-released:
+		t.Error("memory handed back after a small message")
+	default:
+	}
+	if e.bigActive.Load() != 0 {
+		t.Errorf("big messages in progress: %d, want 0", e.bigActive.Load())
 	}
 }

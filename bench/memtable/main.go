@@ -42,12 +42,13 @@ func main() {
 	concs := flag.String("conc", "1,10", "concurrent messages, comma separated")
 	wait := flag.Duration("wait", 30*time.Second, "how long after the messages RSS is read again")
 	extra := flag.String("config", "", "extra top-level TOML for pmult's configuration")
+	replace := flag.Bool("replace", false, "the first editor replaces the body (same size)")
 	flag.Parse()
 	if len(bs) == 0 {
 		fmt.Fprintln(os.Stderr, "memtable: -bin name=path is required")
 		os.Exit(64)
 	}
-	eds, err := startEditors(*size)
+	eds, err := startEditors(*size, *replace)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "memtable:", err)
 		os.Exit(1)
@@ -79,13 +80,13 @@ type result struct{ idle, peak, after, later int } // KiB
 
 // startEditors starts two test milters that count the body bytes they get
 // and add a header at EOM saying how many.
-func startEditors(size int) ([]string, error) {
+func startEditors(size int, replace bool) ([]string, error) {
 	var addrs []string
 	for i := 1; i <= 2; i++ {
 		var mu sync.Mutex
 		got := map[*testmilter.Conn]int{}
 		name := fmt.Sprintf("X-Editor-%d", i)
-		s := &testmilter.Server{Actions: mp.ActAddHeaders, Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+		s := &testmilter.Server{Actions: mp.ActAddHeaders | mp.ActChangeBody, Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
 			mu.Lock()
 			defer mu.Unlock()
 			switch p.Code {
@@ -95,7 +96,13 @@ func startEditors(size int) ([]string, error) {
 			case mp.CmdEOB:
 				n := got[c]
 				delete(got, c)
-				return []mp.Packet{testmilter.Reply(mp.RespAddHeader, testmilter.Str(name, strconv.Itoa(n))), {Code: mp.RespContinue}}
+				ps := []mp.Packet{testmilter.Reply(mp.RespAddHeader, testmilter.Str(name, strconv.Itoa(n)))}
+				if replace && i == 1 {
+					for left := size; left > 0; left -= len(bodyChunk) {
+						ps = append(ps, mp.Packet{Code: mp.RespReplBody, Data: bodyChunk[:min(left, len(bodyChunk))]})
+					}
+				}
+				return append(ps, mp.Packet{Code: mp.RespContinue})
 			}
 			return nil
 		}}
@@ -183,6 +190,15 @@ func status(pid int, field string) (int, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
+// bodyChunk is one 64 KiB chunk of the message (and of a replacement).
+var bodyChunk = func() []byte {
+	b := make([]byte, 65535)
+	for i := range b {
+		b[i] = "0123456789abcdef\r\n"[i%18]
+	}
+	return b
+}()
+
 var offer = pmult.Offer{Actions: 0x1FF &^ pmult.ActSetSymList, SymList: true, Skip: true,
 	RejectedRcpts: true, LeadingSpace: true, Version: 6}
 
@@ -197,10 +213,7 @@ func send(sock string, size int) error {
 		return err
 	}
 	defer s.Close()
-	chunk := make([]byte, 65535)
-	for i := range chunk {
-		chunk[i] = "0123456789abcdef\r\n"[i%18]
-	}
+	chunk := bodyChunk
 	evs := []*pmult.Event{
 		{Kind: pmult.KindConnect, Hostname: "client.example.org", Family: '4', Port: 40000, Address: "192.0.2.7"},
 		{Kind: pmult.KindHelo, Arg: "client.example.org"},
