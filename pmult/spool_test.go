@@ -292,3 +292,33 @@ func TestHandBackAfterBigMessages(t *testing.T) {
 		t.Errorf("big messages in progress: %d, want 0", e.bigActive.Load())
 	}
 }
+
+// A panic while a spilled message is in progress (a bug): the front end's
+// deferred Close (adapters/milter recovers and closes the session) hands
+// the spool back.
+func TestSpoolCleanupOnPanic(t *testing.T) {
+	dir := t.TempDir()
+	a, b := newFake("a", editor), newFake("b", editor)
+	a.hook = func(ev *Event) (step, bool) {
+		if ev.Kind == KindEOM {
+			panic("bug")
+		}
+		return step{}, false
+	}
+	e := &Engine{SpoolMemory: -1, SpoolDir: dir, Slots: slots(a, b)}
+	h := open(t, e, allOffer)
+	func() {
+		defer func() { recover() }()
+		defer h.s.Close()
+		h.envelopeToData()
+		h.eoh()
+		h.bodyChunk("spilled")
+		if openSpoolFiles(t, dir) != 1 {
+			t.Fatal("no spool file")
+		}
+		h.eom()
+	}()
+	if n := openSpoolFiles(t, dir); n != 0 || e.spoolBudget().Used() != 0 {
+		t.Errorf("after the panic: %d open spool files, budget used %d", n, e.spoolBudget().Used())
+	}
+}
