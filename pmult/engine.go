@@ -144,10 +144,13 @@ type Session struct {
 	connDiscardFrom     string // the backend that said it
 
 	hdr       headerModel
-	msg       message              // the message as kept for replay (spool.go)
 	final     Reply                // terminal verdict reached in the content phase
 	cmacros   [numKinds][]MacroSet // last macros of content kinds, for replay
 	closeOnce sync.Once
+
+	// The message as kept for replay, and memory to hand back (spool.go).
+	msg         message
+	handBackDue bool
 }
 
 // Negotiated returns the merged negotiation (valid after Open).

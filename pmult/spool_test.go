@@ -275,6 +275,12 @@ func TestHandBackAfterBigMessages(t *testing.T) {
 	h2.eom()
 	select {
 	case <-released:
+		t.Fatal("memory handed back before the front end wrote the EOM reply")
+	default:
+	}
+	h2.abort() // the session's next event
+	select {
+	case <-released:
 	case <-time.After(10 * time.Second):
 		t.Fatal("memory not handed back after the last big message")
 	}
