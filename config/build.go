@@ -17,6 +17,9 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 	e := &pmult.Engine{
 		Parallel:     c.Content == ContentParallel,
 		MaxMessage:   c.MaxMessage,
+		SpoolMemory:  orNone(c.SpoolMemory),
+		MemoryBudget: int64(orNone(c.MemoryBudget)),
+		SpoolDir:     c.SpoolDir,
 		OpenTimeout:  c.OpenTimeout.Duration,
 		ReadOnlyLive: c.ReadOnly == ReadOnlyLive,
 		ChainMerge:   c.Merge == MergeChain,
@@ -47,6 +50,15 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		}})
 	}
 	return e, nil
+}
+
+// orNone maps a configured 0 ("none") to the engine's negative "none"
+// (its 0 is "the default").
+func orNone(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // backendLog returns log filtered to level (pmult's client log-level);

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -20,9 +21,11 @@ import (
 // Defaults, applied to keys left out of the file.
 const (
 	DefaultListen           = "inet:127.0.0.1:7357"
-	DefaultMaxPacket        = 1 << 20  // max_packet
-	DefaultMaxBackendPacket = 64 << 20 // max_backend_packet
-	DefaultMaxMessage       = 64 << 20 // max_message
+	DefaultMaxPacket        = 1 << 20   // max_packet
+	DefaultMaxBackendPacket = 64 << 20  // max_backend_packet
+	DefaultMaxMessage       = 0         // max_message: no limit of pmult's
+	DefaultSpoolMemory      = 1 << 20   // spool_memory
+	DefaultMemoryBudget     = 256 << 20 // memory_budget
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultContent          = ContentSerial
 	DefaultOpenTimeout      = 10 * time.Second // open_timeout
@@ -39,8 +42,8 @@ const (
 	DefaultMode           = ModeEnforce
 	DefaultProtocol       = 6
 
-	// MinPacket is the smallest max_packet, max_backend_packet,
-	// max_message and max_body allowed: one milter body chunk.
+	// MinPacket is the smallest max_packet, max_backend_packet, max_body
+	// and max_message (other than 0) allowed: one milter body chunk.
 	MinPacket = 65536
 	// MinProtocol is the lowest milter protocol version a backend may be
 	// limited to.
@@ -89,9 +92,23 @@ type Config struct {
 	// MaxBackendPacket is the largest packet data, in bytes, accepted from a
 	// backend. Default 64 MiB, at least MinPacket.
 	MaxBackendPacket int `toml:"max_backend_packet"`
-	// MaxMessage limits the message bytes kept to replay the content phase
-	// to later backends. Default 64 MiB, at least MinPacket.
+	// MaxMessage is the largest message (header and body bytes) pmult lets
+	// through: a bigger one is refused at end of data with 552 5.3.4.
+	// Default 0: no limit of pmult's (the MTA's applies); else at least
+	// MinPacket. pmult counts what it receives: with no backend asking for
+	// the body and no replay, only the headers.
 	MaxMessage int `toml:"max_message"`
+	// SpoolMemory is how many bytes of a message kept to replay the
+	// content phase to later backends stay in memory; the rest goes to a
+	// file in SpoolDir. Default 1 MiB; 0: every byte to the file.
+	SpoolMemory int `toml:"spool_memory"`
+	// MemoryBudget bounds the bytes of all messages kept in memory at once
+	// (all sessions); beyond it they go to files too. Default 256 MiB; 0:
+	// nothing in memory.
+	MemoryBudget int `toml:"memory_budget"`
+	// SpoolDir is the directory of spool files (created 0600, unlinked at
+	// once); an absolute path. Default "": os.TempDir() ($TMPDIR or /tmp).
+	SpoolDir string `toml:"spool_dir"`
 	// ShutdownTimeout is how long open sessions may take to finish on
 	// SIGTERM. Default 30s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
@@ -192,6 +209,9 @@ type rawConfig struct {
 	MaxPacket        any          `toml:"max_packet"`
 	MaxBackendPacket any          `toml:"max_backend_packet"`
 	MaxMessage       any          `toml:"max_message"`
+	SpoolMemory      any          `toml:"spool_memory"`
+	MemoryBudget     any          `toml:"memory_budget"`
+	SpoolDir         any          `toml:"spool_dir"`
 	ShutdownTimeout  any          `toml:"shutdown_timeout"`
 	Content          any          `toml:"content"`
 	OpenTimeout      any          `toml:"open_timeout"`
@@ -496,7 +516,10 @@ func (v *validator) build(raw *rawConfig) *Config {
 		MaxSessions:      top.integer("max_sessions", raw.MaxSessions, 0, 0, math.MaxInt),
 		MaxPacket:        top.integer("max_packet", raw.MaxPacket, DefaultMaxPacket, MinPacket, math.MaxInt),
 		MaxBackendPacket: top.integer("max_backend_packet", raw.MaxBackendPacket, DefaultMaxBackendPacket, MinPacket, math.MaxInt),
-		MaxMessage:       top.integer("max_message", raw.MaxMessage, DefaultMaxMessage, MinPacket, math.MaxInt),
+		MaxMessage:       top.integer("max_message", raw.MaxMessage, DefaultMaxMessage, 0, math.MaxInt),
+		SpoolMemory:      top.integer("spool_memory", raw.SpoolMemory, DefaultSpoolMemory, 0, math.MaxInt),
+		MemoryBudget:     top.integer("memory_budget", raw.MemoryBudget, DefaultMemoryBudget, 0, math.MaxInt),
+		SpoolDir:         top.str("spool_dir", raw.SpoolDir),
 		ShutdownTimeout:  top.timeout("shutdown_timeout", raw.ShutdownTimeout, DefaultShutdownTimeout),
 		Content:          top.enum("content", raw.Content, DefaultContent, "content mode", ContentSerial, ContentParallel),
 		OpenTimeout:      top.timeout("open_timeout", raw.OpenTimeout, DefaultOpenTimeout),
@@ -508,6 +531,13 @@ func (v *validator) build(raw *rawConfig) *Config {
 	}
 	if cfg.LogTag == "" {
 		cfg.LogTag = DefaultLogTag
+	}
+	if cfg.MaxMessage > 0 && cfg.MaxMessage < MinPacket {
+		top.fail("max_message", fmt.Errorf("%d is too small (minimum %d, or 0 for no limit)", cfg.MaxMessage, MinPacket))
+		cfg.MaxMessage = DefaultMaxMessage
+	}
+	if cfg.SpoolDir != "" && !filepath.IsAbs(cfg.SpoolDir) {
+		top.fail("spool_dir", fmt.Errorf("%q is not an absolute path", cfg.SpoolDir))
 	}
 	if cfg.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {

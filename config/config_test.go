@@ -29,6 +29,9 @@ func TestLoadExample(t *testing.T) {
 		MaxPacket:        1 << 20,
 		MaxBackendPacket: 64 << 20,
 		MaxMessage:       64 << 20,
+		SpoolMemory:      1 << 20,
+		MemoryBudget:     256 << 20,
+		SpoolDir:         "/var/spool/pmult",
 		ShutdownTimeout:  Duration{30 * time.Second},
 		Content:          "serial",
 		OpenTimeout:      Duration{10 * time.Second},
@@ -108,7 +111,8 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s: listen %v %v", name, cfg.Listen, cfg.ListenAddrs)
 		}
 		if cfg.MaxPacket != DefaultMaxPacket || cfg.MaxBackendPacket != DefaultMaxBackendPacket ||
-			cfg.MaxMessage != DefaultMaxMessage || cfg.MaxSessions != 0 ||
+			cfg.MaxMessage != 0 || cfg.MaxSessions != 0 ||
+			cfg.SpoolMemory != 1<<20 || cfg.MemoryBudget != 256<<20 || cfg.SpoolDir != "" ||
 			cfg.ShutdownTimeout.Duration != 30*time.Second || cfg.Content != "serial" ||
 			cfg.LogLevel != "info" || cfg.LogTag != "pmult" || cfg.PIDFile != "" || len(cfg.Backends) != 0 {
 			t.Errorf("%s: %+v", name, cfg)
@@ -339,14 +343,47 @@ func TestSyntaxError(t *testing.T) {
 	}
 }
 
+func TestSpoolKeys(t *testing.T) {
+	cfg := mustParse(t, "max_message = 0\nspool_memory = 0\nmemory_budget = 0\n")
+	if cfg.MaxMessage != 0 || cfg.SpoolMemory != 0 || cfg.MemoryBudget != 0 {
+		t.Errorf("zeroes: %+v", cfg)
+	}
+	e, err := cfg.Engine(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.MaxMessage != 0 || e.SpoolMemory >= 0 || e.MemoryBudget >= 0 {
+		t.Errorf("engine: max %d, spool memory %d, budget %d: want 0 (no limit) and none in memory",
+			e.MaxMessage, e.SpoolMemory, e.MemoryBudget)
+	}
+	cfg = mustParse(t, "max_message = 20971520\nspool_memory = 65536\nmemory_budget = 1048576\nspool_dir = \"/var/tmp\"\n")
+	if e, _ = cfg.Engine(nil); e.MaxMessage != 20<<20 || e.SpoolMemory != 65536 || e.MemoryBudget != 1<<20 || e.SpoolDir != "/var/tmp" {
+		t.Errorf("engine: %+v", e)
+	}
+	got := parseErrors(t, "max_message = 1000\nspool_memory = -1\nmemory_budget = \"1M\"\nspool_dir = \"spool\"\n")
+	want := []string{
+		`config.toml: max_message: 1000 is too small (minimum 65536, or 0 for no limit)`,
+		`config.toml: memory_budget: want an integer, not a TOML string`,
+		`config.toml: spool_dir: "spool" is not an absolute path`,
+		`config.toml: spool_memory: -1 is too small (minimum 0)`,
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestExplicitZeroes(t *testing.T) {
-	// max_sessions = 0 is "no limit"; a zero anywhere else is an error,
-	// not a request for the default.
+	// max_sessions = 0 and max_message = 0 are "no limit", spool_memory =
+	// 0 and memory_budget = 0 "nothing in memory"; a zero anywhere else is
+	// an error, not a request for the default.
 	got := parseErrors(t, `
 max_sessions = 0
 max_packet = 0
 max_backend_packet = 0
 max_message = 0
+spool_memory = 0
+memory_budget = 0
 shutdown_timeout = 0
 [[backend]]
 name = "a"
@@ -357,7 +394,6 @@ protocol = 0
 	want := []string{
 		`config.toml: max_packet: 0 is too small (minimum 65536)`,
 		`config.toml: max_backend_packet: 0 is too small (minimum 65536)`,
-		`config.toml: max_message: 0 is too small (minimum 65536)`,
 		`config.toml: shutdown_timeout: must be positive (leave it out for the default, 30s)`,
 		`config.toml: backend[0] "a": connect_timeout: must be positive (leave it out for the default, 5m0s)`,
 		`config.toml: backend[0] "a": protocol: 0 is out of range (want 2 to 6)`,

@@ -15,7 +15,10 @@
 //	max_sessions = 0              # 0: no limit
 //	max_packet = 1048576          # bytes, from the MTA
 //	max_backend_packet = 67108864 # bytes, from a backend
-//	max_message = 67108864        # bytes kept for serial replay
+//	max_message = 67108864        # bytes; bigger: 552 5.3.4 (0: no limit)
+//	spool_memory = 1048576        # bytes of a message kept in memory for replay
+//	memory_budget = 268435456     # bytes in memory, all messages together
+//	spool_dir = "/var/spool/pmult" # default: $TMPDIR or /tmp
 //	shutdown_timeout = "30s"
 //	content = "serial"            # or "parallel"
 //	open_timeout = "10s"          # every backend negotiated by then

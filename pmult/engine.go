@@ -3,12 +3,12 @@
 //
 // Tunables (Engine fields) and defaults:
 //   Parallel      false: content phase serial (later backends see earlier edits)
-//   MaxMessage    64 MiB: bytes of message kept for serial replay
 //   OpenTimeout   10 s: budget of Session.Open (every backend negotiated by then)
 //   ReadOnlyLive  false: read-only backends after an editor get the content
 //                 by replay, in chain order (they see earlier edits)
 //   ChainMerge    false: the strongest verdict wins; true: the first
 //                 objection in configured order wins (the MTA's chain)
+//   MaxMessage, SpoolMemory, MemoryBudget, SpoolDir: see spool.go
 
 package pmult
 
@@ -19,12 +19,11 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
-)
 
-// DefaultMaxMessage is the default limit on the message bytes kept for
-// replaying the content phase to later modifying backends.
-const DefaultMaxMessage = 64 << 20
+	"github.com/mailmux/mailmux/internal/spool"
+)
 
 // DefaultOpenTimeout is the default open budget: below Postfix's
 // milter_command_timeout (30 s), which would fail pmult as a whole.
@@ -39,7 +38,9 @@ type Engine struct {
 	// is serial: each modifying backend sees the edits of those before it;
 	// backends that cannot modify run in parallel with the first one.
 	Parallel bool
-	// MaxMessage limits the bytes kept for serial replay (0: default).
+	// MaxMessage, when positive, is the largest message (header and body
+	// bytes) the engine lets through: a bigger one gets 552 5.3.4 at EOM.
+	// 0: no limit of the engine's.
 	MaxMessage int
 	// OpenTimeout is the budget of Session.Open and of the reopen after
 	// QUIT_NC (0: DefaultOpenTimeout): backends not negotiated by then
@@ -55,10 +56,25 @@ type Engine struct {
 	// every stage (the MTA's chain); by default the strongest verdict
 	// wins (discard > reject > shutdown > tempfail; ties: configured order).
 	ChainMerge bool
-	Log        *slog.Logger
+	// SpoolMemory is how many bytes of a message kept for serial replay
+	// stay in memory; the rest goes to a file in SpoolDir. 0: the default
+	// (DefaultSpoolMemory); negative: none, every byte to the file.
+	SpoolMemory int
+	// MemoryBudget bounds the bytes in memory of the messages of all the
+	// engine's sessions; beyond it they spill to files too. 0: the default
+	// (DefaultMemoryBudget); negative: nothing in memory.
+	MemoryBudget int64
+	// SpoolDir is where spool files are created; "": os.TempDir().
+	SpoolDir string
+	Log      *slog.Logger
 
 	metricsOnce sync.Once
 	metrics     *Metrics
+	budgetOnce  sync.Once
+	budget      *spool.Budget
+	bigActive   atomic.Int32 // messages of bigMessage bytes or more in progress
+	releasing   atomic.Bool  // a handBack is running
+	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
 }
 
 func (e *Engine) openTimeout() time.Duration {
@@ -166,13 +182,13 @@ type Session struct {
 	gone                bool                 // the MTA went away (the session ctx ended)
 
 	hdr       headerModel
-	body      []byte // the original body, copied (the front end may reuse its buffers)
-	bodyEnds  []int  // where each chunk of body ends
-	bodyLen   int
-	tooBig    bool
 	final     Reply                // terminal verdict reached in the content phase
 	cmacros   [numKinds][]MacroSet // last macros of content kinds, for replay
 	closeOnce sync.Once
+
+	// The message as kept for replay, and memory to hand back (spool.go).
+	msg         message
+	handBackDue bool
 }
 
 // Negotiated returns the merged negotiation (valid after Open).
@@ -460,6 +476,7 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 func (s *Session) Close() {
 	s.closeOnce.Do(func() {
 		s.m.active.Add(-1)
+		s.resetMessage()
 		var wg sync.WaitGroup
 		for _, b := range s.bs {
 			if b.sess == nil {

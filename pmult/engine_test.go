@@ -959,47 +959,6 @@ func TestEditNotOffered(t *testing.T) {
 	}
 }
 
-func TestMaxMessage(t *testing.T) {
-	for _, act := range []FailAction{FailTempfail, FailAccept} {
-		t.Run(act.String(), func(t *testing.T) {
-			a, b := newFake("a", editor), newFake("b", editor)
-			a.on[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-A", Value: " 1"}}}
-			e := &Engine{MaxMessage: 100, Slots: []Slot{{Backend: a}, {Backend: b, Policy: Policy{OnFailure: act}}}}
-			h := open(t, e, allOffer)
-			h.envelopeToData()
-			h.header("Subject", " s")
-			h.eoh()
-			h.bodyChunk(strings.Repeat("x", 60))
-			h.bodyChunk(strings.Repeat("y", 60))
-			rep := h.eom()
-			if act == FailTempfail {
-				if rep.Verdict != Tempfail || rep.From != "b" {
-					t.Errorf("eom = %+v, want tempfail from b", rep)
-				}
-			} else if rep.Verdict != Continue || len(rep.Edits) != 1 {
-				t.Errorf("eom = %+v, want a's edit", rep)
-			}
-			if got, want := b.kindsString(), "connect helo mail rcpt data"; got != want {
-				t.Errorf("b got %q, want %q", got, want)
-			}
-			log := h.log.String()
-			for _, want := range []string{"message too large to replay", "limit=100",
-				"backend failed, dropped from session", "backend=b", "exceeds max_message (100 bytes)"} {
-				if !strings.Contains(log, want) {
-					t.Errorf("log lacks %q:\n%s", want, log)
-				}
-			}
-		})
-	}
-}
-
-func TestMaxMessageDefault(t *testing.T) {
-	s := (&Engine{}).NewSession("x", nil)
-	if s.maxMessage() != DefaultMaxMessage {
-		t.Errorf("maxMessage = %d", s.maxMessage())
-	}
-}
-
 // The front end may reuse its buffer once Handle returns: the engine keeps
 // its own copy of the body for the replay.
 func TestReplayBodyNotAliased(t *testing.T) {

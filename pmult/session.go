@@ -297,47 +297,25 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 
 func (s *Session) startMessage() {
 	s.hdr.reset()
-	s.body = s.body[:0]
-	s.bodyEnds = s.bodyEnds[:0]
-	s.bodyLen = 0
-	s.tooBig = false
+	s.resetMessage()
 	s.final = Reply{}
 	for i := range s.cmacros {
 		s.cmacros[i] = nil
 	}
 }
 
-func (s *Session) maxMessage() int {
-	if s.e.MaxMessage > 0 {
-		return s.e.MaxMessage
-	}
-	return DefaultMaxMessage
-}
-
 func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	if ev.Macros != nil {
 		s.cmacros[ev.Kind] = ev.Macros
 	}
-	switch ev.Kind {
-	case KindHeader:
+	if ev.Kind == KindHeader {
 		s.hdr.received(ev.Name, ev.Value)
-		s.bodyLen += len(ev.Name) + len(ev.Value) + 4
-	case KindBody:
-		if s.needReplay {
-			s.bodyLen += len(ev.Chunk)
-			if s.bodyLen > s.maxMessage() {
-				if !s.tooBig {
-					s.log.Warn("message too large to replay to later backends", "limit", s.maxMessage())
-					s.tooBig = true
-				}
-			} else {
-				s.body = append(s.body, ev.Chunk...)
-				s.bodyEnds = append(s.bodyEnds, len(s.body))
-			}
-		}
 	}
 	if s.final.Verdict.Objects() {
 		return s.final
+	}
+	if !s.keep(ev) {
+		return Reply{}
 	}
 	targets := s.targets(ev, true)
 	res := s.fanout(ctx, targets, ev)
@@ -511,6 +489,9 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
+	if r, ok := s.storeVerdict(ctx, ev); ok {
+		return r
+	}
 	targets := s.targets(ev, true)
 	res := s.fanout(ctx, targets, ev)
 	n := len(s.bs)
@@ -587,11 +568,6 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 		case b.replay && !b.dead && !b.doneConn && !b.doneMsg:
 			if m.objects() {
 				continue // the chain would not reach it
-			}
-			if s.tooBig {
-				s.failed(ctx, b, KindEOM, fmt.Errorf("message exceeds max_message (%d bytes): cannot replay", s.maxMessage()))
-				m.add(i, Reply{Verdict: b.vote, From: b.name})
-				continue
 			}
 			edits, c := s.replay(ctx, b, body)
 			if ctx.Err() != nil {
@@ -692,17 +668,8 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 			}
 			nb = nb[n:]
 		}
-	} else {
-		start := 0
-		for _, end := range s.bodyEnds {
-			if b.skip == KindBody {
-				break
-			}
-			if c, ok := send(s.body[start:end]); !ok {
-				return nil, c
-			}
-			start = end
-		}
+	} else if c, ok := s.replayBody(ctx, b, send); !ok {
+		return nil, c
 	}
 	r, ok := step(&Event{Kind: KindEOM, Macros: s.cmacros[KindEOM]})
 	if !ok {

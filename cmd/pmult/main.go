@@ -171,6 +171,10 @@ func check(args []string, stdout, stderr io.Writer) int {
 	for _, w := range timerWarnings(cfg) {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", o.config, w)
 	}
+	if !checkSpool(cfg, stdout, stderr) {
+		fmt.Fprintf(stderr, "%s: spool_dir unusable\n", o.config)
+		return exitConfig
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
 		o.config, len(cfg.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
 	return 0

@@ -256,3 +256,44 @@ func startHeaderMilter(t *testing.T) net.Addr {
 	t.Cleanup(m.Stop)
 	return ba
 }
+
+// check and mta-config relate max_message to the MTA's size limit; check
+// refuses a spool_dir that is not a directory.
+func TestSizeLimitAdvice(t *testing.T) {
+	dir := t.TempDir()
+	cfgs := map[string]string{
+		"nolimit": "",
+		"limit":   "max_message = 1048576\n",
+		"baddir":  fmt.Sprintf("spool_dir = %q\n", filepath.Join(dir, "missing")),
+	}
+	for name, body := range cfgs {
+		os.WriteFile(filepath.Join(dir, name+".toml"), []byte(body), 0o644)
+	}
+	var out, errb bytes.Buffer
+	cfg := func(name string) string { return filepath.Join(dir, name+".toml") }
+	if code := run([]string{"check", "-c", cfg("nolimit")}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "no limit of pmult's") || !strings.Contains(out.String(), "10240000") {
+		t.Errorf("check nolimit: exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"check", "-c", cfg("limit")}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "max_message = 1048576: bigger messages get 552 5.3.4") {
+		t.Errorf("check limit: exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"check", "-c", cfg("baddir")}, &out, &errb); code != exitConfig || !strings.Contains(errb.String(), "spool_dir") {
+		t.Errorf("check baddir: exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	for mta, want := range map[string]string{"postfix": "\nmessage_size_limit = 1048576\n",
+		"sendmail": "define(`confMAX_MESSAGE_SIZE', `1048576')dnl"} {
+		out.Reset()
+		if code := run([]string{"mta-config", mta, "-c", cfg("limit")}, &out, &errb); code != 0 || !strings.Contains(out.String(), want) {
+			t.Errorf("mta-config %s: exit %d, want %q in:\n%s%s", mta, code, want, out.String(), errb.String())
+		}
+	}
+	out.Reset()
+	run([]string{"mta-config", "postfix", "-c", cfg("nolimit")}, &out, &errb)
+	if strings.Contains(out.String(), "\nmessage_size_limit") || !strings.Contains(out.String(), "default 10240000") {
+		t.Errorf("mta-config postfix without a limit:\n%s", out.String())
+	}
+}

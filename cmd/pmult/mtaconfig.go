@@ -129,6 +129,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "define(`%s', `%s')dnl\n", macros.SendmailOption[st], strings.Join(lists[st], ", "))
 		}
 	}
+	sizeConfig(mta, cfg, stdout)
 	return 0
 }
 
