@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,11 @@ const (
 	DefaultMaxBackendPacket = 64 << 20 // max_backend_packet
 	DefaultMaxMessage       = 64 << 20 // max_message
 	DefaultShutdownTimeout  = 30 * time.Second
+	// The MTA side's timeouts (negotiate_timeout, idle_timeout,
+	// write_timeout).
+	DefaultNegotiateTimeout = 30 * time.Second
+	DefaultIdleTimeout      = time.Hour
+	DefaultMTAWriteTimeout  = 30 * time.Second
 	DefaultContent          = ContentSerial
 	DefaultLogLevel         = "info"
 	DefaultLogTag           = "pmult"
@@ -86,6 +92,15 @@ type Config struct {
 	// ShutdownTimeout is how long open sessions may take to finish on
 	// SIGTERM. Default 30s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// NegotiateTimeout is how long a new MTA connection may take to send
+	// its OPTNEG. Default 30s.
+	NegotiateTimeout Duration `toml:"negotiate_timeout"`
+	// IdleTimeout is how long the MTA may be silent between two commands
+	// of a session. Default 1h.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// WriteTimeout bounds each write to the MTA. Default 30s. (A
+	// backend's write_timeout is its own key in [[backend]].)
+	WriteTimeout Duration `toml:"write_timeout"`
 	// Content is "serial" (default: later backends see earlier edits) or
 	// "parallel" (every backend sees the original, edits merged in order).
 	Content string `toml:"content"`
@@ -94,7 +109,8 @@ type Config struct {
 	// LogTag is the syslog identifier. Default "pmult".
 	LogTag string `toml:"log_tag"`
 	// MetricsListen is a host:port where GET /metrics serves the counters
-	// in the Prometheus text format; empty (default): no metrics server.
+	// in the Prometheus text format; a bare port ("9100" or ":9100")
+	// means 127.0.0.1; empty (default): no metrics server.
 	MetricsListen string `toml:"metrics_listen"`
 	// Backends are the [[backend]] tables, in file order. Parse accepts a
 	// file with none; the caller decides whether that is useful.
@@ -157,6 +173,9 @@ type rawConfig struct {
 	MaxBackendPacket any          `toml:"max_backend_packet"`
 	MaxMessage       any          `toml:"max_message"`
 	ShutdownTimeout  any          `toml:"shutdown_timeout"`
+	NegotiateTimeout any          `toml:"negotiate_timeout"`
+	IdleTimeout      any          `toml:"idle_timeout"`
+	WriteTimeout     any          `toml:"write_timeout"`
 	Content          any          `toml:"content"`
 	LogLevel         any          `toml:"log_level"`
 	LogTag           any          `toml:"log_tag"`
@@ -454,6 +473,9 @@ func (v *validator) build(raw *rawConfig) *Config {
 		MaxBackendPacket: top.integer("max_backend_packet", raw.MaxBackendPacket, DefaultMaxBackendPacket, MinPacket, math.MaxInt),
 		MaxMessage:       top.integer("max_message", raw.MaxMessage, DefaultMaxMessage, MinPacket, math.MaxInt),
 		ShutdownTimeout:  top.timeout("shutdown_timeout", raw.ShutdownTimeout, DefaultShutdownTimeout),
+		NegotiateTimeout: top.timeout("negotiate_timeout", raw.NegotiateTimeout, DefaultNegotiateTimeout),
+		IdleTimeout:      top.timeout("idle_timeout", raw.IdleTimeout, DefaultIdleTimeout),
+		WriteTimeout:     top.timeout("write_timeout", raw.WriteTimeout, DefaultMTAWriteTimeout),
 		Content:          top.enum("content", raw.Content, DefaultContent, "content mode", ContentSerial, ContentParallel),
 		LogLevel:         top.enum("log_level", raw.LogLevel, DefaultLogLevel, "level", "debug", "info", "warn", "error"),
 		LogTag:           top.str("log_tag", raw.LogTag),
@@ -463,8 +485,10 @@ func (v *validator) build(raw *rawConfig) *Config {
 		cfg.LogTag = DefaultLogTag
 	}
 	if cfg.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
-			top.fail("metrics_listen", fmt.Errorf("want host:port: %w", err))
+		if _, err := strconv.ParseUint(cfg.MetricsListen, 10, 16); err == nil {
+			// A bare port: pmult listens on 127.0.0.1.
+		} else if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
+			top.fail("metrics_listen", fmt.Errorf("want host:port or a port (loopback): %w", err))
 		}
 	}
 	v.listen(cfg, raw.Listen, raw.Meta1 != nil && raw.Meta1.Listen != nil)
