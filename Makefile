@@ -2,11 +2,12 @@
 #   make run    build and start pmult on the demo config with two example milters
 #   make test   install what the tests need (Debian packages), vet, unit, fuzz (short), end-to-end
 #   make bench  print the benchmark table (figures against a same-run baseline)
-#   make fuzz   long fuzzing run (FUZZTIME per target)
+#   make fuzz   long fuzzing run (FUZZTIME per target: 10 M executions each by default)
+#   make soak   bounded soak of the real binary against real backend processes (SOAKFLAGS)
 
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN      := bin
-FUZZTIME ?= 60s
+FUZZTIME ?= 10000000x
 SHORTFUZZ ?= 3s
 export PATH := $(dir $(GO)):$(PATH)
 
