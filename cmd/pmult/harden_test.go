@@ -169,7 +169,7 @@ func TestWildcardAndMetricsAddresses(t *testing.T) {
 	}
 }
 
-// A bare --metrics port serves on loopback.
+// A bare --metrics port serves on loopback, with the process gauges.
 func TestMetricsBarePortIsLoopback(t *testing.T) {
 	bin := buildPmult(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -197,8 +197,13 @@ func TestMetricsBarePortIsLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	for _, want := range []string{"go_goroutines ", "process_resident_memory_bytes ", "process_open_fds "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
 	if strings.Contains(logs.String(), "every address") {
 		t.Errorf("wildcard warning for loopback:\n%s", logs.String())
 	}

@@ -412,6 +412,7 @@ func serveMetrics(addr string, srv *adapter.Server, log *slog.Logger) (*http.Ser
 		e := srv.CurrentEngine()
 		e.Metrics().WriteText(w, e.BackendNames())
 		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
+		writeProcessMetrics(w)
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
