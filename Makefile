@@ -11,7 +11,7 @@ FUZZTIME ?= 10000000x
 SHORTFUZZ ?= 3s
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench clean
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench soak clean
 
 all: build
 
@@ -47,6 +47,13 @@ test: test-deps vet unit fuzz-short
 bench:
 	$(GO) build -o $(BIN)/benchtable ./bench/benchtable
 	$(BIN)/benchtable
+
+# Bounded soak of the real binary (not part of make test): e.g.
+# make soak SOAKFLAGS='-duration 10m -concurrency 500'
+SOAKFLAGS ?=
+soak: build
+	$(GO) build -o $(BIN)/soak ./bench/soak
+	$(BIN)/soak -pmult $(BIN)/pmult -demomilter $(BIN)/demomilter $(SOAKFLAGS)
 
 clean:
 	rm -rf $(BIN)
