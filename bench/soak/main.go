@@ -3,8 +3,9 @@
 // side driven in-process by mtasim's load client. During the run one
 // backend is killed (SIGKILL) and started again, one is stopped (SIGSTOP)
 // and continued (SIGCONT), and pmult reloads its configuration (SIGHUP).
-// Every interval it prints sessions/s, outcomes, open MTA connections and
-// pmult's RSS, file descriptors and goroutines (from its /metrics).
+// Every interval it prints sessions/s, lost sessions, open MTA connections,
+// pmult's RSS, file descriptors and goroutines, and its tempfail and reject
+// replies so far (all from its /metrics; counters carried over the reload).
 //
 // It exits non-zero when a session is lost (an MTA-side error: no answer,
 // a closed connection, a timeout), when the load does not end in bounded
@@ -141,11 +142,12 @@ func waitDial(addr string, d time.Duration) error {
 // sample is one scrape of pmult's /metrics.
 type sample struct {
 	rss, fds, goroutines, conns int64
-	eom                         map[string]int64 // merged EOM replies by verdict (since the last reload)
+	sessions                    int64            // pmult_sessions_total (since the last reload)
+	verdicts                    map[string]int64 // merged replies to the MTA by verdict, every stage (since the last reload)
 }
 
 func scrape(url string) (sample, error) {
-	s := sample{eom: map[string]int64{}}
+	s := sample{verdicts: map[string]int64{}}
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
@@ -169,9 +171,12 @@ func scrape(url string) (sample, error) {
 			s.goroutines = n
 		case name == "pmult_mta_connections":
 			s.conns = n
-		case strings.HasPrefix(name, `pmult_replies_total{stage="eom",verdict="`):
-			v := strings.TrimSuffix(strings.TrimPrefix(name, `pmult_replies_total{stage="eom",verdict="`), `"}`)
-			s.eom[v] = n
+		case name == "pmult_sessions_total":
+			s.sessions = n
+		case strings.HasPrefix(name, "pmult_replies_total{"):
+			if _, v, ok := strings.Cut(name, `verdict="`); ok {
+				s.verdicts[strings.TrimSuffix(v, `"}`)] += n
+			}
 		}
 	}
 	return s, sc.Err()
@@ -362,7 +367,7 @@ func run(o options, out io.Writer) error {
 		}
 	}()
 	// The table.
-	fmt.Fprintf(out, "%6s %9s %8s %7s %7s %9s %6s %6s %9s  %s\n", "t s", "sessions", "sess/s", "lost", "open", "rss MiB", "fds", "gorout", "tempfail", "events")
+	fmt.Fprintf(out, "%6s %9s %8s %6s %6s %8s %6s %6s %9s %8s  %s\n", "t s", "sessions", "sess/s", "lost", "open", "rss MiB", "fds", "gorout", "tempfail", "reject", "events")
 	stopTable := make(chan struct{})
 	var twg sync.WaitGroup
 	twg.Add(1)
@@ -372,6 +377,9 @@ func run(o options, out io.Writer) error {
 		defer t.Stop()
 		var last int64
 		lastT := start
+		// The counters start again at a reload: carry the totals over.
+		var prev sample
+		carry := map[string]int64{}
 		for {
 			select {
 			case <-stopTable:
@@ -385,9 +393,18 @@ func run(o options, out io.Writer) error {
 				mu.Unlock()
 				if err != nil {
 					ev += " (metrics: " + err.Error() + ")"
+				} else {
+					if s.sessions < prev.sessions {
+						for k, v := range prev.verdicts {
+							carry[k] += v
+						}
+					}
+					prev = s
 				}
-				fmt.Fprintf(out, "%6.0f %9d %8.0f %7d %7d %9.1f %6d %6d %9d  %s\n", now.Sub(start).Seconds(), d,
-					float64(d-last)/now.Sub(lastT).Seconds(), errs.Load(), s.conns, mb(s.rss), s.fds, s.goroutines, s.eom["tempfail"], ev)
+				total := func(v string) int64 { return carry[v] + prev.verdicts[v] }
+				fmt.Fprintf(out, "%6.0f %9d %8.0f %6d %6d %8.1f %6d %6d %9d %8d  %s\n", now.Sub(start).Seconds(), d,
+					float64(d-last)/now.Sub(lastT).Seconds(), errs.Load(), s.conns, mb(s.rss), s.fds, s.goroutines,
+					total("tempfail"), total("reject"), ev)
 				last, lastT = d, now
 			}
 		}
