@@ -83,6 +83,7 @@ func (r *rateLog) writeLocked(now time.Time) {
 // entry is one tracked connection; entries not yet Ready are in a list.
 type entry struct {
 	c          Conn
+	peer       string // for the eviction line
 	prev, next *entry
 	listed     bool
 }

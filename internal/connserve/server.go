@@ -162,7 +162,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			release()
 			continue
 		}
-		e := &entry{c: c}
+		e := &entry{c: c, peer: PeerName(nc)}
 		s.conns[c] = e
 		if s.Handshake {
 			s.pending.push(e)
@@ -256,7 +256,7 @@ func (s *Server) evictPending() bool {
 	if e == nil {
 		return false
 	}
-	s.evicted.add("")
+	s.evicted.add(e.peer)
 	e.c.Close()
 	return true
 }

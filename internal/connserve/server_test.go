@@ -9,6 +9,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,6 +122,9 @@ func TestSilentConnectionsDoNotStarveRealSessions(t *testing.T) {
 		t.Fatalf("oldest silent connection: read %v, want EOF", err)
 	}
 	waitActive(t, s, 3)
+	if l := lb.String(); !strings.Contains(l, "closing connections that have not negotiated") || !strings.Contains(l, "last_peer=127.0.0.1:") {
+		t.Errorf("no eviction line naming the peer:\n%s", l)
+	}
 	if s.Pending() != 2 {
 		t.Fatalf("pending: %d, want 2", s.Pending())
 	}
