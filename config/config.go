@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,11 @@ const (
 	DefaultSpoolMemory      = 1 << 20   // spool_memory
 	DefaultMemoryBudget     = 256 << 20 // memory_budget
 	DefaultShutdownTimeout  = 30 * time.Second
+	// The MTA side's timeouts (negotiate_timeout, idle_timeout,
+	// write_timeout).
+	DefaultNegotiateTimeout = 30 * time.Second
+	DefaultIdleTimeout      = time.Hour
+	DefaultMTAWriteTimeout  = 30 * time.Second
 	DefaultContent          = ContentSerial
 	DefaultOpenTimeout      = 10 * time.Second // open_timeout
 	DefaultReadOnly         = ReadOnlyInOrder
@@ -112,6 +118,15 @@ type Config struct {
 	// ShutdownTimeout is how long open sessions may take to finish on
 	// SIGTERM. Default 30s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// NegotiateTimeout is how long a new MTA connection may take to send
+	// its OPTNEG. Default 30s.
+	NegotiateTimeout Duration `toml:"negotiate_timeout"`
+	// IdleTimeout is how long the MTA may be silent between two commands
+	// of a session. Default 1h.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// WriteTimeout bounds each write to the MTA. Default 30s. (A
+	// backend's write_timeout is its own key in [[backend]].)
+	WriteTimeout Duration `toml:"write_timeout"`
 	// Content is "serial" (default: later backends see earlier edits) or
 	// "parallel" (every backend sees the original, edits merged in order).
 	Content string `toml:"content"`
@@ -134,7 +149,8 @@ type Config struct {
 	// LogTag is the syslog identifier. Default "pmult".
 	LogTag string `toml:"log_tag"`
 	// MetricsListen is a host:port where GET /metrics serves the counters
-	// in the Prometheus text format; empty (default): no metrics server.
+	// in the Prometheus text format; a bare port ("9100" or ":9100")
+	// means 127.0.0.1; empty (default): no metrics server.
 	MetricsListen string `toml:"metrics_listen"`
 	// Backends are the [[backend]] tables, in file order. Parse accepts a
 	// file with none; the caller decides whether that is useful.
@@ -213,6 +229,9 @@ type rawConfig struct {
 	MemoryBudget     any          `toml:"memory_budget"`
 	SpoolDir         any          `toml:"spool_dir"`
 	ShutdownTimeout  any          `toml:"shutdown_timeout"`
+	NegotiateTimeout any          `toml:"negotiate_timeout"`
+	IdleTimeout      any          `toml:"idle_timeout"`
+	WriteTimeout     any          `toml:"write_timeout"`
 	Content          any          `toml:"content"`
 	OpenTimeout      any          `toml:"open_timeout"`
 	ReadOnly         any          `toml:"read_only"`
@@ -521,6 +540,9 @@ func (v *validator) build(raw *rawConfig) *Config {
 		MemoryBudget:     top.integer("memory_budget", raw.MemoryBudget, DefaultMemoryBudget, 0, math.MaxInt),
 		SpoolDir:         top.str("spool_dir", raw.SpoolDir),
 		ShutdownTimeout:  top.timeout("shutdown_timeout", raw.ShutdownTimeout, DefaultShutdownTimeout),
+		NegotiateTimeout: top.timeout("negotiate_timeout", raw.NegotiateTimeout, DefaultNegotiateTimeout),
+		IdleTimeout:      top.timeout("idle_timeout", raw.IdleTimeout, DefaultIdleTimeout),
+		WriteTimeout:     top.timeout("write_timeout", raw.WriteTimeout, DefaultMTAWriteTimeout),
 		Content:          top.enum("content", raw.Content, DefaultContent, "content mode", ContentSerial, ContentParallel),
 		OpenTimeout:      top.timeout("open_timeout", raw.OpenTimeout, DefaultOpenTimeout),
 		ReadOnly:         top.enum("read_only", raw.ReadOnly, DefaultReadOnly, "read-only mode", ReadOnlyInOrder, ReadOnlyLive),
@@ -540,8 +562,10 @@ func (v *validator) build(raw *rawConfig) *Config {
 		top.fail("spool_dir", fmt.Errorf("%q is not an absolute path", cfg.SpoolDir))
 	}
 	if cfg.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
-			top.fail("metrics_listen", fmt.Errorf("want host:port: %w", err))
+		if _, err := strconv.ParseUint(cfg.MetricsListen, 10, 16); err == nil {
+			// A bare port: pmult listens on 127.0.0.1.
+		} else if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
+			top.fail("metrics_listen", fmt.Errorf("want host:port or a port (loopback): %w", err))
 		}
 	}
 	v.listen(cfg, raw.Listen, raw.Meta1 != nil && raw.Meta1.Listen != nil)

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Runs every Go fuzz target of the module for the given time each.
+# Runs every Go fuzz target of the module for the given time each: a
+# duration (3s) or a number of executions (10000000x), as go test's
+# -fuzztime takes. The parser targets and the session targets
+# (adapters/milter FuzzMTASession, backends/milter FuzzBackendReplies) alike.
 set -euo pipefail
 t=${1:-3s}
 cd "$(dirname "$0")/.."

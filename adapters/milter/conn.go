@@ -146,6 +146,7 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		if c.sess != nil {
 			return errors.New("second SMFIC_OPTNEG on one connection")
 		}
+		c.srv.cs.Ready(c) // a real session now: never closed to make room
 		return c.optneg(ctx, p.Data)
 	case mp.CmdMacro:
 		m, err := mp.ParseMacro(p.Data)

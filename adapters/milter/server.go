@@ -5,7 +5,9 @@
 //   NegotiateTimeout 30s     time for a new connection to send OPTNEG
 //   IdleTimeout      1h      time between two commands of the MTA
 //   WriteTimeout     30s     each write to the MTA
-//   MaxSessions      0       concurrent MTA connections (0: no limit)
+//   MaxSessions      0       concurrent MTA connections (0: no limit); at the
+//                            limit a connection that has not sent OPTNEG yet
+//                            is closed to make room for a new one
 //   ProgressInterval 5s      SMFIR_PROGRESS keep-alive during end of message (<0: off)
 //   MTAMacros        MTA defaults  per-stage macros the MTA sends without a list
 
@@ -64,7 +66,7 @@ func (s *Server) init() {
 		if s.Log == nil {
 			s.Log = slog.New(slog.DiscardHandler)
 		}
-		s.cs = connserve.Server{Name: "milter", Log: s.Log, MaxConns: s.MaxSessions,
+		s.cs = connserve.Server{Name: "milter", Log: s.Log, MaxConns: s.MaxSessions, Handshake: true,
 			NewConn: func(nc net.Conn) connserve.Conn { return s.newConn(nc) }}
 	})
 }

@@ -206,36 +206,6 @@ func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, 
 	return slog.New(h).With("prog", tag), nil
 }
 
-// listen opens a listener; a stale unix socket is removed first and the
-// new one made writable for the MTA's user.
-func listen(a config.Address) (net.Listener, error) {
-	if a.Network == "unix" {
-		if fi, err := os.Lstat(a.Addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			if c, err := net.Dial("unix", a.Addr); err == nil {
-				c.Close()
-				return nil, fmt.Errorf("listen %s: socket in use by another process", a.Raw)
-			}
-			os.Remove(a.Addr)
-		}
-		ln, err := net.Listen("unix", a.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
-		}
-		if err := os.Chmod(a.Addr, 0o666); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
-		}
-		return ln, nil
-	}
-	// MTA connections are bounded by pmult's idle timeout: no keep-alive.
-	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), a.Network, a.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
-	}
-	return ln, nil
-}
-
 func serve(args []string, stderr io.Writer) int {
 	o, err := parseFlags("pmult", args, stderr)
 	if err != nil {
@@ -287,6 +257,10 @@ func serve(args []string, stderr io.Writer) int {
 		Log:         log,
 		MaxData:     cfg.MaxPacket,
 		MaxSessions: cfg.MaxSessions,
+
+		NegotiateTimeout: cfg.NegotiateTimeout.Duration,
+		IdleTimeout:      cfg.IdleTimeout.Duration,
+		WriteTimeout:     cfg.WriteTimeout.Duration,
 	}
 	frontSettings(srv, cfg)
 	for _, w := range timerWarnings(cfg) {
@@ -303,6 +277,7 @@ func serve(args []string, stderr io.Writer) int {
 			}
 			return 71
 		}
+		warnWildcard(log, "pmult", a)
 		if i < len(cfg.ListenAddrs) {
 			lns = append(lns, ln)
 		} else {
@@ -314,7 +289,7 @@ func serve(args []string, stderr io.Writer) int {
 		pidfile = o.pidfile
 	}
 	if pidfile != "" {
-		if err := os.WriteFile(pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := writePidfile(pidfile); err != nil {
 			log.Error("cannot write pidfile", "file", pidfile, "err", err)
 			return 73
 		}
@@ -435,7 +410,12 @@ loop:
 
 // serveMetrics serves the current engine's counters on addr at /metrics.
 // After a reload (SIGHUP) the counters start again from zero.
+// A bare port means loopback; a wildcard address is warned about.
 func serveMetrics(addr string, srv *adapter.Server, log *slog.Logger) (*http.Server, error) {
+	addr = metricsAddr(addr)
+	if isWildcard(addr) {
+		log.Warn("metrics listen on every address: anyone who can reach it reads pmult's counters", "address", addr)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -446,6 +426,7 @@ func serveMetrics(addr string, srv *adapter.Server, log *slog.Logger) (*http.Ser
 		e := srv.CurrentEngine()
 		e.Metrics().WriteText(w, e.BackendNames())
 		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
+		writeProcessMetrics(w)
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)

@@ -1,9 +1,15 @@
 // server.go: the accept loop, connection tracking and shutdown.
 //
 // Tunables (Server fields) and defaults:
-//   MaxConns  0      open connections (0: no limit); above it a new one is
-//                    logged and closed at once, or with WaitWhenFull left
-//                    in the listen backlog until one ends
+//   MaxConns     0      open connections (0: no limit); above it a new one
+//                       is closed at once, or with WaitWhenFull left in the
+//                       listen backlog until one ends
+//   Handshake    false  connections call Server.Ready once their protocol's
+//                       handshake is done; at MaxConns the oldest one that
+//                       has not is closed to make room for the new one, so
+//                       silent connections cannot starve real sessions
+//   LogInterval  10s    refusals and evictions are logged once per interval
+//                       with a count, not once per connection
 
 package connserve
 
@@ -42,12 +48,24 @@ type Server struct {
 	// WaitWhenFull: at MaxConns, stop accepting (new connections wait in
 	// the listen backlog) instead of closing them.
 	WaitWhenFull bool
+	// Handshake: the front end calls Ready when a connection has done its
+	// protocol's handshake (the milter OPTNEG). At MaxConns the oldest
+	// connection that has not is closed to make room for the new one;
+	// only when every open connection is ready is the new one refused.
+	Handshake bool
+	// LogInterval is how often the refusal and eviction counts are
+	// logged (default 10s): the first one of a burst at once, then one
+	// line per interval with the count.
+	LogInterval time.Duration
 	// NewConn makes the Conn for an accepted connection.
 	NewConn func(nc net.Conn) Conn
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[Conn]struct{}
+	conns     map[Conn]*entry
+	pending   entryList // Handshake: open connections not yet Ready, oldest first
+	refused   *rateLog
+	evicted   *rateLog
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	active    atomic.Int64
@@ -59,16 +77,24 @@ type Server struct {
 func (s *Server) init() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
 	if s.listeners == nil {
 		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[Conn]struct{}{}
+		s.conns = map[Conn]*entry{}
+		iv := s.LogInterval
+		if iv <= 0 {
+			iv = 10 * time.Second
+		}
+		s.refused = &rateLog{log: s.Log, interval: iv, msg: "connection limit reached, closing new connections",
+			attrs: []any{"front", s.Name, "limit", s.MaxConns}}
+		s.evicted = &rateLog{log: s.Log, interval: iv, msg: "connection limit reached, closing connections that have not negotiated to make room",
+			attrs: []any{"front", s.Name, "limit", s.MaxConns}}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		if s.WaitWhenFull && s.MaxConns > 0 {
 			s.slots = make(chan struct{}, s.MaxConns)
 		}
-	}
-	if s.Log == nil {
-		s.Log = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -123,9 +149,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("%s: accept: %w", s.Name, err)
 		}
 		delay = 0
-		if s.slots == nil && s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
-			s.Log.Warn("connection limit reached, closing the new connection", "front", s.Name,
-				"peer", PeerName(nc), "limit", s.MaxConns)
+		if s.slots == nil && s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) && !s.evictPending() {
+			s.refused.add(PeerName(nc))
 			nc.Close()
 			continue
 		}
@@ -137,7 +162,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			release()
 			continue
 		}
-		s.conns[c] = struct{}{}
+		e := &entry{c: c, peer: PeerName(nc)}
+		s.conns[c] = e
+		if s.Handshake {
+			s.pending.push(e)
+		}
 		s.wg.Add(1)
 		s.active.Add(1)
 		ctx := s.ctx
@@ -146,6 +175,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, c)
+				s.pending.remove(e)
 				s.mu.Unlock()
 				s.active.Add(-1)
 				release()
@@ -169,6 +199,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.Drain()
 	}
 	s.mu.Unlock()
+	s.refused.flush()
+	s.evicted.flush()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -186,6 +218,47 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return fmt.Errorf("%s: shutdown deadline: closed %d open connections: %w", s.Name, n, ctx.Err())
 	}
+}
+
+// Ready tells the server that c has done its protocol's handshake (used
+// with Handshake): from now on it is never closed to make room.
+func (s *Server) Ready(c Conn) {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.conns[c]; e != nil {
+		s.pending.remove(e)
+	}
+}
+
+// Pending returns the number of open connections that have not called
+// Ready (always 0 without Handshake).
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending.n
+}
+
+// evictPending closes the oldest connection that has not done its
+// handshake, if there is one (Handshake only), and reports whether it did.
+// The slot frees when its Serve returns; the new connection is admitted
+// at once (the limit is briefly exceeded by the one closing).
+func (s *Server) evictPending() bool {
+	if !s.Handshake {
+		return false
+	}
+	s.mu.Lock()
+	e := s.pending.head
+	if e != nil {
+		s.pending.remove(e)
+	}
+	s.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	s.evicted.add(e.peer)
+	e.c.Close()
+	return true
 }
 
 // PeerName names a connection's peer for logs (unix sockets have none:

@@ -1,0 +1,152 @@
+// harden.go: how pmult creates its files and sockets: the unix socket is
+// born with its final mode in a private directory and renamed into place
+// (never chmod-ed through a path an attacker could swap for a symlink),
+// the pidfile is opened without following symlinks, and wildcard listen
+// addresses are warned about (metrics default to loopback).
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/mailmux/mailmux/config"
+)
+
+// socketMode is the mode of pmult's unix sockets: the MTA runs as another
+// user and must be able to connect.
+const socketMode = 0o666
+
+// afterBindHook, when set (tests), runs once the unix socket is at its
+// final path, before listenUnix returns.
+var afterBindHook func(path string)
+
+// listenUnix binds a unix socket at path with socketMode. It binds in a
+// new private directory beside path (mode 0700: nobody else can reach the
+// socket there or swap it), sets the mode there, and renames the socket
+// into place; rename replaces the path itself, never a symlink's target.
+// A stale socket (nobody listening) is replaced; any other file at path,
+// a symlink included, is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			if fi.Mode()&os.ModeSymlink != 0 {
+				return nil, fmt.Errorf("%s is a symlink, refusing to replace it with the socket", path)
+			}
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, errors.New("socket in use by another process")
+		}
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".pmult-sock-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // the path is path now; serve removes it at the end
+	if err := os.Chmod(tmp, socketMode); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if afterBindHook != nil {
+		afterBindHook(path)
+	}
+	return ln, nil
+}
+
+// listen opens a listener; a stale unix socket is replaced and the new one
+// made connectable for the MTA's user (see listenUnix).
+func listen(a config.Address) (net.Listener, error) {
+	if a.Network == "unix" {
+		ln, err := listenUnix(a.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
+		}
+		return ln, nil
+	}
+	// MTA connections are bounded by pmult's idle timeout: no keep-alive.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), a.Network, a.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", a.Raw, err)
+	}
+	return ln, nil
+}
+
+// writePidfile writes the process id to path without following a symlink
+// (pmult often starts as root in a directory others may write to). The
+// file is created with mode 0644 or truncated; a symlink is an error.
+func writePidfile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return fmt.Errorf("pidfile %s is a symlink, refusing to write through it", path)
+		}
+		return fmt.Errorf("pidfile: %w", err)
+	}
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		f.Close()
+		return fmt.Errorf("pidfile %s is not a regular file", path)
+	}
+	_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pidfile %s: %w", path, err)
+	}
+	return nil
+}
+
+// isWildcard reports whether a TCP host:port listens on every address.
+func isWildcard(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// warnWildcard logs a warning for a TCP listen address on every interface.
+func warnWildcard(log *slog.Logger, what string, a config.Address) {
+	if a.Network != "unix" && isWildcard(a.Addr) {
+		log.Warn(what+" listens on every address: any host that can reach it can use it; prefer a specific address or a firewall",
+			"address", a.String())
+	}
+}
+
+// metricsAddr is the metrics listen address: a bare port ("9100" or
+// ":9100") means loopback (127.0.0.1:9100); a wildcard must be written
+// out (0.0.0.0:9100, [::]:9100).
+func metricsAddr(s string) string {
+	if _, err := strconv.Atoi(s); err == nil {
+		return net.JoinHostPort("127.0.0.1", s)
+	}
+	if host, port, err := net.SplitHostPort(s); err == nil && host == "" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return s
+}
