@@ -1,9 +1,10 @@
-package milter
+// breaker_burst_test.go: the soak's finding, kept as a regression test:
+// concurrent opens that were already in flight when a backend failed must
+// not each count as one more failure (one burst used to double the down
+// period straight to MaxDown, 30 s: a backend that hung for a moment was
+// skipped for 30 s after it came back).
 
-// Reproducer (issue 9 soak finding): concurrent opens that were already in
-// flight when a backend failed each count as one more failure, so one burst
-// doubles the breaker's down period straight to MaxDown (30 s): a backend
-// that hung for a moment is skipped for 30 s after it came back.
+package milter
 
 import (
 	"context"
@@ -58,7 +59,7 @@ func TestBreakerBurstOfInFlightFailures(t *testing.T) {
 		t.Fatalf("after the burst: %v, want ErrDown", err)
 	}
 	// One failure episode: the first period (MinDown, 1s) should apply.
-	if !strings.Contains(err.Error(), "retrying in ") || b.downFor > 2*MinDown {
-		t.Fatalf("one burst of %d in-flight failures set the down period to %s (%v)", 20, b.downFor, err)
+	if !strings.Contains(err.Error(), "retrying in ") || b.brk.downFor > 2*MinDown {
+		t.Fatalf("one burst of %d in-flight failures set the down period to %s (%v)", 20, b.brk.downFor, err)
 	}
 }
