@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -28,12 +27,14 @@ const socketMode = 0o666
 // final path, before listenUnix returns.
 var afterBindHook func(path string)
 
-// listenUnix binds a unix socket at path with socketMode. It binds in a
-// new private directory beside path (mode 0700: nobody else can reach the
-// socket there or swap it), sets the mode there, and renames the socket
-// into place; rename replaces the path itself, never a symlink's target.
-// A stale socket (nobody listening) is replaced; any other file at path,
-// a symlink included, is an error.
+// listenUnix binds a unix socket at path with socketMode from the start:
+// the umask is set for the bind, which creates the socket itself (bind
+// never follows a symlink: an existing path fails), so there is no chmod
+// through the path afterwards. The socket keeps its own name (tools such
+// as ss and /proc/net/unix show path). A stale socket (nobody listening)
+// is replaced; any other file at path, a symlink included, is an error.
+// Listeners are opened at startup, before pmult creates any other file,
+// so the process-wide umask change is not seen by anything else.
 func listenUnix(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -46,25 +47,14 @@ func listenUnix(path string) (net.Listener, error) {
 			c.Close()
 			return nil, errors.New("socket in use by another process")
 		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".pmult-sock-")
+	old := syscall.Umask(0o777 &^ socketMode)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "s")
-	ln, err := net.Listen("unix", tmp)
-	if err != nil {
-		return nil, err
-	}
-	ul := ln.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false) // the path is path now; serve removes it at the end
-	if err := os.Chmod(tmp, socketMode); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		ln.Close()
 		return nil, err
 	}
 	if afterBindHook != nil {
