@@ -7,9 +7,8 @@ package meta1sim
 import (
 	"bytes"
 	"fmt"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"strings"
-
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
 )
 
 // Header is one header of a message: the name and the exact bytes after
@@ -92,19 +91,19 @@ func (t *Transaction) Apply(r Reply) error {
 	for _, m := range r.HdrMods {
 		p := int(m.Pos)
 		switch m.Type {
-		case m1.HdrAppend:
+		case pmilter.HdrAppend:
 			hs = append(hs, Header{m.Name, m.Value})
-		case m1.HdrInsert:
+		case pmilter.HdrInsert:
 			if p > len(hs) {
 				return fmt.Errorf("insert at %d of %d headers", p, len(hs))
 			}
 			hs = append(hs[:p], append([]Header{{m.Name, m.Value}}, hs[p:]...)...)
-		case m1.HdrReplace:
+		case pmilter.HdrReplace:
 			if p >= len(hs) {
 				return fmt.Errorf("replace at %d of %d headers", p, len(hs))
 			}
 			hs[p].Value = m.Value
-		case m1.HdrRemove:
+		case pmilter.HdrRemove:
 			if p >= len(hs) {
 				return fmt.Errorf("remove at %d of %d headers", p, len(hs))
 			}

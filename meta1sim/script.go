@@ -14,11 +14,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"io"
 	"net/netip"
 	"strings"
-
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
 )
 
 // ScriptOptions describe the SMTP client of a script.
@@ -107,7 +106,7 @@ func RunScript(ctx context.Context, c *Client, r io.Reader, w io.Writer, o Scrip
 			tr.Message = []byte(msg.String())
 			rep, err = s.Message(ctx, tr.Message, 0)
 			ok := "250 2.0.0 message accepted"
-			if rep.Code == m1.ReplyDiscard { // discard: accepted and dropped
+			if rep.Code == pmilter.ReplyDiscard { // discard: accepted and dropped
 				ok = "250 2.0.0 message accepted (discarded by the policy milter)"
 			}
 			out(".", rep, ok)
@@ -134,7 +133,7 @@ func RunScript(ctx context.Context, c *Client, r io.Reader, w io.Writer, o Scrip
 		if err != nil {
 			return err
 		}
-		if rep.Code == m1.ReplySSD {
+		if rep.Code == pmilter.ReplySSD {
 			return nil // 421: the session is over
 		}
 	}

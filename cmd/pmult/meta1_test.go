@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"net"
 	"net/netip"
 	"os"
@@ -18,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/meta1sim"
@@ -128,7 +128,7 @@ func TestServeMeta1(t *testing.T) {
 		t.Fatalf("dial: %v\n%s", err, logs.String())
 	}
 	defer c.Close()
-	if req := c.MacroRequests(); len(req[m1.StageMail]) != 1 {
+	if req := c.MacroRequests(); len(req[pmilter.StageMail]) != 1 {
 		t.Errorf("macro requests %v", req)
 	}
 	ctx := context.Background()
