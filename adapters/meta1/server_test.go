@@ -18,8 +18,8 @@ import (
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 var ctx = context.Background()

@@ -37,8 +37,8 @@ import (
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
-	"github.com/mailmux/mailmux/mtasim"
+	"github.com/mailmux/mailmux/sim/meta1"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 // Version is the program version.

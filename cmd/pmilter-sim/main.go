@@ -31,8 +31,8 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/config"
-	"github.com/mailmux/mailmux/meta1sim"
-	"github.com/mailmux/mailmux/mtasim"
+	"github.com/mailmux/mailmux/sim/meta1"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 type macroFlag []string

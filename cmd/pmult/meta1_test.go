@@ -21,7 +21,7 @@ import (
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 func TestImportManualExample(t *testing.T) {

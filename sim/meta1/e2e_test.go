@@ -19,7 +19,7 @@ import (
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/realpeer"
-	"github.com/mailmux/mailmux/meta1sim"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 // mfl rejects one recipient and, at end of message, adds a header made of

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
-	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 func TestRunScript(t *testing.T) {
