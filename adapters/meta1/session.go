@@ -61,7 +61,7 @@ type session struct {
 	verdict pmult.Reply // an objecting verdict reached in the data stage
 	rcpts   []rcpt
 	nrcpt   uint32
-	headers []hfield
+	headers pmult.HeaderList // the message's headers as smtps has them (KeepName: the model changes values only)
 	dataMac []pmult.MacroSet
 
 	buf []byte
@@ -69,7 +69,8 @@ type session struct {
 }
 
 func (c *conn) newSession(id string) *session {
-	s := &session{c: c, id: id, in: make(chan pmilter.Record, orDefault(c.srv.QueueDepth, DefaultQueueDepth))}
+	s := &session{c: c, id: id, in: make(chan pmilter.Record, orDefault(c.srv.QueueDepth, DefaultQueueDepth)),
+		headers: pmult.HeaderList{KeepName: true}}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	s.log = c.log.With("session", id)
 	s.st.SessionID = id
@@ -280,7 +281,7 @@ func (s *session) handle(rec pmilter.Record) (pmult.Reply, *mods, error) {
 		}
 		s.inData = true
 		s.split.reset()
-		s.headers = s.headers[:0]
+		s.headers.Fields = s.headers.Fields[:0]
 		s.verdict = pmult.Reply{}
 		s.dataMac = ms
 		return s.eng.Handle(ctx, &pmult.Event{Kind: pmult.KindData, Macros: ms}), nil, nil
@@ -337,7 +338,7 @@ func (s *session) newMessage() {
 
 func (s *session) resetMessage() {
 	s.split.reset()
-	s.headers = s.headers[:0]
+	s.headers.Fields = s.headers.Fields[:0]
 	s.verdict = pmult.Reply{}
 	s.dataMac = nil
 }
@@ -345,7 +346,7 @@ func (s *session) resetMessage() {
 // emit runs one event of the data stage, unless the message is decided.
 func (s *session) emit(ev *pmult.Event) {
 	if ev.Kind == pmult.KindHeader {
-		s.headers = append(s.headers, hfield{name: ev.Name, value: ev.Value})
+		s.headers.Fields = append(s.headers.Fields, pmult.Header{Name: ev.Name, Value: ev.Value})
 	}
 	if s.verdict.Verdict.Objects() {
 		return
@@ -425,43 +426,29 @@ func (s *session) appendReply(buf []byte, rep pmult.Reply, m *mods) []byte {
 	return s.enc.End()
 }
 
-// hfield is one header of the message as smtps has it.
-type hfield struct{ name, value string }
-
 // translate turns engine edits into pmilter modifications: header edits
 // to positional modifications against the header list as modified so far,
 // recipient edits to add/delete fields, a body replacement to a complete
 // replacement message (the edited headers, a blank line, the new body),
 // which then carries the header edits itself.
 func (s *session) translate(edits []pmult.Edit) (hm []pmilter.HdrMod, rcpts []pmilter.Entry, replacement []byte) {
-	h := s.headers
+	h := &s.headers
 	var body []byte
 	replaced := false
 	for _, e := range edits {
 		switch e.Kind {
-		case pmult.EditAddHeader:
-			hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrAppend, Pos: uint32(len(h)), Name: e.Name, Value: wireValue(e.Value)})
-			h = append(h, hfield{e.Name, e.Value})
-		case pmult.EditInsertHeader:
-			pos := min(max(e.Index, 0), len(h))
-			hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrInsert, Pos: uint32(pos), Name: e.Name, Value: wireValue(e.Value)})
-			h = append(h, hfield{})
-			copy(h[pos+1:], h[pos:])
-			h[pos] = hfield{e.Name, e.Value}
-		case pmult.EditChangeHeader:
-			i := nthHeader(h, e.Name, e.Index)
-			switch {
-			case i < 0 && e.Value == "":
+		case pmult.EditAddHeader, pmult.EditInsertHeader, pmult.EditChangeHeader:
+			switch c := h.Apply(e); c.Op {
+			case pmult.HeaderNone:
 				s.log.Info("header modification request does not match any header", "name", e.Name, "index", e.Index)
-			case i < 0:
-				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrAppend, Pos: uint32(len(h)), Name: e.Name, Value: wireValue(e.Value)})
-				h = append(h, hfield{e.Name, e.Value})
-			case e.Value == "":
-				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrRemove, Pos: uint32(i), Name: h[i].name})
-				h = append(h[:i], h[i+1:]...)
-			default:
-				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrReplace, Pos: uint32(i), Name: h[i].name, Value: wireValue(e.Value)})
-				h[i].value = e.Value
+			case pmult.HeaderAppended:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrAppend, Pos: uint32(c.Pos), Name: e.Name, Value: wireValue(e.Value)})
+			case pmult.HeaderInserted:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrInsert, Pos: uint32(c.Pos), Name: e.Name, Value: wireValue(e.Value)})
+			case pmult.HeaderDeleted:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrRemove, Pos: uint32(c.Pos), Name: c.Field.Name})
+			case pmult.HeaderChanged:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrReplace, Pos: uint32(c.Pos), Name: c.Field.Name, Value: wireValue(e.Value)})
 			}
 		case pmult.EditAddRcpt, pmult.EditAddRcptPar:
 			v := make([]byte, 0, len(e.Addr)+1+len(e.Args))
@@ -484,19 +471,18 @@ func (s *session) translate(edits []pmult.Edit) (hm []pmilter.HdrMod, rcpts []pm
 			s.log.Warn("modification pmilter cannot carry dropped", "edit", e.Kind.String(), "backend", "merged")
 		}
 	}
-	s.headers = h
 	if !replaced {
 		return hm, rcpts, nil
 	}
 	n := len(body) + 2
-	for _, f := range h {
-		n += len(f.name) + len(f.value) + 3
+	for _, f := range h.Fields {
+		n += len(f.Name) + len(f.Value) + 3
 	}
 	replacement = make([]byte, 0, n)
-	for _, f := range h {
-		replacement = append(replacement, f.name...)
+	for _, f := range h.Fields {
+		replacement = append(replacement, f.Name...)
 		replacement = append(replacement, ':')
-		replacement = append(replacement, wireValue(f.value)...)
+		replacement = append(replacement, wireValue(f.Value)...)
 		replacement = append(replacement, '\r', '\n')
 	}
 	replacement = append(replacement, '\r', '\n')
@@ -511,19 +497,4 @@ func wireValue(v string) string {
 		return v
 	}
 	return strings.ReplaceAll(strings.ReplaceAll(v, "\r\n", "\n"), "\n", "\r\n")
-}
-
-func nthHeader(h []hfield, name string, n int) int {
-	if n <= 0 {
-		n = 1
-	}
-	for i := range h {
-		if strings.EqualFold(h[i].name, name) {
-			n--
-			if n == 0 {
-				return i
-			}
-		}
-	}
-	return -1
 }
