@@ -13,13 +13,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 )
 

@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"net"
 	"net/netip"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 	"github.com/mailmux/mailmux/sim/meta1"

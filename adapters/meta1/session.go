@@ -9,11 +9,11 @@ package meta1
 import (
 	"context"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )

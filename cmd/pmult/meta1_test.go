@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/sim/meta1"

@@ -35,12 +35,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )

@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 )
 
 // Flags are smtps's policy_milter flags.

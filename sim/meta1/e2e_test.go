@@ -8,7 +8,6 @@ package meta1sim_test
 import (
 	"context"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/realpeer"
 	"github.com/mailmux/mailmux/sim/meta1"

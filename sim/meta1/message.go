@@ -7,8 +7,10 @@ package meta1sim
 import (
 	"bytes"
 	"fmt"
-	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"strings"
+
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
+	"github.com/mailmux/mailmux/macros"
 )
 
 // Header is one header of a message: the name and the exact bytes after
@@ -67,7 +69,7 @@ func (t *Transaction) Apply(r Reply) error {
 	for _, d := range r.RcptDel {
 		found := false
 		for i, a := range t.Rcpts {
-			if (d.Index != ^uint32(0) && uint32(i) == d.Index) || strings.EqualFold(strip(a), strip(d.Addr)) {
+			if (d.Index != ^uint32(0) && uint32(i) == d.Index) || strings.EqualFold(macros.StripBrackets(a), macros.StripBrackets(d.Addr)) {
 				t.Rcpts = append(t.Rcpts[:i], t.Rcpts[i+1:]...)
 				found = true
 				break
@@ -114,12 +116,4 @@ func (t *Transaction) Apply(r Reply) error {
 	}
 	t.Message = JoinMessage(hs, body)
 	return nil
-}
-
-func strip(a string) string {
-	a = strings.TrimSpace(a)
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
-		return a[1 : len(a)-1]
-	}
-	return a
 }

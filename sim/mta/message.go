@@ -14,6 +14,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -166,16 +167,10 @@ func (m *Message) Apply(edits []pmult.Edit) (quarantine string) {
 	return quarantine
 }
 
-// bare returns an address without angle brackets and surrounding space.
-func bare(a string) string {
-	a = strings.TrimSpace(a)
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
-		a = a[1 : len(a)-1]
-	}
-	return a
+// sameAddr compares addresses without angle brackets, case-insensitively.
+func sameAddr(a, b string) bool {
+	return strings.EqualFold(macros.StripBrackets(a), macros.StripBrackets(b))
 }
-
-func sameAddr(a, b string) bool { return strings.EqualFold(bare(a), bare(b)) }
 
 // HeaderDiff returns the changes from old to new header lists as lines
 // "- Name: value" and "+ Name: value" (a unified diff without context),
