@@ -20,7 +20,6 @@ build:
 	$(GO) build -o $(BIN)/demomilter ./examples/demomilter
 	$(GO) build -o $(BIN)/mtasim ./cmd/mtasim
 	$(GO) build -o $(BIN)/calloutd ./cmd/calloutd
-	$(GO) build -o $(BIN)/pmilter-sim ./cmd/pmilter-sim
 
 run: build
 	./scripts/run-demo.sh

@@ -1,5 +1,3 @@
-// doc.go: package documentation.
-
 // Package callout is sender address verification as a service: the
 // calloutd line protocol of mailfromd (Server and Client), and the Verifier
 // that stands between the protocol and the SMTP prober (package

@@ -1,5 +1,3 @@
-// doc.go: package documentation, with an example configuration.
-
 // Package config loads pmult's TOML configuration: the schema (Config,
 // Backend), defaults, and validation that reports every problem of a file at
 // once (a *multierror.Error of *FieldError, each naming the file, the

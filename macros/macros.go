@@ -1,4 +1,5 @@
-// macros.go: name forms, stages and per-MTA default lists.
+// macros.go: name forms, stages, per-MTA default lists, and the
+// angle-bracket stripper of SMTP paths (StripBrackets).
 
 package macros
 
@@ -106,4 +107,14 @@ func Union(have []string, add ...string) []string {
 // commas between names).
 func Split(list string) []string {
 	return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+}
+
+// StripBrackets returns an SMTP path without its angle brackets and the
+// space around it: "<a@b>" and " <a@b> " give "a@b", "a@b" stays.
+func StripBrackets(a string) string {
+	a = strings.TrimSpace(a)
+	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
+		return a[1 : len(a)-1]
+	}
+	return a
 }

@@ -1,5 +1,5 @@
 // meta1.go: the macros of a MeTA1 front end, by name (the integer ids MeTA1
-// uses on the wire belong to the codec in adapters/meta1): the pmilter
+// uses on the wire belong to the codec in adapters/meta1/pmilter): the pmilter
 // stages, the MeTA1 macros a define-macros statement may request and
 // pmult's restrictions on them, and the macros the multiplexer synthesises
 // itself in each stage (mailfromd manual, "Translating MeTA1 macros").
@@ -199,13 +199,4 @@ func Meta1Synth(dst []string, st Meta1Stage, s *Meta1State) []string {
 		dst = append(dst, "{rcpt_addr}", s.RcptAddr, "{rcpt_host}", host)
 	}
 	return dst
-}
-
-// StripBrackets returns an SMTP path without its angle brackets.
-func StripBrackets(a string) string {
-	a = strings.TrimSpace(a)
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
-		return a[1 : len(a)-1]
-	}
-	return a
 }

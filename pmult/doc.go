@@ -3,7 +3,8 @@
 // session out to N backend sessions, merges their verdicts (strongest wins,
 // or with Engine.ChainMerge the first objection in configured order;
 // per-recipient rejects; ACCEPT means "this backend is done") and their
-// message edits (one header model with the MTA's semantics, all body
+// message edits (one header model with the MTA's semantics, built on the
+// exported HeaderList that the front ends and mtasim share; all body
 // replacement in one run), and applies each backend's failure policy. The
 // content phase is serial by default: the first editor (and read-only
 // backends before it) see the message live, later backends get it replayed
@@ -12,5 +13,6 @@
 //
 // The engine knows nothing of sockets, codecs or MTAs: front ends
 // (adapters/…) turn an MTA's dialect into Events and Replies back into its
-// dialect; backends (backends/…) implement the Backend interface.
+// dialect; backends (backends/…) implement the Backend interface. Of the
+// project it imports internal/spool only (the replay spool).
 package pmult

@@ -94,7 +94,7 @@ func TestHeaderModelApplySequence(t *testing.T) {
 	}
 	m.reset()
 	if len(m.strings()) != 0 || len(m.orig) != 1 {
-		t.Errorf("reset left %d/%d fields", len(m.list), len(m.orig))
+		t.Errorf("reset left %d/%d fields", len(m.list.Fields), len(m.orig))
 	}
 	m.received("C", " 3")
 	if got := m.strings(); !slices.Equal(got, []string{"C: 3"}) {
@@ -203,8 +203,8 @@ func TestHeaderModelNoHidden(t *testing.T) {
 	m.received("A", " 1")
 	m.received("B", " 2")
 	m.add(Edit{Kind: EditInsertHeader, Index: 1, Name: "X", Value: " x"})
-	if got := m.list[1].name; got != "X" {
-		t.Fatalf("insert 1 landed at %v", m.list)
+	if got := m.list.Fields[1].Name; got != "X" {
+		t.Fatalf("insert 1 landed at %v", m.list.Fields)
 	}
 	e, _ := m.translate(m.view(), Edit{Kind: EditInsertHeader, Index: 1, Name: "Y", Value: " y"})
 	if e.Index != 2 { // before B, which is now at position 2 behind X
@@ -229,8 +229,8 @@ func TestHeaderModelPostfixSemantics(t *testing.T) {
 	}
 	// A change never touches the hidden header, even by its name.
 	m.add(Edit{Kind: EditChangeHeader, Index: 1, Name: "Received", Value: ""})
-	if m.list[2].name != "Received" || !m.list[2].hidden {
-		t.Errorf("hidden header changed: %+v", m.list)
+	if m.list.Fields[2].Name != "Received" || !m.list.Fields[2].Hidden {
+		t.Errorf("hidden header changed: %+v", m.list.Fields)
 	}
 }
 

@@ -21,8 +21,8 @@ import (
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	backend "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/bench"
-	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 var benchMsg = []byte("From: sender@example.org\r\nTo: rcpt0@example.com\r\nSubject: benchmark\r\n\r\n" +

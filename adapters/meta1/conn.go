@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 )
 
@@ -83,9 +84,9 @@ func (c *conn) Serve(ctx context.Context) {
 		} else {
 			c.nc.SetReadDeadline(time.Time{})
 		}
-		rec, err := ReadRecord(c.br, c.srv.MaxRecord)
+		rec, err := pmilter.ReadRecord(c.br, c.srv.MaxRecord)
 		if err != nil {
-			var re *RecordError
+			var re *pmilter.RecordError
 			if errors.As(err, &re) {
 				c.badRecord(re)
 				continue
@@ -94,8 +95,8 @@ func (c *conn) Serve(ctx context.Context) {
 			return
 		}
 		if !c.negotiated {
-			if rec.Type != RTNegotiate {
-				c.log.Warn("smtps sent a record before negotiating, closing", "type", TypeName(rec.Type), "session", rec.Session)
+			if rec.Type != pmilter.RTNegotiate {
+				c.log.Warn("smtps sent a record before negotiating, closing", "type", pmilter.TypeName(rec.Type), "session", rec.Session)
 				return
 			}
 			if err := c.negotiate(rec); err != nil {
@@ -110,11 +111,11 @@ func (c *conn) Serve(ctx context.Context) {
 
 func (c *conn) readError(err error, timeout time.Duration) {
 	var ne net.Error
-	var fe *FrameError
+	var fe *pmilter.FrameError
 	switch {
 	case err == io.EOF:
 		c.log.Debug("smtps closed the connection", "sessions", c.openSessions())
-	case errors.As(err, &fe), errors.Is(err, ErrTruncated):
+	case errors.As(err, &fe), errors.Is(err, pmilter.ErrTruncated):
 		c.log.Warn("unreadable record from smtps, closing the connection", "err", err, "sessions_dropped", c.openSessions())
 	case errors.As(err, &ne) && ne.Timeout():
 		c.log.Warn("smtps idle too long, closing", "timeout", timeout)
@@ -133,28 +134,28 @@ func (c *conn) openSessions() int {
 
 // negotiate answers smtps's negotiation: the stages it offered, and the
 // macro ids wanted per stage.
-func (c *conn) negotiate(rec Record) error {
-	caps := uint32(1<<NumStages - 1)
+func (c *conn) negotiate(rec pmilter.Record) error {
+	caps := uint32(1<<pmilter.NumStages - 1)
 	macroMax := 0
 	for _, en := range rec.Entries {
 		switch en.Tag {
-		case FCaps:
-			v, err := Uint32Of(en)
+		case pmilter.FCaps:
+			v, err := pmilter.Uint32Of(en)
 			if err != nil {
 				return err
 			}
 			caps = v
-		case FMacroMax:
-			v, err := Uint32Of(en)
+		case pmilter.FMacroMax:
+			v, err := pmilter.Uint32Of(en)
 			if err != nil {
 				return err
 			}
 			macroMax = int(v)
 		}
 	}
-	var e Encoder
-	e.Begin(nil, RTNegReply, "")
-	e.Uint32(FCaps, caps&(1<<NumStages-1))
+	var e pmilter.Encoder
+	e.Begin(nil, pmilter.RTNegReply, "")
+	e.Uint32(pmilter.FCaps, caps&(1<<pmilter.NumStages-1))
 	for st := macros.Meta1Stage(0); st < macros.M1NumStages; st++ {
 		names := c.srv.Macros[st]
 		if len(names) == 0 {
@@ -167,12 +168,12 @@ func (c *conn) negotiate(rec Record) error {
 		}
 		ids := []uint32{uint32(st)}
 		for _, n := range names {
-			if id, ok := MacroID(n); ok {
+			if id, ok := pmilter.MacroID(n); ok {
 				ids = append(ids, id)
 				c.macroIDs[st] = append(c.macroIDs[st], id)
 			}
 		}
-		e.Uint32s(FMacroList, ids...)
+		e.Uint32s(pmilter.FMacroList, ids...)
 	}
 	c.negotiated = true
 	c.log.Debug("negotiated", "version", rec.Version, "caps", fmt.Sprintf("0x%x", caps), "smtps_macro_max", macroMax)
@@ -180,15 +181,15 @@ func (c *conn) negotiate(rec Record) error {
 }
 
 // dispatch hands a record to its session, opening or closing sessions.
-func (c *conn) dispatch(rec Record) {
+func (c *conn) dispatch(rec pmilter.Record) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.sessions[rec.Session]
 	switch rec.Type {
-	case RTNegotiate:
+	case pmilter.RTNegotiate:
 		c.log.Warn("second negotiation on one smtps connection ignored")
 		return
-	case RTConnect:
+	case pmilter.RTConnect:
 		if s != nil {
 			c.log.Warn("connect for a session already open: both dropped", "session", rec.Session)
 			c.dropLocked(s)
@@ -213,28 +214,28 @@ func (c *conn) dispatch(rec Record) {
 		c.sessions[rec.Session] = s
 		c.wg.Add(1)
 		go s.run()
-	case RTEhlo, RTMail, RTRcpt, RTData, RTMsg, RTDot, RTAbort, RTClose:
+	case pmilter.RTEhlo, pmilter.RTMail, pmilter.RTRcpt, pmilter.RTData, pmilter.RTMsg, pmilter.RTDot, pmilter.RTAbort, pmilter.RTClose:
 		if s == nil {
-			if rec.Type == RTClose {
+			if rec.Type == pmilter.RTClose {
 				c.log.Debug("close for a session not open", "session", rec.Session)
 				return
 			}
 			c.log.Warn("record for a session never opened (or already dropped): answered 421",
-				"type", TypeName(rec.Type), "session", rec.Session)
-			if rec.Type != RTAbort {
+				"type", pmilter.TypeName(rec.Type), "session", rec.Session)
+			if rec.Type != pmilter.RTAbort {
 				c.writeSSD(rec.Session, "")
 			}
 			return
 		}
 	default:
-		c.log.Warn("unknown record type: session dropped with 421", "type", TypeName(rec.Type), "session", rec.Session)
+		c.log.Warn("unknown record type: session dropped with 421", "type", pmilter.TypeName(rec.Type), "session", rec.Session)
 		if s != nil {
 			c.dropLocked(s)
 		}
 		c.writeSSD(rec.Session, "")
 		return
 	}
-	if rec.Type == RTClose && s.busy.Load() {
+	if rec.Type == pmilter.RTClose && s.busy.Load() {
 		// smtps gave up waiting (its timeout): stop the work in progress.
 		s.cancel()
 	}
@@ -247,13 +248,13 @@ func (c *conn) dispatch(rec Record) {
 		c.writeSSD(rec.Session, "")
 		return
 	}
-	if rec.Type == RTClose {
+	if rec.Type == pmilter.RTClose {
 		c.removeLocked(s)
 	}
 }
 
 // badRecord handles a well-framed record with malformed entries.
-func (c *conn) badRecord(re *RecordError) {
+func (c *conn) badRecord(re *pmilter.RecordError) {
 	if !re.HasSession {
 		c.log.Warn("malformed record without a session id: ignored", "err", re.Msg)
 		return
@@ -325,10 +326,10 @@ func (c *conn) writeSSD(session, text string) {
 	if text == "" {
 		text = "421 4.7.0 pmult: policy milter protocol error, closing session"
 	}
-	var e Encoder
-	e.Begin(nil, RTReply, session)
-	e.Uint32(FReplyCode, ReplySSD)
-	e.String(FReplyText, text)
+	var e pmilter.Encoder
+	e.Begin(nil, pmilter.RTReply, session)
+	e.Uint32(pmilter.FReplyCode, pmilter.ReplySSD)
+	e.String(pmilter.FReplyText, text)
 	if err := c.write(e.End()); err != nil {
 		c.log.Warn("cannot answer smtps", "err", err)
 	}

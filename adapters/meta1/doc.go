@@ -9,10 +9,13 @@
 // it maps merged replies and edits back to pmilter reply codes, recipient
 // and header modifications and message replacement.
 //
-// The byte-level codec (codec.go) is a PROVISIONAL MODEL: MeTA1's wire
-// format was not available, so every byte-level decision sits in one table
-// in that file, unverified against MeTA1 (see docs/meta1.md). This package
-// is not claimed to be byte-compatible with a real MeTA1.
+// The byte-level codec (package adapters/meta1/pmilter, one file) is a
+// PROVISIONAL MODEL: MeTA1's wire format was not available, so every
+// byte-level decision sits in one table in that file, unverified against
+// MeTA1 (see docs/meta1.md). This package is not claimed to be
+// byte-compatible with a real MeTA1. Header modifications follow
+// pmult.HeaderList with the model's rules: no hidden header above the
+// list, a change replaces the value and keeps the header's name.
 //
-// It may import macros and pmult only.
+// It imports adapters/meta1/pmilter, macros, pmult and internal/connserve.
 package meta1

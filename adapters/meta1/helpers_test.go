@@ -17,8 +17,8 @@ import (
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	"github.com/mailmux/mailmux/bench"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 func TestMain(m *testing.M) {

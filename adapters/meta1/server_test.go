@@ -16,9 +16,10 @@ import (
 	"time"
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 var ctx = context.Background()
@@ -66,7 +67,7 @@ func TestStagesAndMacros(t *testing.T) {
 	}, f)
 	c := fx.dial(meta1sim.Config{})
 	r := session(t, c, netip.MustParseAddr("192.0.2.7"), []string{"<b@example.com>", "<c@example.net>"}, testMsg)
-	if r.Code != m1.ReplyContinue {
+	if r.Code != pmilter.ReplyContinue {
 		t.Fatalf("dot reply %+v", r)
 	}
 	waitFor(t, func() bool { return strings.HasSuffix(f.kinds(), "eom") })
@@ -186,14 +187,14 @@ func TestReplies(t *testing.T) {
 		code   uint32
 		text   string
 	}{
-		{"reject rcpt text", plan(pmult.KindRcpt, "bad", pmult.Reply{Verdict: pmult.Reject, Text: "550 5.1.1 No such user"}), "rcpt", m1.ReplyReject, "550 5.1.1 No such user"},
-		{"tempfail mail", plan(pmult.KindMail, "", pmult.Reply{Verdict: pmult.Tempfail}), "mail", m1.ReplyTempfail, ""},
-		{"tempfail multiline", plan(pmult.KindMail, "", pmult.Reply{Verdict: pmult.Tempfail, Text: "451-4.7.1 one\r\n451 4.7.1 two"}), "mail", m1.ReplyTempfail, "451-4.7.1 one\r\n451 4.7.1 two"},
-		{"wrong class text dropped", plan(pmult.KindMail, "", pmult.Reply{Verdict: pmult.Tempfail, Text: "550 no"}), "mail", m1.ReplyTempfail, ""},
-		{"discard at dot", plan(pmult.KindEOM, "", pmult.Reply{Verdict: pmult.Discard}), "dot", m1.ReplyDiscard, ""},
-		{"reject at header", plan(pmult.KindHeader, "Subject", pmult.Reply{Verdict: pmult.Reject, Text: "554 5.7.1 spam"}), "msg", m1.ReplyReject, "554 5.7.1 spam"},
-		{"accept at connect", plan(pmult.KindConnect, "", pmult.Reply{Verdict: pmult.Accept}), "connect", m1.ReplyAccept, ""},
-		{"421 at helo", plan(pmult.KindHelo, "", pmult.Reply{Verdict: pmult.Shutdown, Text: "421 4.7.0 go away"}), "helo", m1.ReplySSD, "421 4.7.0 go away"},
+		{"reject rcpt text", plan(pmult.KindRcpt, "bad", pmult.Reply{Verdict: pmult.Reject, Text: "550 5.1.1 No such user"}), "rcpt", pmilter.ReplyReject, "550 5.1.1 No such user"},
+		{"tempfail mail", plan(pmult.KindMail, "", pmult.Reply{Verdict: pmult.Tempfail}), "mail", pmilter.ReplyTempfail, ""},
+		{"tempfail multiline", plan(pmult.KindMail, "", pmult.Reply{Verdict: pmult.Tempfail, Text: "451-4.7.1 one\r\n451 4.7.1 two"}), "mail", pmilter.ReplyTempfail, "451-4.7.1 one\r\n451 4.7.1 two"},
+		{"wrong class text dropped", plan(pmult.KindMail, "", pmult.Reply{Verdict: pmult.Tempfail, Text: "550 no"}), "mail", pmilter.ReplyTempfail, ""},
+		{"discard at dot", plan(pmult.KindEOM, "", pmult.Reply{Verdict: pmult.Discard}), "dot", pmilter.ReplyDiscard, ""},
+		{"reject at header", plan(pmult.KindHeader, "Subject", pmult.Reply{Verdict: pmult.Reject, Text: "554 5.7.1 spam"}), "msg", pmilter.ReplyReject, "554 5.7.1 spam"},
+		{"accept at connect", plan(pmult.KindConnect, "", pmult.Reply{Verdict: pmult.Accept}), "connect", pmilter.ReplyAccept, ""},
+		{"421 at helo", plan(pmult.KindHelo, "", pmult.Reply{Verdict: pmult.Shutdown, Text: "421 4.7.0 go away"}), "helo", pmilter.ReplySSD, "421 4.7.0 go away"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -210,7 +211,7 @@ func TestReplies(t *testing.T) {
 			got["connect"] = r
 			r, _ = s.Ehlo(ctx, "h")
 			got["helo"] = r
-			if r.Code == m1.ReplySSD {
+			if r.Code == pmilter.ReplySSD {
 				// The session is over: a further record is for a session
 				// pmult no longer has.
 				if _, err := s.Mail(ctx, "<a@x>"); err != meta1sim.ErrClosed {
@@ -232,7 +233,7 @@ func TestReplies(t *testing.T) {
 			if g := got[tc.stage]; g.Code != tc.code || g.Text != tc.text {
 				t.Errorf("%s: got %+v, want code %d text %q", tc.stage, g, tc.code, tc.text)
 			}
-			if tc.stage == "rcpt" && got["rcpt2"].Code != m1.ReplyContinue {
+			if tc.stage == "rcpt" && got["rcpt2"].Code != pmilter.ReplyContinue {
 				t.Errorf("second rcpt: %+v", got["rcpt2"])
 			}
 			if tc.stage == "msg" && got["dot"].Code != tc.code {
@@ -355,12 +356,12 @@ func TestTimeoutFlags(t *testing.T) {
 		s.Connect(ctx, netip.MustParseAddr("192.0.2.1"), 1, "")
 		s.Mail(ctx, "<a@x>")
 		r, err := s.Rcpt(ctx, 0, "<slow@x>")
-		if err != nil || !r.TimedOut || r.Code != m1.ReplySSD || !strings.HasPrefix(r.SMTP("250 ok"), "421") {
+		if err != nil || !r.TimedOut || r.Code != pmilter.ReplySSD || !strings.HasPrefix(r.SMTP("250 ok"), "421") {
 			t.Fatalf("rcpt: %+v %v", r, err)
 		}
 		// The next session on the same connection works.
 		r2 := session(t, c, netip.MustParseAddr("192.0.2.2"), []string{"<b@x>"}, testMsg)
-		if r2.Code != m1.ReplyContinue || c.Reconnects.Load() != 0 {
+		if r2.Code != pmilter.ReplyContinue || c.Reconnects.Load() != 0 {
 			t.Errorf("next session: %+v, reconnects %d", r2, c.Reconnects.Load())
 		}
 		waitFor(t, func() bool { return fx.srv.ActiveSessions() == 0 })
@@ -373,16 +374,16 @@ func TestTimeoutFlags(t *testing.T) {
 		s.Connect(ctx, netip.MustParseAddr("192.0.2.1"), 1, "")
 		s.Mail(ctx, "<a@x>")
 		r, err := s.Rcpt(ctx, 0, "<slow@x>")
-		if err != nil || !r.TimedOut || r.Code != m1.ReplyContinue {
+		if err != nil || !r.TimedOut || r.Code != pmilter.ReplyContinue {
 			t.Fatalf("rcpt: %+v %v", r, err)
 		}
 		// The rest of the session goes on unfiltered.
-		if r, _ := s.Data(ctx); r.Code != m1.ReplyContinue {
+		if r, _ := s.Data(ctx); r.Code != pmilter.ReplyContinue {
 			t.Errorf("data: %+v", r)
 		}
 		s.Close()
 		r2 := session(t, c, netip.MustParseAddr("192.0.2.2"), []string{"<b@x>"}, testMsg)
-		if r2.Code != m1.ReplyContinue || c.Reconnects.Load() != 1 {
+		if r2.Code != pmilter.ReplyContinue || c.Reconnects.Load() != 1 {
 			t.Errorf("next session: %+v, reconnects %d", r2, c.Reconnects.Load())
 		}
 		waitFor(t, func() bool { return fx.srv.ActiveConnections() == 1 && fx.srv.ActiveSessions() == 0 })
@@ -403,10 +404,10 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	rc := &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
-	var e m1.Encoder
-	e.Begin(nil, m1.RTNegotiate, "")
+	var e pmilter.Encoder
+	e.Begin(nil, pmilter.RTNegotiate, "")
 	rc.send(e.End())
-	if rec := rc.read(); rec.Type != m1.RTNegReply {
+	if rec := rc.read(); rec.Type != pmilter.RTNegReply {
 		t.Fatalf("negotiation: %+v", rec)
 	}
 	return rc
@@ -418,20 +419,20 @@ func (rc *rawConn) send(b []byte) {
 	}
 }
 
-func (rc *rawConn) read() m1.Record {
+func (rc *rawConn) read() pmilter.Record {
 	rc.t.Helper()
 	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	rec, err := m1.ReadRecord(rc.br, 0)
+	rec, err := pmilter.ReadRecord(rc.br, 0)
 	if err != nil {
 		rc.t.Fatalf("read: %v", err)
 	}
 	return rec
 }
 
-func code(t *testing.T, rec m1.Record) uint32 {
+func code(t *testing.T, rec pmilter.Record) uint32 {
 	for _, en := range rec.Entries {
-		if en.Tag == m1.FReplyCode {
-			v, _ := m1.Uint32Of(en)
+		if en.Tag == pmilter.FReplyCode {
+			v, _ := pmilter.Uint32Of(en)
 			return v
 		}
 	}
@@ -439,8 +440,8 @@ func code(t *testing.T, rec m1.Record) uint32 {
 	return 0
 }
 
-func rec(t uint32, session string, fields func(*m1.Encoder)) []byte {
-	var e m1.Encoder
+func rec(t uint32, session string, fields func(*pmilter.Encoder)) []byte {
+	var e pmilter.Encoder
 	e.Begin(nil, t, session)
 	if fields != nil {
 		fields(&e)
@@ -460,8 +461,8 @@ func TestBadInput(t *testing.T) {
 	}
 	rc := dialRaw(t, fx.addr)
 	connect := func(id string) {
-		rc.send(rec(m1.RTConnect, id, func(e *m1.Encoder) { e.Bytes(m1.FClientAddr, []byte{192, 0, 2, 3}) }))
-		if c := code(t, rc.read()); c != m1.ReplyContinue {
+		rc.send(rec(pmilter.RTConnect, id, func(e *pmilter.Encoder) { e.Bytes(pmilter.FClientAddr, []byte{192, 0, 2, 3}) }))
+		if c := code(t, rc.read()); c != pmilter.ReplyContinue {
 			t.Fatalf("connect %s: %d", id, c)
 		}
 	}
@@ -469,35 +470,35 @@ func TestBadInput(t *testing.T) {
 	connect("B")
 
 	// Data for a session never opened: 421 for it.
-	rc.send(rec(m1.RTMsg, "nope", func(e *m1.Encoder) { e.Bytes(m1.FChunk, []byte("x")) }))
-	if r := rc.read(); r.Session != "nope" || code(t, r) != m1.ReplySSD {
+	rc.send(rec(pmilter.RTMsg, "nope", func(e *pmilter.Encoder) { e.Bytes(pmilter.FChunk, []byte("x")) }))
+	if r := rc.read(); r.Session != "nope" || code(t, r) != pmilter.ReplySSD {
 		t.Errorf("never opened: %+v", r)
 	}
 	// An unknown record type drops that session with 421.
 	rc.send(rec(0x7777, "A", nil))
-	if r := rc.read(); r.Session != "A" || code(t, r) != m1.ReplySSD {
+	if r := rc.read(); r.Session != "A" || code(t, r) != pmilter.ReplySSD {
 		t.Errorf("unknown type: %+v", r)
 	}
-	rc.send(rec(m1.RTEhlo, "A", func(e *m1.Encoder) { e.String(m1.FHelo, "h") }))
-	if r := rc.read(); r.Session != "A" || code(t, r) != m1.ReplySSD {
+	rc.send(rec(pmilter.RTEhlo, "A", func(e *pmilter.Encoder) { e.String(pmilter.FHelo, "h") }))
+	if r := rc.read(); r.Session != "A" || code(t, r) != pmilter.ReplySSD {
 		t.Errorf("after drop: %+v", r)
 	}
 	// A bogus entry length inside a sound frame: that session only.
 	connect("C")
-	b := rec(m1.RTEhlo, "C", func(e *m1.Encoder) { e.String(m1.FHelo, "hello") })
+	b := rec(pmilter.RTEhlo, "C", func(e *pmilter.Encoder) { e.String(pmilter.FHelo, "hello") })
 	b[len(b)-10] = 0xff // the helo entry's length now exceeds the record
 	rc.send(b)
-	if r := rc.read(); r.Session != "C" || code(t, r) != m1.ReplySSD {
+	if r := rc.read(); r.Session != "C" || code(t, r) != pmilter.ReplySSD {
 		t.Errorf("bogus entry length: %+v", r)
 	}
 	// A bad field value (a 3-byte address) drops the session.
-	rc.send(rec(m1.RTConnect, "D", func(e *m1.Encoder) { e.Bytes(m1.FClientAddr, []byte{1, 2, 3}) }))
-	if r := rc.read(); r.Session != "D" || code(t, r) != m1.ReplySSD {
+	rc.send(rec(pmilter.RTConnect, "D", func(e *pmilter.Encoder) { e.Bytes(pmilter.FClientAddr, []byte{1, 2, 3}) }))
+	if r := rc.read(); r.Session != "D" || code(t, r) != pmilter.ReplySSD {
 		t.Errorf("bad address: %+v", r)
 	}
 	// Session B is unaffected.
-	rc.send(rec(m1.RTEhlo, "B", func(e *m1.Encoder) { e.String(m1.FHelo, "b.example") }))
-	if r := rc.read(); r.Session != "B" || code(t, r) != m1.ReplyContinue {
+	rc.send(rec(pmilter.RTEhlo, "B", func(e *pmilter.Encoder) { e.String(pmilter.FHelo, "b.example") }))
+	if r := rc.read(); r.Session != "B" || code(t, r) != pmilter.ReplyContinue {
 		t.Errorf("B: %+v", r)
 	}
 	// A bogus frame length ends that connection only.
@@ -508,13 +509,13 @@ func TestBadInput(t *testing.T) {
 	}
 	// A truncated record on another connection: same.
 	rc2 := dialRaw(t, fx.addr)
-	rc2.send(rec(m1.RTConnect, "E", nil)[:10])
+	rc2.send(rec(pmilter.RTConnect, "E", nil)[:10])
 	rc2.nc.(*net.TCPConn).CloseWrite()
 	if _, err := rc2.br.ReadByte(); err == nil {
 		t.Error("truncated record answered")
 	}
 	// The good session goes on.
-	if r, err := gs.Ehlo(ctx, "good"); err != nil || r.Code != m1.ReplyContinue {
+	if r, err := gs.Ehlo(ctx, "good"); err != nil || r.Code != pmilter.ReplyContinue {
 		t.Errorf("good session: %+v %v", r, err)
 	}
 	gs.Close()
@@ -525,17 +526,17 @@ func TestSessionLimit(t *testing.T) {
 	fx := start(t, func(s *m1.Server) { s.MaxSessions = 1 }, &fake{name: "f"})
 	c := fx.dial(meta1sim.Config{})
 	s1, _ := c.NewSession(ctx)
-	if r, _ := s1.Connect(ctx, netip.Addr{}, 0, ""); r.Code != m1.ReplyContinue {
+	if r, _ := s1.Connect(ctx, netip.Addr{}, 0, ""); r.Code != pmilter.ReplyContinue {
 		t.Fatalf("first: %+v", r)
 	}
 	s2, _ := c.NewSession(ctx)
-	if r, _ := s2.Connect(ctx, netip.Addr{}, 0, ""); r.Code != m1.ReplySSD {
+	if r, _ := s2.Connect(ctx, netip.Addr{}, 0, ""); r.Code != pmilter.ReplySSD {
 		t.Fatalf("second: %+v", r)
 	}
 	s1.Close()
 	waitFor(t, func() bool { return fx.srv.ActiveSessions() == 0 })
 	s3, _ := c.NewSession(ctx)
-	if r, _ := s3.Connect(ctx, netip.Addr{}, 0, ""); r.Code != m1.ReplyContinue {
+	if r, _ := s3.Connect(ctx, netip.Addr{}, 0, ""); r.Code != pmilter.ReplyContinue {
 		t.Fatalf("third: %+v", r)
 	}
 	s3.Close()
@@ -560,9 +561,9 @@ func TestDrain(t *testing.T) {
 			return false
 		}
 		r, _ := s2.Connect(ctx, netip.Addr{}, 0, "")
-		return r.Code == m1.ReplySSD
+		return r.Code == pmilter.ReplySSD
 	})
-	if r, err := s.Ehlo(ctx, "still here"); err != nil || r.Code != m1.ReplyContinue {
+	if r, err := s.Ehlo(ctx, "still here"); err != nil || r.Code != pmilter.ReplyContinue {
 		t.Fatalf("open session during drain: %+v %v", r, err)
 	}
 	s.Close()

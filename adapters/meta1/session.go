@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -42,7 +43,7 @@ type session struct {
 	c   *conn
 	id  string
 	log *slog.Logger
-	in  chan Record // written and closed by the reader with c.mu held
+	in  chan pmilter.Record // written and closed by the reader with c.mu held
 
 	gone bool // out of the map, in closed (c.mu)
 	busy atomic.Bool
@@ -60,15 +61,16 @@ type session struct {
 	verdict pmult.Reply // an objecting verdict reached in the data stage
 	rcpts   []rcpt
 	nrcpt   uint32
-	headers []hfield
+	headers pmult.HeaderList // the message's headers as smtps has them (KeepName: the model changes values only)
 	dataMac []pmult.MacroSet
 
 	buf []byte
-	enc Encoder
+	enc pmilter.Encoder
 }
 
 func (c *conn) newSession(id string) *session {
-	s := &session{c: c, id: id, in: make(chan Record, orDefault(c.srv.QueueDepth, DefaultQueueDepth))}
+	s := &session{c: c, id: id, in: make(chan pmilter.Record, orDefault(c.srv.QueueDepth, DefaultQueueDepth)),
+		headers: pmult.HeaderList{KeepName: true}}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	s.log = c.log.With("session", id)
 	s.st.SessionID = id
@@ -108,25 +110,25 @@ func (s *session) run() {
 }
 
 // record runs one record and writes its reply.
-func (s *session) record(rec Record) {
-	if rec.Type == RTClose {
+func (s *session) record(rec pmilter.Record) {
+	if rec.Type == pmilter.RTClose {
 		return // run's deferred QUIT closes the backends
 	}
-	if rec.Type != RTAbort {
+	if rec.Type != pmilter.RTAbort {
 		s.busy.Store(true)
 		defer s.busy.Store(false)
 	}
 	rep, mods, err := s.handle(rec)
 	if err != nil {
-		s.log.Warn("bad record: session dropped with 421", "type", TypeName(rec.Type), "err", err)
+		s.log.Warn("bad record: session dropped with 421", "type", pmilter.TypeName(rec.Type), "err", err)
 		s.end("")
 		return
 	}
-	if rec.Type == RTAbort {
+	if rec.Type == pmilter.RTAbort {
 		return
 	}
 	if s.ctx.Err() != nil {
-		s.log.Info("no reply: smtps closed the session or the connection", "type", TypeName(rec.Type))
+		s.log.Info("no reply: smtps closed the session or the connection", "type", pmilter.TypeName(rec.Type))
 		return
 	}
 	if rep.Verdict == pmult.Shutdown {
@@ -149,22 +151,22 @@ func (s *session) end(text string) {
 
 // mods is what the dot stage sends besides the verdict.
 type mods struct {
-	hdr         []HdrMod
-	rcpts       []Entry
+	hdr         []pmilter.HdrMod
+	rcpts       []pmilter.Entry
 	replacement []byte
 }
 
-func (s *session) macroSet(k pmult.Kind, st macros.Meta1Stage, rec Record) ([]pmult.MacroSet, error) {
+func (s *session) macroSet(k pmult.Kind, st macros.Meta1Stage, rec pmilter.Record) ([]pmult.MacroSet, error) {
 	pairs := macros.Meta1Synth(make([]string, 0, 24), st, &s.st)
 	for _, en := range rec.Entries {
-		if en.Tag != FMacro {
+		if en.Tag != pmilter.FMacro {
 			continue
 		}
-		id, val, err := IntStringOf(en)
+		id, val, err := pmilter.IntStringOf(en)
 		if err != nil {
 			return nil, err
 		}
-		name, ok := MacroName(id)
+		name, ok := pmilter.MacroName(id)
 		if !ok {
 			s.log.Debug("macro with an unknown id ignored", "id", id)
 			continue
@@ -174,26 +176,26 @@ func (s *session) macroSet(k pmult.Kind, st macros.Meta1Stage, rec Record) ([]pm
 	return []pmult.MacroSet{{Code: milterCode[k], For: k, Pairs: pairs}}, nil
 }
 
-func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
+func (s *session) handle(rec pmilter.Record) (pmult.Reply, *mods, error) {
 	ctx := s.ctx
 	switch rec.Type {
-	case RTConnect:
+	case pmilter.RTConnect:
 		ev := &pmult.Event{Kind: pmult.KindConnect}
 		for _, en := range rec.Entries {
 			switch en.Tag {
-			case FClientAddr:
-				a, err := AddrOf(en)
+			case pmilter.FClientAddr:
+				a, err := pmilter.AddrOf(en)
 				if err != nil {
 					return pmult.Reply{}, nil, err
 				}
 				s.st.ClientAddr = a
-			case FClientPort:
-				p, err := Uint32Of(en)
+			case pmilter.FClientPort:
+				p, err := pmilter.Uint32Of(en)
 				if err != nil || p > 65535 {
 					return pmult.Reply{}, nil, fmt.Errorf("client port: %v %d", err, p)
 				}
 				s.st.ClientPort = int(p)
-			case FHostname:
+			case pmilter.FHostname:
 				ev.Hostname = string(en.Val)
 			}
 		}
@@ -215,10 +217,10 @@ func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
 		s.eng = s.c.srv.currentEngine().NewSession(s.c.id+"/"+s.id, s.log)
 		s.eng.Open(ctx, offer, nil)
 		return s.eng.Handle(ctx, ev), nil, nil
-	case RTEhlo:
+	case pmilter.RTEhlo:
 		ev := &pmult.Event{Kind: pmult.KindHelo}
 		for _, en := range rec.Entries {
-			if en.Tag == FHelo {
+			if en.Tag == pmilter.FHelo {
 				ev.Arg = string(en.Val)
 			}
 		}
@@ -228,9 +230,9 @@ func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
 			return pmult.Reply{}, nil, err
 		}
 		return s.eng.Handle(ctx, ev), nil, nil
-	case RTMail, RTRcpt:
+	case pmilter.RTMail, pmilter.RTRcpt:
 		k, st := pmult.KindMail, macros.M1Mail
-		if rec.Type == RTRcpt {
+		if rec.Type == pmilter.RTRcpt {
 			k, st = pmult.KindRcpt, macros.M1Rcpt
 		}
 		ev := &pmult.Event{Kind: k}
@@ -238,12 +240,12 @@ func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
 		idx := s.nrcpt
 		for _, en := range rec.Entries {
 			switch en.Tag {
-			case FAddr:
+			case pmilter.FAddr:
 				addr = string(en.Val)
-			case FArg:
+			case pmilter.FArg:
 				ev.Args = append(ev.Args, string(en.Val))
-			case FRcptIdx:
-				v, err := Uint32Of(en)
+			case pmilter.FRcptIdx:
+				v, err := pmilter.Uint32Of(en)
 				if err != nil {
 					return pmult.Reply{}, nil, err
 				}
@@ -272,28 +274,28 @@ func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
 			}
 		}
 		return rep, nil, nil
-	case RTData:
+	case pmilter.RTData:
 		ms, err := s.macroSet(pmult.KindData, macros.M1Data, rec)
 		if err != nil {
 			return pmult.Reply{}, nil, err
 		}
 		s.inData = true
 		s.split.reset()
-		s.headers = s.headers[:0]
+		s.headers.Fields = s.headers.Fields[:0]
 		s.verdict = pmult.Reply{}
 		s.dataMac = ms
 		return s.eng.Handle(ctx, &pmult.Event{Kind: pmult.KindData, Macros: ms}), nil, nil
-	case RTMsg:
+	case pmilter.RTMsg:
 		if !s.inData {
 			return pmult.Reply{}, nil, fmt.Errorf("message chunk outside the data stage")
 		}
 		for _, en := range rec.Entries {
-			if en.Tag == FChunk {
+			if en.Tag == pmilter.FChunk {
 				s.split.write(en.Val, s.emit)
 			}
 		}
 		return s.verdict, nil, nil
-	case RTDot:
+	case pmilter.RTDot:
 		if !s.inData {
 			return pmult.Reply{}, nil, fmt.Errorf("dot outside the data stage")
 		}
@@ -317,7 +319,7 @@ func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
 		}
 		s.resetMessage()
 		return rep, m, nil
-	case RTAbort:
+	case pmilter.RTAbort:
 		if s.eng != nil {
 			s.eng.Handle(ctx, &pmult.Event{Kind: pmult.KindAbort})
 		}
@@ -325,7 +327,7 @@ func (s *session) handle(rec Record) (pmult.Reply, *mods, error) {
 		s.resetMessage()
 		return pmult.Reply{}, nil, nil
 	}
-	return pmult.Reply{}, nil, fmt.Errorf("unexpected record type %s", TypeName(rec.Type))
+	return pmult.Reply{}, nil, fmt.Errorf("unexpected record type %s", pmilter.TypeName(rec.Type))
 }
 
 func (s *session) newMessage() {
@@ -336,7 +338,7 @@ func (s *session) newMessage() {
 
 func (s *session) resetMessage() {
 	s.split.reset()
-	s.headers = s.headers[:0]
+	s.headers.Fields = s.headers.Fields[:0]
 	s.verdict = pmult.Reply{}
 	s.dataMac = nil
 }
@@ -344,7 +346,7 @@ func (s *session) resetMessage() {
 // emit runs one event of the data stage, unless the message is decided.
 func (s *session) emit(ev *pmult.Event) {
 	if ev.Kind == pmult.KindHeader {
-		s.headers = append(s.headers, hfield{name: ev.Name, value: ev.Value})
+		s.headers.Fields = append(s.headers.Fields, pmult.Header{Name: ev.Name, Value: ev.Value})
 	}
 	if s.verdict.Verdict.Objects() {
 		return
@@ -378,44 +380,44 @@ func (s *session) text(rep pmult.Reply, class byte) string {
 // appendReply appends the reply record (and, for a message replacement,
 // the replacement records before it).
 func (s *session) appendReply(buf []byte, rep pmult.Reply, m *mods) []byte {
-	code, text := ReplyContinue, ""
+	code, text := pmilter.ReplyContinue, ""
 	switch rep.Verdict {
 	case pmult.Accept:
-		code = ReplyAccept
+		code = pmilter.ReplyAccept
 	case pmult.Reject:
-		code, text = ReplyReject, s.text(rep, '5')
+		code, text = pmilter.ReplyReject, s.text(rep, '5')
 	case pmult.Tempfail:
-		code, text = ReplyTempfail, s.text(rep, '4')
+		code, text = pmilter.ReplyTempfail, s.text(rep, '4')
 	case pmult.Discard:
-		code = ReplyDiscard
+		code = pmilter.ReplyDiscard
 	}
-	var hm []HdrMod
-	var rcptMods []Entry
+	var hm []pmilter.HdrMod
+	var rcptMods []pmilter.Entry
 	var replacement []byte
 	if m != nil {
 		hm, rcptMods, replacement = m.hdr, m.rcpts, m.replacement
 	}
 	if replacement != nil {
-		for off := 0; off < len(replacement) || off == 0; off += ChunkSize {
-			end := min(off+ChunkSize, len(replacement))
-			s.enc.Begin(buf, RTMsgReplace, s.id)
-			s.enc.Bytes(FChunk, replacement[off:end])
+		for off := 0; off < len(replacement) || off == 0; off += pmilter.ChunkSize {
+			end := min(off+pmilter.ChunkSize, len(replacement))
+			s.enc.Begin(buf, pmilter.RTMsgReplace, s.id)
+			s.enc.Bytes(pmilter.FChunk, replacement[off:end])
 			buf = s.enc.End()
 			if end == len(replacement) {
 				break
 			}
 		}
 	}
-	s.enc.Begin(buf, RTReply, s.id)
-	s.enc.Uint32(FReplyCode, code)
+	s.enc.Begin(buf, pmilter.RTReply, s.id)
+	s.enc.Uint32(pmilter.FReplyCode, code)
 	if text != "" {
-		s.enc.String(FReplyText, text)
+		s.enc.String(pmilter.FReplyText, text)
 	}
 	for _, en := range rcptMods {
 		s.enc.Bytes(en.Tag, en.Val)
 	}
 	if replacement != nil {
-		s.enc.Uint32(FMsgReplace, uint32(len(replacement)))
+		s.enc.Uint32(pmilter.FMsgReplace, uint32(len(replacement)))
 	} else {
 		for _, h := range hm {
 			s.enc.AppendHdrMod(h)
@@ -424,48 +426,34 @@ func (s *session) appendReply(buf []byte, rep pmult.Reply, m *mods) []byte {
 	return s.enc.End()
 }
 
-// hfield is one header of the message as smtps has it.
-type hfield struct{ name, value string }
-
 // translate turns engine edits into pmilter modifications: header edits
 // to positional modifications against the header list as modified so far,
 // recipient edits to add/delete fields, a body replacement to a complete
 // replacement message (the edited headers, a blank line, the new body),
 // which then carries the header edits itself.
-func (s *session) translate(edits []pmult.Edit) (hm []HdrMod, rcpts []Entry, replacement []byte) {
-	h := s.headers
+func (s *session) translate(edits []pmult.Edit) (hm []pmilter.HdrMod, rcpts []pmilter.Entry, replacement []byte) {
+	h := &s.headers
 	var body []byte
 	replaced := false
 	for _, e := range edits {
 		switch e.Kind {
-		case pmult.EditAddHeader:
-			hm = append(hm, HdrMod{Type: HdrAppend, Pos: uint32(len(h)), Name: e.Name, Value: wireValue(e.Value)})
-			h = append(h, hfield{e.Name, e.Value})
-		case pmult.EditInsertHeader:
-			pos := min(max(e.Index, 0), len(h))
-			hm = append(hm, HdrMod{Type: HdrInsert, Pos: uint32(pos), Name: e.Name, Value: wireValue(e.Value)})
-			h = append(h, hfield{})
-			copy(h[pos+1:], h[pos:])
-			h[pos] = hfield{e.Name, e.Value}
-		case pmult.EditChangeHeader:
-			i := nthHeader(h, e.Name, e.Index)
-			switch {
-			case i < 0 && e.Value == "":
+		case pmult.EditAddHeader, pmult.EditInsertHeader, pmult.EditChangeHeader:
+			switch c := h.Apply(e); c.Op {
+			case pmult.HeaderNone:
 				s.log.Info("header modification request does not match any header", "name", e.Name, "index", e.Index)
-			case i < 0:
-				hm = append(hm, HdrMod{Type: HdrAppend, Pos: uint32(len(h)), Name: e.Name, Value: wireValue(e.Value)})
-				h = append(h, hfield{e.Name, e.Value})
-			case e.Value == "":
-				hm = append(hm, HdrMod{Type: HdrRemove, Pos: uint32(i), Name: h[i].name})
-				h = append(h[:i], h[i+1:]...)
-			default:
-				hm = append(hm, HdrMod{Type: HdrReplace, Pos: uint32(i), Name: h[i].name, Value: wireValue(e.Value)})
-				h[i].value = e.Value
+			case pmult.HeaderAppended:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrAppend, Pos: uint32(c.Pos), Name: e.Name, Value: wireValue(e.Value)})
+			case pmult.HeaderInserted:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrInsert, Pos: uint32(c.Pos), Name: e.Name, Value: wireValue(e.Value)})
+			case pmult.HeaderDeleted:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrRemove, Pos: uint32(c.Pos), Name: c.Field.Name})
+			case pmult.HeaderChanged:
+				hm = append(hm, pmilter.HdrMod{Type: pmilter.HdrReplace, Pos: uint32(c.Pos), Name: c.Field.Name, Value: wireValue(e.Value)})
 			}
 		case pmult.EditAddRcpt, pmult.EditAddRcptPar:
 			v := make([]byte, 0, len(e.Addr)+1+len(e.Args))
 			v = append(append(append(v, e.Addr...), 0), e.Args...)
-			rcpts = append(rcpts, Entry{Tag: FRcptAdd, Val: v})
+			rcpts = append(rcpts, pmilter.Entry{Tag: pmilter.FRcptAdd, Val: v})
 		case pmult.EditDelRcpt:
 			idx := ^uint32(0)
 			a := macros.StripBrackets(e.Addr)
@@ -475,27 +463,26 @@ func (s *session) translate(edits []pmult.Edit) (hm []HdrMod, rcpts []Entry, rep
 					break
 				}
 			}
-			v := byteOrder.AppendUint32(nil, idx)
-			rcpts = append(rcpts, Entry{Tag: FRcptDel, Val: append(v, e.Addr...)})
+			v := pmilter.AppendUint32(nil, idx)
+			rcpts = append(rcpts, pmilter.Entry{Tag: pmilter.FRcptDel, Val: append(v, e.Addr...)})
 		case pmult.EditReplaceBody:
 			body, replaced = e.Body, true
 		default:
 			s.log.Warn("modification pmilter cannot carry dropped", "edit", e.Kind.String(), "backend", "merged")
 		}
 	}
-	s.headers = h
 	if !replaced {
 		return hm, rcpts, nil
 	}
 	n := len(body) + 2
-	for _, f := range h {
-		n += len(f.name) + len(f.value) + 3
+	for _, f := range h.Fields {
+		n += len(f.Name) + len(f.Value) + 3
 	}
 	replacement = make([]byte, 0, n)
-	for _, f := range h {
-		replacement = append(replacement, f.name...)
+	for _, f := range h.Fields {
+		replacement = append(replacement, f.Name...)
 		replacement = append(replacement, ':')
-		replacement = append(replacement, wireValue(f.value)...)
+		replacement = append(replacement, wireValue(f.Value)...)
 		replacement = append(replacement, '\r', '\n')
 	}
 	replacement = append(replacement, '\r', '\n')
@@ -510,19 +497,4 @@ func wireValue(v string) string {
 		return v
 	}
 	return strings.ReplaceAll(strings.ReplaceAll(v, "\r\n", "\n"), "\n", "\r\n")
-}
-
-func nthHeader(h []hfield, name string, n int) int {
-	if n <= 0 {
-		n = 1
-	}
-	for i := range h {
-		if strings.EqualFold(h[i].name, name) {
-			n--
-			if n == 0 {
-				return i
-			}
-		}
-	}
-	return -1
 }

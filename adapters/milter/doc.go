@@ -14,4 +14,7 @@
 // ProgressInterval so that the MTA's timer does not cover every backend
 // at once, and watches the MTA's socket: when the MTA goes away the
 // session's context is cancelled and the backends stop waiting.
+//
+// It imports milterproto, pmult, macros (the MTAs' default macro lists),
+// internal/connserve (the accept loop) and internal/sockopt.
 package milter

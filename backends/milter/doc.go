@@ -7,6 +7,6 @@
 // HDR_LEADSPC, and turns timeouts, protocol violations (reply texts
 // Postfix calls malformed among them) and oversize replacement bodies into
 // errors the engine acts on. A circuit breaker (breaker.go) makes opens
-// fail fast while the backend is down or wedged. It may import milterproto
-// and pmult only.
+// fail fast while the backend is down or wedged. It imports milterproto,
+// pmult and internal/sockopt.
 package milter

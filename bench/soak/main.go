@@ -41,7 +41,7 @@ import (
 	"time"
 
 	backend "github.com/mailmux/mailmux/backends/milter"
-	"github.com/mailmux/mailmux/mtasim"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 type options struct {

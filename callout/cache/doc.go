@@ -1,5 +1,3 @@
-// doc.go: package documentation.
-
 // Package cache is the callout result cache: what a probe found out about
 // an address (success or not_found) and about a domain (dead, down,
 // catch-all), with separate lifetimes, kept in a Store: a bbolt file by

@@ -1,5 +1,3 @@
-// doc.go: package documentation.
-
 // Package callouttest provides what tests of the callout service need and
 // nothing else: scriptable SMTP target servers (accepting, rejecting,
 // greylisting, slow, dropping, 4xx greeting, STARTTLS, catch-all) and an

@@ -1,5 +1,3 @@
-// doc.go: package documentation.
-
 // Package smtpprobe is the SMTP prober of the callout service: given an
 // address and a verification mode it finds the mail hosts (MX records by
 // preference with github.com/miekg/dns, A/AAAA when there is no MX), talks

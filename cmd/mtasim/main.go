@@ -11,7 +11,7 @@
 // or a sendmail.cf X line ("name, S=inet:…, F=T, T=C:5s;R:10s;E:1m").
 // --pmilter PORT (same forms) drives a MeTA1 policy-milter server (pmult's
 // MeTA1 front end) instead, as smtps would, over the project's provisional
-// pmilter model (meta1sim; see docs/meta1.md), with --pmilter-timeout and
+// pmilter model (sim/meta1; see docs/meta1.md), with --pmilter-timeout and
 // --pmilter-flags abort|accept_but_reconnect as smtps's policy_milter.
 // Exit codes: 0 ok, 1 an \E expectation failed, 64 usage, 65 malformed
 // script, 66 unreadable input, 69 milter unreachable or broken, 70 other.
@@ -37,8 +37,8 @@ import (
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
-	"github.com/mailmux/mailmux/mtasim"
+	"github.com/mailmux/mailmux/sim/meta1"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 // Version is the program version.

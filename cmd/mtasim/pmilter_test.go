@@ -22,6 +22,7 @@ import (
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/realpeer"
+	"github.com/mailmux/mailmux/pmult"
 )
 
 // startPmult runs pmult's MeTA1 and milter fronts on one engine and
@@ -228,5 +229,46 @@ func TestPmilterUsage(t *testing.T) {
 	ln.Close()
 	if code, _, errs := runMain([]string{"--pmilter", dead}, "ehlo x\n"); code != 69 || !strings.Contains(errs, "connection refused") {
 		t.Errorf("unreachable: exit %d %s", code, errs)
+	}
+}
+
+// TestPmilterNoBackends: `mtasim --pmilter` against a bare MeTA1 front (an
+// engine with no backends), what the dropped pmilter-sim alias and
+// meta1sim.RunScript asserted: every stage accepted with mtasim's replies,
+// the client socket and a MeTA1 macro passed, smtps's abort flag accepted,
+// dot-stuffing undone in the message the policy milter saw, and the
+// message report of a batch printed.
+func TestPmilterNoBackends(t *testing.T) {
+	ms := &m1.Server{Engine: &pmult.Engine{}, Log: slog.New(slog.DiscardHandler)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ms.Serve(ln)
+	t.Cleanup(func() { ms.Shutdown(context.Background()) })
+	spec := fmt.Sprintf("inet:%d@127.0.0.1", ln.Addr().(*net.TCPAddr).Port)
+	script := "\\E250\nEHLO me\nMAIL FROM:<a@x> SIZE=10\nRCPT TO:<b@y>\nDATA\nSubject: s\n\n..dot\n\\E250\n.\nQUIT\n"
+	code, out, errs := runMain([]string{"--pmilter", spec, "--pmilter-flags", "abort",
+		"--sender-socket", "inet6,client.example.org,2001:db8::1,25", "-D", "taid=T1"}, script)
+	for _, want := range []string{"250 Recipient OK", "250 Mail accepted", "221 Done"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("script: exit %d, output lacks %q:\n%s%s", code, want, out, errs)
+		}
+	}
+	bsmtp := "HELO me\nMAIL FROM:<a@x>\nRCPT TO:<b@y>\nDATA\nSubject: s\n\n..dot\n.\nQUIT\n"
+	code, out, errs = runMain([]string{"--pmilter", spec, "--bsmtp", "-", "--full"}, bsmtp)
+	for _, want := range []string{"=== message 1: continue", "\n.dot\n", "=== 1 messages: 1 delivered"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("--bsmtp: exit %d, output lacks %q:\n%s%s", code, want, out, errs)
+		}
+	}
+	// A wrong expectation: exit 1.
+	if code, _, errs := runMain([]string{"--pmilter", spec}, "EHLO me\n\\E550\nMAIL FROM:<a@x>\n"); code != 1 {
+		t.Errorf("wrong expectation: exit %d %s", code, errs)
+	}
+	for _, bad := range [][]string{{"--pmilter", spec, "-D", "novalue"}, {"--pmilter", spec, "--sender-socket", "x"}} {
+		if code, _, _ := runMain(bad, ""); code != 64 {
+			t.Errorf("%q: exit %d, want 64", bad, code)
+		}
 	}
 }

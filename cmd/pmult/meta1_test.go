@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
-	"github.com/mailmux/mailmux/meta1sim"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 func TestImportManualExample(t *testing.T) {
@@ -128,7 +128,7 @@ func TestServeMeta1(t *testing.T) {
 		t.Fatalf("dial: %v\n%s", err, logs.String())
 	}
 	defer c.Close()
-	if req := c.MacroRequests(); len(req[m1.StageMail]) != 1 {
+	if req := c.MacroRequests(); len(req[pmilter.StageMail]) != 1 {
 		t.Errorf("macro requests %v", req)
 	}
 	ctx := context.Background()

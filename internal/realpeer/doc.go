@@ -1,6 +1,7 @@
-// Package realpeer runs real mail software from Go tests: a private Postfix
-// instance, the scriptable pymilter milter testdata/pymilter/actions.py,
-// mailfromd as a milter, and mailfromd's mtasim. It is a test helper for the
+// Package realpeer runs real mail software from Go tests: private Postfix
+// and Sendmail instances, the scriptable pymilter milter
+// testdata/pymilter/actions.py, mailfromd as a milter, OpenDKIM,
+// mailfromd's mtasim, calloutd and Redis. It is a test helper for the
 // project's end-to-end tests, not production code.
 //
 // Everything a test starts lives in a private directory under the system

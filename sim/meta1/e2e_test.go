@@ -16,9 +16,10 @@ import (
 	"time"
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/realpeer"
-	"github.com/mailmux/mailmux/meta1sim"
+	"github.com/mailmux/mailmux/sim/meta1"
 )
 
 // mfl rejects one recipient and, at end of message, adds a header made of
@@ -231,7 +232,7 @@ func TestChainTimeoutFlags(t *testing.T) {
 		flags      meta1sim.Flags
 		code       uint32
 		reconnects int64
-	}{{meta1sim.FlagAbort, m1.ReplySSD, 0}, {meta1sim.FlagAcceptButReconnect, m1.ReplyContinue, 1}} {
+	}{{meta1sim.FlagAbort, pmilter.ReplySSD, 0}, {meta1sim.FlagAcceptButReconnect, pmilter.ReplyContinue, 1}} {
 		c, err := meta1sim.Dial(ctx, meta1sim.Config{Network: "tcp", Address: addr, Timeout: 400 * time.Millisecond, Flags: tc.flags})
 		if err != nil {
 			t.Fatal(err)
@@ -246,7 +247,7 @@ func TestChainTimeoutFlags(t *testing.T) {
 		s.Close()
 		s2, _ := c.NewSession(ctx)
 		r, err = s2.Connect(ctx, netip.MustParseAddr("192.0.2.2"), 1, "h")
-		if err != nil || r.Code != m1.ReplyContinue || c.Reconnects.Load() != tc.reconnects {
+		if err != nil || r.Code != pmilter.ReplyContinue || c.Reconnects.Load() != tc.reconnects {
 			t.Errorf("flags %d: next session %+v %v, reconnects %d", tc.flags, r, err, c.Reconnects.Load())
 		}
 		s2.Close()

@@ -9,7 +9,8 @@ import (
 	"fmt"
 	"strings"
 
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
+	"github.com/mailmux/mailmux/macros"
 )
 
 // Header is one header of a message: the name and the exact bytes after
@@ -68,7 +69,7 @@ func (t *Transaction) Apply(r Reply) error {
 	for _, d := range r.RcptDel {
 		found := false
 		for i, a := range t.Rcpts {
-			if (d.Index != ^uint32(0) && uint32(i) == d.Index) || strings.EqualFold(strip(a), strip(d.Addr)) {
+			if (d.Index != ^uint32(0) && uint32(i) == d.Index) || strings.EqualFold(macros.StripBrackets(a), macros.StripBrackets(d.Addr)) {
 				t.Rcpts = append(t.Rcpts[:i], t.Rcpts[i+1:]...)
 				found = true
 				break
@@ -92,19 +93,19 @@ func (t *Transaction) Apply(r Reply) error {
 	for _, m := range r.HdrMods {
 		p := int(m.Pos)
 		switch m.Type {
-		case m1.HdrAppend:
+		case pmilter.HdrAppend:
 			hs = append(hs, Header{m.Name, m.Value})
-		case m1.HdrInsert:
+		case pmilter.HdrInsert:
 			if p > len(hs) {
 				return fmt.Errorf("insert at %d of %d headers", p, len(hs))
 			}
 			hs = append(hs[:p], append([]Header{{m.Name, m.Value}}, hs[p:]...)...)
-		case m1.HdrReplace:
+		case pmilter.HdrReplace:
 			if p >= len(hs) {
 				return fmt.Errorf("replace at %d of %d headers", p, len(hs))
 			}
 			hs[p].Value = m.Value
-		case m1.HdrRemove:
+		case pmilter.HdrRemove:
 			if p >= len(hs) {
 				return fmt.Errorf("remove at %d of %d headers", p, len(hs))
 			}
@@ -115,12 +116,4 @@ func (t *Transaction) Apply(r Reply) error {
 	}
 	t.Message = JoinMessage(hs, body)
 	return nil
-}
-
-func strip(a string) string {
-	a = strings.TrimSpace(a)
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
-		return a[1 : len(a)-1]
-	}
-	return a
 }

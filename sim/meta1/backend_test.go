@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/internal/realpeer"
-	"github.com/mailmux/mailmux/meta1sim"
-	"github.com/mailmux/mailmux/mtasim"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/sim/meta1"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 func backendFor(t *testing.T, plan realpeer.PyPlan, chunk int) *meta1sim.Backend {

@@ -26,7 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 )
 
 // Flags are smtps's policy_milter flags.
@@ -116,11 +116,11 @@ func (c *Client) Close() error {
 }
 
 // MacroRequests returns the macro ids the server asked for per stage.
-func (c *Client) MacroRequests() [m1.NumStages][]uint32 {
+func (c *Client) MacroRequests() [pmilter.NumStages][]uint32 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur == nil {
-		return [m1.NumStages][]uint32{}
+		return [pmilter.NumStages][]uint32{}
 	}
 	return c.cur.macros
 }
@@ -131,14 +131,14 @@ type clientConn struct {
 	nc   net.Conn
 	wmu  sync.Mutex
 	mu   sync.Mutex
-	wait map[string]chan m1.Record // session id -> its reply channel
-	rplc map[string][]byte         // replacement message collected per session
-	open int                       // sessions using this connection
-	old  bool                      // replaced after a timeout: close when open == 0
-	err  error                     // the reader ended
+	wait map[string]chan pmilter.Record // session id -> its reply channel
+	rplc map[string][]byte              // replacement message collected per session
+	open int                            // sessions using this connection
+	old  bool                           // replaced after a timeout: close when open == 0
+	err  error                          // the reader ended
 	done chan struct{}
 
-	macros [m1.NumStages][]uint32
+	macros [pmilter.NumStages][]uint32
 }
 
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {
@@ -147,30 +147,30 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meta1sim: dial %s: %w", c.cfg.Address, err)
 	}
-	cc := &clientConn{cl: c, nc: nc, wait: map[string]chan m1.Record{}, rplc: map[string][]byte{}, done: make(chan struct{})}
-	var e m1.Encoder
-	e.Begin(nil, m1.RTNegotiate, "")
-	e.Uint32(m1.FCaps, 1<<m1.NumStages-1)
-	e.Uint32(m1.FMacroMax, uint32(c.cfg.MacroMax))
+	cc := &clientConn{cl: c, nc: nc, wait: map[string]chan pmilter.Record{}, rplc: map[string][]byte{}, done: make(chan struct{})}
+	var e pmilter.Encoder
+	e.Begin(nil, pmilter.RTNegotiate, "")
+	e.Uint32(pmilter.FCaps, 1<<pmilter.NumStages-1)
+	e.Uint32(pmilter.FMacroMax, uint32(c.cfg.MacroMax))
 	nc.SetDeadline(time.Now().Add(c.cfg.Timeout))
 	if _, err := nc.Write(e.End()); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("meta1sim: negotiate: %w", err)
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
-	rec, err := m1.ReadRecord(br, c.cfg.MaxRecord)
+	rec, err := pmilter.ReadRecord(br, c.cfg.MaxRecord)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("meta1sim: negotiation reply: %w", err)
 	}
-	if rec.Type != m1.RTNegReply {
+	if rec.Type != pmilter.RTNegReply {
 		nc.Close()
-		return nil, fmt.Errorf("meta1sim: negotiation answered with %s", m1.TypeName(rec.Type))
+		return nil, fmt.Errorf("meta1sim: negotiation answered with %s", pmilter.TypeName(rec.Type))
 	}
 	for _, en := range rec.Entries {
-		if en.Tag == m1.FMacroList {
-			ids, err := m1.Uint32sOf(en)
-			if err != nil || len(ids) == 0 || ids[0] >= m1.NumStages {
+		if en.Tag == pmilter.FMacroList {
+			ids, err := pmilter.Uint32sOf(en)
+			if err != nil || len(ids) == 0 || ids[0] >= pmilter.NumStages {
 				nc.Close()
 				return nil, fmt.Errorf("meta1sim: bad macro list in negotiation reply: %v", err)
 			}
@@ -185,7 +185,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 func (cc *clientConn) read(br *bufio.Reader) {
 	defer close(cc.done)
 	for {
-		rec, err := m1.ReadRecord(br, cc.cl.cfg.MaxRecord)
+		rec, err := pmilter.ReadRecord(br, cc.cl.cfg.MaxRecord)
 		if err != nil {
 			cc.mu.Lock()
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -195,19 +195,19 @@ func (cc *clientConn) read(br *bufio.Reader) {
 			for _, ch := range cc.wait {
 				close(ch)
 			}
-			cc.wait = map[string]chan m1.Record{}
+			cc.wait = map[string]chan pmilter.Record{}
 			cc.mu.Unlock()
 			return
 		}
 		cc.mu.Lock()
 		switch rec.Type {
-		case m1.RTMsgReplace:
+		case pmilter.RTMsgReplace:
 			for _, en := range rec.Entries {
-				if en.Tag == m1.FChunk {
+				if en.Tag == pmilter.FChunk {
 					cc.rplc[rec.Session] = append(cc.rplc[rec.Session], en.Val...)
 				}
 			}
-		case m1.RTReply:
+		case pmilter.RTReply:
 			if ch, ok := cc.wait[rec.Session]; ok {
 				delete(cc.wait, rec.Session)
 				ch <- rec
@@ -216,7 +216,7 @@ func (cc *clientConn) read(br *bufio.Reader) {
 				delete(cc.rplc, rec.Session)
 			}
 		default:
-			cc.cl.cfg.Log.Warn("unexpected record from the pmilter", "type", m1.TypeName(rec.Type))
+			cc.cl.cfg.Log.Warn("unexpected record from the pmilter", "type", pmilter.TypeName(rec.Type))
 		}
 		cc.mu.Unlock()
 	}
@@ -315,7 +315,7 @@ type Reply struct {
 	Text        string
 	RcptAdd     []RcptAdd
 	RcptDel     []RcptDel
-	HdrMods     []m1.HdrMod
+	HdrMods     []pmilter.HdrMod
 	Replacement []byte // nil: none
 	// TimedOut: no answer within the timeout (or the connection was lost);
 	// Code is what the flags made of it, Err the cause.
@@ -336,17 +336,17 @@ type RcptDel struct {
 // success reply.
 func (r Reply) SMTP(ok string) string {
 	switch r.Code {
-	case m1.ReplyReject:
+	case pmilter.ReplyReject:
 		if r.Text != "" {
 			return r.Text
 		}
 		return "550 5.7.1 Command rejected"
-	case m1.ReplyTempfail:
+	case pmilter.ReplyTempfail:
 		if r.Text != "" {
 			return r.Text
 		}
 		return "451 4.7.1 Try again later"
-	case m1.ReplySSD:
+	case pmilter.ReplySSD:
 		if r.Text != "" {
 			return r.Text
 		}
@@ -357,26 +357,26 @@ func (r Reply) SMTP(ok string) string {
 
 // Objects reports whether the reply stops the command or message.
 func (r Reply) Objects() bool {
-	return r.Code == m1.ReplyReject || r.Code == m1.ReplyTempfail || r.Code == m1.ReplySSD || r.Code == m1.ReplyDiscard
+	return r.Code == pmilter.ReplyReject || r.Code == pmilter.ReplyTempfail || r.Code == pmilter.ReplySSD || r.Code == pmilter.ReplyDiscard
 }
 
 // ErrClosed is returned for requests on a closed session.
 var ErrClosed = errors.New("meta1sim: session closed")
 
-func (s *Session) begin(t uint32) *m1.Encoder {
-	e := &m1.Encoder{}
+func (s *Session) begin(t uint32) *pmilter.Encoder {
+	e := &pmilter.Encoder{}
 	e.Begin(nil, t, s.id)
 	return e
 }
 
-func (s *Session) addMacros(e *m1.Encoder, st uint32) {
+func (s *Session) addMacros(e *pmilter.Encoder, st uint32) {
 	for _, id := range s.cc.macros[st] {
-		name, ok := m1.MacroName(id)
+		name, ok := pmilter.MacroName(id)
 		if !ok {
 			continue
 		}
 		if v, ok := s.Macros[name]; ok {
-			e.IntString(m1.FMacro, id, v)
+			e.IntString(pmilter.FMacro, id, v)
 		}
 	}
 }
@@ -387,10 +387,10 @@ func (s *Session) request(ctx context.Context, b []byte) (Reply, error) {
 		return Reply{}, ErrClosed
 	}
 	if s.unfiltered {
-		return Reply{Code: m1.ReplyContinue}, nil
+		return Reply{Code: pmilter.ReplyContinue}, nil
 	}
 	cc := s.cc
-	ch := make(chan m1.Record, 1)
+	ch := make(chan pmilter.Record, 1)
 	cc.mu.Lock()
 	if cc.err != nil {
 		err := cc.err
@@ -434,37 +434,37 @@ func (s *Session) timeout(cause error) (Reply, error) {
 	switch {
 	case f&FlagAbort != 0:
 		s.Close()
-		return Reply{Code: m1.ReplySSD, Text: "421 4.3.0 policy milter not responding, closing", TimedOut: true, Err: cause}, nil
+		return Reply{Code: pmilter.ReplySSD, Text: "421 4.3.0 policy milter not responding, closing", TimedOut: true, Err: cause}, nil
 	case f&FlagAcceptButReconnect != 0:
 		s.unfiltered = true
 		s.cc.retire()
-		return Reply{Code: m1.ReplyContinue, TimedOut: true, Err: cause}, nil
+		return Reply{Code: pmilter.ReplyContinue, TimedOut: true, Err: cause}, nil
 	}
 	// Neither flag (an assumption): a temporary failure.
-	return Reply{Code: m1.ReplyTempfail, Text: "451 4.3.0 policy milter not responding", TimedOut: true, Err: cause}, nil
+	return Reply{Code: pmilter.ReplyTempfail, Text: "451 4.3.0 policy milter not responding", TimedOut: true, Err: cause}, nil
 }
 
-func (s *Session) decode(rec m1.Record) (Reply, error) {
+func (s *Session) decode(rec pmilter.Record) (Reply, error) {
 	var r Reply
 	for _, en := range rec.Entries {
 		var err error
 		switch en.Tag {
-		case m1.FReplyCode:
-			r.Code, err = m1.Uint32Of(en)
-		case m1.FReplyText:
+		case pmilter.FReplyCode:
+			r.Code, err = pmilter.Uint32Of(en)
+		case pmilter.FReplyText:
 			r.Text = string(en.Val)
-		case m1.FRcptAdd:
+		case pmilter.FRcptAdd:
 			a, args, _ := cut(string(en.Val))
 			r.RcptAdd = append(r.RcptAdd, RcptAdd{a, args})
-		case m1.FRcptDel:
+		case pmilter.FRcptDel:
 			var d RcptDel
-			d.Index, d.Addr, err = m1.IntStringOf(en)
+			d.Index, d.Addr, err = pmilter.IntStringOf(en)
 			r.RcptDel = append(r.RcptDel, d)
-		case m1.FHdrMod:
-			var h m1.HdrMod
-			h, err = m1.HdrModOf(en)
+		case pmilter.FHdrMod:
+			var h pmilter.HdrMod
+			h, err = pmilter.HdrModOf(en)
 			r.HdrMods = append(r.HdrMods, h)
-		case m1.FMsgReplace:
+		case pmilter.FMsgReplace:
 			s.cc.mu.Lock()
 			r.Replacement = append([]byte{}, s.cc.rplc[s.id]...)
 			delete(s.cc.rplc, s.id)
@@ -474,7 +474,7 @@ func (s *Session) decode(rec m1.Record) (Reply, error) {
 			return r, fmt.Errorf("meta1sim: session %s: bad reply: %w", s.id, err)
 		}
 	}
-	if r.Code == m1.ReplySSD {
+	if r.Code == pmilter.ReplySSD {
 		s.closed = true
 		s.release()
 	}
@@ -492,76 +492,76 @@ func cut(s string) (string, string, bool) {
 
 // Connect opens the session at the pmilter.
 func (s *Session) Connect(ctx context.Context, addr netip.Addr, port int, hostname string) (Reply, error) {
-	e := s.begin(m1.RTConnect)
+	e := s.begin(pmilter.RTConnect)
 	if addr.IsValid() {
-		e.Bytes(m1.FClientAddr, addr.AsSlice())
+		e.Bytes(pmilter.FClientAddr, addr.AsSlice())
 	}
-	e.Uint32(m1.FClientPort, uint32(port))
+	e.Uint32(pmilter.FClientPort, uint32(port))
 	if hostname != "" {
-		e.String(m1.FHostname, hostname)
+		e.String(pmilter.FHostname, hostname)
 	}
-	s.addMacros(e, m1.StageConnect)
+	s.addMacros(e, pmilter.StageConnect)
 	return s.request(ctx, e.End())
 }
 
 // Ehlo sends the EHLO/HELO argument.
 func (s *Session) Ehlo(ctx context.Context, arg string) (Reply, error) {
-	e := s.begin(m1.RTEhlo)
-	e.String(m1.FHelo, arg)
-	s.addMacros(e, m1.StageEhlo)
+	e := s.begin(pmilter.RTEhlo)
+	e.String(pmilter.FHelo, arg)
+	s.addMacros(e, pmilter.StageEhlo)
 	return s.request(ctx, e.End())
 }
 
 // Mail sends MAIL FROM (addr as given, "<a@b>") with ESMTP parameters.
 func (s *Session) Mail(ctx context.Context, addr string, args ...string) (Reply, error) {
-	e := s.begin(m1.RTMail)
-	e.String(m1.FAddr, addr)
+	e := s.begin(pmilter.RTMail)
+	e.String(pmilter.FAddr, addr)
 	for _, a := range args {
-		e.String(m1.FArg, a)
+		e.String(pmilter.FArg, a)
 	}
-	s.addMacros(e, m1.StageMail)
+	s.addMacros(e, pmilter.StageMail)
 	return s.request(ctx, e.End())
 }
 
 // Rcpt sends RCPT TO with the recipient's index in the transaction.
 func (s *Session) Rcpt(ctx context.Context, idx int, addr string, args ...string) (Reply, error) {
-	e := s.begin(m1.RTRcpt)
-	e.String(m1.FAddr, addr)
+	e := s.begin(pmilter.RTRcpt)
+	e.String(pmilter.FAddr, addr)
 	for _, a := range args {
-		e.String(m1.FArg, a)
+		e.String(pmilter.FArg, a)
 	}
-	e.Uint32(m1.FRcptIdx, uint32(idx))
-	s.addMacros(e, m1.StageRcpt)
+	e.Uint32(pmilter.FRcptIdx, uint32(idx))
+	s.addMacros(e, pmilter.StageRcpt)
 	return s.request(ctx, e.End())
 }
 
 // Data sends the DATA stage.
 func (s *Session) Data(ctx context.Context) (Reply, error) {
-	e := s.begin(m1.RTData)
-	s.addMacros(e, m1.StageData)
+	e := s.begin(pmilter.RTData)
+	s.addMacros(e, pmilter.StageData)
 	return s.request(ctx, e.End())
 }
 
 // Msg sends one chunk of the raw message (CRLF text).
 func (s *Session) Msg(ctx context.Context, chunk []byte) (Reply, error) {
-	e := s.begin(m1.RTMsg)
-	e.Bytes(m1.FChunk, chunk)
+	e := s.begin(pmilter.RTMsg)
+	e.Bytes(pmilter.FChunk, chunk)
 	return s.request(ctx, e.End())
 }
 
 // Dot ends the message.
 func (s *Session) Dot(ctx context.Context) (Reply, error) {
-	e := s.begin(m1.RTDot)
-	s.addMacros(e, m1.StageDot)
+	e := s.begin(pmilter.RTDot)
+	s.addMacros(e, pmilter.StageDot)
 	return s.request(ctx, e.End())
 }
 
 // Message sends a whole message in chunks of at most chunk bytes (0:
-// m1.ChunkSize) and the dot; a chunk reply that objects ends it early (no
+// pmilter.ChunkSize) and the dot; a chunk reply that objects ends it early (no
 // dot is sent: that reply is the message's).
 func (s *Session) Message(ctx context.Context, msg []byte, chunk int) (Reply, error) {
 	if chunk <= 0 {
-		chunk = m1.ChunkSize
+		chunk = pmilter.ChunkSize
 	}
 	for len(msg) > 0 {
 		n := min(chunk, len(msg))
@@ -584,14 +584,14 @@ func (s *Session) send(t uint32) error {
 }
 
 // Abort ends the transaction (RSET, or a transaction smtps rejected).
-func (s *Session) Abort() error { return s.send(m1.RTAbort) }
+func (s *Session) Abort() error { return s.send(pmilter.RTAbort) }
 
 // Close ends the session (QUIT or connection end).
 func (s *Session) Close() error {
 	if s.closed {
 		return nil
 	}
-	e := s.begin(m1.RTClose)
+	e := s.begin(pmilter.RTClose)
 	err := s.cc.write(e.End())
 	s.closed = true
 	s.release()
@@ -613,7 +613,7 @@ func (s *Session) Raw(b []byte) error { return s.cc.write(b) }
 // Wait waits for the next reply to this session without sending anything
 // (after Raw).
 func (s *Session) Wait(ctx context.Context) (Reply, error) {
-	ch := make(chan m1.Record, 1)
+	ch := make(chan pmilter.Record, 1)
 	s.cc.mu.Lock()
 	s.cc.wait[s.id] = ch
 	s.cc.mu.Unlock()

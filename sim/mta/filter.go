@@ -158,13 +158,13 @@ func (s *Session) macroValue(n string) (string, bool) {
 	}
 	switch n {
 	case "mail_addr", "f":
-		return bare(s.msg.From), true
+		return macros.StripBrackets(s.msg.From), true
 	case "mail_host":
 		return domain(s.msg.From), true
 	case "mail_mailer":
 		return "smtp", true
 	case "rcpt_addr":
-		return bare(s.rcpt.Addr), true
+		return macros.StripBrackets(s.rcpt.Addr), true
 	case "rcpt_host":
 		return domain(s.rcpt.Addr), true
 	case "rcpt_mailer":
@@ -182,7 +182,7 @@ func (s *Session) macroValue(n string) (string, bool) {
 }
 
 func domain(a string) string {
-	b := bare(a)
+	b := macros.StripBrackets(a)
 	if i := strings.LastIndexByte(b, '@'); i >= 0 {
 		return b[i+1:]
 	}

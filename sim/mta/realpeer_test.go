@@ -19,7 +19,7 @@ import (
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/realpeer"
-	"github.com/mailmux/mailmux/mtasim"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 func ours(t *testing.T, spec, script string) (string, error) {

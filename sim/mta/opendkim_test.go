@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/mailmux/mailmux/internal/realpeer"
-	"github.com/mailmux/mailmux/mtasim"
+	"github.com/mailmux/mailmux/sim/mta"
 )
 
 const dkimMessage = "From: Sender <sender@example.org>\n" +

@@ -14,6 +14,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -113,40 +114,25 @@ func (m *Message) Content() []byte {
 	return b.Bytes()
 }
 
-// Apply applies milter edits as Sendmail and Postfix do: add appends,
-// insert puts the field at the index (0 = top), change replaces the n-th
-// (1-based; 0 counts as 1) field of that name or deletes it when the value
-// is empty, and adds it when there is no such field; recipients are added
+// Apply applies milter edits as Sendmail does (pmult.HeaderList with
+// KeepName, no hidden header): add appends, insert puts the field at the
+// index (0 = top), change replaces the value of the n-th (1-based; 0
+// counts as 1) field of that name or deletes it when the value is empty,
+// and adds it when there is no such field; recipients are added
 // and deleted (compared without angle brackets, case-insensitively),
 // change-from replaces the sender, and replace-body the body. It returns
 // the quarantine reason, if any.
 func (m *Message) Apply(edits []pmult.Edit) (quarantine string) {
+	hl := pmult.HeaderList{Fields: make([]pmult.Header, len(m.Headers)), KeepName: true}
+	for i, h := range m.Headers {
+		hl.Fields[i] = pmult.Header{Name: h.Name, Value: h.Value}
+	}
+	edited := false
 	for _, e := range edits {
 		switch e.Kind {
-		case pmult.EditAddHeader:
-			m.Headers = append(m.Headers, Header{e.Name, e.Value})
-		case pmult.EditInsertHeader:
-			i := min(max(e.Index, 0), len(m.Headers))
-			m.Headers = append(m.Headers[:i], append([]Header{{e.Name, e.Value}}, m.Headers[i:]...)...)
-		case pmult.EditChangeHeader:
-			n := max(e.Index, 1)
-			at := -1
-			for i, h := range m.Headers {
-				if strings.EqualFold(h.Name, e.Name) {
-					if n--; n == 0 {
-						at = i
-						break
-					}
-				}
-			}
-			switch {
-			case at >= 0 && e.Value == "":
-				m.Headers = append(m.Headers[:at], m.Headers[at+1:]...)
-			case at >= 0:
-				m.Headers[at].Value = e.Value
-			case e.Value != "":
-				m.Headers = append(m.Headers, Header{e.Name, e.Value})
-			}
+		case pmult.EditAddHeader, pmult.EditInsertHeader, pmult.EditChangeHeader:
+			hl.Apply(e)
+			edited = true
 		case pmult.EditAddRcpt, pmult.EditAddRcptPar:
 			r := Rcpt{Addr: e.Addr}
 			if e.Args != "" {
@@ -172,19 +158,19 @@ func (m *Message) Apply(edits []pmult.Edit) (quarantine string) {
 			quarantine = e.Value
 		}
 	}
+	if edited {
+		m.Headers = make([]Header, len(hl.Fields))
+		for i, f := range hl.Fields {
+			m.Headers[i] = Header{f.Name, f.Value}
+		}
+	}
 	return quarantine
 }
 
-// bare returns an address without angle brackets and surrounding space.
-func bare(a string) string {
-	a = strings.TrimSpace(a)
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
-		a = a[1 : len(a)-1]
-	}
-	return a
+// sameAddr compares addresses without angle brackets, case-insensitively.
+func sameAddr(a, b string) bool {
+	return strings.EqualFold(macros.StripBrackets(a), macros.StripBrackets(b))
 }
-
-func sameAddr(a, b string) bool { return strings.EqualFold(bare(a), bare(b)) }
 
 // HeaderDiff returns the changes from old to new header lists as lines
 // "- Name: value" and "+ Name: value" (a unified diff without context),

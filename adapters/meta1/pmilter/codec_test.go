@@ -1,7 +1,7 @@
 // codec_test.go: the modelled pmilter codec: round trips, framing errors,
 // and fuzzing of the record parser.
 
-package meta1
+package pmilter
 
 import (
 	"bufio"

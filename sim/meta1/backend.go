@@ -27,7 +27,7 @@
 // it treats a broken milter (F=T, F=R, or fatal).
 //
 // Tunables (BackendConfig) and defaults: ConnectTimeout 10s, ChunkSize
-// m1.ChunkSize (64 KiB), and the Client's (Timeout 5m, MacroMax 8).
+// pmilter.ChunkSize (64 KiB), and the Client's (Timeout 5m, MacroMax 8).
 
 package meta1sim
 
@@ -40,7 +40,7 @@ import (
 	"sync"
 	"time"
 
-	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -54,7 +54,7 @@ type BackendConfig struct {
 	// ConnectTimeout bounds dialling and negotiation (default 10s).
 	ConnectTimeout time.Duration
 	// ChunkSize is the largest message chunk sent (default and maximum
-	// m1.ChunkSize).
+	// pmilter.ChunkSize).
 	ChunkSize int
 }
 
@@ -72,8 +72,8 @@ func NewBackend(cfg BackendConfig) *Backend {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	if cfg.ChunkSize <= 0 || cfg.ChunkSize > m1.ChunkSize {
-		cfg.ChunkSize = m1.ChunkSize
+	if cfg.ChunkSize <= 0 || cfg.ChunkSize > pmilter.ChunkSize {
+		cfg.ChunkSize = pmilter.ChunkSize
 	}
 	if cfg.Name == "" {
 		cfg.Name = cfg.Client.Network + ":" + cfg.Client.Address
@@ -320,16 +320,16 @@ func (bs *backendSession) reply(r Reply, err error) (pmult.Reply, error) {
 	}
 	rep := pmult.Reply{From: bs.b.cfg.Name}
 	switch r.Code {
-	case m1.ReplyContinue:
-	case m1.ReplyAccept:
+	case pmilter.ReplyContinue:
+	case pmilter.ReplyAccept:
 		rep.Verdict = pmult.Accept
-	case m1.ReplyReject:
+	case pmilter.ReplyReject:
 		rep.Verdict, rep.Text = pmult.Reject, r.Text
-	case m1.ReplyTempfail:
+	case pmilter.ReplyTempfail:
 		rep.Verdict, rep.Text = pmult.Tempfail, r.Text
-	case m1.ReplyDiscard:
+	case pmilter.ReplyDiscard:
 		rep.Verdict = pmult.Discard
-	case m1.ReplySSD:
+	case pmilter.ReplySSD:
 		rep.Verdict, rep.Text = pmult.Shutdown, r.Text
 	default:
 		return pmult.Reply{}, fmt.Errorf("policy milter: unknown reply code %d", r.Code)
@@ -367,16 +367,16 @@ func (bs *backendSession) edits(r Reply) ([]pmult.Edit, error) {
 	for _, m := range r.HdrMods {
 		p, v := int(m.Pos), engineValue(m.Value)
 		switch m.Type {
-		case m1.HdrAppend:
+		case pmilter.HdrAppend:
 			es = append(es, pmult.Edit{Kind: pmult.EditAddHeader, Name: m.Name, Value: v})
 			hs = append(hs, Header{m.Name, v})
-		case m1.HdrInsert:
+		case pmilter.HdrInsert:
 			if p > len(hs) {
 				return nil, fmt.Errorf("policy milter: header insert at %d of %d headers", p, len(hs))
 			}
 			es = append(es, pmult.Edit{Kind: pmult.EditInsertHeader, Index: p, Name: m.Name, Value: v})
 			hs = append(hs[:p], append([]Header{{m.Name, v}}, hs[p:]...)...)
-		case m1.HdrReplace, m1.HdrRemove:
+		case pmilter.HdrReplace, pmilter.HdrRemove:
 			if p >= len(hs) {
 				return nil, fmt.Errorf("policy milter: header change at %d of %d headers", p, len(hs))
 			}
@@ -387,7 +387,7 @@ func (bs *backendSession) edits(r Reply) ([]pmult.Edit, error) {
 				}
 			}
 			e := pmult.Edit{Kind: pmult.EditChangeHeader, Index: occ, Name: hs[p].Name}
-			if m.Type == m1.HdrReplace {
+			if m.Type == pmilter.HdrReplace {
 				e.Value = v
 				hs[p].Value = v
 			} else {

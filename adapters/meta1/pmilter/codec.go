@@ -23,7 +23,7 @@
 // Tunables and defaults: DefaultMaxRecord (1 MiB) is the largest record
 // accepted; ChunkSize (64 KiB) the largest message chunk sent.
 
-package meta1
+package pmilter
 
 import (
 	"bufio"
@@ -374,6 +374,9 @@ func (e *Encoder) End() []byte {
 }
 
 // Field accessors. Each reports a malformed value as an error.
+
+// AppendUint32 appends v to b in the model's byte order.
+func AppendUint32(b []byte, v uint32) []byte { return byteOrder.AppendUint32(b, v) }
 
 // Uint32Of decodes an integer field.
 func Uint32Of(en Entry) (uint32, error) {
