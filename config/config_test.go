@@ -311,7 +311,7 @@ connect_timeout = 1.5
 		`config.toml: backend[1] "dkim": name: duplicate: backend[0] has the same name`,
 		`config.toml: backend[2]: connect_timeout: duration: want a string such as "10s" or "2 hours 35 seconds", or an integer number of seconds, not a TOML float`,
 		`config.toml: backend[2]: name: missing (every backend needs a unique name)`,
-		`config.toml: backend[2]: address: missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock)`,
+		`config.toml: backend[2]: address: missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock; old spelling: url)`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %d errors:\n%s\nwant %d:\n%s", len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))

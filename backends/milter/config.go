@@ -168,7 +168,7 @@ func (s *Settings) Validate() []error {
 	}
 	if s.Address == "" {
 		if !s.badAddress {
-			c.Fail(key, errors.New("missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock)"))
+			c.Fail(key, errors.New("missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock; old spelling: url)"))
 		}
 	} else if a, err := syntax.ParseAddress(s.Address); err != nil {
 		c.Fail(key, err)

@@ -30,7 +30,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/config/syntax"
 	"github.com/mailmux/mailmux/meta1sim"
 	"github.com/mailmux/mailmux/mtasim"
 )
@@ -65,7 +65,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pmilter-sim: "+format+"\n", a...)
 		return mtasim.ExitUsage
 	}
-	a, err := config.ParseAddress(*url)
+	a, err := syntax.ParseAddress(*url)
 	if err != nil {
 		return usage("--url: %v", err)
 	}
