@@ -65,3 +65,17 @@ adress = "x"
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// The example configurations of pmult load, in the new spellings.
+func TestExamplesUseNewSpellings(t *testing.T) {
+	for _, f := range []string{"demo.toml", "meta1.toml", "postfix.toml", "sendmail.toml"} {
+		cfg, err := Load("../examples/" + f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(cfg.Warnings) != 0 {
+			t.Errorf("%s: %v", f, cfg.Warnings)
+		}
+	}
+}
