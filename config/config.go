@@ -199,7 +199,10 @@ type Milter struct {
 }
 
 // Backend is one [[backend]] table. Config reads the keys every backend
-// has; the others belong to its type (see backends.go).
+// has (those of this struct; keys that apply to any backend, such as
+// conditions on when it is asked, belong here too); the others belong to
+// its type, whose package parses, validates and builds them (see
+// backends.go).
 type Backend struct {
 	// Name identifies the backend in logs and metrics; required and
 	// unique.

@@ -6,13 +6,16 @@
 //
 //	pmult [-c FILE] [--url URL] [--meta1-url URL] [-s|--stderr] [--syslog]
 //	      [-x|--debug[=LEVEL]] [--log-tag TAG] [--pidfile FILE] [--no-signal-handler]
-//	pmult check -c FILE      validate FILE, report every error, exit 78 if bad
+//	pmult check -c FILE      validate FILE, report every error (and old key spellings), exit 78 if bad
 //	pmult mta-config postfix|sendmail|meta1 [-c FILE]   print the MTA-side snippet
 //	pmult import -c /etc/mailfromd.conf [-o FILE]   convert a mailfromd pmult configuration
 //	pmult version
 //
 // Without -c it runs on a built-in default configuration (listen on
 // inet:127.0.0.1:7357, no backends: every message is accepted).
+//
+// This file is the flags, the logging and the signals (SIGTERM/SIGINT
+// drain, SIGHUP reload); internal/service runs the rest.
 package main
 
 import (
@@ -140,39 +143,6 @@ func parseFlags(name string, args []string, stderr io.Writer) (*options, error) 
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	return o, nil
-}
-
-func check(args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags("pmult check", args, stderr)
-	if err != nil {
-		return 64
-	}
-	if o.config == "" {
-		fmt.Fprintln(stderr, "pmult check: -c FILE is required")
-		return 64
-	}
-	cfg, err := config.Load(o.config)
-	if err != nil {
-		errs := config.Errors(err)
-		for _, e := range errs {
-			fmt.Fprintln(stderr, e)
-		}
-		fmt.Fprintf(stderr, "%s: %d error(s)\n", o.config, len(errs))
-		return exitConfig
-	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintf(stderr, "warning: %s\n", w)
-	}
-	for _, w := range service.TimerWarnings(cfg) {
-		fmt.Fprintf(stderr, "%s: warning: %s\n", o.config, w)
-	}
-	if !checkSpool(cfg, stdout, stderr) {
-		fmt.Fprintf(stderr, "%s: spool_dir unusable\n", o.config)
-		return exitConfig
-	}
-	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
-		o.config, len(cfg.Milter.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
-	return 0
 }
 
 func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, error) {
