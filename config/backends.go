@@ -1,7 +1,7 @@
 // backends.go: the backend types a [[backend]] table may have, in one
-// explicit switch. Adding a type is a package with its keys, their
+// explicit table. Adding a type is a package with its keys, their
 // validation and its constructor (as backends/milter/config.go), plus one
-// case in backendKind.
+// entry in backendKinds.
 
 package config
 
@@ -33,6 +33,8 @@ type BackendSettings interface {
 
 // kind is what config needs of a backend type.
 type kind struct {
+	// name is the value of the type key.
+	name string
 	// keys are the type's own TOML keys, old spellings included.
 	keys []string
 	// renamed maps its old key spellings to the keys replacing them.
@@ -43,18 +45,34 @@ type kind struct {
 	parse func(decode func(any) error, maxMessage int) (settings BackendSettings, old []string, errs []error)
 }
 
-// types lists the known types, for messages.
-var types = []string{TypeMilter}
+// backendKinds lists the backend types, one entry each: the one place
+// that knows them (explicit wiring, no init() registry). A new type is a
+// package and one entry here.
+func backendKinds() []kind {
+	return []kind{{
+		name: TypeMilter, keys: milter.Keys(), renamed: milter.Renamed,
+		parse: func(decode func(any) error, maxMessage int) (BackendSettings, []string, []error) {
+			s, errs := milter.ParseConfig(decode, maxMessage)
+			return s, s.Old, errs
+		},
+	}}
+}
 
-// backendKind returns the type named t: the one place that knows them.
+// backendKind returns the type named t.
 func backendKind(t string) (kind, bool) {
-	switch t {
-	case TypeMilter:
-		return kind{keys: milter.Keys(), renamed: milter.Renamed,
-			parse: func(decode func(any) error, maxMessage int) (BackendSettings, []string, []error) {
-				s, errs := milter.ParseConfig(decode, maxMessage)
-				return s, s.Old, errs
-			}}, true
+	for _, k := range backendKinds() {
+		if k.name == t {
+			return k, true
+		}
 	}
 	return kind{}, false
+}
+
+// typeNames lists the names of the types, for messages.
+func typeNames() []string {
+	var names []string
+	for _, k := range backendKinds() {
+		names = append(names, k.name)
+	}
+	return names
 }

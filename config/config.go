@@ -627,7 +627,7 @@ func (v *validator) backend(i int, prim toml.Primitive, maxMessage int, seen map
 	sc.name = name
 	b := Backend{
 		Name: name,
-		Type: sc.enum("type", rb.Type, DefaultType, "backend type", types...),
+		Type: sc.enum("type", rb.Type, DefaultType, "backend type", typeNames()...),
 		OnFailure: sc.enum("on_failure", rb.OnFailure, DefaultOnFailure, "action",
 			OnFailureAccept, OnFailureTempfail, OnFailureReject, OnFailureDiscard),
 		Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),

@@ -49,7 +49,7 @@
 // keys every backend has (name, type, on_failure, mode, log_level) are
 // read here; the others belong to the type's package, which parses,
 // validates and builds it (backends/milter: address, the timeouts,
-// milter_version, max_body, reuse). backends.go is the one switch that
+// milter_version, max_body, reuse). backends.go is the one table that
 // knows the types.
 //
 // Old spellings still load, with a warning in Config.Warnings naming the
