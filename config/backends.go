@@ -50,7 +50,7 @@ type kind struct {
 // package and one entry here.
 func backendKinds() []kind {
 	return []kind{{
-		name: TypeMilter, keys: milter.Keys(), renamed: milter.Renamed,
+		name: TypeMilter, keys: milter.Keys(), renamed: milter.Renamed(),
 		parse: func(decode func(any) error, maxMessage int) (BackendSettings, []string, []error) {
 			s, errs := milter.ParseConfig(decode, maxMessage)
 			return s, s.Old, errs

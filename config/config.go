@@ -279,10 +279,12 @@ type rawBackend struct {
 
 // renamed maps the old top-level spellings to the [milter] keys that
 // replace them.
-var renamed = map[string]string{
-	"listen":       "milter.listen",
-	"max_sessions": "milter.max_connections",
-	"max_packet":   "milter.max_packet",
+func renamed() map[string]string {
+	return map[string]string{
+		"listen":       "milter.listen",
+		"max_sessions": "milter.max_connections",
+		"max_packet":   "milter.max_packet",
+	}
 }
 
 // FieldError is one problem found in a configuration.

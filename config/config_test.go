@@ -501,7 +501,7 @@ func TestFieldError(t *testing.T) {
 // and Backend, plus the old spellings.
 func TestSchemaKeys(t *testing.T) {
 	a := tomlKeys(Config{})
-	for old := range renamed {
+	for old := range renamed() {
 		a = append(a, old)
 	}
 	b := tomlKeys(rawConfig{})
@@ -516,7 +516,7 @@ func TestSchemaKeys(t *testing.T) {
 	if a, b := tomlKeys(Backend{}), tomlKeys(rawBackend{}); !slices.Equal(a, b) {
 		t.Errorf("Backend keys %v, rawBackend keys %v", a, b)
 	}
-	for old, key := range renamed {
+	for old, key := range renamed() {
 		if _, k, _ := strings.Cut(key, "."); !slices.Contains(tomlKeys(rawMilter{}), k) {
 			t.Errorf("old spelling %s: %s is no key", old, key)
 		}

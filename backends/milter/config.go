@@ -45,7 +45,9 @@ const (
 
 // Renamed maps the old spelling of a key to the key that replaces it. The
 // old spelling still loads; config warns about it.
-var Renamed = map[string]string{"url": "address", "protocol": "milter_version"}
+func Renamed() map[string]string {
+	return map[string]string{"url": "address", "protocol": "milter_version"}
+}
 
 // Settings are the parsed keys of a milter backend: every field filled,
 // keys left out holding their defaults.
