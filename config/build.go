@@ -1,5 +1,6 @@
-// build.go: turns a loaded configuration into the engine and its milter
-// backends (the wiring; the rest of the package is pure data).
+// build.go: turns a loaded configuration into the engine and its
+// backends (the wiring; each backend is built by its type's package, see
+// backends.go).
 
 package config
 
@@ -8,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	backend "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -30,20 +30,10 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("backend %q: %w", b.Name, err)
 		}
-		be := backend.New(backend.Config{
-			Name:           b.Name,
-			Network:        b.Addr.Network,
-			Address:        b.Addr.Addr,
-			ConnectTimeout: b.ConnectTimeout.Duration,
-			ReadTimeout:    b.ReadTimeout.Duration,
-			WriteTimeout:   b.WriteTimeout.Duration,
-			EOMTimeout:     b.EOMTimeout.Duration,
-			MaxVersion:     uint32(b.Protocol),
-			MaxPacket:      c.MaxBackendPacket,
-			MaxBody:        b.MaxBody,
-			Reuse:          b.Reuse,
-			Log:            backendLog(log, b.LogLevel),
-		})
+		if b.Settings == nil {
+			return nil, fmt.Errorf("backend %q: no settings of type %q (not from Parse)", b.Name, b.Type)
+		}
+		be := b.Settings.NewBackend(b.Name, c.MaxBackendPacket, backendLog(log, b.LogLevel))
 		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
 			OnFailure: act,
 			Evaluate:  b.Mode == ModeEvaluate,

@@ -11,12 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/hashicorp/go-multierror"
+
+	milter "github.com/mailmux/mailmux/backends/milter"
+	"github.com/mailmux/mailmux/config/syntax"
 )
 
 // Defaults, applied to keys left out of the file.
@@ -40,20 +44,22 @@ const (
 	DefaultLogLevel         = "info"
 	DefaultLogTag           = "pmult"
 
-	DefaultConnectTimeout = 300 * time.Second // pmult's default
-	DefaultReadTimeout    = 10 * time.Second
-	DefaultWriteTimeout   = 10 * time.Second
-	DefaultEOMTimeout     = 300 * time.Second
-	DefaultOnFailure      = OnFailureTempfail
-	DefaultMode           = ModeEnforce
-	DefaultProtocol       = 6
+	// A milter backend's defaults (backends/milter owns its keys).
+	DefaultConnectTimeout = milter.DefaultConnectTimeout
+	DefaultReadTimeout    = milter.DefaultReadTimeout
+	DefaultWriteTimeout   = milter.DefaultWriteTimeout
+	DefaultEOMTimeout     = milter.DefaultEOMTimeout
+	DefaultProtocol       = milter.DefaultMilterVersion
+
+	DefaultOnFailure = OnFailureTempfail
+	DefaultMode      = ModeEnforce
 
 	// MinPacket is the smallest max_packet, max_backend_packet, max_body
 	// and max_message (other than 0) allowed: one milter body chunk.
 	MinPacket = 65536
 	// MinProtocol is the lowest milter protocol version a backend may be
 	// limited to.
-	MinProtocol = 2
+	MinProtocol = milter.MinMilterVersion
 )
 
 // Values of the enumerated keys, as they are after Parse (lower case).
@@ -78,23 +84,19 @@ const (
 
 // errPrefix starts the errors of this package that stand alone; FieldError
 // drops it from the errors it wraps.
-const errPrefix = "config: "
+const errPrefix = syntax.ErrPrefix
 
 // Config is pmult's configuration. Parse and Load fill every field: keys
 // left out of the file get their defaults, enumerations are lower-cased,
-// addresses are parsed into ListenAddrs and Backend.Addr.
+// addresses are parsed into Milter.ListenAddrs, Meta1.ListenAddrs and each
+// backend's settings.
 type Config struct {
-	// Listen holds the addresses the MTA connects to, in any dialect
-	// ParseAddress accepts. Default [DefaultListen]. TOML: a string or an
-	// array of strings.
-	Listen []string `toml:"listen"`
-	// PIDFile is where to write the process id; empty: nowhere.
+	// Milter is the [milter] table: the milter front end, where MTAs
+	// (Postfix, Sendmail) connect. Its keys were top-level before (listen,
+	// max_sessions, max_packet); those spellings still load.
+	Milter Milter `toml:"milter"`
+	// PIDFile is where to write the process id; empty (default): nowhere.
 	PIDFile string `toml:"pidfile"`
-	// MaxSessions limits concurrent MTA connections; 0 means no limit.
-	MaxSessions int `toml:"max_sessions"`
-	// MaxPacket is the largest milter packet data, in bytes, accepted from
-	// the MTA. Default 1 MiB, at least MinPacket.
-	MaxPacket int `toml:"max_packet"`
 	// MaxBackendPacket is the largest packet data, in bytes, accepted from a
 	// backend. Default 64 MiB, at least MinPacket.
 	MaxBackendPacket int `toml:"max_backend_packet"`
@@ -166,100 +168,123 @@ type Config struct {
 	// sends without a list. See mta.go.
 	MTAMacros MTAMacros `toml:"mta_macros"`
 
+	// Warnings are the problems that do not stop the file from loading,
+	// each a *FieldError: old spellings of keys (which key replaces
+	// each). pmult check prints them; pmult logs them at start.
+	Warnings []error `toml:"-"`
+}
+
+// Milter is the [milter] table: the milter front end (symmetric with
+// [meta1]).
+//
+//	[milter]
+//	listen = ["inet:127.0.0.1:7357"]  # default; old spelling: top-level listen
+//	max_connections = 0               # concurrent MTA connections (0: no limit); old: top-level max_sessions
+//	max_packet = 1048576              # bytes of packet data from the MTA; old: top-level max_packet
+type Milter struct {
+	// Listen holds the addresses the MTA connects to, in any dialect
+	// ParseAddress accepts. Default [DefaultListen]; an empty array is
+	// allowed when [meta1] listens (a MeTA1-only pmult). TOML: a string or
+	// an array of strings.
+	Listen []string `toml:"listen"`
+	// MaxConnections limits concurrent MTA connections (each carries one
+	// SMTP session at a time); 0 (default): no limit.
+	MaxConnections int `toml:"max_connections"`
+	// MaxPacket is the largest milter packet data, in bytes, accepted from
+	// the MTA. Default 1 MiB, at least MinPacket.
+	MaxPacket int `toml:"max_packet"`
+
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
 }
 
-// Backend is one [[backend]] table: a remote milter.
+// Backend is one [[backend]] table. Config reads the keys every backend
+// has (those of this struct; keys that apply to any backend, such as
+// conditions on when it is asked, belong here too); the others belong to
+// its type, whose package parses, validates and builds them (see
+// backends.go).
 type Backend struct {
-	// Name identifies the backend in logs; required and unique.
+	// Name identifies the backend in logs and metrics; required and
+	// unique.
 	Name string `toml:"name"`
-	// URL is the milter's socket address in any dialect ParseAddress
-	// accepts; required.
-	URL string `toml:"url"`
-	// ConnectTimeout bounds connecting and negotiating together; the
-	// engine's open budget ends them sooner when it comes first. Default
-	// 300s.
-	ConnectTimeout Duration `toml:"connect_timeout"`
-	// ReadTimeout bounds waiting for a reply. Default 10s.
-	ReadTimeout Duration `toml:"read_timeout"`
-	// WriteTimeout bounds sending a packet. Default 10s.
-	WriteTimeout Duration `toml:"write_timeout"`
-	// EOMTimeout bounds waiting for the end-of-message replies. Default 300s.
-	EOMTimeout Duration `toml:"eom_timeout"`
+	// Type is the kind of backend: "milter" (default, a remote milter;
+	// its keys: backends/milter.Settings).
+	Type string `toml:"type"`
 	// OnFailure is what a failing backend means for the message: accept
 	// (skip this backend), tempfail (default), reject or discard.
 	OnFailure string `toml:"on_failure"`
 	// Mode is enforce (default) or evaluate (shadow: verdicts and edits
 	// are logged, never applied).
 	Mode string `toml:"mode"`
-	// Protocol is the highest milter protocol version offered, 2 to 6.
-	// Default 6.
-	Protocol int `toml:"protocol"`
-	// MaxBody limits a replacement body (SMFIR_REPLBODY) from this backend,
-	// in bytes: over it the backend fails with its on_failure action.
-	// Default max_message, at least MinPacket.
-	MaxBody int `toml:"max_body"`
-	// Reuse keeps a backend connection after its SMTP session ended (it
-	// is sent QUIT_NC, protocol 6 only) for the next session, saving a
-	// connect and a negotiation each time. libmilter-based milters support
-	// it; MTAs never use it, so enable it per backend once tested.
-	Reuse bool `toml:"reuse"`
 	// LogLevel, when set, raises the level of this backend's log lines
 	// (debug, info, warn, error; pmult's client log-level). It cannot go
-	// below the global log_level.
+	// below the global log_level. Default "": the global level.
 	LogLevel string `toml:"log_level"`
 
-	// Addr is the parsed URL.
-	Addr Address `toml:"-"`
+	// Settings are the keys of the backend's type, parsed and validated
+	// by its package (*milter.Settings for type "milter").
+	Settings BackendSettings `toml:"-"`
 }
 
-// rawConfig and rawBackend are what the TOML is decoded into: every value
-// as it came, so that a value of the wrong type is one more error to report
-// rather than the end of decoding. Their keys must be those of Config and
-// Backend (a test checks it).
+// rawConfig, rawMilter and rawBackend are what the TOML is decoded into:
+// every value as it came, so that a value of the wrong type is one more
+// error to report rather than the end of decoding. Their keys must be
+// those of Config, Milter and Backend, plus the old spellings in renamed
+// (a test checks it). A backend's own keys are decoded by its package.
 type rawConfig struct {
-	Listen           any          `toml:"listen"`
-	PIDFile          any          `toml:"pidfile"`
-	MaxSessions      any          `toml:"max_sessions"`
-	MaxPacket        any          `toml:"max_packet"`
-	MaxBackendPacket any          `toml:"max_backend_packet"`
-	MaxMessage       any          `toml:"max_message"`
-	SpoolMemory      any          `toml:"spool_memory"`
-	MemoryBudget     any          `toml:"memory_budget"`
-	SpoolDir         any          `toml:"spool_dir"`
-	ShutdownTimeout  any          `toml:"shutdown_timeout"`
-	NegotiateTimeout any          `toml:"negotiate_timeout"`
-	IdleTimeout      any          `toml:"idle_timeout"`
-	WriteTimeout     any          `toml:"write_timeout"`
-	Content          any          `toml:"content"`
-	OpenTimeout      any          `toml:"open_timeout"`
-	ReadOnly         any          `toml:"read_only"`
-	Merge            any          `toml:"merge"`
-	LogLevel         any          `toml:"log_level"`
-	LogTag           any          `toml:"log_tag"`
-	MetricsListen    any          `toml:"metrics_listen"`
-	Backends         []rawBackend `toml:"backend"`
-	Meta1            *rawMeta1    `toml:"meta1"`
+	Milter           *rawMilter       `toml:"milter"`
+	PIDFile          any              `toml:"pidfile"`
+	MaxBackendPacket any              `toml:"max_backend_packet"`
+	MaxMessage       any              `toml:"max_message"`
+	SpoolMemory      any              `toml:"spool_memory"`
+	MemoryBudget     any              `toml:"memory_budget"`
+	SpoolDir         any              `toml:"spool_dir"`
+	ShutdownTimeout  any              `toml:"shutdown_timeout"`
+	NegotiateTimeout any              `toml:"negotiate_timeout"`
+	IdleTimeout      any              `toml:"idle_timeout"`
+	WriteTimeout     any              `toml:"write_timeout"`
+	Content          any              `toml:"content"`
+	OpenTimeout      any              `toml:"open_timeout"`
+	ReadOnly         any              `toml:"read_only"`
+	Merge            any              `toml:"merge"`
+	LogLevel         any              `toml:"log_level"`
+	LogTag           any              `toml:"log_tag"`
+	MetricsListen    any              `toml:"metrics_listen"`
+	Backends         []toml.Primitive `toml:"backend"`
+	Meta1            *rawMeta1        `toml:"meta1"`
 
 	// The MTA side (mta.go).
 	ProgressInterval any           `toml:"progress_interval"`
 	MTAMacros        *rawMTAMacros `toml:"mta_macros"`
+
+	// Old spellings of [milter] keys (see renamed).
+	Listen      any `toml:"listen"`
+	MaxSessions any `toml:"max_sessions"`
+	MaxPacket   any `toml:"max_packet"`
+}
+
+type rawMilter struct {
+	Listen         any `toml:"listen"`
+	MaxConnections any `toml:"max_connections"`
+	MaxPacket      any `toml:"max_packet"`
 }
 
 type rawBackend struct {
-	Name           any `toml:"name"`
-	URL            any `toml:"url"`
-	ConnectTimeout any `toml:"connect_timeout"`
-	ReadTimeout    any `toml:"read_timeout"`
-	WriteTimeout   any `toml:"write_timeout"`
-	EOMTimeout     any `toml:"eom_timeout"`
-	OnFailure      any `toml:"on_failure"`
-	Mode           any `toml:"mode"`
-	Protocol       any `toml:"protocol"`
-	MaxBody        any `toml:"max_body"`
-	Reuse          any `toml:"reuse"`
-	LogLevel       any `toml:"log_level"`
+	Name      any `toml:"name"`
+	Type      any `toml:"type"`
+	OnFailure any `toml:"on_failure"`
+	Mode      any `toml:"mode"`
+	LogLevel  any `toml:"log_level"`
+}
+
+// renamed maps the old top-level spellings to the [milter] keys that
+// replace them.
+func renamed() map[string]string {
+	return map[string]string{
+		"listen":       "milter.listen",
+		"max_sessions": "milter.max_connections",
+		"max_packet":   "milter.max_packet",
+	}
 }
 
 // FieldError is one problem found in a configuration.
@@ -349,11 +374,18 @@ func Parse(data []byte, source string) (*Config, error) {
 		v.errs = append(v.errs, decodeError(source, err))
 		return nil, v.result()
 	}
-	v.unknownKeys(data, md)
+	v.md = md
 	cfg := v.build(&raw)
+	// Unknown keys are known once every backend's keys were decoded;
+	// they are reported first.
+	found := v.errs
+	v.errs = nil
+	v.unknownKeys(data, md)
+	v.errs = append(v.errs, found...)
 	if err := v.result(); err != nil {
 		return nil, err
 	}
+	cfg.Warnings = v.warnings
 	return cfg, nil
 }
 
@@ -406,8 +438,11 @@ func Default() *Config {
 
 // validator collects the errors found while building a Config.
 type validator struct {
-	source string
-	errs   []error
+	source   string
+	md       toml.MetaData
+	errs     []error
+	warnings []error
+	kinds    []kind // of each backend, for unknownKeys
 }
 
 func (v *validator) result() error {
@@ -441,99 +476,83 @@ type scope struct {
 }
 
 func (s scope) fail(field string, err error) {
-	s.v.errs = append(s.v.errs, &FieldError{
-		Source: s.v.source, Backend: s.backend, Name: s.name, Field: field, Err: err,
-	})
+	s.v.errs = append(s.v.errs, s.fieldError(field, err))
+}
+
+func (s scope) fieldError(field string, err error) *FieldError {
+	return &FieldError{Source: s.v.source, Backend: s.backend, Name: s.name, Field: field, Err: err}
+}
+
+// warn records a warning.
+func (s scope) warn(field string, err error) {
+	s.v.warnings = append(s.v.warnings, s.fieldError(field, err))
+}
+
+// add records the errors of a syntax.Checker or a backend package: a
+// *syntax.KeyError becomes a FieldError of its key, field a prefix to it.
+func (s scope) add(prefix string, errs []error) {
+	for _, err := range errs {
+		var ke *syntax.KeyError
+		if errors.As(err, &ke) {
+			s.fail(prefix+ke.Key, ke.Err)
+		} else {
+			s.fail("", err)
+		}
+	}
+}
+
+// check runs f with a syntax.Checker, recording its errors.
+func check[T any](s scope, f func(c *syntax.Checker) T) T {
+	var c syntax.Checker
+	v := f(&c)
+	s.add("", c.Errs)
+	return v
 }
 
 // str returns a string value, "" when absent.
 func (s scope) str(field string, val any) string {
-	switch x := val.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	default:
-		s.fail(field, wantErr("a string", val))
-		return ""
-	}
+	return check(s, func(c *syntax.Checker) string { return c.String(field, val) })
 }
 
 // enum returns a string value that must be one of allowed (any case), def
 // when absent or empty. what names the kind of value in the message.
 func (s scope) enum(field string, val any, def, what string, allowed ...string) string {
-	orig := s.str(field, val)
-	str := strings.ToLower(strings.TrimSpace(orig))
-	if str == "" {
-		return def
-	}
-	for _, a := range allowed {
-		if str == a {
-			return str
-		}
-	}
-	s.fail(field, fmt.Errorf("unknown %s %q (want %s)", what, orig, orList(allowed)))
-	return def
+	return check(s, func(c *syntax.Checker) string { return c.Enum(field, val, def, what, allowed...) })
 }
 
 // integer returns an integer value in [lo, hi], def when absent or wrong.
 func (s scope) integer(field string, val any, def, lo, hi int) int {
-	if val == nil {
-		return def
-	}
-	n, ok := val.(int64)
-	if !ok {
-		s.fail(field, wantErr("an integer", val))
-		return def
-	}
-	switch {
-	case n < int64(lo) && hi == math.MaxInt:
-		s.fail(field, fmt.Errorf("%d is too small (minimum %d)", n, lo))
-	case n < int64(lo) || n > int64(hi):
-		s.fail(field, fmt.Errorf("%d is out of range (want %d to %d)", n, lo, hi))
-	default:
-		return int(n)
-	}
-	return def
+	return check(s, func(c *syntax.Checker) int { return c.Int(field, val, def, lo, hi) })
 }
 
 // boolean returns a boolean value, false when absent or wrong.
 func (s scope) boolean(field string, val any) bool {
-	switch x := val.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	default:
-		s.fail(field, wantErr("true or false", val))
-		return false
-	}
+	return check(s, func(c *syntax.Checker) bool { return c.Bool(field, val) })
 }
 
 // timeout returns a positive duration, def when absent or wrong.
 func (s scope) timeout(field string, val any, def time.Duration) Duration {
-	if val == nil {
-		return Duration{def}
-	}
-	var d Duration
-	if err := d.UnmarshalTOML(val); err != nil {
-		s.fail(field, err)
-		return Duration{def}
-	}
-	if d.Duration <= 0 {
-		s.fail(field, fmt.Errorf("must be positive (leave it out for the default, %s)", def))
-		return Duration{def}
-	}
-	return d
+	return check(s, func(c *syntax.Checker) Duration { return c.Timeout(field, val, def) })
 }
 
 // build turns the decoded values into a Config, reporting every problem.
 func (v *validator) build(raw *rawConfig) *Config {
 	top := scope{v: v, backend: -1}
+	pidfile := top.str("pidfile", raw.PIDFile)
+	// [milter], or its keys' old top-level spellings; its integers here,
+	// in the order of the keys' top-level days.
+	var rm rawMilter
+	if raw.Milter != nil {
+		rm = *raw.Milter
+	}
+	var front Milter
+	f, val := v.renamedKey("max_sessions", raw.MaxSessions, "max_connections", rm.MaxConnections)
+	front.MaxConnections = top.integer(f, val, 0, 0, math.MaxInt)
+	f, val = v.renamedKey("max_packet", raw.MaxPacket, "max_packet", rm.MaxPacket)
+	front.MaxPacket = top.integer(f, val, DefaultMaxPacket, MinPacket, math.MaxInt)
 	cfg := &Config{
-		PIDFile:          top.str("pidfile", raw.PIDFile),
-		MaxSessions:      top.integer("max_sessions", raw.MaxSessions, 0, 0, math.MaxInt),
-		MaxPacket:        top.integer("max_packet", raw.MaxPacket, DefaultMaxPacket, MinPacket, math.MaxInt),
+		Milter:           front,
+		PIDFile:          pidfile,
 		MaxBackendPacket: top.integer("max_backend_packet", raw.MaxBackendPacket, DefaultMaxBackendPacket, MinPacket, math.MaxInt),
 		MaxMessage:       top.integer("max_message", raw.MaxMessage, DefaultMaxMessage, 0, math.MaxInt),
 		SpoolMemory:      top.integer("spool_memory", raw.SpoolMemory, DefaultSpoolMemory, 0, math.MaxInt),
@@ -568,63 +587,90 @@ func (v *validator) build(raw *rawConfig) *Config {
 			top.fail("metrics_listen", fmt.Errorf("want host:port or a port (loopback): %w", err))
 		}
 	}
-	v.listen(cfg, raw.Listen, raw.Meta1 != nil && raw.Meta1.Listen != nil)
+	f, val = v.renamedKey("listen", raw.Listen, "listen", rm.Listen)
+	v.listen(cfg, f, val, raw.Meta1 != nil && raw.Meta1.Listen != nil)
 	v.meta1(cfg, raw.Meta1)
 	v.mtaSide(cfg, raw.ProgressInterval, raw.MTAMacros)
 
 	seen := make(map[string]int)
-	for i, rb := range raw.Backends {
-		sc := scope{v: v, backend: i}
-		name := strings.TrimSpace(sc.str("name", rb.Name))
-		sc.name = name
-		b := Backend{
-			Name:           name,
-			URL:            strings.TrimSpace(sc.str("url", rb.URL)),
-			ConnectTimeout: sc.timeout("connect_timeout", rb.ConnectTimeout, DefaultConnectTimeout),
-			ReadTimeout:    sc.timeout("read_timeout", rb.ReadTimeout, DefaultReadTimeout),
-			WriteTimeout:   sc.timeout("write_timeout", rb.WriteTimeout, DefaultWriteTimeout),
-			EOMTimeout:     sc.timeout("eom_timeout", rb.EOMTimeout, DefaultEOMTimeout),
-			OnFailure: sc.enum("on_failure", rb.OnFailure, DefaultOnFailure, "action",
-				OnFailureAccept, OnFailureTempfail, OnFailureReject, OnFailureDiscard),
-			Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),
-			Protocol: sc.integer("protocol", rb.Protocol, DefaultProtocol, MinProtocol, DefaultProtocol),
-			MaxBody:  sc.integer("max_body", rb.MaxBody, cfg.MaxMessage, MinPacket, math.MaxInt),
-			Reuse:    sc.boolean("reuse", rb.Reuse),
-			LogLevel: sc.enum("log_level", rb.LogLevel, "", "level", "debug", "info", "warn", "error"),
-		}
-		_, nameIsString := rb.Name.(string)
-		switch j, dup := seen[name]; {
-		case rb.Name == nil:
-			sc.fail("name", errors.New("missing (every backend needs a unique name)"))
-		case !nameIsString:
-			// Reported by str.
-		case name == "":
-			sc.fail("name", errors.New("empty (every backend needs a unique name)"))
-		case dup:
-			sc.fail("name", fmt.Errorf("duplicate: backend[%d] has the same name", j))
-		default:
-			seen[name] = i
-		}
-		if b.URL == "" {
-			if _, ok := rb.URL.(string); ok || rb.URL == nil {
-				sc.fail("url", errors.New("missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock)"))
-			}
-		} else if a, err := ParseAddress(b.URL); err != nil {
-			sc.fail("url", err)
-		} else if a.port() == 0 {
-			sc.fail("url", fmt.Errorf("address %q: port 0 cannot be connected to", b.URL))
-		} else {
-			b.Addr = a
-		}
-		cfg.Backends = append(cfg.Backends, b)
+	for i, prim := range raw.Backends {
+		cfg.Backends = append(cfg.Backends, v.backend(i, prim, cfg.MaxMessage, seen))
 	}
 	return cfg
 }
 
-// listen fills Listen and ListenAddrs from the listen key: absent means
-// DefaultListen; a string is one address; an array must not be empty,
-// unless the MeTA1 front listens (meta1: a MeTA1-only pmult).
-func (v *validator) listen(cfg *Config, val any, meta1 bool) {
+// renamedKey returns the field name and value of a [milter] key, given
+// either in [milter] (key) or top-level under its old spelling (old,
+// warned about); both is an error.
+func (v *validator) renamedKey(old string, oldVal any, key string, val any) (string, any) {
+	top := scope{v: v, backend: -1}
+	switch {
+	case oldVal == nil:
+		return "milter." + key, val
+	case val != nil:
+		top.fail(old, fmt.Errorf("top-level %s is the old spelling of milter.%s: keep [milter] %s only", old, key, key))
+		return "milter." + key, val
+	default:
+		top.warn(old, fmt.Errorf("old spelling: write %s in the [milter] table instead (the old spelling still loads)", key))
+		return old, oldVal
+	}
+}
+
+// backend reads the [[backend]] table i: the keys every backend has here,
+// the others by its type's package. seen holds the names so far.
+func (v *validator) backend(i int, prim toml.Primitive, maxMessage int, seen map[string]int) Backend {
+	sc := scope{v: v, backend: i}
+	decode := func(x any) error { return v.md.PrimitiveDecode(prim, x) }
+	var rb rawBackend
+	if err := decode(&rb); err != nil {
+		sc.fail("", err)
+	}
+	name := strings.TrimSpace(sc.str("name", rb.Name))
+	sc.name = name
+	b := Backend{
+		Name: name,
+		Type: sc.enum("type", rb.Type, DefaultType, "backend type", typeNames()...),
+		OnFailure: sc.enum("on_failure", rb.OnFailure, DefaultOnFailure, "action",
+			OnFailureAccept, OnFailureTempfail, OnFailureReject, OnFailureDiscard),
+		Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),
+		LogLevel: sc.enum("log_level", rb.LogLevel, "", "level", "debug", "info", "warn", "error"),
+	}
+	k, ok := backendKind(b.Type)
+	if !ok { // reported by enum; read the keys as the default type's
+		k, _ = backendKind(DefaultType)
+	}
+	for len(v.kinds) <= i {
+		v.kinds = append(v.kinds, kind{})
+	}
+	v.kinds[i] = k
+	settings, old, errs := k.parse(decode, maxMessage)
+	sc.add("", errs)
+	for _, o := range old {
+		sc.warn(o, fmt.Errorf("old spelling: write %s instead (the old spelling still loads)", k.renamed[o]))
+	}
+	_, nameIsString := rb.Name.(string)
+	switch j, dup := seen[name]; {
+	case rb.Name == nil:
+		sc.fail("name", errors.New("missing (every backend needs a unique name)"))
+	case !nameIsString:
+		// Reported by str.
+	case name == "":
+		sc.fail("name", errors.New("empty (every backend needs a unique name)"))
+	case dup:
+		sc.fail("name", fmt.Errorf("duplicate: backend[%d] has the same name", j))
+	default:
+		seen[name] = i
+	}
+	sc.add("", settings.Validate())
+	b.Settings = settings
+	return b
+}
+
+// listen fills Milter.Listen and Milter.ListenAddrs from the listen key
+// (field names it): absent means DefaultListen; a string is one address;
+// an array must not be empty, unless the MeTA1 front listens (meta1: a
+// MeTA1-only pmult).
+func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 	top := scope{v: v, backend: -1}
 	type item struct {
 		field, text string
@@ -632,27 +678,28 @@ func (v *validator) listen(cfg *Config, val any, meta1 bool) {
 	var items []item
 	switch x := val.(type) {
 	case nil:
-		items = []item{{"listen", DefaultListen}}
+		items = []item{{field, DefaultListen}}
 	case string:
-		items = []item{{"listen", x}}
+		items = []item{{field, x}}
 	case []any:
 		if len(x) == 0 && !meta1 {
-			top.fail("listen", errors.New("no listen address (leave the key out for the default, "+DefaultListen+")"))
+			top.fail(field, errors.New("no listen address (leave the key out for the default, "+DefaultListen+")"))
 		}
 		for i, e := range x {
-			field := fmt.Sprintf("listen[%d]", i)
+			f := fmt.Sprintf("%s[%d]", field, i)
 			if s, ok := e.(string); ok {
-				items = append(items, item{field, s})
+				items = append(items, item{f, s})
 			} else {
-				top.fail(field, wantErr("a string", e))
+				top.fail(f, wantErr("a string", e))
 			}
 		}
 	default:
-		top.fail("listen", wantErr("a string or an array of strings", val))
+		top.fail(field, wantErr("a string or an array of strings", val))
 	}
+	m := &cfg.Milter
 	seen := make(map[Address]string)
 	for _, it := range items {
-		cfg.Listen = append(cfg.Listen, it.text)
+		m.Listen = append(m.Listen, it.text)
 		a, err := ParseAddress(it.text)
 		if err != nil {
 			top.fail(it.field, err)
@@ -664,25 +711,29 @@ func (v *validator) listen(cfg *Config, val any, meta1 bool) {
 			continue
 		}
 		seen[key] = it.field
-		cfg.ListenAddrs = append(cfg.ListenAddrs, a)
+		m.ListenAddrs = append(m.ListenAddrs, a)
 	}
 }
 
 // unknownKeys reports the keys of the file that match no field, naming the
 // backend they are in and suggesting the key probably meant.
 func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
-	undecoded := md.Undecoded()
-	if len(undecoded) == 0 {
-		return
+	undecoded := make(map[string]bool)
+	for _, k := range md.Undecoded() {
+		undecoded[k.String()] = true
 	}
 	// Keys of array tables carry no index; find the backends that hold
-	// each one in a second, untyped decoding.
+	// each one in a second, untyped decoding. A backend key is unknown
+	// when it is neither a common one nor one of the backend's type.
 	var probe struct {
 		Backend []map[string]any `toml:"backend"`
 	}
-	probed := false
+	if len(v.kinds) > 0 {
+		_, _ = toml.Decode(string(data), &probe) // it decoded once already
+	}
+	common := tomlKeys(rawBackend{})
 	reported := make(map[string]bool)
-	for _, k := range undecoded {
+	for _, k := range md.Keys() {
 		if len(k) >= 3 && k[0] == "meta1" && k[1] == "define_macros" {
 			continue // a table of handlers, checked by meta1
 		}
@@ -696,30 +747,36 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 		if under {
 			continue
 		}
-		reported[k.String()] = true
-		if len(k) == 2 && k[0] == "backend" {
-			if !probed {
-				_, _ = toml.Decode(string(data), &probe) // it decoded once already
-				probed = true
-			}
-			err := unknownKeyErr(k, tomlKeys(rawBackend{}))
+		if len(k) == 2 && k[0] == "backend" && len(probe.Backend) > 0 {
 			found := false
 			for i, m := range probe.Backend {
-				if _, ok := m[k[1]]; ok {
-					name, _ := m["name"].(string)
-					scope{v: v, backend: i, name: strings.TrimSpace(name)}.fail("", err)
-					found = true
+				if _, ok := m[k[1]]; !ok || i >= len(v.kinds) {
+					continue
 				}
+				known := append(slices.Clone(common), v.kinds[i].keys...)
+				if slices.Contains(known, k[1]) {
+					continue
+				}
+				name, _ := m["name"].(string)
+				scope{v: v, backend: i, name: strings.TrimSpace(name)}.fail("", unknownKeyErr(k, known))
+				found = true
 			}
 			if found {
-				continue
+				reported[k.String()] = true
 			}
+			continue
 		}
+		if !undecoded[k.String()] {
+			continue
+		}
+		reported[k.String()] = true
 		var known []string
 		if len(k) == 1 {
 			known = tomlKeys(rawConfig{})
 		} else if len(k) == 2 && k[0] == "meta1" {
 			known = tomlKeys(rawMeta1{})
+		} else if len(k) == 2 && k[0] == "milter" {
+			known = tomlKeys(rawMilter{})
 		} else if len(k) == 2 && k[0] == "mta_macros" {
 			known = tomlKeys(rawMTAMacros{})
 		}
@@ -729,7 +786,7 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 
 // unknownKeyErr says that key k is unknown, with a suggestion among known.
 func unknownKeyErr(k toml.Key, known []string) error {
-	if s := suggest(k[len(k)-1], known); s != "" {
+	if s := syntax.Suggest(k[len(k)-1], known); s != "" {
 		return fmt.Errorf("unknown key %q (did you mean %q?)", k.String(), s)
 	}
 	return fmt.Errorf("unknown key %q", k.String())
@@ -747,82 +804,20 @@ func tomlKeys(v any) []string {
 	return keys
 }
 
-// suggest returns the known key closest to word when it is close enough
-// to be a typo (including mailfromd's dashes for underscores).
-func suggest(word string, known []string) string {
-	w := strings.ReplaceAll(strings.ToLower(word), "-", "_")
-	best, bestDist := "", 3
-	for _, k := range known {
-		if d := editDistance(w, k); d < bestDist && d < len(w) {
-			best, bestDist = k, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Damerau-Levenshtein distance (optimal string
-// alignment) between a and b, in bytes.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return math.MaxInt
-	}
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
-}
-
 // wantErr says a value has the wrong TOML type.
-func wantErr(want string, val any) error {
-	return fmt.Errorf("want %s, not a TOML %s", want, tomlType(val))
-}
+func wantErr(want string, val any) error { return syntax.WantErr(want, val) }
 
-// tomlType names the TOML type of a decoded value.
-func tomlType(v any) string {
-	switch v.(type) {
-	case string:
-		return "string"
-	case int64:
-		return "integer"
-	case float64:
-		return "float"
-	case bool:
-		return "boolean"
-	case []any, []map[string]any:
-		return "array"
-	case map[string]any:
-		return "table"
-	case time.Time:
-		return "date-time"
-	default:
-		return fmt.Sprintf("value (%T)", v)
-	}
-}
+// Address is a parsed socket address (see syntax.Address).
+type Address = syntax.Address
 
-// orList joins words as "a, b or c".
-func orList(words []string) string {
-	switch len(words) {
-	case 0:
-		return ""
-	case 1:
-		return words[0]
-	}
-	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
-}
+// Duration is a time.Duration read from a Go duration, a mailfromd
+// interval or a number of seconds (see syntax.Duration).
+type Duration = syntax.Duration
+
+// ParseAddress parses a socket address in the Sendmail, Postfix or
+// mailfromd dialect; see syntax.ParseAddress.
+func ParseAddress(s string) (Address, error) { return syntax.ParseAddress(s) }
+
+// ParseDuration parses a Go duration or a mailfromd interval; see
+// syntax.ParseDuration.
+func ParseDuration(s string) (time.Duration, error) { return syntax.ParseDuration(s) }

@@ -15,67 +15,125 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/hashicorp/go-multierror"
+
+	milter "github.com/mailmux/mailmux/backends/milter"
+	"github.com/mailmux/mailmux/config/syntax"
 )
 
 func TestLoadExample(t *testing.T) {
-	cfg, err := Load("testdata/example.toml")
-	if err != nil {
-		t.Fatal(err)
+	// The same configuration in the new spellings and in the old ones.
+	for _, file := range []string{"testdata/example.toml", "testdata/example-old.toml"} {
+		cfg, err := Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkExample(t, file, cfg)
+	}
+}
+
+func checkExample(t *testing.T, file string, cfg *Config) {
+	t.Helper()
+	var old [][]string
+	for _, b := range cfg.Backends {
+		old = append(old, milterSettings(t, b).Old)
+		milterSettings(t, b).Old = nil
+	}
+	var warnings []string
+	for _, w := range cfg.Warnings {
+		warnings = append(warnings, w.Error())
+	}
+	cfg.Warnings = nil
+	wantWarnings := []string(nil)
+	wantOld := [][]string{nil, nil}
+	if strings.HasSuffix(file, "-old.toml") {
+		wantWarnings = []string{
+			file + `: max_sessions: old spelling: write max_connections in the [milter] table instead (the old spelling still loads)`,
+			file + `: max_packet: old spelling: write max_packet in the [milter] table instead (the old spelling still loads)`,
+			file + `: listen: old spelling: write listen in the [milter] table instead (the old spelling still loads)`,
+			file + `: backend[0] "dkim": url: old spelling: write address instead (the old spelling still loads)`,
+			file + `: backend[1] "spam": url: old spelling: write address instead (the old spelling still loads)`,
+			file + `: backend[1] "spam": protocol: old spelling: write milter_version instead (the old spelling still loads)`,
+		}
+		wantOld = [][]string{{"url"}, {"url", "protocol"}}
+	}
+	if !slices.Equal(warnings, wantWarnings) {
+		t.Errorf("%s: warnings:\n%s\nwant:\n%s", file, strings.Join(warnings, "\n"), strings.Join(wantWarnings, "\n"))
+	}
+	if !reflect.DeepEqual(old, wantOld) {
+		t.Errorf("%s: old spellings %q, want %q", file, old, wantOld)
 	}
 	want := &Config{
-		Listen:           []string{"inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"},
+		Milter: Milter{
+			Listen:         []string{"inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"},
+			MaxConnections: 0,
+			MaxPacket:      1 << 20,
+			ListenAddrs: []Address{
+				{Network: "tcp", Addr: "127.0.0.1:7357", Raw: "inet:127.0.0.1:7357"},
+				{Network: "unix", Addr: "/run/pmult/pmult.sock", Raw: "unix:/run/pmult/pmult.sock"},
+			},
+		},
 		PIDFile:          "/run/pmult/pmult.pid",
-		MaxSessions:      0,
-		MaxPacket:        1 << 20,
 		MaxBackendPacket: 64 << 20,
 		MaxMessage:       64 << 20,
 		SpoolMemory:      1 << 20,
 		MemoryBudget:     256 << 20,
 		SpoolDir:         "/var/spool/pmult",
-		ShutdownTimeout:  Duration{30 * time.Second},
-		NegotiateTimeout: Duration{30 * time.Second},
-		IdleTimeout:      Duration{time.Hour},
-		WriteTimeout:     Duration{30 * time.Second},
+		ShutdownTimeout:  Duration{Duration: 30 * time.Second},
+		NegotiateTimeout: Duration{Duration: 30 * time.Second},
+		IdleTimeout:      Duration{Duration: time.Hour},
+		WriteTimeout:     Duration{Duration: 30 * time.Second},
 		Content:          "serial",
-		OpenTimeout:      Duration{10 * time.Second},
+		OpenTimeout:      Duration{Duration: 10 * time.Second},
 		ReadOnly:         "in_order",
 		Merge:            "strongest",
 		LogLevel:         "info",
 		LogTag:           "pmult",
-		ProgressInterval: Duration{5 * time.Second},
+		ProgressInterval: Duration{Duration: 5 * time.Second},
 		Backends: []Backend{{
-			Name:           "dkim",
-			URL:            "inet:8891@127.0.0.1",
-			ConnectTimeout: Duration{300 * time.Second},
-			ReadTimeout:    Duration{10 * time.Second},
-			WriteTimeout:   Duration{10 * time.Second},
-			EOMTimeout:     Duration{300 * time.Second},
-			OnFailure:      "accept",
-			Mode:           "enforce",
-			Protocol:       6,
-			MaxBody:        64 << 20,
-			Addr:           Address{Network: "tcp", Addr: "127.0.0.1:8891", Raw: "inet:8891@127.0.0.1"},
+			Name:      "dkim",
+			Type:      "milter",
+			OnFailure: "accept",
+			Mode:      "enforce",
+			Settings: &milter.Settings{
+				Address:        "inet:8891@127.0.0.1",
+				ConnectTimeout: Duration{Duration: 300 * time.Second},
+				ReadTimeout:    Duration{Duration: 10 * time.Second},
+				WriteTimeout:   Duration{Duration: 10 * time.Second},
+				EOMTimeout:     Duration{Duration: 300 * time.Second},
+				MilterVersion:  6,
+				MaxBody:        64 << 20,
+				Addr:           Address{Network: "tcp", Addr: "127.0.0.1:8891", Raw: "inet:8891@127.0.0.1"},
+			},
 		}, {
-			Name:           "spam",
-			URL:            "unix:///run/spamass/spamass.sock",
-			ConnectTimeout: Duration{300 * time.Second},
-			ReadTimeout:    Duration{5 * time.Minute},
-			WriteTimeout:   Duration{30 * time.Second},
-			EOMTimeout:     Duration{2*time.Hour + 35*time.Second},
-			OnFailure:      "tempfail",
-			Mode:           "evaluate",
-			Protocol:       6,
-			MaxBody:        64 << 20,
-			Addr:           Address{Network: "unix", Addr: "/run/spamass/spamass.sock", Raw: "unix:///run/spamass/spamass.sock"},
+			Name:      "spam",
+			Type:      "milter",
+			OnFailure: "tempfail",
+			Mode:      "evaluate",
+			Settings: &milter.Settings{
+				Address:        "unix:///run/spamass/spamass.sock",
+				ConnectTimeout: Duration{Duration: 300 * time.Second},
+				ReadTimeout:    Duration{Duration: 5 * time.Minute},
+				WriteTimeout:   Duration{Duration: 30 * time.Second},
+				EOMTimeout:     Duration{Duration: 2*time.Hour + 35*time.Second},
+				MilterVersion:  6,
+				MaxBody:        64 << 20,
+				Addr:           Address{Network: "unix", Addr: "/run/spamass/spamass.sock", Raw: "unix:///run/spamass/spamass.sock"},
+			},
 		}},
-		ListenAddrs: []Address{
-			{Network: "tcp", Addr: "127.0.0.1:7357", Raw: "inet:127.0.0.1:7357"},
-			{Network: "unix", Addr: "/run/pmult/pmult.sock", Raw: "unix:/run/pmult/pmult.sock"},
-		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
-		t.Errorf("Load(example.toml) =\n%+v\nwant\n%+v", cfg, want)
+		t.Errorf("Load(%s) =\n%+v\nwant\n%+v", file, cfg, want)
 	}
+}
+
+// milterSettings returns the settings of a milter backend.
+func milterSettings(t *testing.T, b Backend) *milter.Settings {
+	t.Helper()
+	s, ok := b.Settings.(*milter.Settings)
+	if !ok {
+		t.Fatalf("backend %q: settings %T, want *milter.Settings", b.Name, b.Settings)
+	}
+	return s
 }
 
 // TestDocExample keeps the example in doc.go and testdata/example.toml the
@@ -109,12 +167,13 @@ func TestDocExample(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	for name, cfg := range map[string]*Config{"Default": Default(), "Parse(empty)": mustParse(t, "")} {
-		if !slices.Equal(cfg.Listen, []string{"inet:127.0.0.1:7357"}) ||
-			len(cfg.ListenAddrs) != 1 || cfg.ListenAddrs[0].Network != "tcp" || cfg.ListenAddrs[0].Addr != "127.0.0.1:7357" {
-			t.Errorf("%s: listen %v %v", name, cfg.Listen, cfg.ListenAddrs)
+		m := cfg.Milter
+		if !slices.Equal(m.Listen, []string{"inet:127.0.0.1:7357"}) ||
+			len(m.ListenAddrs) != 1 || m.ListenAddrs[0].Network != "tcp" || m.ListenAddrs[0].Addr != "127.0.0.1:7357" {
+			t.Errorf("%s: listen %v %v", name, m.Listen, m.ListenAddrs)
 		}
-		if cfg.MaxPacket != DefaultMaxPacket || cfg.MaxBackendPacket != DefaultMaxBackendPacket ||
-			cfg.MaxMessage != 0 || cfg.MaxSessions != 0 ||
+		if m.MaxPacket != DefaultMaxPacket || cfg.MaxBackendPacket != DefaultMaxBackendPacket ||
+			cfg.MaxMessage != 0 || m.MaxConnections != 0 ||
 			cfg.SpoolMemory != 1<<20 || cfg.MemoryBudget != 256<<20 || cfg.SpoolDir != "" ||
 			cfg.ShutdownTimeout.Duration != 30*time.Second || cfg.Content != "serial" ||
 			cfg.LogLevel != "info" || cfg.LogTag != "pmult" || cfg.PIDFile != "" || len(cfg.Backends) != 0 {
@@ -130,14 +189,14 @@ name = "a"
 url = "inet:1@localhost"
 on_failure = "Reject"
 `)
-	b := cfg.Backends[0]
-	if b.ConnectTimeout.Duration != 300*time.Second || b.ReadTimeout.Duration != 10*time.Second ||
-		b.WriteTimeout.Duration != 10*time.Second || b.EOMTimeout.Duration != 300*time.Second ||
-		b.OnFailure != "reject" || b.Mode != "enforce" || b.Protocol != 6 ||
-		b.Addr.Network != "tcp" || b.Addr.Addr != "localhost:1" {
-		t.Errorf("backend defaults: %+v", b)
+	b, ms := cfg.Backends[0], milterSettings(t, cfg.Backends[0])
+	if ms.ConnectTimeout.Duration != 300*time.Second || ms.ReadTimeout.Duration != 10*time.Second ||
+		ms.WriteTimeout.Duration != 10*time.Second || ms.EOMTimeout.Duration != 300*time.Second ||
+		b.OnFailure != "reject" || b.Mode != "enforce" || ms.MilterVersion != 6 || b.Type != "milter" ||
+		ms.Addr.Network != "tcp" || ms.Addr.Addr != "localhost:1" {
+		t.Errorf("backend defaults: %+v %+v", b, ms)
 	}
-	if cfg.Content != "parallel" || cfg.LogLevel != "warn" || cfg.ListenAddrs[0].Addr != "/tmp/p.sock" {
+	if cfg.Content != "parallel" || cfg.LogLevel != "warn" || cfg.Milter.ListenAddrs[0].Addr != "/tmp/p.sock" {
 		t.Errorf("config: %+v", cfg)
 	}
 }
@@ -252,7 +311,7 @@ connect_timeout = 1.5
 		`config.toml: backend[1] "dkim": name: duplicate: backend[0] has the same name`,
 		`config.toml: backend[2]: connect_timeout: duration: want a string such as "10s" or "2 hours 35 seconds", or an integer number of seconds, not a TOML float`,
 		`config.toml: backend[2]: name: missing (every backend needs a unique name)`,
-		`config.toml: backend[2]: url: missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock)`,
+		`config.toml: backend[2]: address: missing (the milter's socket, e.g. inet:127.0.0.1:8891 or unix:/run/milter.sock; old spelling: url)`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %d errors:\n%s\nwant %d:\n%s", len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
@@ -438,24 +497,41 @@ func TestFieldError(t *testing.T) {
 	}
 }
 
-// TestSchemaKeys checks that the keys decoded are those of Config and
-// Backend.
+// TestSchemaKeys checks that the keys decoded are those of Config, Milter
+// and Backend, plus the old spellings.
 func TestSchemaKeys(t *testing.T) {
-	if a, b := tomlKeys(Config{}), tomlKeys(rawConfig{}); !slices.Equal(a, b) {
-		t.Errorf("Config keys %v, rawConfig keys %v", a, b)
+	a := tomlKeys(Config{})
+	for old := range renamed() {
+		a = append(a, old)
+	}
+	b := tomlKeys(rawConfig{})
+	slices.Sort(a)
+	slices.Sort(b)
+	if !slices.Equal(a, b) {
+		t.Errorf("Config keys and old spellings %v, rawConfig keys %v", a, b)
+	}
+	if a, b := tomlKeys(Milter{}), tomlKeys(rawMilter{}); !slices.Equal(a, b) {
+		t.Errorf("Milter keys %v, rawMilter keys %v", a, b)
 	}
 	if a, b := tomlKeys(Backend{}), tomlKeys(rawBackend{}); !slices.Equal(a, b) {
 		t.Errorf("Backend keys %v, rawBackend keys %v", a, b)
 	}
+	for old, key := range renamed() {
+		if _, k, _ := strings.Cut(key, "."); !slices.Contains(tomlKeys(rawMilter{}), k) {
+			t.Errorf("old spelling %s: %s is no key", old, key)
+		}
+	}
 }
 
 func TestSuggest(t *testing.T) {
-	keys := tomlKeys(rawBackend{})
+	k, _ := backendKind(TypeMilter)
+	keys := append(tomlKeys(rawBackend{}), k.keys...)
 	for in, want := range map[string]string{
 		"nmae": "name", "URL": "url", "eom-timeout": "eom_timeout", "onfailure": "on_failure",
 		"protocl": "protocol", "x": "", "colour": "", "": "",
+		"adress": "address", "milter-version": "milter_version", "tpye": "type",
 	} {
-		if got := suggest(in, keys); got != want {
+		if got := syntax.Suggest(in, keys); got != want {
 			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
 		}
 	}

@@ -1,17 +1,14 @@
 // Package config loads pmult's TOML configuration: the schema (Config,
-// Backend), defaults, and validation that reports every problem of a file at
-// once (a *multierror.Error of *FieldError, each naming the file, the
-// backend and the key). It also parses the two kinds of values milter
-// configurations are written in: socket addresses in the Sendmail, Postfix
-// and mailfromd dialects (ParseAddress) and time intervals as Go durations
-// or mailfromd intervals (ParseDuration, Duration).
+// Milter, Backend, Meta1), defaults, and validation that reports every
+// problem of a file at once (a *multierror.Error of *FieldError, each
+// naming the file, the backend and the key, with a "did you mean" for an
+// unknown key), and builds the engine from it (Config.Engine). The syntax
+// of socket addresses and durations is package config/syntax (stdlib
+// only); Address, Duration, ParseAddress and ParseDuration here are its.
 //
-// A configuration, every key optional except a backend's name and url:
+// A configuration, every key optional except a backend's name and address:
 //
-//	listen = ["inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"]
 //	pidfile = "/run/pmult/pmult.pid"
-//	max_sessions = 0              # 0: no limit
-//	max_packet = 1048576          # bytes, from the MTA
 //	max_backend_packet = 67108864 # bytes, from a backend
 //	max_message = 67108864        # bytes; bigger: 552 5.3.4 (0: no limit)
 //	spool_memory = 1048576        # bytes of a message kept in memory for replay
@@ -25,20 +22,39 @@
 //	log_level = "info"            # debug, info, warn, error
 //	log_tag = "pmult"
 //
+//	[milter]                      # the MTAs' side (Postfix, Sendmail)
+//	listen = ["inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"]
+//	max_connections = 0           # concurrent MTA connections; 0: no limit
+//	max_packet = 1048576          # bytes, from the MTA
+//
 //	[[backend]]
 //	name = "dkim"
-//	url = "inet:8891@127.0.0.1"   # Sendmail style
+//	type = "milter"               # the default
+//	address = "inet:8891@127.0.0.1" # Sendmail style
 //	on_failure = "accept"         # accept, tempfail, reject, discard
 //
 //	[[backend]]
 //	name = "spam"
-//	url = "unix:///run/spamass/spamass.sock" # mailfromd style
+//	address = "unix:///run/spamass/spamass.sock" # mailfromd style
 //	connect_timeout = 300         # an integer is seconds
 //	read_timeout = "5 minutes"
 //	write_timeout = "30 seconds"
 //	eom_timeout = "2 hours 35 seconds"
 //	mode = "evaluate"             # shadow: log only
-//	protocol = 6                  # highest milter version offered, 2..6
+//	milter_version = 6            # highest milter version offered, 2..6
+//
+// A [[backend]] has a type, "milter" by default (the only one so far). The
+// keys every backend has (name, type, on_failure, mode, log_level) are
+// read here; the others belong to the type's package, which parses,
+// validates and builds it (backends/milter: address, the timeouts,
+// milter_version, max_body, reuse). backends.go is the one table that
+// knows the types.
+//
+// Old spellings still load, with a warning in Config.Warnings naming the
+// key that replaces each (pmult check prints them): top-level listen,
+// max_sessions and max_packet (now [milter] listen, max_connections and
+// max_packet) and a backend's url and protocol (now address and
+// milter_version). Giving both spellings of one key is an error.
 //
 // Keys left out get the defaults in the Default* constants; a key given
 // explicitly must be valid (a timeout of "0s" is an error, not the default).

@@ -22,7 +22,7 @@ max_body = 200000
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := []int{cfg.Backends[0].MaxBody, cfg.Backends[1].MaxBody}; !slices.Equal(got, []int{1000000, 200000}) {
+	if got := []int{milterSettings(t, cfg.Backends[0]).MaxBody, milterSettings(t, cfg.Backends[1]).MaxBody}; !slices.Equal(got, []int{1000000, 200000}) {
 		t.Errorf("max_body %v, want [1000000 200000] (the default is max_message)", got)
 	}
 	if cfg := Default(); cfg.MaxMessage != DefaultMaxMessage {

@@ -100,7 +100,7 @@ func (v *validator) meta1(cfg *Config, raw *rawMeta1) {
 			top.fail(field, err)
 			continue
 		}
-		for _, o := range cfg.ListenAddrs {
+		for _, o := range cfg.Milter.ListenAddrs {
 			if o.Network == a.Network && o.Addr == a.Addr {
 				top.fail(field, fmt.Errorf("address %q is also a milter listen address", s))
 			}

@@ -34,8 +34,8 @@ log_level = "warn"
 		t.Fatal(err)
 	}
 	m := cfg.Meta1
-	if len(cfg.ListenAddrs) != 0 || len(m.ListenAddrs) != 2 || m.ListenAddrs[0].Addr != "127.0.0.1:3333" || m.ListenAddrs[1].Network != "unix" {
-		t.Errorf("listen: %+v %+v", cfg.ListenAddrs, m.ListenAddrs)
+	if len(cfg.Milter.ListenAddrs) != 0 || len(m.ListenAddrs) != 2 || m.ListenAddrs[0].Addr != "127.0.0.1:3333" || m.ListenAddrs[1].Network != "unix" {
+		t.Errorf("listen: %+v %+v", cfg.Milter.ListenAddrs, m.ListenAddrs)
 	}
 	if m.MaxSessions != 6 || m.MaxSessionsSoft != 2 || m.MaxConnections != 10 || m.MacrosMax != 8 || m.PmilterDebug != 5 {
 		t.Errorf("limits: %+v", m)

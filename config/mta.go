@@ -77,7 +77,7 @@ func (m MTAMacros) Baseline(st macros.Stage) []string {
 // mtaSide validates progress_interval and [mta_macros].
 func (v *validator) mtaSide(cfg *Config, progress any, raw *rawMTAMacros) {
 	top := scope{v: v, backend: -1}
-	cfg.ProgressInterval = Duration{DefaultProgressInterval}
+	cfg.ProgressInterval = Duration{Duration: DefaultProgressInterval}
 	if progress != nil {
 		var d Duration
 		if err := d.UnmarshalTOML(progress); err != nil {

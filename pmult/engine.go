@@ -67,9 +67,14 @@ type Engine struct {
 	// SpoolDir is where spool files are created; "": os.TempDir().
 	SpoolDir string
 	Log      *slog.Logger
+	// Counters is where the engine's sessions count: the process's, shared
+	// across reloads (see Switch). nil: counters of the engine's own, made
+	// at first use.
+	Counters *Metrics
 
 	metricsOnce sync.Once
 	metrics     *Metrics
+	slotMetrics []*backendCounters // by slot, from metrics
 	budgetOnce  sync.Once
 	budget      *spool.Budget
 	bigActive   atomic.Int32 // messages of bigMessage bytes or more in progress
@@ -84,9 +89,18 @@ func (e *Engine) openTimeout() time.Duration {
 	return DefaultOpenTimeout
 }
 
-// Metrics returns the engine's counters.
+// Metrics returns the counters the engine counts in: Counters, or its own.
 func (e *Engine) Metrics() *Metrics {
-	e.metricsOnce.Do(func() { e.metrics = newMetrics(len(e.Slots)) })
+	e.metricsOnce.Do(func() {
+		e.metrics = e.Counters
+		if e.metrics == nil {
+			e.metrics = NewMetrics()
+		}
+		e.slotMetrics = make([]*backendCounters, len(e.Slots))
+		for i, sl := range e.Slots {
+			e.slotMetrics[i] = e.metrics.forBackend(sl.Backend.Name())
+		}
+	})
 	return e.metrics
 }
 
@@ -124,7 +138,7 @@ func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 	s.m.active.Add(1)
 	s.bs = make([]*bstate, len(e.Slots))
 	for i, sl := range e.Slots {
-		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), pos: i, mc: s.m.backend(i)}
+		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), pos: i, mc: e.slotMetrics[i]}
 	}
 	return s
 }

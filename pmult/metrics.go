@@ -1,4 +1,5 @@
-// metrics.go: counters of the engine, kept with atomics on the hot path and
+// metrics.go: counters of the engines, kept with atomics on the hot path
+// (an engine looks its backends' counters up once, not per session) and
 // written in the Prometheus text format (no client library needed):
 //
 //	pmult_sessions_total, pmult_sessions_active
@@ -13,6 +14,8 @@ package pmult
 import (
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"sync/atomic"
 )
 
@@ -26,28 +29,61 @@ type backendCounters struct {
 	edits    [numEdits]atomic.Uint64
 }
 
-// Metrics counts what an Engine's sessions did. The zero value is ready.
+// Metrics counts what the sessions of one or more engines did: owned by
+// the process and shared by the engines it loads (Engine.Counters), so that
+// a reload neither resets the counters nor forgets the sessions still open
+// on a retired engine. Backend counters are keyed by backend name: a
+// backend kept across a reload keeps counting where it was; one removed
+// keeps its last values. The zero value is ready.
 type Metrics struct {
 	sessions atomic.Uint64
 	active   atomic.Int64
 	replies  [numKinds][numVerdicts]atomic.Uint64
-	backends []backendCounters // by slot index; allocated with the engine
+
+	mu       sync.Mutex
+	byName   map[string]*backendCounters
+	backends []*backendCounters // in the order first seen
+	names    []string
 }
 
-func newMetrics(slots int) *Metrics {
-	return &Metrics{backends: make([]backendCounters, slots)}
+// NewMetrics returns empty counters.
+func NewMetrics() *Metrics { return &Metrics{} }
+
+// forBackend returns the counters of the backend called name, made at
+// first use. Engines call it once per slot, not per session.
+func (m *Metrics) forBackend(name string) *backendCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.byName[name]; ok {
+		return c
+	}
+	if m.byName == nil {
+		m.byName = make(map[string]*backendCounters)
+	}
+	c := &backendCounters{}
+	m.byName[name] = c
+	m.backends = append(m.backends, c)
+	m.names = append(m.names, name)
+	return c
 }
 
+// backend returns the counters of the i-th backend seen (for an engine's
+// own Metrics, its slot i), nil when there is none.
 func (m *Metrics) backend(i int) *backendCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if i < 0 || i >= len(m.backends) {
 		return nil
 	}
-	return &m.backends[i]
+	return m.backends[i]
 }
 
-// WriteText writes the counters in the Prometheus text exposition format.
-// names are the backends' names in slot order.
-func (m *Metrics) WriteText(w io.Writer, names []string) error {
+// WriteText writes the counters in the Prometheus text exposition format,
+// the backends in the order they were first seen.
+func (m *Metrics) WriteText(w io.Writer) error {
+	m.mu.Lock()
+	backends, names := slices.Clone(m.backends), slices.Clone(m.names)
+	m.mu.Unlock()
 	var err error
 	p := func(format string, a ...any) {
 		if err == nil {
@@ -65,47 +101,38 @@ func (m *Metrics) WriteText(w io.Writer, names []string) error {
 		}
 	}
 	p("# TYPE pmult_backend_replies_total counter\n")
-	for i := range m.backends {
-		b := &m.backends[i]
+	for i, b := range backends {
 		for k := KindConnect; k < numKinds; k++ {
 			for v := 0; v < numVerdicts; v++ {
 				if n := b.replies[k][v].Load(); n > 0 {
-					p("pmult_backend_replies_total{backend=%q,stage=%q,verdict=%q} %d\n", name(names, i), k.String(), Verdict(v).String(), n)
+					p("pmult_backend_replies_total{backend=%q,stage=%q,verdict=%q} %d\n", names[i], k.String(), Verdict(v).String(), n)
 				}
 			}
 		}
 	}
 	p("# TYPE pmult_backend_failures_total counter\n")
-	for i := range m.backends {
-		b := &m.backends[i]
+	for i, b := range backends {
 		for k := KindNone; k < numKinds; k++ {
 			if n := b.failures[k].Load(); n > 0 {
 				st := k.String()
 				if k == KindNone {
 					st = "open"
 				}
-				p("pmult_backend_failures_total{backend=%q,stage=%q} %d\n", name(names, i), st, n)
+				p("pmult_backend_failures_total{backend=%q,stage=%q} %d\n", names[i], st, n)
 			}
 		}
 	}
 	p("# TYPE pmult_backend_skipped_total counter\n")
-	for i := range m.backends {
-		p("pmult_backend_skipped_total{backend=%q} %d\n", name(names, i), m.backends[i].skipped.Load())
+	for i, b := range backends {
+		p("pmult_backend_skipped_total{backend=%q} %d\n", names[i], b.skipped.Load())
 	}
 	p("# TYPE pmult_backend_edits_total counter\n")
-	for i := range m.backends {
+	for i, b := range backends {
 		for e := 1; e < numEdits; e++ {
-			if n := m.backends[i].edits[e].Load(); n > 0 {
-				p("pmult_backend_edits_total{backend=%q,edit=%q} %d\n", name(names, i), EditKind(e).String(), n)
+			if n := b.edits[e].Load(); n > 0 {
+				p("pmult_backend_edits_total{backend=%q,edit=%q} %d\n", names[i], EditKind(e).String(), n)
 			}
 		}
 	}
 	return err
-}
-
-func name(names []string, i int) string {
-	if i < len(names) {
-		return names[i]
-	}
-	return fmt.Sprint(i)
 }

@@ -46,8 +46,12 @@ const (
 // Server accepts smtps pmilter connections and runs each SMTP session
 // carried on them through the engine.
 type Server struct {
-	Engine *pmult.Engine
-	Log    *slog.Logger
+	// Engines holds the engine new SMTP sessions use; a reload stores the
+	// new one there (shared with the milter front). nil: a Switch holding
+	// Engine, fixed.
+	Engines *pmult.Switch
+	Engine  *pmult.Engine
+	Log     *slog.Logger
 	// Macros are the MeTA1 macros requested per stage (canonical names,
 	// validated by the configuration; see macros.CheckMeta1Macros).
 	Macros [macros.M1NumStages][]string
@@ -68,7 +72,6 @@ type Server struct {
 	cs       connserve.Server
 	sessions atomic.Int64
 	nextID   atomic.Uint64
-	engine   atomic.Pointer[pmult.Engine]
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -79,20 +82,15 @@ func (s *Server) init() {
 		if s.Log == nil {
 			s.Log = slog.New(slog.DiscardHandler)
 		}
+		if s.Engines == nil {
+			s.Engines = pmult.NewSwitch(s.Engine)
+		}
 		s.cs = connserve.Server{Name: "meta1", Log: s.Log, MaxConns: s.MaxConnections,
 			NewConn: func(nc net.Conn) connserve.Conn { return s.newConn(nc) }}
 	})
 }
 
-// SetEngine makes new SMTP sessions use e; open ones keep theirs.
-func (s *Server) SetEngine(e *pmult.Engine) { s.engine.Store(e) }
-
-func (s *Server) currentEngine() *pmult.Engine {
-	if e := s.engine.Load(); e != nil {
-		return e
-	}
-	return s.Engine
-}
+func (s *Server) currentEngine() *pmult.Engine { s.init(); return s.Engines.Engine() }
 
 // ActiveSessions returns the number of open SMTP sessions.
 func (s *Server) ActiveSessions() int { return int(s.sessions.Load()) }

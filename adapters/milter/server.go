@@ -30,6 +30,10 @@ import (
 
 // Server accepts MTA milter connections and runs each through the engine.
 type Server struct {
+	// Engines holds the engine new sessions use; a reload stores the new
+	// one there (shared with the MeTA1 front). nil: a Switch holding
+	// Engine, fixed.
+	Engines          *pmult.Switch
 	Engine           *pmult.Engine
 	Log              *slog.Logger
 	MaxData          int
@@ -55,7 +59,6 @@ type Server struct {
 	once   sync.Once
 	cs     connserve.Server
 	nextID atomic.Uint64
-	engine atomic.Pointer[pmult.Engine] // replaces Engine after SetEngine
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -66,22 +69,16 @@ func (s *Server) init() {
 		if s.Log == nil {
 			s.Log = slog.New(slog.DiscardHandler)
 		}
+		if s.Engines == nil {
+			s.Engines = pmult.NewSwitch(s.Engine)
+		}
 		s.cs = connserve.Server{Name: "milter", Log: s.Log, MaxConns: s.MaxSessions, Handshake: true,
 			NewConn: func(nc net.Conn) connserve.Conn { return s.newConn(nc) }}
 	})
 }
 
-// SetEngine makes new sessions use e (a reloaded configuration); open
-// sessions keep the engine they started with.
-func (s *Server) SetEngine(e *pmult.Engine) { s.engine.Store(e) }
-
 // CurrentEngine is the engine new sessions use.
-func (s *Server) CurrentEngine() *pmult.Engine {
-	if e := s.engine.Load(); e != nil {
-		return e
-	}
-	return s.Engine
-}
+func (s *Server) CurrentEngine() *pmult.Engine { s.init(); return s.Engines.Engine() }
 
 // ActiveSessions returns the number of open MTA connections.
 func (s *Server) ActiveSessions() int { s.init(); return s.cs.Active() }

@@ -30,7 +30,7 @@ import (
 	"github.com/mailmux/mailmux/callout"
 	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
-	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/config/syntax"
 )
 
 // Defaults of calloutd's own settings.
@@ -112,7 +112,7 @@ type fileConfig struct {
 
 // Config is the validated configuration.
 type Config struct {
-	Listen        []config.Address
+	Listen        []syntax.Address
 	Backlog       int
 	MaxInstances  int
 	IdleTimeout   time.Duration
@@ -193,7 +193,7 @@ func parseConfig(text, source string) (*Config, error) {
 		fail("listen", "want a string or an array of strings")
 	}
 	for _, l := range listen {
-		a, err := config.ParseAddress(l)
+		a, err := syntax.ParseAddress(l)
 		if err != nil {
 			fail("listen", "%v", strings.TrimPrefix(err.Error(), "config: "))
 			continue
@@ -214,7 +214,7 @@ func parseConfig(text, source string) (*Config, error) {
 		if p == nil {
 			return def
 		}
-		var d config.Duration
+		var d syntax.Duration
 		if err := d.UnmarshalTOML(p.v); err != nil {
 			fail(key, "%s", strings.TrimPrefix(err.Error(), "config: "))
 			return def

@@ -12,10 +12,10 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/config/syntax"
 )
 
-func listen(a config.Address, backlog int) (net.Listener, error) {
+func listen(a syntax.Address, backlog int) (net.Listener, error) {
 	var (
 		family int
 		sa     syscall.Sockaddr

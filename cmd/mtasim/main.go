@@ -35,7 +35,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/config/syntax"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/sim/meta1"
 	"github.com/mailmux/mailmux/sim/mta"
@@ -359,7 +359,7 @@ type termReader struct{ t *term.Terminal }
 func (r termReader) ReadLine() (string, error) { return r.t.ReadLine() }
 
 func daemon(ctx context.Context, o *options, cfg *mtasim.Config, trace io.Writer, stdout io.Writer, log *slog.Logger) error {
-	a, err := config.ParseAddress(o.listen)
+	a, err := syntax.ParseAddress(o.listen)
 	if err != nil {
 		return usageErr("--listen: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/testmilter"
 	mp "github.com/mailmux/mailmux/milterproto"
 )
@@ -73,31 +72,6 @@ func TestCheckWarnsAboutMTATimer(t *testing.T) {
 		got := strings.Contains(errb.String(), `warning: backend "slow": eom_timeout 5m0s is not below the usual MTA content timeout`)
 		if got != tc.warn {
 			t.Errorf("%q %q: warning %v, want %v:\n%s", tc.top, tc.eom, got, tc.warn, errb.String())
-		}
-	}
-}
-
-func TestFrontChanged(t *testing.T) {
-	parse := func(s string) *config.Config {
-		t.Helper()
-		c, err := config.Parse([]byte(s), "t")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	base := parse("[mta_macros]\nconnect = [\"j\"]\n")
-	for _, tc := range []struct {
-		cfg  string
-		want bool
-	}{
-		{"[mta_macros]\nconnect = [\"j\"]\n", false},
-		{"[mta_macros]\nconnect = [\"j\", \"{client_ptr}\"]\n", true},
-		{"[mta_macros]\nconnect = [\"j\"]\nhelo = []\n", true},
-		{"progress_interval = \"0\"\n[mta_macros]\nconnect = [\"j\"]\n", true},
-	} {
-		if got := frontChanged(base, parse(tc.cfg)); got != tc.want {
-			t.Errorf("%q: changed %v, want %v", tc.cfg, got, tc.want)
 		}
 	}
 }

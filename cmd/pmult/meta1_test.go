@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
+	milter "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/sim/meta1"
@@ -44,8 +45,11 @@ func TestImportManualExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("converted file does not load: %v", err)
 	}
-	if len(cfg.ListenAddrs) != 0 || len(cfg.Meta1.ListenAddrs) != 1 || cfg.Meta1.ListenAddrs[0].Addr != "127.0.0.1:3333" {
-		t.Errorf("listen %+v meta1 %+v", cfg.ListenAddrs, cfg.Meta1.ListenAddrs)
+	if len(cfg.Milter.ListenAddrs) != 0 || len(cfg.Meta1.ListenAddrs) != 1 || cfg.Meta1.ListenAddrs[0].Addr != "127.0.0.1:3333" {
+		t.Errorf("listen %+v meta1 %+v", cfg.Milter.ListenAddrs, cfg.Meta1.ListenAddrs)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("the converted file uses old spellings: %v", cfg.Warnings)
 	}
 	if got := strings.Join(cfg.Meta1.Macros[macros.M1Mail], " "); got != "auth_type auth_authen auth_author tls_vrfy" {
 		t.Errorf("mail macros %q", got)
@@ -54,49 +58,10 @@ func TestImportManualExample(t *testing.T) {
 		t.Errorf("rcpt macros %q", got)
 	}
 	b := cfg.Backends[0]
-	if b.Addr.Network != "unix" || b.Addr.Addr != "/usr/local/var/mailfromd/mailfrom" || b.WriteTimeout.Duration != 30*time.Second ||
-		b.ReadTimeout.Duration != 5*time.Minute || b.EOMTimeout.Duration != 5*time.Minute || b.LogLevel != "info" || cfg.LogLevel != "debug" {
-		t.Errorf("backend %+v", b)
-	}
-}
-
-func TestImportReports(t *testing.T) {
-	dir := t.TempDir()
-	in := filepath.Join(dir, "m.conf")
-	os.WriteFile(in, []byte(`
-listen unix:///run/pmult.sock;
-max-threads-soft 3; max-threads-hard 12; max-pmilter-fd 20;
-pidfile /run/pmult.pid;
-pmilter-debug 10;
-auth-macros yes;
-define-macros (connect, helo) (hostname);
-define-macros dot (msgid, taid);
-frobnicate 7;
-client dkim { type pmilter; url inet://127.0.0.1:8891; }
-client { url "inet:8892@127.0.0.1"; connect-timeout 2 minutes; log-level "err, fatal"; bogus 1; }
-/* comment */ logging { tag pmult-meta1; }
-`), 0o644)
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"import", "-c", in}, &stdout, &stderr); code != 1 {
-		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
-	}
-	for _, want := range []string{`cannot convert "frobnicate"`, `client type "pmilter"`, `cannot convert "bogus"`} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("report lacks %q:\n%s", want, stderr.String())
-		}
-	}
-	cfg, err := config.Parse(stdout.Bytes(), "out")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, stdout.String())
-	}
-	m := cfg.Meta1
-	if m.MaxSessionsSoft != 3 || m.MaxSessions != 12 || m.MaxConnections != 20 || m.PmilterDebug != 10 || !m.AuthMacros ||
-		cfg.PIDFile != "/run/pmult.pid" || cfg.LogTag != "pmult-meta1" || len(cfg.Backends) != 1 ||
-		cfg.Backends[0].LogLevel != "error" || cfg.Backends[0].Name != "client2" {
-		t.Errorf("converted: %+v\n%s", cfg, stdout.String())
-	}
-	if got := strings.Join(m.Macros[macros.M1Helo], " "); got != "hostname" {
-		t.Errorf("helo macros %q", got)
+	ms, _ := b.Settings.(*milter.Settings)
+	if ms == nil || ms.Addr.Network != "unix" || ms.Addr.Addr != "/usr/local/var/mailfromd/mailfrom" || ms.WriteTimeout.Duration != 30*time.Second ||
+		ms.ReadTimeout.Duration != 5*time.Minute || ms.EOMTimeout.Duration != 5*time.Minute || b.LogLevel != "info" || cfg.LogLevel != "debug" {
+		t.Errorf("backend %+v %+v", b, ms)
 	}
 }
 

@@ -86,8 +86,8 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		s.Close()
 	}
 	listen := "inet:127.0.0.1:7357"
-	if len(cfg.ListenAddrs) > 0 {
-		listen = cfg.ListenAddrs[0].String()
+	if len(cfg.Milter.ListenAddrs) > 0 {
+		listen = cfg.Milter.ListenAddrs[0].String()
 	}
 	var set []string
 	for st := macros.Stage(0); st < macros.NumStages; st++ {
@@ -114,7 +114,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		}
 	case "sendmail":
 		spec := listen
-		for _, a := range cfg.ListenAddrs {
+		for _, a := range cfg.Milter.ListenAddrs {
 			if a.Network != "unix" {
 				if h, p, ok := strings.Cut(a.Addr, ":"); ok && !strings.Contains(p, ":") {
 					spec = "inet:" + p + "@" + h

@@ -27,7 +27,7 @@ import (
 	"time"
 
 	backend "github.com/mailmux/mailmux/backends/milter"
-	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/config/syntax"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -37,7 +37,7 @@ const DefaultConnectTimeout = 10 * time.Second
 // Port is a parsed milter port.
 type Port struct {
 	Name    string
-	Address config.Address
+	Address syntax.Address
 	// Timeouts; zero means the default.
 	Connect, Write, Read, EOM time.Duration
 	// OnFailure is 'T' (tempfail), 'R' (reject) or 0 (fatal).
@@ -49,7 +49,7 @@ func ParsePort(spec string) (Port, error) {
 	s := strings.TrimSpace(spec)
 	var p Port
 	if !strings.Contains(s, "=") {
-		a, err := config.ParseAddress(s)
+		a, err := syntax.ParseAddress(s)
 		if err != nil {
 			return p, fmt.Errorf("milter port: %w", err)
 		}
@@ -75,7 +75,7 @@ func ParsePort(spec string) (Port, error) {
 		v = strings.TrimSpace(v)
 		switch strings.ToUpper(strings.TrimSpace(k)) {
 		case "S":
-			a, err := config.ParseAddress(v)
+			a, err := syntax.ParseAddress(v)
 			if err != nil {
 				return p, fmt.Errorf("milter port S=: %w", err)
 			}
@@ -117,7 +117,7 @@ func (p *Port) SetTimeouts(s, sep, kv string) error {
 		if !ok {
 			return fmt.Errorf("%q is not CODE%sVALUE", item, kv)
 		}
-		d, err := config.ParseDuration(v)
+		d, err := syntax.ParseDuration(v)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,7 @@
 // address_test.go: tests of ParseAddress over the Sendmail, Postfix and
 // mailfromd dialects, its errors, and the canonical String form.
 
-package config
+package syntax
 
 import (
 	"strings"

@@ -2,7 +2,7 @@
 // bare number of seconds ("300") or the mailfromd way ("2 hours 35 seconds"),
 // and the Duration type that lets TOML hold any of them.
 
-package config
+package syntax
 
 import (
 	"fmt"
@@ -209,6 +209,6 @@ func (d *Duration) UnmarshalTOML(v any) error {
 		d.Duration = time.Duration(v) * time.Second
 		return nil
 	default:
-		return fmt.Errorf(errPrefix+"duration: want a string such as \"10s\" or \"2 hours 35 seconds\", or an integer number of seconds, not a TOML %s", tomlType(v))
+		return fmt.Errorf(ErrPrefix+"duration: want a string such as \"10s\" or \"2 hours 35 seconds\", or an integer number of seconds, not a TOML %s", TOMLType(v))
 	}
 }

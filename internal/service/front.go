@@ -1,13 +1,14 @@
 // front.go: the MTA-side settings of the milter front end
 // (progress_interval, [mta_macros]) and the check of the MTA's timer.
 
-package main
+package service
 
 import (
 	"fmt"
 	"slices"
 
 	adapter "github.com/mailmux/mailmux/adapters/milter"
+	milter "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/config"
 )
 
@@ -20,21 +21,22 @@ func frontSettings(srv *adapter.Server, cfg *config.Config) {
 	srv.MTAMacros = cfg.MTAMacros.Stages()
 }
 
-// timerWarnings says which backends' failure actions cannot act in time:
+// TimerWarnings says which backends' failure actions cannot act in time:
 // without the keep-alive the MTA times the whole end of message with one
 // timer (Postfix milter_content_timeout, Sendmail T=E:, both 300 s by
 // default), which fires before an eom_timeout that is not below it.
-func timerWarnings(cfg *config.Config) []string {
+func TimerWarnings(cfg *config.Config) []string {
 	if cfg.ProgressInterval.Duration > 0 {
 		return nil
 	}
 	var out []string
 	for _, b := range cfg.Backends {
-		if b.EOMTimeout.Duration >= config.UsualMTAContentTimeout {
+		ms, ok := b.Settings.(*milter.Settings)
+		if ok && ms.EOMTimeout.Duration >= config.UsualMTAContentTimeout {
 			out = append(out, fmt.Sprintf("backend %q: eom_timeout %s is not below the usual MTA content timeout (%s) "+
 				"and progress_interval = 0: the MTA may give up (tempfail) before on_failure = %s applies; "+
 				"keep progress_interval on or lower eom_timeout",
-				b.Name, b.EOMTimeout.Duration, config.UsualMTAContentTimeout, b.OnFailure))
+				b.Name, ms.EOMTimeout.Duration, config.UsualMTAContentTimeout, b.OnFailure))
 		}
 	}
 	return out

@@ -2,7 +2,7 @@
 // memory, open file descriptors), under the Prometheus client's usual
 // names, for the soak test (make soak) and for operators.
 
-package main
+package service
 
 import (
 	"bytes"

@@ -1,7 +1,7 @@
 // duration_test.go: tests of ParseDuration (Go, bare seconds and mailfromd
 // interval syntax) and of the Duration type's text and TOML decoding.
 
-package config
+package syntax
 
 import (
 	"strings"

@@ -4,7 +4,7 @@
 // the pidfile is opened without following symlinks, and wildcard listen
 // addresses are warned about (metrics default to loopback).
 
-package main
+package service
 
 import (
 	"context"

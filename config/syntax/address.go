@@ -2,7 +2,7 @@
 // around milters (Sendmail, Postfix, mailfromd) parsed into one form that
 // net.Dial and net.Listen take.
 
-package config
+package syntax
 
 import (
 	"fmt"
@@ -35,7 +35,7 @@ type parseError struct {
 }
 
 func (e *parseError) Error() string {
-	return fmt.Sprintf("%s%s %q: %s", errPrefix, e.kind, e.input, e.msg)
+	return fmt.Sprintf("%s%s %q: %s", ErrPrefix, e.kind, e.input, e.msg)
 }
 
 // ParseAddress parses a socket address in any of these forms:
@@ -260,8 +260,8 @@ func (a Address) String() string {
 	}
 }
 
-// port returns the numeric port of a TCP address, -1 for others.
-func (a Address) port() int {
+// Port returns the numeric port of a TCP address, -1 for others.
+func (a Address) Port() int {
 	if a.Network == "unix" {
 		return -1
 	}

@@ -1,0 +1,46 @@
+// check.go: `pmult check -c FILE`: every error of the file (exit 78), its
+// warnings (old key spellings and the key replacing each, the MTA's
+// end-of-message timer; exit status unchanged) and the spool directory.
+
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/internal/service"
+)
+
+func check(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags("pmult check", args, stderr)
+	if err != nil {
+		return 64
+	}
+	if o.config == "" {
+		fmt.Fprintln(stderr, "pmult check: -c FILE is required")
+		return 64
+	}
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		errs := config.Errors(err)
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		fmt.Fprintf(stderr, "%s: %d error(s)\n", o.config, len(errs))
+		return exitConfig
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	for _, w := range service.TimerWarnings(cfg) {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", o.config, w)
+	}
+	if !checkSpool(cfg, stdout, stderr) {
+		fmt.Fprintf(stderr, "%s: spool_dir unusable\n", o.config)
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
+		o.config, len(cfg.Milter.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
+	return 0
+}

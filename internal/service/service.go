@@ -1,0 +1,257 @@
+// service.go: pmult as a running service: listeners, pidfile, the two
+// front ends on one engine Switch, process-owned metrics, reload and
+// drain. cmd/pmult parses flags, sets up logging and signals, and calls
+// Run.
+
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mailmux/mailmux/adapters/meta1"
+	adapter "github.com/mailmux/mailmux/adapters/milter"
+	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+// Exit statuses of Run (sysexits.h).
+const (
+	ExitOK        = 0
+	ExitFailed    = 1  // a listener failed while serving
+	ExitConfig    = 78 // EX_CONFIG: the configuration cannot be built
+	ExitOSErr     = 71 // EX_OSERR: cannot listen
+	ExitCantCreat = 73 // EX_CANTCREAT: cannot write the pidfile
+)
+
+// Options are what Run needs besides the context.
+type Options struct {
+	// Config is the loaded configuration, command-line overrides applied
+	// (listen addresses, pidfile, metrics_listen).
+	Config *config.Config
+	// File names the configuration file in logs.
+	File string
+	// Load reloads the configuration for a reload; nil: reloading is not
+	// possible (no file), the request is logged and ignored.
+	Load func() (*config.Config, error)
+	// Reload receives a value for each reload request (SIGHUP).
+	Reload <-chan struct{}
+	// Log is the process log; Meta1Log the MeTA1 front's (pmilter_debug),
+	// nil: Log.
+	Log      *slog.Logger
+	Meta1Log *slog.Logger
+	// Version is logged and sent to MeTA1 (mult_version).
+	Version string
+}
+
+// Run serves until ctx is done (SIGTERM: open sessions get
+// ShutdownTimeout to finish) or a listener fails, and returns the exit
+// status. A reload builds a new engine from Load and stores it in the
+// Switch both front ends share: new sessions use it, open ones finish on
+// theirs, and counters (owned here, keyed by backend name) go on.
+// Listen addresses, progress_interval and [mta_macros] apply from the
+// start only (a reload changing them is warned about).
+func Run(ctx context.Context, o Options) int {
+	cfg, log := o.Config, o.Log
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w.Error())
+	}
+	metrics := pmult.NewMetrics()
+	eng, err := cfg.Engine(log)
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		return ExitConfig
+	}
+	eng.Counters = metrics
+	if len(eng.Slots) == 0 {
+		log.Warn("no backends configured: every message is accepted unfiltered")
+	}
+	engines := pmult.NewSwitch(eng)
+	srv := &adapter.Server{
+		Engines:     engines,
+		Log:         log,
+		MaxData:     cfg.Milter.MaxPacket,
+		MaxSessions: cfg.Milter.MaxConnections,
+
+		NegotiateTimeout: cfg.NegotiateTimeout.Duration,
+		IdleTimeout:      cfg.IdleTimeout.Duration,
+		WriteTimeout:     cfg.WriteTimeout.Duration,
+	}
+	frontSettings(srv, cfg)
+	for _, w := range TimerWarnings(cfg) {
+		log.Warn(w)
+	}
+	mlog := o.Meta1Log
+	if mlog == nil {
+		mlog = log
+	}
+	msrv := &meta1.Server{
+		Engines:        engines,
+		Log:            mlog,
+		Macros:         cfg.Meta1.Macros,
+		Version:        o.Version,
+		MaxRecord:      cfg.Milter.MaxPacket,
+		MaxSessions:    cfg.Meta1.MaxSessions,
+		SoftSessions:   cfg.Meta1.MaxSessionsSoft,
+		MaxConnections: cfg.Meta1.MaxConnections,
+	}
+	addrs := append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...)
+	var lns, mlns []net.Listener
+	for i, a := range addrs {
+		ln, err := listen(a)
+		if err != nil {
+			log.Error("cannot listen", "err", err)
+			for _, l := range append(lns, mlns...) {
+				l.Close()
+			}
+			return ExitOSErr
+		}
+		warnWildcard(log, "pmult", a)
+		if i < len(cfg.Milter.ListenAddrs) {
+			lns = append(lns, ln)
+		} else {
+			mlns = append(mlns, ln)
+		}
+	}
+	if cfg.PIDFile != "" {
+		if err := writePidfile(cfg.PIDFile); err != nil {
+			log.Error("cannot write pidfile", "file", cfg.PIDFile, "err", err)
+			return ExitCantCreat
+		}
+		defer os.Remove(cfg.PIDFile)
+	}
+	if cfg.MetricsListen != "" {
+		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log)
+		if err != nil {
+			log.Error("cannot serve metrics", "err", err)
+			return ExitOSErr
+		}
+		defer ms.Close()
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns)+len(mlns))
+	for i, ln := range lns {
+		log.Info("listening", "address", cfg.Milter.ListenAddrs[i].String(), "backends", len(eng.Slots), "version", o.Version)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, adapter.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	for i, ln := range mlns {
+		log.Info("listening for MeTA1 smtps (provisional pmilter model)", "address", cfg.Meta1.ListenAddrs[i].String(),
+			"backends", len(eng.Slots), "version", o.Version)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := msrv.Serve(ln); err != nil && !errors.Is(err, meta1.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	status := ExitOK
+loop:
+	for {
+		select {
+		case <-o.Reload:
+			reload(cfg, o.File, o.Load, engines, metrics, log)
+		case <-ctx.Done():
+			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
+				"deadline", cfg.ShutdownTimeout.Duration.String())
+			break loop
+		case err := <-errc:
+			log.Error("listener failed", "err", err)
+			status = ExitFailed
+			break loop
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+	defer cancel()
+	var sdwg sync.WaitGroup
+	sdwg.Add(1)
+	go func() {
+		defer sdwg.Done()
+		if err := msrv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	sdwg.Wait()
+	wg.Wait()
+	engines.Retire()
+	for _, a := range addrs {
+		if a.Network == "unix" {
+			os.Remove(a.Addr)
+		}
+	}
+	log.Info("stopped")
+	return status
+}
+
+// reload builds an engine from a freshly loaded configuration and stores
+// it; on error the running one stays. Listen addresses stay.
+func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics, log *slog.Logger) {
+	if load == nil {
+		log.Info("SIGHUP: no configuration file to reload")
+		return
+	}
+	ncfg, err := load()
+	if err == nil {
+		var ne *pmult.Engine
+		if ne, err = ncfg.Engine(log); err == nil {
+			ne.Counters = metrics
+			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
+			for _, w := range ncfg.Warnings {
+				log.Warn("configuration", "warning", w.Error())
+			}
+			log.Info("configuration reloaded", "file", file, "backends", len(ne.Slots))
+			if !slices.EqualFunc(ncfg.Milter.ListenAddrs, cfg.Milter.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
+				log.Warn("listen addresses changed: restart pmult to apply them")
+			}
+			if frontChanged(cfg, ncfg) {
+				log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")
+			}
+			return
+		}
+	}
+	for _, e := range config.Errors(err) {
+		log.Error("reload failed, keeping the running configuration", "err", e)
+	}
+}
+
+// serveMetrics serves the process's counters on addr at /metrics: they
+// survive reloads (SIGHUP). A bare port means loopback; a wildcard address
+// is warned about.
+func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger) (*http.Server, error) {
+	addr = metricsAddr(addr)
+	if isWildcard(addr) {
+		log.Warn("metrics listen on every address: anyone who can reach it reads pmult's counters", "address", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		metrics.WriteText(w)
+		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
+		writeProcessMetrics(w)
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
+	return hs, nil
+}
