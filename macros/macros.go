@@ -2,7 +2,11 @@
 
 package macros
 
-import "strings"
+import (
+	"strings"
+
+	mp "github.com/mailmux/mailmux/milterproto"
+)
 
 // Normalize returns a macro name without braces: "{daemon_name}" and
 // "daemon_name" both give "daemon_name"; "i" stays "i".
@@ -23,29 +27,25 @@ func Wire(name string) string {
 	return "{" + n + "}"
 }
 
-// Stage is a macro stage, in milter SMFIM order.
-type Stage int
+// QueueID is the name of the macro carrying the MTA's queue id, in the
+// form MTAs send it.
+const QueueID = "i"
 
-// Stages.
+// Stage is a macro stage: the milter protocol's SMFIM_* number, the same
+// type as milterproto.Stage (one stage enum for the wire and the names).
+type Stage = mp.Stage
+
+// Stages, in SMFIM order.
 const (
-	Connect Stage = iota
-	Helo
-	EnvFrom
-	EnvRcpt
-	Data
-	EOM
-	EOH
-	NumStages
+	Connect   = mp.StageConnect
+	Helo      = mp.StageHelo
+	EnvFrom   = mp.StageEnvFrom
+	EnvRcpt   = mp.StageEnvRcpt
+	Data      = mp.StageData
+	EOM       = mp.StageEOM
+	EOH       = mp.StageEOH
+	NumStages = mp.NumStages
 )
-
-var stageNames = [...]string{"connect", "helo", "envfrom", "envrcpt", "data", "eom", "eoh"}
-
-func (s Stage) String() string {
-	if s >= 0 && s < NumStages {
-		return stageNames[s]
-	}
-	return "unknown"
-}
 
 // PostfixParam is the main.cf parameter holding a stage's macro list.
 var PostfixParam = [NumStages]string{
