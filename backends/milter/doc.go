@@ -6,7 +6,13 @@
 // NR_*/SKIP, adjusts header leading spaces for filters without
 // HDR_LEADSPC, and turns timeouts, protocol violations (reply texts
 // Postfix calls malformed among them) and oversize replacement bodies into
-// errors the engine acts on. A circuit breaker (breaker.go) makes opens
-// fail fast while the backend is down or wedged. It may import milterproto
-// and pmult only.
+// errors the engine acts on. A circuit breaker (internal/breaker) makes
+// opens fail fast while the backend is down or wedged.
+//
+// Files: backend.go (Config, New, Open), session.go (negotiation,
+// Handle/Post/Await, replies), edits.go (modification packets), pool.go
+// (connections kept for reuse, Retire). Its sessions implement
+// pmult.Pipeliner. It imports milterproto, pmult and the internal packages
+// breaker, milterkind and sockopt only. See README.md for its
+// configuration, failure behaviour and metrics.
 package milter
