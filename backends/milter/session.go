@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
+	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -105,17 +106,11 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 			if c.Macros == nil {
 				c.Macros = map[pmult.Kind][]string{}
 			}
-			c.Macros[k] = macroNames(sl.Macros)
+			c.Macros[k] = macros.Split(sl.Macros)
 		}
 	}
 	s.caps = c
 	return nil
-}
-
-// macroNames splits a filter's macro list (smfi_setsymlist: names
-// separated by spaces; commas and tabs are taken as well).
-func macroNames(list string) []string {
-	return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
 }
 
 // Caps implements pmult.BackendSession.
