@@ -2,5 +2,5 @@
 // the `{name}` versus `name` forms, the per-stage default macro lists of
 // Sendmail and Postfix (milter-protocol.md §5), and the union of lists
 // that an MTA must be configured with for a set of backends. It imports
-// milterproto only (its Stage is the protocol's SMFIM_* number).
+// only the standard library.
 package macros

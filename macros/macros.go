@@ -2,11 +2,7 @@
 
 package macros
 
-import (
-	"strings"
-
-	mp "github.com/mailmux/mailmux/milterproto"
-)
+import "strings"
 
 // Normalize returns a macro name without braces: "{daemon_name}" and
 // "daemon_name" both give "daemon_name"; "i" stays "i".
@@ -31,21 +27,31 @@ func Wire(name string) string {
 // form MTAs send it.
 const QueueID = "i"
 
-// Stage is a macro stage: the milter protocol's SMFIM_* number, the same
-// type as milterproto.Stage (one stage enum for the wire and the names).
-type Stage = mp.Stage
+// Stage is a macro stage, numbered as the milter protocol's SMFIM_*
+// (milterproto.Stage, which this package does not import: convert
+// explicitly; internal/milterkind tests that the two agree).
+type Stage int
 
-// Stages, in SMFIM order.
+// Stages.
 const (
-	Connect   = mp.StageConnect
-	Helo      = mp.StageHelo
-	EnvFrom   = mp.StageEnvFrom
-	EnvRcpt   = mp.StageEnvRcpt
-	Data      = mp.StageData
-	EOM       = mp.StageEOM
-	EOH       = mp.StageEOH
-	NumStages = mp.NumStages
+	Connect Stage = iota
+	Helo
+	EnvFrom
+	EnvRcpt
+	Data
+	EOM
+	EOH
+	NumStages
 )
+
+var stageNames = [...]string{"connect", "helo", "envfrom", "envrcpt", "data", "eom", "eoh"}
+
+func (s Stage) String() string {
+	if s >= 0 && s < NumStages {
+		return stageNames[s]
+	}
+	return "unknown"
+}
 
 // PostfixParam is the main.cf parameter holding a stage's macro list.
 var PostfixParam = [NumStages]string{

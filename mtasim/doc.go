@@ -22,6 +22,6 @@
 // body (message.go) so that the milter's edits can be applied, diffed and
 // printed.
 //
-// The package may import milterproto, pmult, macros, backends/milter and
-// config (address and duration syntax). It keeps no global state.
+// The package may import milterproto, pmult, macros, backends/milter,
+// internal/milterkind and config (address and duration syntax). It keeps no global state.
 package mtasim

@@ -53,7 +53,7 @@ func (s *Session) send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error
 		}
 	}
 	if st, ok := milterkind.Stage(ev.Kind); ok {
-		ev.Macros = []pmult.MacroSet{{For: ev.Kind, Pairs: s.macroPairs(ev.Kind, st)}}
+		ev.Macros = []pmult.MacroSet{{For: ev.Kind, Pairs: s.macroPairs(ev.Kind, macros.Stage(st))}}
 	}
 	switch ev.Kind {
 	case pmult.KindMail, pmult.KindRcpt, pmult.KindData, pmult.KindHeader, pmult.KindEOH, pmult.KindBody:

@@ -73,7 +73,8 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		for k, list := range s.Caps().Macros {
-			if st, ok := milterkind.Stage(k); ok && len(list) > 0 {
+			if ms, ok := milterkind.Stage(k); ok && len(list) > 0 {
+				st := macros.Stage(ms) // the same SMFIM_* numbers
 				lists[st] = macros.Union(lists[st], list...)
 				asked[st] = true
 			}

@@ -36,13 +36,35 @@ func TestRoundTrip(t *testing.T) {
 		t.Error("KindNone has a command letter")
 	}
 	n := 0
-	for st := macros.Stage(0); st < macros.NumStages; st++ {
+	for st := mp.Stage(0); st < mp.NumStages; st++ {
 		if _, ok := OfStage(st); ok {
 			n++
 		}
 	}
-	if n != macros.NumStages {
-		t.Errorf("%d of %d stages have a kind", n, macros.NumStages)
+	if n != mp.NumStages {
+		t.Errorf("%d of %d stages have a kind", n, mp.NumStages)
+	}
+}
+
+// macros.Stage and milterproto.Stage are two types for the same SMFIM_*
+// numbers (macros does not import the codec): the conversions between
+// them (mtasim, cmd/pmult) rely on this.
+func TestStagesAgree(t *testing.T) {
+	if macros.NumStages != mp.NumStages {
+		t.Fatalf("macros has %d stages, milterproto %d", macros.NumStages, mp.NumStages)
+	}
+	pairs := []struct {
+		m macros.Stage
+		p mp.Stage
+	}{
+		{macros.Connect, mp.StageConnect}, {macros.Helo, mp.StageHelo}, {macros.EnvFrom, mp.StageEnvFrom},
+		{macros.EnvRcpt, mp.StageEnvRcpt}, {macros.Data, mp.StageData}, {macros.EOM, mp.StageEOM},
+		{macros.EOH, mp.StageEOH},
+	}
+	for _, c := range pairs {
+		if macros.Stage(c.p) != c.m || c.m.String() != c.p.String() {
+			t.Errorf("macros %s (%d) against milterproto %s (%d)", c.m, int(c.m), c.p, uint32(c.p))
+		}
 	}
 }
 
