@@ -1338,11 +1338,11 @@ func (b instant) Open(context.Context, OpenInfo) (BackendSession, error) {
 
 type instantSession struct{}
 
-func (instantSession) Caps() Caps                                   { return Caps{} }
-func (instantSession) Handle(context.Context, *Event) (Reply, error)  { return Reply{}, nil }
-func (instantSession) Post(context.Context, *Event) (bool, error)   { return true, nil }
-func (instantSession) Await(context.Context, *Event) (Reply, error) { return Reply{}, nil }
-func (instantSession) Close() error                                 { return nil }
+func (instantSession) Caps() Caps                                    { return Caps{} }
+func (instantSession) Handle(context.Context, *Event) (Reply, error) { return Reply{}, nil }
+func (instantSession) Post(context.Context, *Event) (bool, error)    { return true, nil }
+func (instantSession) Await(context.Context, *Event) (Reply, error)  { return Reply{}, nil }
+func (instantSession) Close() error                                  { return nil }
 
 func BenchmarkEnvelope(b *testing.B) {
 	e := &Engine{Slots: []Slot{{Backend: instant{"a"}}, {Backend: instant{"b"}}, {Backend: instant{"c"}}}}

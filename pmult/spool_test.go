@@ -255,7 +255,7 @@ func TestNoReplayNothingKept(t *testing.T) {
 func TestHandBackAfterBigMessages(t *testing.T) {
 	released := make(chan struct{}, 4)
 	a := newFake("a", Caps{}) // no replay: the body streams through
-	e := &Engine{Slots: slots(a), }
+	e := &Engine{Slots: slots(a)}
 	e.SetRelease(func() { released <- struct{}{} })
 	h1, h2 := open(t, e, allOffer), open(t, e, allOffer)
 	chunk := strings.Repeat("x", 65535)
