@@ -90,10 +90,10 @@ type Pipeliner interface {
 
 // Func returns a stateless Backend whose sessions answer every event with
 // f, as http.HandlerFunc makes a Handler of a function: each MTA session
-// gets a session that negotiated caps and calls f from Handle. f is
-// called for every event the session gets (ABORT and QUIT included: its
-// answer to those is ignored) and must be safe for concurrent use by
-// several MTA sessions.
+// gets a session that negotiated caps and calls f from Handle; Close does
+// nothing. f is called for every event the session gets (ABORT included:
+// its answer to it is ignored; QUIT_NC only if caps.QuitNC) and must be
+// safe for concurrent use by several MTA sessions.
 func Func(name string, caps Caps, f func(ctx context.Context, ev *Event) (Reply, error)) Backend {
 	return &funcBackend{name: name, caps: caps, f: f}
 }
