@@ -59,7 +59,7 @@ var envelopeKinds = []pmult.Kind{pmult.KindConnect, pmult.KindHelo, pmult.KindMa
 
 var (
 	body  = make([]byte, 2048)
-	macro = []pmult.MacroSet{{Code: 'C', For: pmult.KindConnect, Pairs: []string{"j", "mx.example.com", "{daemon_name}", "smtpd"}}}
+	macro = []pmult.MacroSet{{For: pmult.KindConnect, Pairs: []string{"j", "mx.example.com", "{daemon_name}", "smtpd"}}}
 )
 
 func script(rcpts int) []*pmult.Event {
@@ -126,7 +126,7 @@ func Session(ctx context.Context, addr string, rcpts int, lat *Lat) error {
 	defer s.Close()
 	for _, ev := range script(rcpts) {
 		t0 := time.Now()
-		if _, err := s.Send(ctx, ev); err != nil {
+		if _, err := s.Handle(ctx, ev); err != nil {
 			return err
 		}
 		if lat != nil {
@@ -142,10 +142,10 @@ func Session(ctx context.Context, addr string, rcpts int, lat *Lat) error {
 // pmult can reach on the same machine, where the backends' own work is
 // counted too.
 func FanoutSession(ctx context.Context, addrs []string, rcpts int) error {
-	var ss []pmult.BackendSession
+	var ss []pmult.Pipeliner
 	defer func() {
 		for _, s := range ss {
-			s.Close()
+			s.(pmult.BackendSession).Close()
 		}
 	}()
 	for _, a := range addrs {
@@ -154,7 +154,12 @@ func FanoutSession(ctx context.Context, addrs []string, rcpts int) error {
 		if err != nil {
 			return err
 		}
-		ss = append(ss, s)
+		p, ok := s.(pmult.Pipeliner)
+		if !ok {
+			s.Close()
+			return fmt.Errorf("backend %s: its sessions do not pipeline", a)
+		}
+		ss = append(ss, p)
 	}
 	answer := make([]bool, len(ss))
 	for _, ev := range script(rcpts) {
@@ -268,7 +273,7 @@ func IdleHeap(addr string, n int) (float64, error) {
 		sessions = append(sessions, s)
 		ev := script(1)
 		for _, e := range ev[:2] {
-			if _, err := s.Send(ctx, e); err != nil {
+			if _, err := s.Handle(ctx, e); err != nil {
 				return 0, err
 			}
 		}
@@ -314,7 +319,7 @@ func ChainTime(addrs []string, k, rcpts int) (time.Duration, error) {
 		}
 		for _, ev := range script(rcpts) {
 			for _, s := range ss {
-				if _, err := s.Send(ctx, ev); err != nil {
+				if _, err := s.Handle(ctx, ev); err != nil {
 					return 0, err
 				}
 			}
@@ -322,6 +327,43 @@ func ChainTime(addrs []string, k, rcpts int) (time.Duration, error) {
 		for _, s := range ss {
 			s.Close()
 		}
+	}
+	return time.Since(start) / time.Duration(k), nil
+}
+
+// SyncTime is the mean time of k sequential engine sessions with rcpts
+// recipients, through n synchronous backends (pmult.Func: no pipelining)
+// that each take d per RCPT: with the engine running them concurrently,
+// it stays near the time of one such backend, not n times it.
+func SyncTime(n int, d time.Duration, k, rcpts int) (time.Duration, error) {
+	e := &pmult.Engine{}
+	for i := range n {
+		f := pmult.Func(fmt.Sprint("sync", i), pmult.Caps{}, func(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+			if ev.Kind == pmult.KindRcpt {
+				t := time.NewTimer(d)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					return pmult.Reply{}, ctx.Err()
+				}
+			}
+			return pmult.Reply{}, nil
+		})
+		e.Slots = append(e.Slots, pmult.Slot{Backend: f})
+	}
+	ctx := context.Background()
+	start := time.Now()
+	for i := 0; i < k; i++ {
+		s := e.NewSession("bench", slog.New(slog.DiscardHandler))
+		s.Open(ctx, mtaOffer, nil)
+		for _, ev := range script(rcpts) {
+			if r := s.Handle(ctx, ev); r.Verdict.Objects() {
+				s.Close()
+				return 0, fmt.Errorf("synchronous backends answered %s at %s", r.Verdict, ev.Kind)
+			}
+		}
+		s.Close()
 	}
 	return time.Since(start) / time.Duration(k), nil
 }

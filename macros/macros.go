@@ -24,7 +24,13 @@ func Wire(name string) string {
 	return "{" + n + "}"
 }
 
-// Stage is a macro stage, in milter SMFIM order.
+// QueueID is the name of the macro carrying the MTA's queue id, in the
+// form MTAs send it.
+const QueueID = "i"
+
+// Stage is a macro stage, numbered as the milter protocol's SMFIM_*
+// (milterproto.Stage, which this package does not import: convert
+// explicitly; internal/milterkind tests that the two agree).
 type Stage int
 
 // Stages.

@@ -133,6 +133,17 @@ const (
 	NumStages          = 7
 )
 
+var stageNames = [...]string{"connect", "helo", "envfrom", "envrcpt", "data", "eom", "eoh"}
+
+// String returns the stage's name as MTA configurations spell it
+// ("envfrom"), or "unknown".
+func (s Stage) String() string {
+	if s < NumStages {
+		return stageNames[s]
+	}
+	return "unknown"
+}
+
 // Sizes.
 const (
 	MaxChunk = 65535   // MILTER_CHUNK_SIZE: largest body chunk an MTA sends

@@ -55,26 +55,68 @@ type OpenInfo struct {
 
 // BackendSession is one backend's side of one MTA session. Its methods are
 // called from one goroutine at a time.
+//
+// A session that does its work inside Handle (a lookup, a callout, a
+// function) is run by the engine in a goroutine of its own for each event
+// where several backends get it, so N synchronous backends cost the time
+// of the slowest, not the sum. A session that can deliver an event and
+// read the answer later (a milter connection) implements Pipeliner as
+// well and is driven without goroutines.
 type BackendSession interface {
 	// Caps is what the backend negotiated.
 	Caps() Caps
-	// Send delivers ev. For an event the backend answers, it waits for the
-	// answer (within the backend's own timeouts) and returns it; for other
-	// events it returns Reply{Verdict: Continue}. An error means the
+	// Handle delivers ev. For an event the backend answers, it waits for
+	// the answer (within the backend's own timeouts) and returns it; for
+	// other events it returns Reply{Verdict: Continue}. An error means the
 	// backend broke (timeout, closed connection, protocol violation): the
 	// engine drops it from the session and applies its failure action.
-	Send(ctx context.Context, ev *Event) (Reply, error)
-	// Post is the first half of Send: it delivers ev without waiting and
-	// reports whether an answer will follow. The engine posts an event to
-	// every backend, then awaits each answer, so backends work in
-	// parallel without a goroutine per backend.
-	Post(ctx context.Context, ev *Event) (answer bool, err error)
-	// Await is the second half of Send: it reads the answer to the event
-	// last posted (called only when Post said an answer follows).
-	Await(ctx context.Context, ev *Event) (Reply, error)
+	Handle(ctx context.Context, ev *Event) (Reply, error)
 	// Close ends the session (QUIT) and releases its resources.
 	Close() error
 }
+
+// Pipeliner is implemented by backend sessions that can split Handle in
+// two: the engine posts an event to every such backend, then awaits each
+// answer, so they work in parallel without a goroutine per backend. At
+// end of message, and for single targets, the engine calls Handle.
+type Pipeliner interface {
+	// Post is the first half of Handle: it delivers ev without waiting
+	// and reports whether an answer will follow.
+	Post(ctx context.Context, ev *Event) (answer bool, err error)
+	// Await is the second half of Handle: it reads the answer to the
+	// event last posted (called only when Post said an answer follows).
+	Await(ctx context.Context, ev *Event) (Reply, error)
+}
+
+// Func returns a stateless Backend whose sessions answer every event with
+// f, as http.HandlerFunc makes a Handler of a function: each MTA session
+// gets a session that negotiated caps and calls f from Handle; Close does
+// nothing. f is called for every event the session gets (ABORT included:
+// its answer to it is ignored; QUIT_NC only if caps.QuitNC) and must be
+// safe for concurrent use by several MTA sessions.
+func Func(name string, caps Caps, f func(ctx context.Context, ev *Event) (Reply, error)) Backend {
+	return &funcBackend{name: name, caps: caps, f: f}
+}
+
+type funcBackend struct {
+	name string
+	caps Caps
+	f    func(ctx context.Context, ev *Event) (Reply, error)
+}
+
+func (b *funcBackend) Name() string { return b.name }
+
+func (b *funcBackend) Open(ctx context.Context, info OpenInfo) (BackendSession, error) {
+	return funcSession{b}, nil
+}
+
+type funcSession struct{ b *funcBackend }
+
+func (s funcSession) Caps() Caps { return s.b.caps }
+
+func (s funcSession) Handle(ctx context.Context, ev *Event) (Reply, error) { return s.b.f(ctx, ev) }
+
+func (s funcSession) Close() error { return nil }
 
 // FailAction is what a backend's failure means for the MTA session.
 type FailAction uint8

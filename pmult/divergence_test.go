@@ -3,7 +3,7 @@
 // EOM verdict order, merge modes, read-only order, DISCARD at CONNECT,
 // MTA gone, parallel header edits.
 
-package pmult
+package pmult_test
 
 import (
 	"context"
@@ -12,13 +12,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "github.com/mailmux/mailmux/pmult"
 )
 
 func failures(e *Engine) uint64 {
 	var n uint64
 	for i := range e.Slots {
-		for k := range numKinds {
-			n += e.Metrics().backend(i).failures[k].Load()
+		for k := range NumKinds {
+			n += BackendFailures(e, i, k)
 		}
 	}
 	return n
@@ -32,15 +34,15 @@ func TestOpenBudget(t *testing.T) {
 	release := make(chan struct{})
 	deadlines := make(chan time.Time, 1)
 	wedged := newFake("wedged", reader)
-	wedged.openHook = func(ctx context.Context, info OpenInfo) error {
+	wedged.OpenHook = func(ctx context.Context, info OpenInfo) error {
 		deadlines <- info.Deadline
 		<-release // does not honour ctx nor the deadline
 		return nil
 	}
 	good := newFake("good", editor)
-	good.on[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-Good", Value: " yes"}}}
+	good.On[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-Good", Value: " yes"}}}
 	goodCtx := make(chan context.Context, 1)
-	good.openHook = func(ctx context.Context, _ OpenInfo) error { goodCtx <- ctx; return nil }
+	good.OpenHook = func(ctx context.Context, _ OpenInfo) error { goodCtx <- ctx; return nil }
 	e := &Engine{OpenTimeout: 50 * time.Millisecond,
 		Slots: []Slot{{Backend: wedged, Policy: Policy{OnFailure: FailAccept}}, {Backend: good}}}
 	before := time.Now()
@@ -49,12 +51,12 @@ func TestOpenBudget(t *testing.T) {
 	if deadline.IsZero() || deadline.Before(before) || deadline.After(before.Add(time.Second)) {
 		t.Errorf("OpenInfo.Deadline = %v, want about %v", deadline, before.Add(50*time.Millisecond))
 	}
-	if !strings.Contains(h.log.String(), "not negotiated within open_timeout (50ms)") ||
-		!strings.Contains(h.log.String(), "backend=wedged") {
-		t.Errorf("log:\n%s", h.log)
+	if !strings.Contains(h.Log.String(), "not negotiated within open_timeout (50ms)") ||
+		!strings.Contains(h.Log.String(), "backend=wedged") {
+		t.Errorf("log:\n%s", h.Log)
 	}
-	h.envelopeToData()
-	if rep := h.message(origHeaders, "body\r\n"); rep.Verdict != Continue || len(rep.Edits) != 1 {
+	h.EnvelopeToData()
+	if rep := h.Message(origHeaders, "body\r\n"); rep.Verdict != Continue || len(rep.Edits) != 1 {
 		t.Errorf("eom = %+v, want good's header", rep)
 	}
 	// A backend session may live by its Open ctx (the milter backend
@@ -64,8 +66,8 @@ func TestOpenBudget(t *testing.T) {
 		t.Errorf("the ctx of a successful Open ended before the session: %v", octx.Err())
 	}
 	close(release)
-	waitFor(t, func() bool { return wedged.closes() == 1 }, "the late session closed")
-	h.s.Close()
+	waitFor(t, func() bool { return wedged.Closes() == 1 }, "the late session closed")
+	h.S.Close()
 	if octx.Err() == nil {
 		t.Error("the ctx of the backends' Open outlives the Session")
 	}
@@ -77,16 +79,16 @@ func TestOpenBudget(t *testing.T) {
 func TestOpenBudgetCtxEndsAtClose(t *testing.T) {
 	start := runtime.NumGoroutine()
 	slow := newFake("slow", reader)
-	slow.openHook = func(ctx context.Context, _ OpenInfo) error {
+	slow.OpenHook = func(ctx context.Context, _ OpenInfo) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
 	e := &Engine{OpenTimeout: 20 * time.Millisecond, Slots: []Slot{{Backend: slow}}}
 	h := open(t, e, allOffer)
-	if r := h.connect(); r.Verdict != Tempfail || r.From != "slow" {
+	if r := h.Connect(); r.Verdict != Tempfail || r.From != "slow" {
 		t.Errorf("connect = %+v, want slow's failure action", r)
 	}
-	h.s.Close()
+	h.S.Close()
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= start }, "the open goroutine gone")
 }
 
@@ -95,32 +97,32 @@ func TestOpenBudgetCtxEndsAtClose(t *testing.T) {
 func TestBackendPanic(t *testing.T) {
 	t.Run("open", func(t *testing.T) {
 		p := newFake("p", reader)
-		p.openHook = func(context.Context, OpenInfo) error { panic("boom in open") }
+		p.OpenHook = func(context.Context, OpenInfo) error { panic("boom in open") }
 		good := newFake("good", reader)
 		e := &Engine{Slots: []Slot{{Backend: p, Policy: Policy{OnFailure: FailReject}}, {Backend: good}}}
 		h := open(t, e, allOffer)
-		if r := h.connect(); r.Verdict != Reject || r.From != "p" {
+		if r := h.Connect(); r.Verdict != Reject || r.From != "p" {
 			t.Errorf("connect = %+v", r)
 		}
-		if n := strings.Count(h.log.String(), "level=ERROR"); n != 1 || !strings.Contains(h.log.String(), "boom in open") {
-			t.Errorf("want one error line:\n%s", h.log)
+		if n := strings.Count(h.Log.String(), "level=ERROR"); n != 1 || !strings.Contains(h.Log.String(), "boom in open") {
+			t.Errorf("want one error line:\n%s", h.Log)
 		}
 	})
 	for _, k := range []Kind{KindRcpt, KindEOM} {
 		t.Run(k.String(), func(t *testing.T) {
 			p, good := newFake("p", reader), newFake("good", reader)
-			p.on[k] = step{Panic: "boom at " + k.String()}
+			p.On[k] = step{Panic: "boom at " + k.String()}
 			e := &Engine{Slots: []Slot{{Backend: p, Policy: Policy{OnFailure: FailAccept}}, {Backend: good}}}
 			h := open(t, e, allOffer)
-			h.envelopeToData()
-			if r := h.message(origHeaders, "x"); r.Verdict != Continue {
+			h.EnvelopeToData()
+			if r := h.Message(origHeaders, "x"); r.Verdict != Continue {
 				t.Errorf("eom = %+v", r)
 			}
-			if n := strings.Count(h.log.String(), "level=ERROR"); n != 1 || !strings.Contains(h.log.String(), "boom at "+k.String()) {
-				t.Errorf("want one error line:\n%s", h.log)
+			if n := strings.Count(h.Log.String(), "level=ERROR"); n != 1 || !strings.Contains(h.Log.String(), "boom at "+k.String()) {
+				t.Errorf("want one error line:\n%s", h.Log)
 			}
-			if !slices.Contains(good.kinds(), "eom") {
-				t.Errorf("good got %q", good.kinds())
+			if !slices.Contains(good.Kinds(), "eom") {
+				t.Errorf("good got %q", good.Kinds())
 			}
 		})
 	}
@@ -137,11 +139,11 @@ func TestReplayBodyCRLF(t *testing.T) {
 		{"cr\rin line\n", "cr\rin line\r\n"},
 	} {
 		a, b := newFake("a", editor), newFake("b", editor)
-		a.on[KindEOM] = step{Edits: []Edit{{Kind: EditReplaceBody, Body: []byte(tc.in)}}}
+		a.On[KindEOM] = step{Edits: []Edit{{Kind: EditReplaceBody, Body: []byte(tc.in)}}}
 		h := open(t, &Engine{Slots: slots(a, b)}, allOffer)
-		h.envelopeToData()
-		rep := h.message(origHeaders, "original\r\n")
-		if got := b.body(); got != tc.want {
+		h.EnvelopeToData()
+		rep := h.Message(origHeaders, "original\r\n")
+		if got := b.Body(); got != tc.want {
 			t.Errorf("replacement %q: b got %q, want %q", tc.in, got, tc.want)
 		}
 		if len(rep.Edits) != 1 || string(rep.Edits[0].Body) != tc.in {
@@ -168,19 +170,19 @@ func TestSerialEOMVerdictOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, c := newFake("a", editor), newFake("b", editor), newFake("c", reader)
-			b.on[KindEOM] = tc.b
-			c.on[KindEOM] = tc.c
+			b.On[KindEOM] = tc.b
+			c.On[KindEOM] = tc.c
 			h := open(t, &Engine{Slots: slots(a, b, c), ReadOnlyLive: !tc.readOnlyIn}, allOffer)
-			h.envelopeToData()
-			rep := h.message(origHeaders, "x")
+			h.EnvelopeToData()
+			rep := h.Message(origHeaders, "x")
 			if rep.Verdict != tc.want || rep.Text != tc.wantText {
 				t.Errorf("eom = %+v, want %v %q", rep, tc.want, tc.wantText)
 			}
-			if !slices.Contains(b.kinds(), "eom") {
-				t.Errorf("b never got EOM: %q", b.kinds())
+			if !slices.Contains(b.Kinds(), "eom") {
+				t.Errorf("b never got EOM: %q", b.Kinds())
 			}
-			if tc.readOnlyIn && slices.Contains(c.kinds(), "eom") {
-				t.Errorf("c got EOM after b objected: %q", c.kinds())
+			if tc.readOnlyIn && slices.Contains(c.Kinds(), "eom") {
+				t.Errorf("c got EOM after b objected: %q", c.Kinds())
 			}
 		})
 	}
@@ -191,15 +193,15 @@ func TestSerialEOMVerdictOrder(t *testing.T) {
 func TestMergeChain(t *testing.T) {
 	for _, chain := range []bool{false, true} {
 		a, b := newFake("a", reader), newFake("b", reader)
-		a.on[KindRcpt] = step{Verdict: Tempfail, Text: "451 a"}
-		b.on[KindRcpt] = step{Verdict: Reject, Text: "550 b"}
-		a.on[KindEOM] = step{Verdict: Tempfail, Text: "451 a eom"}
-		b.on[KindEOM] = step{Verdict: Discard}
+		a.On[KindRcpt] = step{Verdict: Tempfail, Text: "451 a"}
+		b.On[KindRcpt] = step{Verdict: Reject, Text: "550 b"}
+		a.On[KindEOM] = step{Verdict: Tempfail, Text: "451 a eom"}
+		b.On[KindEOM] = step{Verdict: Discard}
 		h := open(t, &Engine{Slots: slots(a, b), ChainMerge: chain}, allOffer)
-		h.connect()
-		h.helo()
-		h.mail()
-		r := h.rcpt("x@example.net")
+		h.Connect()
+		h.Helo()
+		h.Mail()
+		r := h.Rcpt("x@example.net")
 		wantR, wantE := "550 b", Discard
 		if chain {
 			wantR, wantE = "451 a", Tempfail
@@ -207,9 +209,9 @@ func TestMergeChain(t *testing.T) {
 		if r.Text != wantR {
 			t.Errorf("chain=%v: rcpt = %+v, want %q", chain, r, wantR)
 		}
-		h.do(&Event{Kind: KindRcpt, Args: []string{"<y@example.net>"}})
-		h.data()
-		if r := h.message(origHeaders, "x"); r.Verdict != wantE {
+		h.Do(&Event{Kind: KindRcpt, Args: []string{"<y@example.net>"}})
+		h.Data()
+		if r := h.Message(origHeaders, "x"); r.Verdict != wantE {
 			t.Errorf("chain=%v: eom = %+v, want %v", chain, r, wantE)
 		}
 	}
@@ -221,16 +223,16 @@ func TestMergeChain(t *testing.T) {
 func TestReadOnlyInOrder(t *testing.T) {
 	for _, live := range []bool{false, true} {
 		before, scanner, checker := newFake("before", reader), newFake("scanner", editor), newFake("checker", reader)
-		scanner.on[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-Spam-Flag", Value: " YES"}}}
-		checker.hook = func(ev *Event) (step, bool) {
+		scanner.On[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-Spam-Flag", Value: " YES"}}}
+		checker.Hook = func(ev *Event) (step, bool) {
 			if ev.Kind == KindHeader && ev.Name == "X-Spam-Flag" {
 				return step{Verdict: Reject, Text: "550 spam"}, true
 			}
 			return step{}, false
 		}
 		h := open(t, &Engine{Slots: slots(before, scanner, checker), ReadOnlyLive: live}, allOffer)
-		h.envelopeToData()
-		r := h.message(origHeaders, "x")
+		h.EnvelopeToData()
+		r := h.Message(origHeaders, "x")
 		if live && r.Verdict != Continue {
 			t.Errorf("live: eom = %+v, want continue (the checker saw the original)", r)
 		}
@@ -238,7 +240,7 @@ func TestReadOnlyInOrder(t *testing.T) {
 			t.Errorf("in order: eom = %+v, want the checker's reject", r)
 		}
 		// Read-only backends before the first editor stay live.
-		if got := before.kindsString(); !strings.Contains(got, "header") {
+		if got := before.KindsString(); !strings.Contains(got, "header") {
 			t.Errorf("before got %q: not live", got)
 		}
 	}
@@ -254,31 +256,31 @@ func TestMTAGoneStopsPromptly(t *testing.T) {
 			defer close(block)
 			a, b := newFake("a", editor), newFake("b", editor)
 			if where == "live" {
-				a.on[KindEOM] = step{Wait: block}
+				a.On[KindEOM] = step{Wait: block}
 			} else {
-				b.on[KindHeader] = step{Wait: block}
+				b.On[KindHeader] = step{Wait: block}
 			}
 			e := &Engine{Slots: slots(a, b)}
 			h := open(t, e, allOffer)
 			ctx, cancel := context.WithCancel(context.Background())
-			h.ctx = ctx
-			h.envelopeToData()
+			h.Ctx = ctx
+			h.EnvelopeToData()
 			for i := 0; i+1 < len(origHeaders); i += 2 {
-				h.header(origHeaders[i], origHeaders[i+1])
+				h.Header(origHeaders[i], origHeaders[i+1])
 			}
-			h.eoh()
+			h.EOH()
 			done := make(chan Reply)
-			go func() { done <- h.s.Handle(ctx, &Event{Kind: KindEOM}) }()
+			go func() { done <- h.S.Handle(ctx, &Event{Kind: KindEOM}) }()
 			waitFor(t, func() bool {
 				f := a
 				if where == "replay" {
 					f = b
 				}
-				return slices.Contains(f.kinds(), map[string]string{"live": "eom", "replay": "header"}[where])
+				return slices.Contains(f.Kinds(), map[string]string{"live": "eom", "replay": "header"}[where])
 			}, "the backend blocked")
 			cancel()
 			<-done
-			log := h.log.String()
+			log := h.Log.String()
 			if n := strings.Count(log, "MTA went away"); n != 1 {
 				t.Errorf("want one \"MTA went away\" line:\n%s", log)
 			}
@@ -310,20 +312,13 @@ func TestParallelOwnSuccessiveEdits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := newFake("a", editor), newFake("b", editor)
-			a.on[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-A", Value: " a"}}}
-			b.on[KindEOM] = step{Edits: tc.b}
+			a.On[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-A", Value: " a"}}}
+			b.On[KindEOM] = step{Edits: tc.b}
 			h := open(t, &Engine{Parallel: true, Slots: slots(a, b)}, allOffer)
-			h.envelopeToData()
-			rep := h.message(hdrs, "x")
+			h.EnvelopeToData()
+			rep := h.Message(hdrs, "x")
 			// Apply what the MTA gets to the MTA's list.
-			m := &headerModel{}
-			for i := 0; i < len(hdrs); i += 2 {
-				m.received(hdrs[i], hdrs[i+1])
-			}
-			for _, e := range rep.Edits {
-				m.add(e)
-			}
-			if got := m.strings(); !slices.Equal(got, tc.want) {
+			if got := MTAHeaders(hdrs, rep.Edits); !slices.Equal(got, tc.want) {
 				t.Errorf("the MTA ends with %q, want %q (edits %+v)", got, tc.want, rep.Edits)
 			}
 		})

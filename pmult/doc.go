@@ -13,6 +13,12 @@
 //
 // The engine knows nothing of sockets, codecs or MTAs: front ends
 // (adapters/…) turn an MTA's dialect into Events and Replies back into its
-// dialect; backends (backends/…) implement the Backend interface. Of the
-// project it imports internal/spool only (the replay spool).
+// dialect; backends (backends/…) implement the Backend interface. A
+// BackendSession needs three methods (Caps, Handle, Close); one that can
+// deliver an event and read the answer later implements Pipeliner too and
+// is driven without goroutines, the others run concurrently, one goroutine
+// per backend and event. Func makes a Backend of a function; package
+// pmulttest has a scriptable Backend and a Harness for tests.
+//
+// The package imports macros (the queue id's name) and internal/spool only.
 package pmult

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,6 +150,7 @@ type bstate struct {
 	name     string
 	pos      int // place in the chain
 	sess     BackendSession
+	pipe     Pipeliner // sess, when it pipelines; nil: it is run in a goroutine
 	caps     Caps
 	dead     bool    // failed or never opened: no more events
 	vote     Verdict // sticky vote cast after a failure
@@ -278,6 +280,7 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 				continue
 			}
 			b.sess = o.sess
+			b.pipe, _ = o.sess.(Pipeliner)
 			b.caps = o.sess.Caps()
 			// A backend may only make the edits the MTA can carry out;
 			// checkEdits refuses the others.
@@ -403,35 +406,13 @@ func (s *Session) negotiate() Negotiated {
 	return n
 }
 
-func union(have []string, list string) []string {
-	for _, name := range splitFields(list) {
-		dup := false
-		for _, h := range have {
-			if h == name {
-				dup = true
-				break
-			}
-		}
-		if !dup {
+func union(have []string, list []string) []string {
+	for _, name := range list {
+		if !slices.Contains(have, name) {
 			have = append(have, name)
 		}
 	}
 	return have
-}
-
-func splitFields(s string) []string {
-	var out []string
-	start := -1
-	for i := 0; i <= len(s); i++ {
-		sep := i == len(s) || s[i] == ' ' || s[i] == ',' || s[i] == '\t'
-		if sep && start >= 0 {
-			out = append(out, s[start:i])
-			start = -1
-		} else if !sep && start < 0 {
-			start = i
-		}
-	}
-	return out
 }
 
 // panicError is a panic caught in a backend call.
@@ -481,7 +462,7 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 	b.dead = true
 	if b.sess != nil {
 		sess := b.sess
-		b.sess = nil
+		b.sess, b.pipe = nil, nil
 		go sess.Close() // it may be hung: do not wait for it
 	}
 }
@@ -497,7 +478,7 @@ func (s *Session) Close() {
 				continue
 			}
 			sess := b.sess
-			b.sess = nil
+			b.sess, b.pipe = nil, nil
 			wg.Add(1)
 			go func() { defer wg.Done(); sess.Close() }()
 		}

@@ -65,13 +65,12 @@ func Kinds(ks ...Kind) KindSet {
 	return s
 }
 
-// MacroSet is one set of macros the MTA defined for a stage. Code is the
-// MTA's stage letter, kept so that a milter backend can forward the set
-// verbatim; For is the event kind it belongs to (KindNone for a letter the
-// engine does not know). Pairs are name, value, … in the MTA's order, names
-// as the MTA sent them ("i", "{daemon_name}").
+// MacroSet is one set of macros the MTA defined for a stage. For is the
+// event kind it belongs to (the stage: a front end derives its dialect's
+// stage code from it, a milter backend the command letter). Pairs are
+// name, value, … in the MTA's order, names as the MTA sent them ("i",
+// "{daemon_name}").
 type MacroSet struct {
-	Code  byte
 	For   Kind
 	Pairs []string
 }
@@ -263,7 +262,7 @@ type Caps struct {
 	NoReply       KindSet // events it will not answer
 	Skip          bool
 	RejectedRcpts bool
-	Macros        map[Kind]string // macro lists it asked for, by stage (space separated)
+	Macros        map[Kind][]string // macro names it asked for, by stage
 	// QuitNC: the session can take KindQuitNC and then serve a new SMTP
 	// session (milter protocol 6). Without it the engine closes the
 	// backend session at QUIT_NC and opens a new one for the next session.

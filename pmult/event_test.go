@@ -1,9 +1,11 @@
-package pmult
+package pmult_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
+
+	. "github.com/mailmux/mailmux/pmult"
 )
 
 func TestParseFailAction(t *testing.T) {
@@ -39,7 +41,7 @@ func TestKindSets(t *testing.T) {
 	if !s.Has(KindConnect) || !s.Has(KindBody) || s.Has(KindHelo) {
 		t.Errorf("Kinds: %#x", s)
 	}
-	for k := KindNone; k < numKinds; k++ {
+	for k := KindNone; k < NumKinds; k++ {
 		want := k == KindConnect || k == KindHelo || k == KindMail || k == KindRcpt || k == KindData || k == KindUnknown
 		if k.Envelope() != want {
 			t.Errorf("%v.Envelope() = %v", k, !want)
@@ -92,25 +94,25 @@ func TestFailureOnAbortAndQuitNC(t *testing.T) {
 	for _, k := range []Kind{KindAbort, KindQuitNC} {
 		t.Run(k.String(), func(t *testing.T) {
 			a, b := newFake("a", reader), newFake("b", Caps{QuitNC: true})
-			b.on[k] = step{Err: errors.New("broken pipe")}
+			b.On[k] = step{Err: errors.New("broken pipe")}
 			e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b, Policy: Policy{OnFailure: FailReject}}}}
 			h := open(t, e, allOffer)
-			h.connect()
-			h.helo()
-			h.mail()
+			h.Connect()
+			h.Helo()
+			h.Mail()
 			if k == KindQuitNC { // QUIT_NC goes only after an answered EOM
-				h.rcpt("x@example.net")
-				h.data()
-				h.message(origHeaders, "x")
-				b.openErr = errors.New("refused")
+				h.Rcpt("x@example.net")
+				h.Data()
+				h.Message(origHeaders, "x")
+				b.OpenErr = errors.New("refused")
 			}
-			h.do(&Event{Kind: k})
-			h.connect()
-			if r := h.helo(); r.Verdict != Reject || r.From != "b" {
+			h.Do(&Event{Kind: k})
+			h.Connect()
+			if r := h.Helo(); r.Verdict != Reject || r.From != "b" {
 				t.Errorf("helo = %+v, want b's failure vote", r)
 			}
-			if !strings.Contains(h.log.String(), "stage="+k.String()) {
-				t.Errorf("log:\n%s", h.log)
+			if !strings.Contains(h.Log.String(), "stage="+k.String()) {
+				t.Errorf("log:\n%s", h.Log)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/mailmux/mailmux/macros"
 )
 
 // Handle delivers one event to the backends that should get it and returns
@@ -44,7 +46,7 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 func (s *Session) noteMacros(ev *Event) {
 	for _, m := range ev.Macros {
 		for i := 0; i+1 < len(m.Pairs); i += 2 {
-			if m.Pairs[i] == "i" && m.Pairs[i+1] != "" && m.Pairs[i+1] != s.qid {
+			if m.Pairs[i] == macros.QueueID && m.Pairs[i+1] != "" && m.Pairs[i+1] != s.qid {
 				s.qid = m.Pairs[i+1]
 				s.log = s.base.With("qid", s.qid)
 			}
@@ -60,25 +62,28 @@ func catch(err *error) {
 	}
 }
 
-func (b *bstate) send(ctx context.Context, ev *Event) (r Reply, err error) {
+func (b *bstate) handle(ctx context.Context, ev *Event) (r Reply, err error) {
 	defer catch(&err)
-	return b.sess.Send(ctx, ev)
+	return b.sess.Handle(ctx, ev)
 }
 
 func (b *bstate) post(ctx context.Context, ev *Event) (answer bool, err error) {
 	defer catch(&err)
-	return b.sess.Post(ctx, ev)
+	return b.pipe.Post(ctx, ev)
 }
 
 func (b *bstate) await(ctx context.Context, ev *Event) (r Reply, err error) {
 	defer catch(&err)
-	return b.sess.Await(ctx, ev)
+	return b.pipe.Await(ctx, ev)
 }
 
 // fanout sends ev to every target at once and waits for all answers.
-// Envelope and content events are posted to every backend first and the
-// answers read after, so the backends work in parallel with no goroutine
-// per backend; end of message (long, with PROGRESS to relay as it comes)
+// Envelope and content events are posted to every pipelining backend
+// first and the answers read after, so those backends work in parallel
+// with no goroutine per backend; backends that do not pipeline get the
+// event through Handle, each in a goroutine of its own (at most one per
+// target, all ended before fanout returns), while the pipelined answers
+// are read. End of message (long, with PROGRESS to relay as it comes)
 // uses one goroutine per backend.
 func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []result {
 	if cap(s.res) < len(targets) {
@@ -88,26 +93,52 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 	switch {
 	case len(targets) == 0:
 	case len(targets) == 1:
-		res[0].r, res[0].err = targets[0].send(ctx, ev)
+		res[0].r, res[0].err = targets[0].handle(ctx, ev)
 	case ev.Kind == KindEOM:
 		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res[i].r, res[i].err = targets[i].send(ctx, ev)
+				res[i].r, res[i].err = targets[i].handle(ctx, ev)
 			}()
 		}
-		res[0].r, res[0].err = targets[0].send(ctx, ev)
+		res[0].r, res[0].err = targets[0].handle(ctx, ev)
 		wg.Wait()
 	default:
 		if cap(s.await) < len(targets) {
 			s.await = make([]bool, len(targets))
 		}
 		await := s.await[:len(targets)]
+		// Without a pipelining target, one synchronous backend runs on
+		// this goroutine, after the others have started.
+		inline := -1
+		for i, b := range targets {
+			if b.pipe != nil {
+				inline = -1
+				break
+			}
+			if inline < 0 {
+				inline = i
+			}
+		}
+		var wg sync.WaitGroup
 		for i, b := range targets {
 			res[i] = result{}
-			await[i], res[i].err = b.post(ctx, ev)
+			await[i] = false
+			switch {
+			case b.pipe != nil:
+				await[i], res[i].err = b.post(ctx, ev)
+			case i != inline:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					res[i].r, res[i].err = b.handle(ctx, ev)
+				}()
+			}
+		}
+		if inline >= 0 {
+			res[inline].r, res[inline].err = targets[inline].handle(ctx, ev)
 		}
 		for i, b := range targets {
 			if await[i] && res[i].err == nil {
@@ -118,6 +149,7 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 				res[i].r, res[i].err = b.await(ctx, ev)
 			}
 		}
+		wg.Wait()
 	}
 	return res
 }
@@ -352,7 +384,7 @@ func (s *Session) abort(ctx context.Context, ev *Event) {
 		b.doneMsg = false
 		b.skip = KindNone
 		b.eomOK = false
-		if _, err := b.send(ctx, ev); err != nil {
+		if _, err := b.handle(ctx, ev); err != nil {
 			s.failed(ctx, b, ev.Kind, err)
 		}
 	}
@@ -371,7 +403,7 @@ func (s *Session) quitNC(ctx context.Context, ev *Event) {
 	for _, b := range s.bs {
 		keep := !b.dead && b.sess != nil && b.eomOK && b.caps.QuitNC
 		if keep {
-			if _, err := b.send(ctx, ev); err != nil {
+			if _, err := b.handle(ctx, ev); err != nil {
 				s.failed(ctx, b, ev.Kind, err)
 				keep = false
 			}
@@ -382,7 +414,7 @@ func (s *Session) quitNC(ctx context.Context, ev *Event) {
 		}
 		nb := bstate{slot: b.slot, name: b.name, pos: b.pos, caps: b.caps, replay: b.replay, mc: b.mc}
 		if keep {
-			nb.sess = b.sess
+			nb.sess, nb.pipe = b.sess, b.pipe
 		} else {
 			nb.reopen = true
 			s.reopenPending = true
@@ -629,7 +661,7 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		if ctx.Err() != nil {
 			return Reply{}, false
 		}
-		r, err := b.send(ctx, ev)
+		r, err := b.handle(ctx, ev)
 		if err == nil && ev.Kind == KindEOM {
 			err = checkEdits(b, r.Edits)
 		}
@@ -660,13 +692,12 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		return step(&Event{Kind: KindBody, Chunk: chunk, Macros: s.cmacros[KindBody]})
 	}
 	if len(replaced) > 0 {
-		nb := crlf(replaced[0].Body)
-		for len(nb) > 0 && b.skip != KindBody {
-			n := min(len(nb), 65535)
-			if c, ok := send(nb[:n]); !ok {
+		// One chunk: a backend with a chunk limit re-chunks (the milter
+		// backend sends 65535 bytes at a time).
+		if nb := crlf(replaced[0].Body); len(nb) > 0 {
+			if c, ok := send(nb); !ok {
 				return nil, c
 			}
-			nb = nb[n:]
 		}
 	} else if c, ok := s.replayBody(ctx, b, send); !ok {
 		return nil, c

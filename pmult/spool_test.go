@@ -1,6 +1,6 @@
 // spool_test.go: the message kept for serial replay (spool.go).
 
-package pmult
+package pmult_test
 
 import (
 	"fmt"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "github.com/mailmux/mailmux/pmult"
 )
 
 // openSpoolFiles counts this process's open files in dir (spool files are
@@ -45,7 +47,7 @@ func randomChunks(seed uint64, sizes ...int) []string {
 
 func bodyChunks(f *fakeBackend) []string {
 	var out []string
-	for _, ev := range f.events() {
+	for _, ev := range f.Events() {
 		if ev.Kind == KindBody {
 			out = append(out, string(ev.Chunk))
 		}
@@ -61,32 +63,32 @@ func TestReplaySpilled(t *testing.T) {
 		t.Run(fmt.Sprint("memory=", mem), func(t *testing.T) {
 			dir := t.TempDir()
 			a, b, c := newFake("a", editor), newFake("b", editor), newFake("c", editor)
-			a.on[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-A", Value: " 1"}}}
+			a.On[KindEOM] = step{Edits: []Edit{{Kind: EditAddHeader, Name: "X-A", Value: " 1"}}}
 			e := &Engine{SpoolMemory: mem, SpoolDir: dir, Slots: slots(a, b, c)}
 			h := open(t, e, allOffer)
-			h.envelopeToData()
-			h.header("Subject", " s")
-			h.eoh()
+			h.EnvelopeToData()
+			h.Header("Subject", " s")
+			h.EOH()
 			chunks := randomChunks(1, 60, 30, 65535, 1, 70000, 10)
 			for _, ch := range chunks {
-				h.bodyChunk(ch)
+				h.Body(ch)
 			}
-			if !h.s.msg.sp.Spilled() || openSpoolFiles(t, dir) != 1 {
-				t.Fatalf("spilled %v, open files %d", h.s.msg.sp.Spilled(), openSpoolFiles(t, dir))
+			if !h.S.MessageSpool().Spilled() || openSpoolFiles(t, dir) != 1 {
+				t.Fatalf("spilled %v, open files %d", h.S.MessageSpool().Spilled(), openSpoolFiles(t, dir))
 			}
-			if rep := h.eom(); rep.Verdict != Continue {
+			if rep := h.EOM(); rep.Verdict != Continue {
 				t.Errorf("eom = %+v", rep)
 			}
 			for _, f := range []*fakeBackend{a, b, c} {
 				if got := bodyChunks(f); !slices.Equal(got, chunks) {
-					t.Errorf("%s got %d chunks (%d bytes), want the %d sent", f.name, len(got), len(f.body()), len(chunks))
+					t.Errorf("%s got %d chunks (%d bytes), want the %d sent", f.Name(), len(got), len(f.Body()), len(chunks))
 				}
 			}
-			if got := b.headers(); !slices.Contains(got, "X-A: 1") {
+			if got := b.Headers(); !slices.Contains(got, "X-A: 1") {
 				t.Errorf("b did not see a's header: %q", got)
 			}
-			if n := openSpoolFiles(t, dir); n != 0 || h.s.msg.sp != nil || e.spoolBudget().Used() != 0 {
-				t.Errorf("after EOM: %d open spool files, spool %v, budget used %d", n, h.s.msg.sp, e.spoolBudget().Used())
+			if n := openSpoolFiles(t, dir); n != 0 || h.S.MessageSpool() != nil || e.SpoolBudget().Used() != 0 {
+				t.Errorf("after EOM: %d open spool files, spool %v, budget used %d", n, h.S.MessageSpool(), e.SpoolBudget().Used())
 			}
 			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 				t.Errorf("spool dir not empty: %v", ents)
@@ -103,29 +105,29 @@ func TestSpoolCleanup(t *testing.T) {
 			dir := t.TempDir()
 			a, b := newFake("a", editor), newFake("b", editor)
 			if end == "reject" {
-				a.seq[KindBody] = []step{{}, {Verdict: Reject}}
+				a.Seq[KindBody] = []step{{}, {Verdict: Reject}}
 			}
 			e := &Engine{SpoolMemory: 10, MemoryBudget: 1 << 20, SpoolDir: dir, Slots: slots(a, b)}
 			h := open(t, e, allOffer)
-			h.envelopeToData()
-			h.eoh()
-			h.bodyChunk("0123456789")
-			h.bodyChunk("abcdefghij")
-			if openSpoolFiles(t, dir) != 1 || e.spoolBudget().Used() == 0 {
-				t.Fatalf("open files %d, budget used %d", openSpoolFiles(t, dir), e.spoolBudget().Used())
+			h.EnvelopeToData()
+			h.EOH()
+			h.Body("0123456789")
+			h.Body("abcdefghij")
+			if openSpoolFiles(t, dir) != 1 || e.SpoolBudget().Used() == 0 {
+				t.Fatalf("open files %d, budget used %d", openSpoolFiles(t, dir), e.SpoolBudget().Used())
 			}
 			switch end {
 			case "eom", "reject":
-				h.eom()
+				h.EOM()
 			case "abort":
-				h.abort()
+				h.Abort()
 			case "quitnc":
-				h.do(&Event{Kind: KindQuitNC})
+				h.Do(&Event{Kind: KindQuitNC})
 			case "close":
-				h.s.Close()
+				h.S.Close()
 			}
-			if n := openSpoolFiles(t, dir); n != 0 || e.spoolBudget().Used() != 0 {
-				t.Errorf("after %s: %d open spool files, budget used %d", end, n, e.spoolBudget().Used())
+			if n := openSpoolFiles(t, dir); n != 0 || e.SpoolBudget().Used() != 0 {
+				t.Errorf("after %s: %d open spool files, budget used %d", end, n, e.SpoolBudget().Used())
 			}
 		})
 	}
@@ -137,35 +139,35 @@ func TestMaxMessageRefused(t *testing.T) {
 	a, b := newFake("a", editor), newFake("b", editor)
 	e := &Engine{MaxMessage: 100, SpoolDir: t.TempDir(), Slots: slots(a, b)}
 	h := open(t, e, allOffer)
-	h.envelopeToData()
-	h.header("Subject", " s") // 14 bytes
-	h.eoh()
-	h.bodyChunk(strings.Repeat("x", 60))
-	if r := h.bodyChunk(strings.Repeat("y", 60)); r.Verdict.Objects() {
+	h.EnvelopeToData()
+	h.Header("Subject", " s") // 14 bytes
+	h.EOH()
+	h.Body(strings.Repeat("x", 60))
+	if r := h.Body(strings.Repeat("y", 60)); r.Verdict.Objects() {
 		t.Errorf("body = %+v: refused before EOM", r)
 	}
-	rep := h.eom()
+	rep := h.EOM()
 	if rep.Verdict != Reject || rep.Text != "552 5.3.4 Message too big" {
 		t.Errorf("eom = %+v, want 552 5.3.4", rep)
 	}
-	if got, want := a.kindsString(), "connect helo mail rcpt data header eoh body abort"; got != want {
+	if got, want := a.KindsString(), "connect helo mail rcpt data header eoh body abort"; got != want {
 		t.Errorf("a got %q, want %q", got, want)
 	}
-	if got, want := b.kindsString(), "connect helo mail rcpt data abort"; got != want {
+	if got, want := b.KindsString(), "connect helo mail rcpt data abort"; got != want {
 		t.Errorf("b got %q, want %q", got, want)
 	}
-	if log := h.log.String(); !strings.Contains(log, "message too big") || !strings.Contains(log, "limit=100") {
+	if log := h.Log.String(); !strings.Contains(log, "message too big") || !strings.Contains(log, "limit=100") {
 		t.Errorf("log:\n%s", log)
 	}
-	h.abort() // the MTA's, after the rejection: nothing more to the backends
-	h.mail()
-	h.rcpt("c@example.net")
-	h.data()
-	if rep := h.message(origHeaders, "small"); rep.Verdict != Continue {
+	h.Abort() // the MTA's, after the rejection: nothing more to the backends
+	h.Mail()
+	h.Rcpt("c@example.net")
+	h.Data()
+	if rep := h.Message(origHeaders, "small"); rep.Verdict != Continue {
 		t.Errorf("next message: eom = %+v", rep)
 	}
-	if b.body() != "small" {
-		t.Errorf("next message: b got body %q", b.body())
+	if b.Body() != "small" {
+		t.Errorf("next message: b got body %q", b.Body())
 	}
 }
 
@@ -174,17 +176,17 @@ func TestMaxMessageDefaultUnlimited(t *testing.T) {
 	a, b := newFake("a", editor), newFake("b", editor)
 	e := &Engine{SpoolMemory: 1000, SpoolDir: t.TempDir(), Slots: slots(a, b)}
 	h := open(t, e, allOffer)
-	h.envelopeToData()
-	h.eoh()
+	h.EnvelopeToData()
+	h.EOH()
 	chunks := randomChunks(2, 65535, 65535, 65535, 65535, 65535)
 	for _, c := range chunks {
-		h.bodyChunk(c)
+		h.Body(c)
 	}
-	if rep := h.eom(); rep.Verdict != Continue {
+	if rep := h.EOM(); rep.Verdict != Continue {
 		t.Errorf("eom = %+v", rep)
 	}
 	if got := bodyChunks(b); !slices.Equal(got, chunks) {
-		t.Errorf("b got %d bytes", len(b.body()))
+		t.Errorf("b got %d bytes", len(b.Body()))
 	}
 }
 
@@ -194,18 +196,18 @@ func TestSpoolErrorTempfails(t *testing.T) {
 	a, b := newFake("a", editor), newFake("b", editor)
 	e := &Engine{SpoolMemory: -1, SpoolDir: filepath.Join(t.TempDir(), "missing"), Slots: slots(a, b)}
 	h := open(t, e, allOffer)
-	h.envelopeToData()
-	h.eoh()
-	h.bodyChunk("one")
-	h.bodyChunk("two")
-	rep := h.eom()
+	h.EnvelopeToData()
+	h.EOH()
+	h.Body("one")
+	h.Body("two")
+	rep := h.EOM()
 	if rep.Verdict != Tempfail || !strings.HasPrefix(rep.Text, "451 4.3.0 ") {
 		t.Errorf("eom = %+v, want 451 4.3.0", rep)
 	}
-	if got, want := b.kindsString(), "connect helo mail rcpt data abort"; got != want {
+	if got, want := b.KindsString(), "connect helo mail rcpt data abort"; got != want {
 		t.Errorf("b got %q, want %q", got, want)
 	}
-	if log := h.log.String(); strings.Count(log, "cannot keep the message") != 1 || !strings.Contains(log, "missing") {
+	if log := h.Log.String(); strings.Count(log, "cannot keep the message") != 1 || !strings.Contains(log, "missing") {
 		t.Errorf("want one log line naming the directory:\n%s", log)
 	}
 }
@@ -218,20 +220,20 @@ func TestMemoryBudgetShared(t *testing.T) {
 	e := &Engine{SpoolMemory: 1000, MemoryBudget: 1000, SpoolDir: dir, Slots: slots(a, b)}
 	h1, h2 := open(t, e, allOffer), open(t, e, allOffer)
 	for _, h := range []*harness{h1, h2} {
-		h.envelopeToData()
-		h.eoh()
-		h.bodyChunk(strings.Repeat("1", 800))
+		h.EnvelopeToData()
+		h.EOH()
+		h.Body(strings.Repeat("1", 800))
 	}
-	if h1.s.msg.sp.Spilled() || !h2.s.msg.sp.Spilled() || e.spoolBudget().Used() != 1000 {
-		t.Errorf("spilled: %v %v, budget used %d", h1.s.msg.sp.Spilled(), h2.s.msg.sp.Spilled(), e.spoolBudget().Used())
+	if h1.S.MessageSpool().Spilled() || !h2.S.MessageSpool().Spilled() || e.SpoolBudget().Used() != 1000 {
+		t.Errorf("spilled: %v %v, budget used %d", h1.S.MessageSpool().Spilled(), h2.S.MessageSpool().Spilled(), e.SpoolBudget().Used())
 	}
-	h1.eom()
-	h2.eom()
-	if got := b.body(); got != strings.Repeat("1", 1600) {
+	h1.EOM()
+	h2.EOM()
+	if got := b.Body(); got != strings.Repeat("1", 1600) {
 		t.Errorf("b got %d bytes, want 1600", len(got))
 	}
-	if e.spoolBudget().Used() != 0 {
-		t.Errorf("budget used %d after both messages", e.spoolBudget().Used())
+	if e.SpoolBudget().Used() != 0 {
+		t.Errorf("budget used %d after both messages", e.SpoolBudget().Used())
 	}
 }
 
@@ -240,10 +242,10 @@ func TestNoReplayNothingKept(t *testing.T) {
 	a := newFake("a", editor)
 	e := &Engine{Slots: slots(a)}
 	h := open(t, e, allOffer)
-	h.envelopeToData()
-	h.eoh()
-	h.bodyChunk("body")
-	if h.s.msg.sp != nil {
+	h.EnvelopeToData()
+	h.EOH()
+	h.Body("body")
+	if h.S.MessageSpool() != nil {
 		t.Error("body kept with no replay to do")
 	}
 }
@@ -253,49 +255,50 @@ func TestNoReplayNothingKept(t *testing.T) {
 func TestHandBackAfterBigMessages(t *testing.T) {
 	released := make(chan struct{}, 4)
 	a := newFake("a", Caps{}) // no replay: the body streams through
-	e := &Engine{Slots: slots(a), release: func() { released <- struct{}{} }}
+	e := &Engine{Slots: slots(a)}
+	e.SetRelease(func() { released <- struct{}{} })
 	h1, h2 := open(t, e, allOffer), open(t, e, allOffer)
 	chunk := strings.Repeat("x", 65535)
 	for _, h := range []*harness{h1, h2} {
-		h.envelopeToData()
-		h.eoh()
-		for n := 0; n < bigMessage; n += len(chunk) {
-			h.bodyChunk(chunk)
+		h.EnvelopeToData()
+		h.EOH()
+		for n := 0; n < BigMessage; n += len(chunk) {
+			h.Body(chunk)
 		}
 	}
-	if got := e.bigActive.Load(); got != 2 {
+	if got := e.BigActive(); got != 2 {
 		t.Fatalf("big messages in progress: %d, want 2", got)
 	}
-	h1.eom()
+	h1.EOM()
 	select {
 	case <-released:
 		t.Fatal("memory handed back while another big message is in progress")
 	default:
 	}
-	h2.eom()
+	h2.EOM()
 	select {
 	case <-released:
 		t.Fatal("memory handed back before the front end wrote the EOM reply")
 	default:
 	}
-	h2.abort() // the session's next event
+	h2.Abort() // the session's next event
 	select {
 	case <-released:
 	case <-time.After(10 * time.Second):
 		t.Fatal("memory not handed back after the last big message")
 	}
-	h1.mail()
-	h1.rcpt("c@example.net")
-	h1.data()
-	h1.message(origHeaders, "small")
-	h1.s.Close()
+	h1.Mail()
+	h1.Rcpt("c@example.net")
+	h1.Data()
+	h1.Message(origHeaders, "small")
+	h1.S.Close()
 	select {
 	case <-released:
 		t.Error("memory handed back after a small message")
 	default:
 	}
-	if e.bigActive.Load() != 0 {
-		t.Errorf("big messages in progress: %d, want 0", e.bigActive.Load())
+	if e.BigActive() != 0 {
+		t.Errorf("big messages in progress: %d, want 0", e.BigActive())
 	}
 }
 
@@ -305,7 +308,7 @@ func TestHandBackAfterBigMessages(t *testing.T) {
 func TestSpoolCleanupOnPanic(t *testing.T) {
 	dir := t.TempDir()
 	a, b := newFake("a", editor), newFake("b", editor)
-	a.hook = func(ev *Event) (step, bool) {
+	a.Hook = func(ev *Event) (step, bool) {
 		if ev.Kind == KindEOM {
 			panic("bug")
 		}
@@ -315,16 +318,16 @@ func TestSpoolCleanupOnPanic(t *testing.T) {
 	h := open(t, e, allOffer)
 	func() {
 		defer func() { recover() }()
-		defer h.s.Close()
-		h.envelopeToData()
-		h.eoh()
-		h.bodyChunk("spilled")
+		defer h.S.Close()
+		h.EnvelopeToData()
+		h.EOH()
+		h.Body("spilled")
 		if openSpoolFiles(t, dir) != 1 {
 			t.Fatal("no spool file")
 		}
-		h.eom()
+		h.EOM()
 	}()
-	if n := openSpoolFiles(t, dir); n != 0 || e.spoolBudget().Used() != 0 {
-		t.Errorf("after the panic: %d open spool files, budget used %d", n, e.spoolBudget().Used())
+	if n := openSpoolFiles(t, dir); n != 0 || e.SpoolBudget().Used() != 0 {
+		t.Errorf("after the panic: %d open spool files, budget used %d", n, e.SpoolBudget().Used())
 	}
 }

@@ -1,9 +1,11 @@
-package pmult
+package pmult_test
 
 import (
 	"context"
 	"strings"
 	"testing"
+
+	. "github.com/mailmux/mailmux/pmult"
 )
 
 // metricsText is m in the exposition format.
@@ -38,8 +40,8 @@ func TestSwitchReload(t *testing.T) {
 		t.Fatalf("after Store: engine %p (want %p), retired old %d new %d times", sw.Engine(), e2, a1.n, a2.n)
 	}
 	s2 := sw.NewSession("2", nil)
-	if s2.e != e2 || s1.e != e1 {
-		t.Errorf("session engines: new %p open %p", s2.e, s1.e)
+	if s2.Engine() != e2 || s1.Engine() != e1 {
+		t.Errorf("session engines: new %p open %p", s2.Engine(), s1.Engine())
 	}
 	s2.Open(ctx, allOffer, nil)
 	s2.Handle(ctx, &Event{Kind: KindConnect, Hostname: "c", Family: '4', Port: 25, Address: "192.0.2.1"})
@@ -75,9 +77,9 @@ func TestSwitchReload(t *testing.T) {
 func TestEngineOwnMetrics(t *testing.T) {
 	e := &Engine{Slots: slots(newFake("x", reader), newFake("y", reader))}
 	h := open(t, e, allOffer)
-	h.connect()
-	if e.Metrics().backend(1) == nil || e.Metrics().backend(2) != nil {
-		t.Errorf("own metrics: %d backends", len(e.Metrics().backends))
+	h.Do(&Event{Kind: KindConnect, Hostname: "c", Family: '4', Port: 25, Address: "192.0.2.1"})
+	if n := MetricsBackends(e.Metrics()); n != 2 {
+		t.Errorf("own metrics: %d backends, want 2", n)
 	}
 	if got := metricsText(t, e.Metrics()); !strings.Contains(got, `pmult_backend_skipped_total{backend="y"} 0`) {
 		t.Errorf("metrics:\n%s", got)

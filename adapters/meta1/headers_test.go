@@ -24,12 +24,12 @@ func TestChangeKeepsHeaderName(t *testing.T) {
 			if replace {
 				ed = append(ed, pmult.Edit{Kind: pmult.EditReplaceBody, Body: []byte("new body\r\n")})
 			}
-			f := &fake{name: "f", answer: func(ev *pmult.Event) pmult.Reply {
+			f := newFake("f", func(ev *pmult.Event) pmult.Reply {
 				if ev.Kind == pmult.KindEOM {
 					return pmult.Reply{Edits: ed}
 				}
 				return pmult.Reply{}
-			}}
+			})
 			fx := start(t, nil, f)
 			c := fx.dial(meta1sim.Config{})
 			r := session(t, c, netip.MustParseAddr("192.0.2.7"), []string{"<b@example.com>"}, testMsg)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/mailmux/mailmux/bench"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/pmult/pmulttest"
 	"github.com/mailmux/mailmux/sim/meta1"
 )
 
@@ -26,76 +26,19 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fake is a pmult.Backend whose sessions log events and answer by plan.
-type fake struct {
-	name   string
-	answer func(ev *pmult.Event) pmult.Reply
-
-	mu     sync.Mutex
-	events []pmult.Event
-}
-
-func (f *fake) Name() string { return f.name }
-
-func (f *fake) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
-	return &fakeSession{f: f, ctx: ctx}, nil
-}
-
-func (f *fake) log() []pmult.Event {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]pmult.Event(nil), f.events...)
-}
-
-func (f *fake) kinds() string {
-	var b []string
-	for _, e := range f.log() {
-		b = append(b, e.Kind.String())
-	}
-	return strings.Join(b, " ")
-}
-
-type fakeSession struct {
-	f    *fake
-	ctx  context.Context
-	last pmult.Reply
-	err  error
-}
-
-func (s *fakeSession) Caps() pmult.Caps { return pmult.Caps{Actions: pmult.ActModify} }
-
-func (s *fakeSession) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
-	if _, err := s.Post(ctx, ev); err != nil {
-		return pmult.Reply{}, err
-	}
-	return s.Await(ctx, ev)
-}
-
-func (s *fakeSession) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
-	e := *ev
-	e.Chunk = append([]byte(nil), ev.Chunk...)
-	s.f.mu.Lock()
-	s.f.events = append(s.f.events, e)
-	s.f.mu.Unlock()
-	s.last, s.err = pmult.Reply{}, nil
-	if s.f.answer != nil {
-		done := make(chan struct{})
-		go func() { s.last = s.f.answer(ev); close(done) }()
-		select {
-		case <-done:
-		case <-s.ctx.Done():
-			<-done
-			s.err = s.ctx.Err()
+// newFake returns a backend that records the events it gets and answers
+// each with answer(ev) (nil: continue), in sessions that may modify
+// everything.
+func newFake(name string, answer func(ev *pmult.Event) pmult.Reply) *pmulttest.Backend {
+	f := pmulttest.New(name, pmult.Caps{Actions: pmult.ActModify})
+	if answer != nil {
+		f.Hook = func(ev *pmult.Event) (pmulttest.Step, bool) {
+			r := answer(ev)
+			return pmulttest.Step{Verdict: r.Verdict, Text: r.Text, Edits: r.Edits}, true
 		}
 	}
-	return true, nil
+	return f
 }
-
-func (s *fakeSession) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
-	return s.last, s.err
-}
-
-func (s *fakeSession) Close() error { return nil }
 
 // fixture is a MeTA1 front on loopback with the given backends.
 type fixture struct {

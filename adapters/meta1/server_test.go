@@ -19,6 +19,7 @@ import (
 	"github.com/mailmux/mailmux/adapters/meta1/pmilter"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/pmult/pmulttest"
 	"github.com/mailmux/mailmux/sim/meta1"
 )
 
@@ -59,7 +60,7 @@ func session(t *testing.T, c *meta1sim.Client, addr netip.Addr, rcpts []string, 
 
 func TestStagesAndMacros(t *testing.T) {
 	noLeaks(t)
-	f := &fake{name: "f"}
+	f := newFake("f", nil)
 	fx := start(t, func(s *m1.Server) {
 		s.Macros[macros.M1Connect] = []string{"hostname"}
 		s.Macros[macros.M1Mail] = []string{"taid", "auth_type"}
@@ -70,14 +71,14 @@ func TestStagesAndMacros(t *testing.T) {
 	if r.Code != pmilter.ReplyContinue {
 		t.Fatalf("dot reply %+v", r)
 	}
-	waitFor(t, func() bool { return strings.HasSuffix(f.kinds(), "eom") })
+	waitFor(t, func() bool { return strings.HasSuffix(f.KindsString(), "eom") })
 	want := "connect helo mail rcpt rcpt data header header header eoh body body body body body body eom"
-	got := f.kinds()
+	got := f.KindsString()
 	// Body chunking follows the 7-byte MSG chunks; compare the shape.
 	if strings.Join(strings.Fields(strings.ReplaceAll(got, "body ", "")), " ") != strings.ReplaceAll(want, "body ", "") {
 		t.Fatalf("events:\n got %s\nwant %s", got, want)
 	}
-	evs := f.log()
+	evs := f.Events()
 	byKind := map[pmult.Kind][]pmult.Event{}
 	for _, e := range evs {
 		byKind[e.Kind] = append(byKind[e.Kind], e)
@@ -147,11 +148,11 @@ func TestStagesAndMacros(t *testing.T) {
 }
 
 func TestIPv6ClientAddr(t *testing.T) {
-	f := &fake{name: "f"}
+	f := newFake("f", nil)
 	fx := start(t, nil, f)
 	c := fx.dial(meta1sim.Config{})
 	session(t, c, netip.MustParseAddr("2001:db8::25"), []string{"<b@example.com>"}, testMsg)
-	e := f.log()[0]
+	e := f.Events()[0]
 	if e.Family != '6' || e.Address != "2001:db8::25" {
 		t.Errorf("connect %+v", e)
 	}
@@ -198,7 +199,7 @@ func TestReplies(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fake{name: "f", answer: tc.answer}
+			f := newFake("f", tc.answer)
 			fx := start(t, nil, f)
 			c := fx.dial(meta1sim.Config{})
 			s, err := c.NewSession(ctx)
@@ -261,12 +262,12 @@ func TestModifications(t *testing.T) {
 			if replace {
 				ed = append(ed[:len(ed):len(ed)], pmult.Edit{Kind: pmult.EditReplaceBody, Body: []byte("new body\r\n")})
 			}
-			f := &fake{name: "f", answer: func(ev *pmult.Event) pmult.Reply {
+			f := newFake("f", func(ev *pmult.Event) pmult.Reply {
 				if ev.Kind == pmult.KindEOM {
 					return pmult.Reply{Edits: ed}
 				}
 				return pmult.Reply{}
-			}}
+			})
 			fx := start(t, nil, f)
 			c := fx.dial(meta1sim.Config{})
 			rcpts := []string{"<b@example.com>", "<c@example.net>"}
@@ -297,15 +298,12 @@ func TestModifications(t *testing.T) {
 
 func TestManySessionsOneConnection(t *testing.T) {
 	noLeaks(t)
-	f := &fake{name: "f", answer: func(ev *pmult.Event) pmult.Reply {
-		if ev.Kind == pmult.KindRcpt {
-			time.Sleep(time.Millisecond)
-		}
+	f := newFake("f", func(ev *pmult.Event) pmult.Reply {
 		if ev.Kind == pmult.KindEOM {
 			return pmult.Reply{Edits: []pmult.Edit{{Kind: pmult.EditAddHeader, Name: "X-Seen", Value: " 1"}}}
 		}
 		return pmult.Reply{}
-	}}
+	})
 	fx := start(t, nil, f)
 	c := fx.dial(meta1sim.Config{})
 	var wg sync.WaitGroup
@@ -342,15 +340,20 @@ func TestManySessionsOneConnection(t *testing.T) {
 }
 
 func TestTimeoutFlags(t *testing.T) {
-	slow := func(ev *pmult.Event) pmult.Reply {
-		if ev.Kind == pmult.KindRcpt && strings.Contains(ev.Args[0], "slow") {
-			time.Sleep(1500 * time.Millisecond)
+	// slow answers RCPT of a "slow" address after 1.5 s.
+	slow := func() *pmulttest.Backend {
+		f := newFake("f", nil)
+		f.Hook = func(ev *pmult.Event) (pmulttest.Step, bool) {
+			if ev.Kind == pmult.KindRcpt && strings.Contains(ev.Args[0], "slow") {
+				return pmulttest.Step{Delay: 1500 * time.Millisecond}, true
+			}
+			return pmulttest.Step{}, true
 		}
-		return pmult.Reply{}
+		return f
 	}
 	t.Run("abort", func(t *testing.T) {
 		noLeaks(t)
-		fx := start(t, nil, &fake{name: "f", answer: slow})
+		fx := start(t, nil, slow())
 		c := fx.dial(meta1sim.Config{Timeout: 300 * time.Millisecond, Flags: meta1sim.FlagAbort})
 		s, _ := c.NewSession(ctx)
 		s.Connect(ctx, netip.MustParseAddr("192.0.2.1"), 1, "")
@@ -368,7 +371,7 @@ func TestTimeoutFlags(t *testing.T) {
 	})
 	t.Run("accept_but_reconnect", func(t *testing.T) {
 		noLeaks(t)
-		fx := start(t, nil, &fake{name: "f", answer: slow})
+		fx := start(t, nil, slow())
 		c := fx.dial(meta1sim.Config{Timeout: 300 * time.Millisecond, Flags: meta1sim.FlagAcceptButReconnect})
 		s, _ := c.NewSession(ctx)
 		s.Connect(ctx, netip.MustParseAddr("192.0.2.1"), 1, "")
@@ -451,7 +454,7 @@ func rec(t uint32, session string, fields func(*pmilter.Encoder)) []byte {
 
 func TestBadInput(t *testing.T) {
 	noLeaks(t)
-	f := &fake{name: "f"}
+	f := newFake("f", nil)
 	fx := start(t, nil, f)
 	// A good session on its own connection runs through all of it.
 	good := fx.dial(meta1sim.Config{})
@@ -523,7 +526,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestSessionLimit(t *testing.T) {
-	fx := start(t, func(s *m1.Server) { s.MaxSessions = 1 }, &fake{name: "f"})
+	fx := start(t, func(s *m1.Server) { s.MaxSessions = 1 }, newFake("f", nil))
 	c := fx.dial(meta1sim.Config{})
 	s1, _ := c.NewSession(ctx)
 	if r, _ := s1.Connect(ctx, netip.Addr{}, 0, ""); r.Code != pmilter.ReplyContinue {
@@ -544,7 +547,7 @@ func TestSessionLimit(t *testing.T) {
 
 func TestDrain(t *testing.T) {
 	noLeaks(t)
-	f := &fake{name: "f"}
+	f := newFake("f", nil)
 	fx := start(t, nil, f)
 	c := fx.dial(meta1sim.Config{})
 	s, _ := c.NewSession(ctx)

@@ -28,12 +28,6 @@ var offer = pmult.Offer{
 	NoHiddenHeader: true,
 }
 
-// milterCode is the milter command letter of each event kind, kept in the
-// macro sets so that milter backends forward them under the right command.
-var milterCode = [...]byte{pmult.KindConnect: 'C', pmult.KindHelo: 'H', pmult.KindMail: 'M',
-	pmult.KindRcpt: 'R', pmult.KindData: 'T', pmult.KindHeader: 'L', pmult.KindEOH: 'N',
-	pmult.KindBody: 'B', pmult.KindEOM: 'E', pmult.KindQuit: 'Q'}
-
 type rcpt struct {
 	addr string // without brackets
 	idx  uint32
@@ -173,7 +167,7 @@ func (s *session) macroSet(k pmult.Kind, st macros.Meta1Stage, rec pmilter.Recor
 		}
 		pairs = append(pairs, macros.Wire(name), val)
 	}
-	return []pmult.MacroSet{{Code: milterCode[k], For: k, Pairs: pairs}}, nil
+	return []pmult.MacroSet{{For: k, Pairs: pairs}}, nil
 }
 
 func (s *session) handle(rec pmilter.Record) (pmult.Reply, *mods, error) {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
 	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
@@ -52,20 +53,6 @@ type conn struct {
 // end of message that replaces a body of tens of MiB must not pin that
 // much memory for the rest of the connection.
 const maxKeptWriteBuf = 64 << 10
-
-var kindOfCmd = map[byte]pmult.Kind{
-	mp.CmdConnect: pmult.KindConnect, mp.CmdHelo: pmult.KindHelo, mp.CmdMail: pmult.KindMail,
-	mp.CmdRcpt: pmult.KindRcpt, mp.CmdData: pmult.KindData, mp.CmdHeader: pmult.KindHeader,
-	mp.CmdEOH: pmult.KindEOH, mp.CmdBody: pmult.KindBody, mp.CmdEOB: pmult.KindEOM,
-	mp.CmdUnknown: pmult.KindUnknown, mp.CmdAbort: pmult.KindAbort, mp.CmdQuit: pmult.KindQuit,
-	mp.CmdQuitNC: pmult.KindQuitNC,
-}
-
-var kindStage = map[pmult.Kind]mp.Stage{
-	pmult.KindConnect: mp.StageConnect, pmult.KindHelo: mp.StageHelo, pmult.KindMail: mp.StageEnvFrom,
-	pmult.KindRcpt: mp.StageEnvRcpt, pmult.KindData: mp.StageData, pmult.KindEOM: mp.StageEOM,
-	pmult.KindEOH: mp.StageEOH,
-}
 
 // errQuit ends the connection without an error.
 var errQuit = errors.New("quit")
@@ -161,8 +148,8 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		}
 		return nil
 	}
-	kind, ok := kindOfCmd[p.Code]
-	if !ok {
+	kind := milterkind.Kind(p.Code)
+	if kind == pmult.KindNone {
 		return fmt.Errorf("unknown command code 0x%02x", p.Code)
 	}
 	abort, err := c.advance(p.Code)
@@ -227,8 +214,14 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 // libmilter does), so a repeating MTA cannot grow the list; the total
 // pending is bounded by maxPendingMacros (the packet size limit).
 func (c *conn) addMacros(m mp.Macro, size int) error {
+	kind := milterkind.Kind(m.Cmd)
+	if kind == pmult.KindNone {
+		// No command of that letter follows: no backend could use it.
+		c.log.Debug("SMFIC_MACRO for no known command, ignored", "command", fmt.Sprintf("0x%02x", m.Cmd))
+		return nil
+	}
 	for i, ms := range c.pending {
-		if ms.Code == m.Cmd {
+		if ms.For == kind {
 			c.pendingBytes -= c.pendingSize[i]
 			c.pending = append(c.pending[:i], c.pending[i+1:]...)
 			c.pendingSize = append(c.pendingSize[:i], c.pendingSize[i+1:]...)
@@ -239,7 +232,7 @@ func (c *conn) addMacros(m mp.Macro, size int) error {
 		return fmt.Errorf("protocol violation: %d bytes of SMFIC_MACRO data pending before one command, limit %d",
 			c.pendingBytes+size, limit)
 	}
-	c.pending = append(c.pending, pmult.MacroSet{Code: m.Cmd, For: kindOfCmd[m.Cmd], Pairs: m.Pairs})
+	c.pending = append(c.pending, pmult.MacroSet{For: kind, Pairs: m.Pairs})
 	c.pendingSize = append(c.pendingSize, size)
 	c.pendingBytes += size
 	return nil
@@ -286,8 +279,8 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		SymList:       c.mtaAct&mp.ActSetSymList != 0,
 		Version:       int(o.Version),
 	}
-	for k, cmd := range cmdOfKind {
-		if f := mp.NoReplyFlag(cmd); f != 0 && c.mtaProt&f != 0 {
+	for _, k := range negKinds {
+		if f := mp.NoReplyFlag(milterkind.Cmd(k)); f != 0 && c.mtaProt&f != 0 {
 			offer.NoReply = offer.NoReply.With(k)
 		}
 	}
@@ -296,7 +289,8 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 
 	rep := mp.OptNeg{Version: c.version, Actions: mp.Action(neg.Actions) & c.mtaAct}
 	var p mp.Protocol
-	for k, cmd := range cmdOfKind {
+	for _, k := range negKinds {
+		cmd := milterkind.Cmd(k)
 		if neg.NoEvent.Has(k) {
 			p |= mp.NoEventFlag(cmd)
 		}
@@ -313,7 +307,7 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 	rep.Protocol = c.proto
 	if rep.Actions&mp.ActSetSymList != 0 {
 		for k, names := range neg.Macros {
-			st, ok := kindStage[k]
+			st, ok := milterkind.Stage(k)
 			if !ok || len(names) == 0 {
 				continue
 			}
@@ -343,11 +337,10 @@ func sortSymLists(l []mp.SymList) {
 	}
 }
 
-var cmdOfKind = map[pmult.Kind]byte{
-	pmult.KindConnect: mp.CmdConnect, pmult.KindHelo: mp.CmdHelo, pmult.KindMail: mp.CmdMail,
-	pmult.KindRcpt: mp.CmdRcpt, pmult.KindData: mp.CmdData, pmult.KindHeader: mp.CmdHeader,
-	pmult.KindEOH: mp.CmdEOH, pmult.KindBody: mp.CmdBody, pmult.KindUnknown: mp.CmdUnknown,
-}
+// negKinds are the kinds whose events the MTA may leave out or not wait
+// for (the NO* and NR_* bits of the negotiation).
+var negKinds = []pmult.Kind{pmult.KindConnect, pmult.KindHelo, pmult.KindMail, pmult.KindRcpt,
+	pmult.KindData, pmult.KindHeader, pmult.KindEOH, pmult.KindBody, pmult.KindUnknown}
 
 // progress relays a backend's PROGRESS to the MTA during EOM (Sendmail
 // accepts it nowhere else). Called from backend goroutines.

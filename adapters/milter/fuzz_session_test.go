@@ -110,7 +110,7 @@ type fuzzBackendSession struct {
 
 func (s *fuzzBackendSession) Caps() pmult.Caps { return s.b.caps }
 
-func (s *fuzzBackendSession) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+func (s *fuzzBackendSession) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	answer, err := s.Post(ctx, ev)
 	if err != nil || !answer {
 		return pmult.Reply{}, err

@@ -118,7 +118,8 @@ func (s *Server) baseline(st mp.Stage) []string {
 	if l := s.MTAMacros[st]; l != nil {
 		return l
 	}
-	return macros.Union(macros.PostfixDefaults[st], macros.SendmailDefaults[st]...)
+	ms := macros.Stage(st) // the same SMFIM_* numbers (internal/milterkind tests it)
+	return macros.Union(macros.PostfixDefaults[ms], macros.SendmailDefaults[ms]...)
 }
 
 func orDefault(d, def time.Duration) time.Duration {

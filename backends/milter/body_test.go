@@ -44,7 +44,7 @@ func TestReplacementBodyCapped(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		r, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
+		r, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
 		if err != nil || len(r.Edits) != 1 || len(r.Edits[0].Body) != 65535 {
 			t.Fatalf("EOM %v, %d edits", err, len(r.Edits))
 		}
@@ -55,7 +55,7 @@ func TestReplacementBodyCapped(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
+		r, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
 		if err == nil {
 			t.Fatalf("EOM accepted a %d-byte replacement body over max_body 100000", len(r.Edits[0].Body))
 		}
@@ -82,7 +82,7 @@ func TestReplacementBodyCapped(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		r, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
+		r, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
 		if err != nil || len(r.Edits) != 1 {
 			t.Fatalf("EOM %v, %d edits", err, len(r.Edits))
 		}

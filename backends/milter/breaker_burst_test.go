@@ -1,7 +1,7 @@
 // breaker_burst_test.go: the soak's finding, kept as a regression test:
 // concurrent opens that were already in flight when a backend failed must
 // not each count as one more failure (one burst used to double the down
-// period straight to MaxDown, 30 s: a backend that hung for a moment was
+// period straight to breaker.MaxDown, 30 s: a backend that hung for a moment was
 // skipped for 30 s after it came back).
 
 package milter
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/breaker"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -58,8 +59,8 @@ func TestBreakerBurstOfInFlightFailures(t *testing.T) {
 	if !errors.Is(err, pmult.ErrDown) {
 		t.Fatalf("after the burst: %v, want ErrDown", err)
 	}
-	// One failure episode: the first period (MinDown, 1s) should apply.
-	if !strings.Contains(err.Error(), "retrying in ") || b.brk.downFor > 2*MinDown {
-		t.Fatalf("one burst of %d in-flight failures set the down period to %s (%v)", 20, b.brk.downFor, err)
+	// One failure episode: the first period (breaker.MinDown, 1s) should apply.
+	if !strings.Contains(err.Error(), "retrying in ") || b.brk.State().DownFor > 2*breaker.MinDown {
+		t.Fatalf("one burst of %d in-flight failures set the down period to %s (%v)", 20, b.brk.State().DownFor, err)
 	}
 }

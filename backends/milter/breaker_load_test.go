@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/breaker"
 	"github.com/mailmux/mailmux/internal/testmilter"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
@@ -139,7 +140,7 @@ func TestWedgedBackendHoldsOneSession(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("the %d others failed with ErrDown within %s (OpenStall %s)", n-waited, slowestDown.Round(time.Millisecond), OpenStall)
+	t.Logf("the %d others failed with ErrDown within %s (breaker.OpenStall %s)", n-waited, slowestDown.Round(time.Millisecond), breaker.OpenStall)
 	if waited != 1 {
 		t.Errorf("%d of %d concurrent opens waited on the wedged backend, want 1 (the rest fail fast)", waited, n)
 	}
@@ -158,9 +159,9 @@ func TestWedgedBackendHoldsOneSession(t *testing.T) {
 }
 
 // Issue 9.1: 50 sessions fail at once (a backend that was up closes every
-// connection); the first failure trips the breaker for MinDown and the
+// connection); the first failure trips the breaker for breaker.MinDown and the
 // other 49 do not double it. The backend comes back at once: an open
-// succeeds again within about MinDown, not after 30 s.
+// succeeds again within about breaker.MinDown, not after 30 s.
 func TestBurstOfFailuresIsOneOutage(t *testing.T) {
 	addr := freeAddr(t)
 	m := &testmilter.Server{}
@@ -228,10 +229,8 @@ func TestBurstOfFailuresIsOneOutage(t *testing.T) {
 	startMilter(t, addr)
 	d := awaitRecovery(t, b, 5*time.Second)
 	t.Logf("after %d concurrent failures, used again %s after the backend came back", failed, d.Round(time.Millisecond))
-	b.brk.mu.Lock()
-	defer b.brk.mu.Unlock()
-	if b.brk.downFor != 0 || len(b.brk.pending) != 0 {
-		t.Errorf("breaker after recovery: down for %s, %d pending", b.brk.downFor, len(b.brk.pending))
+	if st := b.brk.State(); st.DownFor != 0 || st.Pending != 0 {
+		t.Errorf("breaker after recovery: down for %s, %d pending", st.DownFor, st.Pending)
 	}
 }
 
@@ -245,18 +244,13 @@ func TestAbandonedProbeIsNeutral(t *testing.T) {
 	if _, err := b.Open(context.Background(), pmult.OpenInfo{}); err == nil || errors.Is(err, pmult.ErrDown) {
 		t.Fatalf("first open: %v, want a connect error", err)
 	}
-	expire := func() { // the down period is over
-		b.brk.mu.Lock()
-		b.brk.downUntil = time.Now()
-		b.brk.mu.Unlock()
-	}
+	expire := b.brk.Expire // the down period is over
 	state := func() (time.Duration, bool, int) {
-		b.brk.mu.Lock()
-		defer b.brk.mu.Unlock()
-		return b.brk.downFor, b.brk.probing, len(b.brk.pending)
+		st := b.brk.State()
+		return st.DownFor, st.Probing, st.Pending
 	}
-	if d, _, _ := state(); d != MinDown {
-		t.Fatalf("down for %s after the first failure, want %s", d, MinDown)
+	if d, _, _ := state(); d != breaker.MinDown {
+		t.Fatalf("down for %s after the first failure, want %s", d, breaker.MinDown)
 	}
 	ln, err := net.Listen("tcp", addr) // wedged: never answers
 	if err != nil {
@@ -281,9 +275,9 @@ func TestAbandonedProbeIsNeutral(t *testing.T) {
 	if err == nil || errors.Is(err, pmult.ErrDown) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("abandoned probe: %v, want context.Canceled", err)
 	}
-	if d, probing, pending := state(); d != MinDown || probing || pending != 0 {
+	if d, probing, pending := state(); d != breaker.MinDown || probing || pending != 0 {
 		t.Errorf("after the abandoned probe: down for %s (want %s, unchanged), probing %v, %d pending",
-			d, MinDown, probing, pending)
+			d, breaker.MinDown, probing, pending)
 	}
 	if strings.Contains(logs.String(), "up again") {
 		t.Errorf("an abandoned probe was taken for a success:\n%s", logs)
@@ -293,8 +287,8 @@ func TestAbandonedProbeIsNeutral(t *testing.T) {
 	if err == nil || errors.Is(err, pmult.ErrDown) {
 		t.Fatalf("probe after the abandoned one: %v, want a timeout", err)
 	}
-	if d, _, _ := state(); d != 2*MinDown {
-		t.Errorf("down for %s after a failed probe, want %s", d, 2*MinDown)
+	if d, _, _ := state(); d != 2*breaker.MinDown {
+		t.Errorf("down for %s after a failed probe, want %s", d, 2*breaker.MinDown)
 	}
 	// While down, everyone else fails fast.
 	if _, err := b.Open(context.Background(), pmult.OpenInfo{}); !errors.Is(err, pmult.ErrDown) {

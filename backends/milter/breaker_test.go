@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/breaker"
 	"github.com/mailmux/mailmux/internal/testmilter"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -35,7 +36,7 @@ func TestBreaker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Stop()
-	time.Sleep(MinDown + 100*time.Millisecond)
+	time.Sleep(breaker.MinDown + 100*time.Millisecond)
 	s, err := b.Open(ctx, pmult.OpenInfo{})
 	if err != nil {
 		t.Fatalf("open after recovery: %v", err)

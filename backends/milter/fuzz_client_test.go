@@ -156,7 +156,7 @@ func FuzzBackendReplies(f *testing.F) {
 				if caps.NoEvent.Has(k) {
 					continue
 				}
-				r, err := s.Send(ctx, ev)
+				r, err := s.Handle(ctx, ev)
 				if err != nil {
 					break
 				}

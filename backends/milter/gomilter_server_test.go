@@ -263,15 +263,15 @@ func gmSend(t *testing.T, s pmult.BackendSession, ev *pmult.Event) pmult.Reply {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := s.Send(ctx, ev)
+	r, err := s.Handle(ctx, ev)
 	if err != nil {
 		t.Fatalf("send %s: %v", ev.Kind, err)
 	}
 	return r
 }
 
-func gmMacros(code byte, k pmult.Kind, pairs ...string) []pmult.MacroSet {
-	return []pmult.MacroSet{{Code: code, For: k, Pairs: pairs}}
+func gmMacros(k pmult.Kind, pairs ...string) []pmult.MacroSet {
+	return []pmult.MacroSet{{For: k, Pairs: pairs}}
 }
 
 func gmHas(events []string, want string) bool {
@@ -340,14 +340,14 @@ func TestGoMilterServerNegotiation(t *testing.T) {
 	if r := gmSend(t, s, &pmult.Event{Kind: pmult.KindHelo, Arg: "h"}); r.Verdict != pmult.Continue {
 		t.Errorf("helo %v", r.Verdict)
 	}
-	if _, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindQuitNC}); err == nil ||
+	if _, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindQuitNC}); err == nil ||
 		!strings.Contains(err.Error(), "version 6") {
 		t.Errorf("QUIT_NC to a v2 filter: err %v, want a version error", err)
 	}
 	gmSend(t, s, &pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@example.org>"}})
 	// A CHGFROM at EOM was not negotiated (v2): a protocol violation for us,
 	// whatever go-milter granted itself.
-	_, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
+	_, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
 	if err == nil || !strings.Contains(err.Error(), "protocol violation") {
 		t.Errorf("CHGFROM from a v2 filter: err %v, want a protocol violation", err)
 	}
@@ -412,12 +412,12 @@ func TestGoMilterServerMessage(t *testing.T) {
 		}
 	}
 	want(&pmult.Event{Kind: pmult.KindConnect, Hostname: "client.example", Family: '4', Port: 1234,
-		Address: "192.0.2.1", Macros: gmMacros('C', pmult.KindConnect, "j", "mx.example.org", "{daemon_name}", "mux")},
+		Address: "192.0.2.1", Macros: gmMacros(pmult.KindConnect, "j", "mx.example.org", "{daemon_name}", "mux")},
 		pmult.Continue, "")
 	want(&pmult.Event{Kind: pmult.KindHelo, Arg: "client.example",
-		Macros: gmMacros('H', pmult.KindHelo, "{tls_version}", "TLSv1.3")}, pmult.Continue, "")
+		Macros: gmMacros(pmult.KindHelo, "{tls_version}", "TLSv1.3")}, pmult.Continue, "")
 	mailArgs := []string{"<a@example.org>", "SIZE=100", "BODY=8BITMIME"}
-	want(&pmult.Event{Kind: pmult.KindMail, Args: mailArgs, Macros: gmMacros('M', pmult.KindMail, "i", "QID1")},
+	want(&pmult.Event{Kind: pmult.KindMail, Args: mailArgs, Macros: gmMacros(pmult.KindMail, "i", "QID1")},
 		pmult.Continue, "")
 	want(&pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<bad@example.com>"}}, pmult.Reject, "")
 	want(&pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<code@example.com>"}}, pmult.Reject, "550 5.7.1 not here")
@@ -433,7 +433,7 @@ func TestGoMilterServerMessage(t *testing.T) {
 	}
 	// Forced NODATA/NOUNKNOWN: answered locally. The DATA macros still go
 	// out, as Sendmail sends them (milter-protocol.md §10).
-	want(&pmult.Event{Kind: pmult.KindData, Macros: gmMacros('T', pmult.KindData, "{data}", "1")}, pmult.Continue, "")
+	want(&pmult.Event{Kind: pmult.KindData, Macros: gmMacros(pmult.KindData, "{data}", "1")}, pmult.Continue, "")
 	want(&pmult.Event{Kind: pmult.KindUnknown, Arg: "XFOO bar"}, pmult.Continue, "")
 	for _, h := range [][2]string{{"Subject", " hello"}, {"X-Folded", " line1\n\tline2"}, {"X-Tab", "\tvalue"},
 		{"X-Empty", ""}, {"X-Two", "  two"}} {
@@ -584,7 +584,7 @@ func TestGoMilterServerAbortReuse(t *testing.T) {
 	addr, tl := startGoMilter(t, rec, gomilter.OptAddHeader, 0)
 	s := gmOpen(t, addr, gmV6Offer)
 	gmSend(t, s, &pmult.Event{Kind: pmult.KindConnect, Hostname: "h", Family: '4', Port: 25, Address: "192.0.2.2",
-		Macros: gmMacros('C', pmult.KindConnect, "j", "mx")})
+		Macros: gmMacros(pmult.KindConnect, "j", "mx")})
 	gmSend(t, s, &pmult.Event{Kind: pmult.KindHelo, Arg: "h"})
 	gmSend(t, s, &pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@example.org>"}})
 	gmSend(t, s, &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<b@example.com>"}})
@@ -595,7 +595,7 @@ func TestGoMilterServerAbortReuse(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		qid := fmt.Sprintf("Q%d", i)
 		if r := gmSend(t, s, &pmult.Event{Kind: pmult.KindMail, Args: []string{"<c@example.org>"},
-			Macros: gmMacros('M', pmult.KindMail, "i", qid)}); r.Verdict != pmult.Continue {
+			Macros: gmMacros(pmult.KindMail, "i", qid)}); r.Verdict != pmult.Continue {
 			t.Fatalf("mail %d after abort: %v", i, r.Verdict)
 		}
 		_, macros, _ := rec.snapshot()
@@ -658,7 +658,7 @@ func TestGoMilterServerEditOutsideEOM(t *testing.T) {
 		addr, _ := startGoMilter(t, rec, gomilter.OptAddHeader, 0)
 		s := gmOpen(t, addr, gmV6Offer)
 		gmSend(t, s, &pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@b>"}})
-		_, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<c@d>"}})
+		_, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<c@d>"}})
 		if err == nil || !strings.Contains(err.Error(), "protocol violation") {
 			t.Errorf("ADDHEADER at RCPT: err %v, want a protocol violation", err)
 		}

@@ -51,7 +51,7 @@ func TestMalformedReplyCode(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			r, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<a@b>"}})
+			r, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<a@b>"}})
 			if c.ok {
 				if err != nil || r.Text != c.text {
 					t.Fatalf("reply %+v, %v; want the text %q", r, err, c.text)
@@ -111,7 +111,7 @@ func TestSkipAfterAnyCommand(t *testing.T) {
 		{pmult.Event{Kind: pmult.KindEOM}, pmult.Continue},
 		{pmult.Event{Kind: pmult.KindUnknown, Arg: "XFOO"}, pmult.Skip},
 	} {
-		r, err := s.Send(context.Background(), &c.ev)
+		r, err := s.Handle(context.Background(), &c.ev)
 		if err != nil {
 			t.Fatalf("%s: SKIP refused: %v", c.ev.Kind, err)
 		}

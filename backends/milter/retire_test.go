@@ -26,7 +26,7 @@ func TestRetireClosesInsteadOfParking(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, k := range []pmult.Kind{pmult.KindMail, pmult.KindEOM} {
-			if _, err := s.Send(context.Background(), &pmult.Event{Kind: k, Args: []string{"<a@b>"}}); err != nil {
+			if _, err := s.Handle(context.Background(), &pmult.Event{Kind: k, Args: []string{"<a@b>"}}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -43,7 +43,7 @@ func TestSocketFamilies(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			r, err := s.Send(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
+			r, err := s.Handle(context.Background(), &pmult.Event{Kind: pmult.KindEOM})
 			if err != nil || len(r.Edits) != 1 || r.Edits[0].Value != " "+c.network {
 				t.Fatalf("EOM: %+v %v", r, err)
 			}

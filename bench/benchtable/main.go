@@ -142,11 +142,23 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	}
 	muxSlow.Stop()
 
+	// Synchronous backends (no pipelining): 3 of 20 ms at RCPT against one.
+	syncOne, err := bench.SyncTime(1, 20*time.Millisecond, 5, 1)
+	if err != nil {
+		return err
+	}
+	syncThree, err := bench.SyncTime(3, 20*time.Millisecond, 5, 1)
+	if err != nil {
+		return err
+	}
+
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{
 			"rows": rows, "idle_heap_per_session_bytes": hMux - hDirect,
 			"cpu_per_session_us": us(cpu[false]), "cpu_per_session_reuse_us": us(cpu[true]),
 			"direct_sessions_per_s": direct.Rate(),
+			"sync_rcpt_one_us":      us(syncOne),
+			"sync_rcpt_three_us":    us(syncThree),
 		})
 	}
 	fmt.Printf("pmult benchmark: %d concurrent sessions, %s per run, GOMAXPROCS=%d\n\n", conc, dur, runtimeProcs())
@@ -169,5 +181,9 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 		fmt.Printf("%-6d %14s %18s %22s\n", int(r[0]), r[1].Round(100*time.Microsecond),
 			r[2].Round(100*time.Microsecond), r[3].Round(100*time.Microsecond))
 	}
+	fmt.Printf("\nsynchronous backends (no pipelining) sleeping 20 ms per RCPT, 1 rcpt, mean session time:\n")
+	fmt.Printf("one backend %s, three backends %s (%+.1f%%; target within 10%%)\n",
+		syncOne.Round(100*time.Microsecond), syncThree.Round(100*time.Microsecond),
+		100*(float64(syncThree)/float64(syncOne)-1))
 	return nil
 }

@@ -224,16 +224,16 @@ func send(sock string, size int) error {
 		{Kind: pmult.KindEOH},
 	}
 	for _, ev := range evs {
-		if _, err := s.Send(ctx, ev); err != nil {
+		if _, err := s.Handle(ctx, ev); err != nil {
 			return fmt.Errorf("%s: %w", ev.Kind, err)
 		}
 	}
 	for left := size; left > 0; left -= len(chunk) {
-		if _, err := s.Send(ctx, &pmult.Event{Kind: pmult.KindBody, Chunk: chunk[:min(left, len(chunk))]}); err != nil {
+		if _, err := s.Handle(ctx, &pmult.Event{Kind: pmult.KindBody, Chunk: chunk[:min(left, len(chunk))]}); err != nil {
 			return fmt.Errorf("body: %w", err)
 		}
 	}
-	rep, err := s.Send(ctx, &pmult.Event{Kind: pmult.KindEOM})
+	rep, err := s.Handle(ctx, &pmult.Event{Kind: pmult.KindEOM})
 	if err != nil {
 		return fmt.Errorf("eom: %w", err)
 	}

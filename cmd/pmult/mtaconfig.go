@@ -17,15 +17,10 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
-
-var kindStage = map[pmult.Kind]macros.Stage{
-	pmult.KindConnect: macros.Connect, pmult.KindHelo: macros.Helo, pmult.KindMail: macros.EnvFrom,
-	pmult.KindRcpt: macros.EnvRcpt, pmult.KindData: macros.Data, pmult.KindEOM: macros.EOM,
-	pmult.KindEOH: macros.EOH,
-}
 
 func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "postfix" && args[0] != "sendmail" && args[0] != "meta1") {
@@ -78,8 +73,9 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		for k, list := range s.Caps().Macros {
-			if st, ok := kindStage[k]; ok && list != "" {
-				lists[st] = macros.Union(lists[st], macros.Split(list)...)
+			if ms, ok := milterkind.Stage(k); ok && len(list) > 0 {
+				st := macros.Stage(ms) // the same SMFIM_* numbers
+				lists[st] = macros.Union(lists[st], list...)
 				asked[st] = true
 			}
 		}

@@ -150,29 +150,17 @@ type backendSession struct {
 	buf     []byte            // message text not sent yet
 	hdrs    []Header          // the headers sent, values with "\n" between folded lines
 	msgid   string
-
-	posted pmult.Reply
-	perr   error
 }
 
 func (bs *backendSession) Caps() pmult.Caps { return pmilterCaps }
 
-// Post implements pmult.BackendSession: every pmilter request is answered,
-// so it runs the request and keeps the answer for Await.
-func (bs *backendSession) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
-	bs.posted, bs.perr = bs.Send(ctx, ev)
-	return true, nil
-}
-
-func (bs *backendSession) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
-	return bs.posted, bs.perr
-}
-
 // Close ends the SMTP session at the pmilter.
 func (bs *backendSession) Close() error { return bs.s.Close() }
 
-// Send implements pmult.BackendSession.
-func (bs *backendSession) Send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+// Handle implements pmult.BackendSession: every pmilter request is
+// answered before the next (the session does not pipeline; the engine runs
+// it beside the other backends).
+func (bs *backendSession) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	s := bs.s
 	switch ev.Kind {
 	case pmult.KindConnect:

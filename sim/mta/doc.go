@@ -22,6 +22,7 @@
 // body (message.go) so that the milter's edits can be applied (with
 // pmult.HeaderList's rules, as Sendmail applies them), diffed and printed.
 //
-// The package imports pmult, macros, backends/milter and config (address
-// and duration syntax). It keeps no global state.
+// The package may import milterproto, pmult, macros, backends/milter,
+// internal/milterkind and config/syntax (address and duration syntax). It
+// keeps no global state.
 package mtasim

@@ -12,23 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
-
-// stageOf maps event kinds to macro stages and the milter stage letter.
-var stageOf = map[pmult.Kind]struct {
-	stage macros.Stage
-	code  byte
-}{
-	pmult.KindConnect: {macros.Connect, 'C'},
-	pmult.KindHelo:    {macros.Helo, 'H'},
-	pmult.KindMail:    {macros.EnvFrom, 'M'},
-	pmult.KindRcpt:    {macros.EnvRcpt, 'R'},
-	pmult.KindData:    {macros.Data, 'T'},
-	pmult.KindEOH:     {macros.EOH, 'N'},
-	pmult.KindEOM:     {macros.EOM, 'E'},
-}
 
 // connect sends the CONNECT event once, with the sender socket.
 func (s *Session) connect(ctx context.Context) error {
@@ -65,15 +52,15 @@ func (s *Session) send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error
 			return pmult.Reply{}, nil
 		}
 	}
-	if st, ok := stageOf[ev.Kind]; ok {
-		ev.Macros = []pmult.MacroSet{{Code: st.code, For: ev.Kind, Pairs: s.macroPairs(ev.Kind, st.stage)}}
+	if st, ok := milterkind.Stage(ev.Kind); ok {
+		ev.Macros = []pmult.MacroSet{{For: ev.Kind, Pairs: s.macroPairs(ev.Kind, macros.Stage(st))}}
 	}
 	switch ev.Kind {
 	case pmult.KindMail, pmult.KindRcpt, pmult.KindData, pmult.KindHeader, pmult.KindEOH, pmult.KindBody:
 		s.sentMsg = true
 	}
 	t0 := time.Now()
-	rep, err := s.filter.Send(ctx, ev)
+	rep, err := s.filter.Handle(ctx, ev)
 	if s.cfg.OnStage != nil {
 		s.cfg.OnStage(ev.Kind, time.Since(t0))
 	}
@@ -90,8 +77,8 @@ func (s *Session) send(ctx context.Context, ev *pmult.Event) (pmult.Reply, error
 // value are left out, as Postfix does.
 func (s *Session) macroPairs(k pmult.Kind, st macros.Stage) []string {
 	var list []string
-	if l := s.caps.Macros[k]; l != "" {
-		list = macros.Split(l)
+	if l := s.caps.Macros[k]; len(l) > 0 {
+		list = l
 	} else if s.cfg.Macros[st] != nil {
 		list = s.cfg.Macros[st]
 	} else {
@@ -233,7 +220,7 @@ func (r Reply) orDefault(d Reply) Reply {
 // the message that it did not finish.
 func (s *Session) abort(ctx context.Context) {
 	if s.sentMsg && s.filter != nil && !s.connDone {
-		if _, err := s.filter.Send(ctx, &pmult.Event{Kind: pmult.KindAbort}); err != nil {
+		if _, err := s.filter.Handle(ctx, &pmult.Event{Kind: pmult.KindAbort}); err != nil {
 			s.log.Debug("abort", "err", err)
 		}
 	}

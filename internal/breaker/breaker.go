@@ -1,4 +1,4 @@
-// breaker.go: the backend's circuit breaker, which also decides whether an
+// breaker.go: a backend's circuit breaker, which also decides whether an
 // open may start while others are pending.
 //
 // Tunables and defaults (constants):
@@ -7,7 +7,12 @@
 //   OpenStall  1s  an open pending this long with none succeeding since
 //                  makes further opens fail fast
 
-package milter
+// Package breaker is a backend's circuit breaker over its opens (connect
+// and negotiation), for the backends of pmult: while the backend is down
+// or wedged, opens fail fast with an error wrapping pmult.ErrDown, which
+// the engine treats as the backend's failure without a warning per
+// session. It imports pmult only (for ErrDown).
+package breaker
 
 import (
 	"context"
@@ -31,7 +36,8 @@ const (
 	OpenStall = time.Second
 )
 
-// breaker counts failed opens (connect and negotiation) of one backend.
+// Breaker counts failed opens (connect and negotiation) of one backend.
+// Its zero value is up; set Name and Log before the first Admit.
 //
 // After a failed open the backend is down for MinDown: Open fails at once
 // (pmult.ErrDown) until the period is over, then one open at a time is let
@@ -49,28 +55,63 @@ const (
 //
 // An open abandoned because its MTA session went away (ctx cancelled)
 // counts neither as a failure nor as a success.
-type breaker struct {
-	name string
-	log  *slog.Logger
+type Breaker struct {
+	// Name names the backend in the down and up lines.
+	Name string
+	// Log receives the down and up lines (nil: none).
+	Log *slog.Logger
 
 	mu        sync.Mutex
 	downFor   time.Duration // 0: up
 	downUntil time.Time
 	probing   bool          // a probe admitted after the down period is pending
 	lastOK    time.Time     // when an open last succeeded
-	pending   []*attempt    // opens in flight, oldest first
+	pending   []*Attempt    // opens in flight, oldest first
 	changed   chan struct{} // closed and replaced when an open ends
 }
 
-// attempt is one open in flight.
-type attempt struct {
+// Attempt is one open in flight, admitted by Admit. Exactly one of Record
+// and Abandon must be called when it ends.
+type Attempt struct {
+	b     *Breaker
 	start time.Time
 	probe bool // admitted as the breaker's probe after a down period
 }
 
+// Record records how the open ended: err nil for a success.
+func (a *Attempt) Record(err error) { a.b.done(a, err, false) }
+
+// Abandon records an open abandoned because its MTA session went away
+// (ctx cancelled): a verdict on the backend neither way.
+func (a *Attempt) Abandon() { a.b.done(a, nil, true) }
+
+// State is a snapshot of a breaker.
+type State struct {
+	DownFor time.Duration // the current down period; 0: up
+	Probing bool          // a probe is pending
+	Pending int           // opens in flight
+}
+
+// State returns the breaker's state.
+func (b *Breaker) State() State {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return State{DownFor: b.downFor, Probing: b.probing, Pending: len(b.pending)}
+}
+
+// Expire ends the current down period now: the next Admit lets a probe
+// through (an operator's "retry now"; tests).
+func (b *Breaker) Expire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.downFor != 0 {
+		b.downUntil = time.Now()
+	}
+}
+
 // unconfirmed returns the oldest pending open that started after the last
 // success, or nil. Called with mu held.
-func (b *breaker) unconfirmed() *attempt {
+func (b *Breaker) unconfirmed() *Attempt {
 	for _, a := range b.pending {
 		if a.start.After(b.lastOK) {
 			return a
@@ -79,11 +120,12 @@ func (b *breaker) unconfirmed() *attempt {
 	return nil
 }
 
-// admit decides whether an open may start now; where the backend is up
+// Admit decides whether an open may start now; where the backend is up
 // but has not opened recently and a first open is pending, it waits for
-// that open (until ctx is done or deadline). The caller must pass the
-// attempt to done.
-func (b *breaker) admit(ctx context.Context, deadline time.Time, where string) (*attempt, error) {
+// that open (until ctx is done or deadline). Refused, it returns an error
+// wrapping pmult.ErrDown (or ctx's error), prefixed with where; admitted,
+// an Attempt the caller must Record or Abandon.
+func (b *Breaker) Admit(ctx context.Context, deadline time.Time, where string) (*Attempt, error) {
 	for {
 		b.mu.Lock()
 		now := time.Now()
@@ -131,8 +173,8 @@ func (b *breaker) admit(ctx context.Context, deadline time.Time, where string) (
 }
 
 // start records a new pending open. Called with mu held; it unlocks.
-func (b *breaker) start(now time.Time, probe bool) *attempt {
-	a := &attempt{start: now, probe: probe}
+func (b *Breaker) start(now time.Time, probe bool) *Attempt {
+	a := &Attempt{b: b, start: now, probe: probe}
 	b.pending = append(b.pending, a)
 	b.mu.Unlock()
 	return a
@@ -140,7 +182,7 @@ func (b *breaker) start(now time.Time, probe bool) *attempt {
 
 // done records how an open ended: err nil for a success; neutral for one
 // abandoned by its MTA session (no verdict on the backend).
-func (b *breaker) done(a *attempt, err error, neutral bool) {
+func (b *Breaker) done(a *Attempt, err error, neutral bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if i := slices.Index(b.pending, a); i >= 0 {
@@ -158,8 +200,8 @@ func (b *breaker) done(a *attempt, err error, neutral bool) {
 	case neutral:
 	case err == nil:
 		b.lastOK = now
-		if b.downFor != 0 && b.log != nil {
-			b.log.Info("backend is up again", "backend", b.name)
+		if b.downFor != 0 && b.Log != nil {
+			b.Log.Info("backend is up again", "backend", b.Name)
 		}
 		b.downFor = 0
 	case a.start.Before(b.lastOK):
@@ -168,8 +210,8 @@ func (b *breaker) done(a *attempt, err error, neutral bool) {
 	case b.downFor == 0:
 		b.downFor = MinDown
 		b.downUntil = now.Add(MinDown)
-		if b.log != nil {
-			b.log.Warn("backend is down, failing fast until it answers", "backend", b.name, "err", err)
+		if b.Log != nil {
+			b.Log.Warn("backend is down, failing fast until it answers", "backend", b.Name, "err", err)
 		}
 	case a.probe:
 		b.downFor = min(b.downFor*2, MaxDown)

@@ -1,0 +1,99 @@
+// pool.go: connections kept for reuse between MTA sessions (Config.Reuse,
+// QUIT_NC), and their retirement at reload.
+
+package milter
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	mp "github.com/mailmux/mailmux/milterproto"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+// reuse returns an idle connection negotiated for the same offer, or nil.
+func (b *Backend) reuse(o pmult.Offer) *session {
+	if !b.cfg.Reuse {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := len(b.idle) - 1; i >= 0; i-- {
+		s := b.idle[i]
+		if s.offer != o {
+			continue
+		}
+		b.idle = append(b.idle[:i], b.idle[i+1:]...)
+		if time.Since(s.idleAt) > b.cfg.IdleTimeout || !s.alive() {
+			s.conn.Close()
+			continue
+		}
+		return s
+	}
+	return nil
+}
+
+// alive checks, without blocking, that the filter has not closed an idle
+// connection (it must have sent nothing).
+func (s *session) alive() bool {
+	if s.r.Buffered() > 0 {
+		return false
+	}
+	s.conn.SetReadDeadline(time.Now())
+	var b [1]byte
+	_, err := s.conn.Read(b[:])
+	s.conn.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// release keeps an ended session for reuse if it can be; it reports
+// whether it did.
+func (b *Backend) release(s *session) bool {
+	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 || !s.endOK {
+		return false
+	}
+	b.mu.Lock()
+	retired := b.retired
+	b.mu.Unlock()
+	if retired {
+		return false
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
+	if _, err := s.conn.Write(mp.AppendPacket(nil, mp.CmdQuitNC)); err != nil {
+		return false
+	}
+	s.conn.SetWriteDeadline(time.Time{})
+	s.quarantine = nil
+	s.idleAt = time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.retired { // retired while QUIT_NC was being written
+		go s.conn.Close()
+		return true
+	}
+	if len(b.idle) >= b.cfg.MaxIdle {
+		old := b.idle[0]
+		b.idle = b.idle[1:]
+		go old.conn.Close()
+	}
+	b.idle = append(b.idle, s)
+	return true
+}
+
+// Retire implements pmult.Retirer: it closes every idle connection kept
+// for reuse, and sessions that end later close theirs instead of keeping
+// them (a reload replaced the engine this backend belongs to; nothing
+// would ever reuse them).
+func (b *Backend) Retire() {
+	b.mu.Lock()
+	idle := b.idle
+	b.idle = nil
+	b.retired = true
+	b.mu.Unlock()
+	for _, s := range idle {
+		s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
+		s.conn.Close()
+	}
+}

@@ -1,0 +1,383 @@
+// session.go: one backend session: negotiation, the events out (Handle,
+// or Post and Await), the replies in (readReply), and QUIT.
+
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/mailmux/mailmux/internal/milterkind"
+	"github.com/mailmux/mailmux/internal/sockopt"
+	"github.com/mailmux/mailmux/macros"
+	mp "github.com/mailmux/mailmux/milterproto"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+type session struct {
+	b        *Backend
+	conn     net.Conn
+	r        *mp.Reader
+	wbuf     []byte
+	stop     func() bool
+	progress func()
+
+	version  uint32
+	actions  mp.Action
+	proto    mp.Protocol
+	caps     pmult.Caps
+	leadspc  bool // the filter wants and sends exact header values
+	maxChunk int
+
+	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
+	bodyRest   []byte       // the unsent rest of an oversize body chunk
+
+	offer  pmult.Offer // what the session was negotiated for (reuse key)
+	broken bool        // an error was seen: never reuse
+	inMsg  bool        // MAIL sent, no EOM or ABORT since
+	// endOK: the last command was an EOM answered CONTINUE. That is where
+	// libmilter accepts QUIT_NC (its state ENDM); anywhere else (after
+	// HELO, an ABORT, a rejected or accepted message) it ignores QUIT_NC
+	// and then the next session's CONNECT, so the connection is not reused.
+	endOK  bool
+	idleAt time.Time
+}
+
+func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
+	offer := Offer(o, s.b.cfg.MaxVersion)
+	s.conn.SetDeadline(deadline)
+	defer s.conn.SetDeadline(time.Time{})
+	if err := s.write(mp.AppendPacket(s.wbuf[:0], mp.CmdOptNeg, offer.Append(nil))); err != nil {
+		return fmt.Errorf("send SMFIC_OPTNEG: %w", err)
+	}
+	p, err := s.r.ReadPacket()
+	if err != nil {
+		return fmt.Errorf("read SMFIC_OPTNEG reply: %w", err)
+	}
+	if p.Code != mp.RespOptNeg {
+		return fmt.Errorf("protocol violation: answered SMFIC_OPTNEG with %s", mp.RespName(p.Code))
+	}
+	rep, err := mp.ParseOptNeg(p.Data)
+	if err != nil {
+		return err
+	}
+	if rep.Version > offer.Version && offer.Version == mp.MaxVersion {
+		// A filter announcing a version above 6 (libmilter answers the
+		// MTA's version or less): use 6, as Sendmail does.
+		rep.Version = mp.MaxVersion
+	}
+	if err := mp.CheckReply(offer, rep); err != nil {
+		return fmt.Errorf("protocol violation: %w", err)
+	}
+	s.version = rep.Version
+	// A filter that chose an older version gets that version's semantics
+	// whatever bits it echoed.
+	s.actions = rep.Actions & mp.ActionMaskForVersion(s.version)
+	s.proto = rep.Protocol & (mp.ProtocolMaskForVersion(s.version) | mp.ProtoInternal)
+	if s.version <= 2 {
+		s.proto |= mp.ProtoNoUnknown
+	}
+	if s.version <= 3 {
+		s.proto |= mp.ProtoNoData
+	}
+	s.leadspc = s.proto&mp.ProtoHdrLeadSpc != 0
+	s.maxChunk = mp.MDS64K
+	c := pmult.Caps{
+		Actions:       pmult.Actions(s.actions) &^ pmult.ActSetSymList,
+		Skip:          s.proto&mp.ProtoSkip != 0,
+		RejectedRcpts: s.proto&mp.ProtoRcptRej != 0,
+		QuitNC:        s.version >= 6,
+	}
+	for k := pmult.KindConnect; k <= pmult.KindUnknown; k++ {
+		cmd := milterkind.Cmd(k)
+		if !s.proto.Wants(cmd) {
+			c.NoEvent = c.NoEvent.With(k)
+		}
+		if !s.proto.Replies(cmd) {
+			c.NoReply = c.NoReply.With(k)
+		}
+	}
+	for _, sl := range rep.SymLists {
+		if k, ok := milterkind.OfStage(sl.Stage); ok {
+			if c.Macros == nil {
+				c.Macros = map[pmult.Kind][]string{}
+			}
+			c.Macros[k] = macros.Split(sl.Macros)
+		}
+	}
+	s.caps = c
+	return nil
+}
+
+// Caps implements pmult.BackendSession.
+func (s *session) Caps() pmult.Caps { return s.caps }
+
+func (s *session) write(b []byte) error {
+	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	_, err := s.conn.Write(b)
+	s.wbuf = b[:0]
+	return err
+}
+
+// Handle implements pmult.BackendSession: Post, then Await if an answer
+// follows.
+func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	answer, err := s.Post(ctx, ev)
+	if err != nil || !answer {
+		return pmult.Reply{}, err
+	}
+	return s.Await(ctx, ev)
+}
+
+// Post implements pmult.Pipeliner: it writes the event's macro
+// packets and the event itself (if the filter wants it) in one write.
+func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
+	cmd := milterkind.Cmd(ev.Kind)
+	if cmd == 0 {
+		return false, fmt.Errorf("event %s has no milter command", ev.Kind)
+	}
+	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
+		return false, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
+	}
+	switch ev.Kind {
+	case pmult.KindMail:
+		s.inMsg = true
+	case pmult.KindAbort:
+		if !s.inMsg && s.b.cfg.Reuse {
+			// The message already ended at EOM (Postfix sends ABORT after
+			// every message). libmilter ignores that ABORT but falls back
+			// to its HELO state, where it ignores QUIT_NC as well: leave
+			// it out to keep the connection reusable.
+			return false, nil
+		}
+		s.inMsg = false
+	case pmult.KindEOM:
+		s.inMsg = false
+	}
+	s.endOK = false
+	buf := s.wbuf[:0]
+	for _, m := range ev.Macros {
+		c := milterkind.Cmd(m.For)
+		if c == 0 {
+			continue // no stage the filter could have asked for
+		}
+		var at int
+		buf, at = mp.StartPacket(buf, mp.CmdMacro)
+		buf = mp.FinishPacket(mp.Macro{Cmd: c, Pairs: m.Pairs}.Append(buf), at)
+	}
+	want := s.proto.Wants(cmd)
+	if want {
+		buf = s.appendEvent(buf, cmd, ev)
+	}
+	if len(buf) > 0 {
+		if err := s.write(buf); err != nil {
+			s.broken = true
+			return false, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+	}
+	return want && s.proto.Replies(cmd), nil
+}
+
+// Await implements pmult.Pipeliner.
+func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	cmd := milterkind.Cmd(ev.Kind)
+	for {
+		r, err := s.readReply(cmd)
+		if err != nil {
+			s.broken = true
+			s.bodyRest = nil
+			return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+		if len(s.bodyRest) == 0 || r.Verdict != pmult.Continue {
+			s.bodyRest = nil
+			s.endOK = cmd == mp.CmdEOB && r.Verdict == pmult.Continue
+			return r, nil
+		}
+		c := s.bodyRest
+		s.bodyRest = nil
+		if len(c) > s.maxChunk {
+			s.bodyRest = c[s.maxChunk:]
+			c = c[:s.maxChunk]
+		}
+		if err := s.write(mp.AppendPacket(s.wbuf[:0], cmd, c)); err != nil {
+			s.broken = true
+			s.bodyRest = nil
+			return pmult.Reply{}, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+	}
+}
+
+func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
+	if ev.Kind == pmult.KindBody {
+		// A chunk larger than the filter accepts goes out in pieces, each
+		// answered before the next (Await sends the rest).
+		c := ev.Chunk
+		for len(c) > s.maxChunk {
+			if s.proto.Replies(cmd) {
+				s.bodyRest = c[s.maxChunk:]
+				c = c[:s.maxChunk]
+				break
+			}
+			buf = mp.AppendPacket(buf, cmd, c[:s.maxChunk])
+			c = c[s.maxChunk:]
+		}
+		return mp.AppendPacket(buf, cmd, c)
+	}
+	buf, at := mp.StartPacket(buf, cmd)
+	switch ev.Kind {
+	case pmult.KindConnect:
+		buf = mp.Connect{Hostname: ev.Hostname, Family: ev.Family, Port: ev.Port, Address: ev.Address}.Append(buf)
+	case pmult.KindHelo, pmult.KindUnknown:
+		buf = mp.AppendStrings(buf, ev.Arg)
+	case pmult.KindMail, pmult.KindRcpt:
+		buf = mp.AppendStrings(buf, ev.Args...)
+	case pmult.KindHeader:
+		v := ev.Value
+		if !s.leadspc && len(v) > 0 && v[0] == ' ' {
+			v = v[1:]
+		}
+		buf = mp.AppendStrings(buf, ev.Name, v)
+	}
+	return mp.FinishPacket(buf, at)
+}
+
+// readReply reads the answer to cmd: PROGRESS packets, at EOM any number
+// of modifications, then one final reply.
+func (s *session) readReply(cmd byte) (pmult.Reply, error) {
+	timeout := s.b.cfg.ReadTimeout
+	if cmd == mp.CmdEOB {
+		timeout = s.b.cfg.EOMTimeout
+	}
+	var rep pmult.Reply
+	// The replacement body's packets, joined once at the end: each
+	// packet's Data is its own allocation, so appending them to one
+	// growing slice would copy the body several times over.
+	var body [][]byte
+	bodyLen := 0
+	haveBody := false
+	defer s.conn.SetReadDeadline(time.Time{})
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(timeout))
+		p, err := s.r.ReadPacket()
+		if err != nil {
+			if errors.Is(err, mp.ErrZeroLength) || errors.Is(err, mp.ErrTooLarge) {
+				err = fmt.Errorf("protocol violation: %w", err)
+			}
+			return rep, err
+		}
+		if err := mp.AllowedReply(cmd, p.Code, s.actions, s.proto); err != nil {
+			return rep, fmt.Errorf("protocol violation: %w", err)
+		}
+		switch p.Code {
+		case mp.RespProgress:
+			s.progress()
+			continue
+		case mp.RespContinue:
+			rep.Verdict = pmult.Continue
+		case mp.RespAccept:
+			rep.Verdict = pmult.Accept
+		case mp.RespReject:
+			rep.Verdict = pmult.Reject
+		case mp.RespTempfail:
+			rep.Verdict = pmult.Tempfail
+		case mp.RespDiscard:
+			rep.Verdict = pmult.Discard
+		case mp.RespSkip:
+			// Postfix accepts SKIP after any command: it skips the
+			// events of the same kind that follow at once. Where none
+			// can follow (one per session or message), it is CONTINUE.
+			switch cmd {
+			case mp.CmdConnect, mp.CmdMail, mp.CmdData, mp.CmdEOH, mp.CmdEOB:
+				rep.Verdict = pmult.Continue
+			default:
+				rep.Verdict = pmult.Skip
+			}
+		case mp.RespShutdown:
+			rep.Verdict = pmult.Shutdown
+		case mp.RespReplyCode:
+			text, err := mp.ParseString(p.Code, p.Data)
+			if err != nil {
+				return rep, fmt.Errorf("protocol violation: %w", err)
+			}
+			if err := mp.ValidReplyCode(text); err != nil {
+				return rep, fmt.Errorf("protocol violation: %w", err)
+			}
+			rep.Text = text
+			switch {
+			case strings.HasPrefix(text, "421"):
+				rep.Verdict = pmult.Shutdown
+			case text[0] == '4':
+				rep.Verdict = pmult.Tempfail
+			default:
+				rep.Verdict = pmult.Reject
+			}
+		default:
+			if s.r.Buffered() == 0 {
+				sockopt.QuickAck(s.conn) // the final reply may be held by the filter's Nagle
+			}
+			e, err := s.edit(p)
+			if err != nil {
+				return rep, fmt.Errorf("protocol violation: %w", err)
+			}
+			if e.Kind == pmult.EditReplaceBody {
+				bodyLen += len(p.Data)
+				if bodyLen > s.b.cfg.MaxBody {
+					return rep, fmt.Errorf("replacement body over the limit of %d bytes (max_body): %d bytes so far",
+						s.b.cfg.MaxBody, bodyLen)
+				}
+				body = append(body, p.Data)
+				haveBody = true
+				continue
+			}
+			if e.Kind == pmult.EditQuarantine && cmd != mp.CmdEOB {
+				s.quarantine = append(s.quarantine, e)
+				continue
+			}
+			rep.Edits = append(rep.Edits, e)
+			continue
+		}
+		if cmd == mp.CmdEOB {
+			if len(s.quarantine) > 0 {
+				rep.Edits = append(s.quarantine, rep.Edits...)
+				s.quarantine = nil
+			}
+			if haveBody {
+				rep.Edits = append(rep.Edits, pmult.Edit{Kind: pmult.EditReplaceBody, Body: join(body, bodyLen)})
+			}
+		}
+		return rep, nil
+	}
+}
+
+// join concatenates the packets of a replacement body (n bytes in all)
+// into one allocation of exactly n bytes; a body of one packet is used as
+// it is. Each packet is released as soon as it is copied.
+func join(parts [][]byte, n int) []byte {
+	switch len(parts) {
+	case 0:
+		return nil
+	case 1:
+		return parts[0]
+	}
+	out := make([]byte, 0, n)
+	for i, p := range parts {
+		out = append(out, p...)
+		parts[i] = nil
+	}
+	return out
+}
+
+// Close implements pmult.BackendSession: QUIT and close.
+func (s *session) Close() error {
+	s.stop()
+	if s.b.release(s) {
+		return nil
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
+	return s.conn.Close()
+}
