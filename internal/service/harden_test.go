@@ -37,7 +37,7 @@ func TestUnixSocketModeWithoutChmodThroughPath(t *testing.T) {
 		os.Symlink(victim, path)
 	}
 	defer func() { afterBindHook = nil }()
-	ln, err := listen(config.Address{Network: "unix", Addr: sock, Raw: "unix:" + sock})
+	ln, err := listen(config.Address{Network: "unix", Addr: sock, Raw: "unix:" + sock}, defaultPerm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +64,10 @@ func TestUnixSocketPathChecks(t *testing.T) {
 	os.WriteFile(target, nil, 0o600)
 	link := filepath.Join(dir, "link.sock")
 	os.Symlink(target, link)
-	if _, err := listen(addr(link)); err == nil || !strings.Contains(err.Error(), "symlink") {
+	if _, err := listen(addr(link), defaultPerm); err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("symlink at the socket path: %v", err)
 	}
-	if _, err := listen(addr(target)); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := listen(addr(target), defaultPerm); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("file at the socket path: %v", err)
 	}
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
@@ -75,15 +75,15 @@ func TestUnixSocketPathChecks(t *testing.T) {
 	}
 	// A socket in use is refused; a stale one is replaced.
 	sock := filepath.Join(dir, "p.sock")
-	ln, err := listen(addr(sock))
+	ln, err := listen(addr(sock), defaultPerm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := listen(addr(sock)); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := listen(addr(sock), defaultPerm); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("socket in use: %v", err)
 	}
 	ln.Close() // unlink on close is off: the path stays, stale
-	ln2, err := listen(addr(sock))
+	ln2, err := listen(addr(sock), defaultPerm)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestPidfileRefusesSymlink(t *testing.T) {
 	os.WriteFile(target, []byte("root:x:0:0\n"), 0o644)
 	pid := filepath.Join(dir, "pmult.pid")
 	os.Symlink(target, pid)
-	err := writePidfile(pid)
+	err := writePidfile(pid, -1, -1)
 	if err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Fatalf("writePidfile through a symlink: %v", err)
 	}
@@ -116,7 +116,7 @@ func TestPidfileRefusesSymlink(t *testing.T) {
 	// A regular file is written (and truncated).
 	plain := filepath.Join(dir, "plain.pid")
 	os.WriteFile(plain, []byte("9999999999 old\n"), 0o644)
-	if err := writePidfile(plain); err != nil {
+	if err := writePidfile(plain, -1, -1); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(plain); string(b) != fmt.Sprintf("%d\n", os.Getpid()) {
