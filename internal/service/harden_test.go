@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/mailmux/mailmux/config"
@@ -147,5 +148,45 @@ func TestWildcardAndMetricsAddresses(t *testing.T) {
 	warnWildcard(log, "pmult", config.Address{Network: "unix", Addr: "/run/p.sock", Raw: "unix:/run/p.sock"})
 	if n := strings.Count(b.String(), "every address"); n != 1 {
 		t.Errorf("%d wildcard warnings, want 1:\n%s", n, b.String())
+	}
+}
+
+// socket_owner and socket_group are set right after the bind with lchown:
+// the socket gets them with its mode; a symlink swapped in for it is
+// neither followed nor changed, and listen fails.
+func TestUnixSocketOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chown to another user")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "p.sock")
+	a := config.Address{Network: "unix", Addr: sock, Raw: "unix:" + sock}
+	ln, err := listen(a, socketPerm{mode: 0o640, uid: 1, gid: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	fi, _ := os.Lstat(sock)
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1 || st.Gid != 8 || fi.Mode().Perm() != 0o640 {
+		t.Errorf("socket %v %d:%d, want 0640 1:8", fi.Mode(), st.Uid, st.Gid)
+	}
+	os.Remove(sock)
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, nil, 0o600)
+	afterBindHook = func(path string) {
+		os.Remove(path)
+		os.Symlink(victim, path)
+	}
+	defer func() { afterBindHook = nil }()
+	if _, err := listen(a, socketPerm{mode: 0o640, uid: 1, gid: 8}); err == nil || !strings.Contains(err.Error(), "replaced") {
+		t.Errorf("listen with the socket swapped for a symlink: %v", err)
+	}
+	vi, _ := os.Stat(victim)
+	if st := vi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("symlink target chowned to %d:%d", st.Uid, st.Gid)
+	}
+	li, _ := os.Lstat(sock)
+	if st := li.Sys().(*syscall.Stat_t); st.Uid != 0 {
+		t.Errorf("symlink itself chowned to %d", st.Uid)
 	}
 }

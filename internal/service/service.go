@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,7 +109,9 @@ func Run(ctx context.Context, o Options) int {
 	}
 	id, err := ResolveIdentity(cfg)
 	if err != nil {
-		log.Error("bad configuration", "err", err)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error("bad configuration", "err", line)
+		}
 		return ExitConfig
 	}
 	addrs := append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...)
