@@ -78,6 +78,7 @@ func listenUnix(path string, perm socketPerm) (net.Listener, error) {
 	}
 	if perm.uid >= 0 || perm.gid >= 0 {
 		if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			ln.(*net.UnixListener).SetUnlinkOnClose(false) // not ours any more
 			ln.Close()
 			return nil, fmt.Errorf("%s was replaced right after the bind (by another process?): not changing its owner", path)
 		}

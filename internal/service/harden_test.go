@@ -165,11 +165,14 @@ func TestUnixSocketOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln.Close()
-	fi, _ := os.Lstat(sock)
+	fi, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1 || st.Gid != 8 || fi.Mode().Perm() != 0o640 {
 		t.Errorf("socket %v %d:%d, want 0640 1:8", fi.Mode(), st.Uid, st.Gid)
 	}
+	ln.Close()
 	os.Remove(sock)
 	victim := filepath.Join(dir, "victim")
 	os.WriteFile(victim, nil, 0o600)
@@ -181,12 +184,16 @@ func TestUnixSocketOwner(t *testing.T) {
 	if _, err := listen(a, socketPerm{mode: 0o640, uid: 1, gid: 8}); err == nil || !strings.Contains(err.Error(), "replaced") {
 		t.Errorf("listen with the socket swapped for a symlink: %v", err)
 	}
-	vi, _ := os.Stat(victim)
+	vi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if st := vi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
 		t.Errorf("symlink target chowned to %d:%d", st.Uid, st.Gid)
 	}
-	li, _ := os.Lstat(sock)
-	if st := li.Sys().(*syscall.Stat_t); st.Uid != 0 {
+	if li, err := os.Lstat(sock); err != nil {
+		t.Fatal(err)
+	} else if st := li.Sys().(*syscall.Stat_t); st.Uid != 0 {
 		t.Errorf("symlink itself chowned to %d", st.Uid)
 	}
 }
