@@ -3,6 +3,10 @@
 # without network: static binaries from the module cache (GOPROXY=off),
 # make install into a staging root, DEBIAN/ from dist/debian, dpkg-deb.
 # Prints the path of the .deb.
+#
+# Debian's mailfromd package ships /usr/sbin/calloutd and /usr/bin/mtasim
+# (and their man pages): to install beside it, the package names mailmux's
+# mailmux-calloutd and mailmux-mtasim (make install keeps the plain names).
 set -eu
 out=${1:-bin}
 GO=${GO:-go}
@@ -12,9 +16,19 @@ arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT INT TERM
 mkdir -p "$out"
-export GOPROXY=off GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath" CGO_ENABLED=0
+export GOPROXY=off GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath -buildvcs=false" CGO_ENABLED=0
 make -s install GO="$GO" BIN="$stage/bin" PREFIX=/usr UNITDIR=/lib/systemd/system DESTDIR="$stage/root" >&2
 root=$stage/root
+mv "$root/usr/sbin/calloutd" "$root/usr/sbin/mailmux-calloutd"
+mv "$root/usr/bin/mtasim" "$root/usr/bin/mailmux-mtasim"
+mv "$root/usr/share/man/man8/calloutd.8" "$root/usr/share/man/man8/mailmux-calloutd.8"
+mv "$root/usr/share/man/man1/mtasim.1" "$root/usr/share/man/man1/mailmux-mtasim.1"
+for f in "$root"/lib/systemd/system/*.service "$root"/usr/share/man/man*/*; do
+	sed -i -e 's|/usr/sbin/calloutd|/usr/sbin/mailmux-calloutd|g' -e 's|man:calloutd(8)|man:mailmux-calloutd(8)|' \
+		-e 's|^\.BR calloutd (8)|.BR mailmux-calloutd (8)|' -e 's|^\.BR mtasim (1)|.BR mailmux-mtasim (1)|' "$f"
+done
+sed -i -e 's|^\.B calloutd$|.B mailmux-calloutd|' -e 's|^calloutd \\- |mailmux-calloutd \\- |' "$root/usr/share/man/man8/mailmux-calloutd.8"
+sed -i -e 's|^\.B mtasim$|.B mailmux-mtasim|' -e 's|^mtasim \\- |mailmux-mtasim \\- |' "$root/usr/share/man/man1/mailmux-mtasim.1"
 mkdir -p "$root/DEBIAN"
 for f in postinst prerm postrm conffiles; do
 	cp dist/debian/$f "$root/DEBIAN/$f"
