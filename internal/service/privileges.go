@@ -49,28 +49,8 @@ func ResolveIdentity(cfg *config.Config) (*Identity, error) {
 	id := &Identity{UID: -1, GID: -1, SocketUID: -1, SocketGID: -1, SocketMode: os.FileMode(cfg.SocketMode)}
 	var errs []error
 	if cfg.User != "" {
-		u, err := lookupUser(cfg.User)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("user: %w", err))
-		} else {
-			id.User, id.UID = u.Username, atoi(u.Uid)
-			id.GID = atoi(u.Gid)
-			if gids, err := u.GroupIds(); err == nil {
-				for _, g := range gids {
-					id.Groups = append(id.Groups, atoi(g))
-				}
-			}
-		}
-		if cfg.Group != "" {
-			g, err := lookupGroup(cfg.Group)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("group: %w", err))
-			} else {
-				id.GID = atoi(g.Gid)
-			}
-		}
-		if !slices.Contains(id.Groups, id.GID) {
-			id.Groups = append([]int{id.GID}, id.Groups...)
+		if err := id.account(cfg.User, cfg.Group); err != nil {
+			errs = append(errs, err)
 		}
 		id.SocketUID, id.SocketGID = id.UID, id.GID
 	}
@@ -92,6 +72,52 @@ func ResolveIdentity(cfg *config.Config) (*Identity, error) {
 		return nil, err
 	}
 	return id, nil
+}
+
+// Account resolves an account to switch to with Drop: userName (a name
+// or a uid) and group ("": the user's primary group), with the user's
+// supplementary groups. calloutd uses it for its own user and group.
+func Account(userName, group string) (*Identity, error) {
+	id := &Identity{SocketUID: -1, SocketGID: -1}
+	if err := id.account(userName, group); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// Drop switches every thread of the process to id's account and checks
+// that root cannot be regained; a process that is not root may only
+// "switch" to the account it runs as.
+func Drop(id *Identity) error { return dropPrivileges(id) }
+
+// account fills the ids of the switch to userName and group; the error
+// joins both lookups' failures.
+func (id *Identity) account(userName, group string) error {
+	var errs []error
+	u, err := lookupUser(userName)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("user: %w", err))
+	} else {
+		id.User, id.UID = u.Username, atoi(u.Uid)
+		id.GID = atoi(u.Gid)
+		if gids, err := u.GroupIds(); err == nil {
+			for _, g := range gids {
+				id.Groups = append(id.Groups, atoi(g))
+			}
+		}
+	}
+	if group != "" {
+		g, err := lookupGroup(group)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("group: %w", err))
+		} else {
+			id.GID = atoi(g.Gid)
+		}
+	}
+	if !slices.Contains(id.Groups, id.GID) {
+		id.Groups = append([]int{id.GID}, id.Groups...)
+	}
+	return errors.Join(errs...)
 }
 
 func atoi(s string) int {
