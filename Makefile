@@ -83,7 +83,7 @@ install: build
 	done
 
 # The Debian package, from the tree and the module cache (GOPROXY=off:
-# no network), static binaries (CGO_ENABLED=0).
+# no network); see scripts/build-deb.sh.
 deb:
 	GO=$(GO) ./scripts/build-deb.sh $(BIN)
 

@@ -1,7 +1,10 @@
 #!/bin/sh
 # build-deb.sh OUTDIR: build the mailmux Debian package from this tree
-# without network: static binaries from the module cache (GOPROXY=off),
+# without network: binaries from the module cache (GOPROXY=off; the same
+# build flags as go test, so a tested tree builds from the build cache),
 # make install into a staging root, DEBIAN/ from dist/debian, dpkg-deb.
+# The binaries use the C library's account lookups (NSS) for user, group
+# and socket_group: Depends names the libc6 their symbols need.
 # Prints the path of the .deb.
 #
 # Debian's mailfromd package ships /usr/sbin/calloutd and /usr/bin/mtasim
@@ -16,7 +19,7 @@ arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT INT TERM
 mkdir -p "$out"
-export GOPROXY=off GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath -buildvcs=false" CGO_ENABLED=0
+export GOPROXY=off GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false"
 make -s install GO="$GO" BIN="$stage/bin" PREFIX=/usr UNITDIR=/lib/systemd/system DESTDIR="$stage/root" >&2
 root=$stage/root
 mv "$root/usr/sbin/calloutd" "$root/usr/sbin/mailmux-calloutd"
@@ -37,7 +40,20 @@ chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 chmod 0644 "$root/DEBIAN/conffiles"
 gzip -9n "$root"/usr/share/man/man*/*
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" dist/debian/control > "$root/DEBIAN/control"
+# The newest GLIBC_ symbol version any binary needs (none: static).
+glibc=
+if command -v objdump >/dev/null; then
+	glibc=$(for b in "$root"/usr/sbin/* "$root"/usr/bin/*; do objdump -T "$b" 2>/dev/null; done |
+		grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+elif ldd "$root/usr/sbin/pmult" >/dev/null 2>&1; then
+	glibc=$(dpkg-query -W -f='${Version}' libc6 | sed 's/-.*//')
+fi
+depends=adduser
+if [ -n "$glibc" ]; then
+	depends="adduser, libc6 (>= $glibc)"
+fi
+sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" \
+	dist/debian/control > "$root/DEBIAN/control"
 deb=$out/mailmux_${version}_${arch}.deb
 dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
 echo "$deb"
