@@ -143,6 +143,9 @@ func TestDebianPackage(t *testing.T) {
 	if _, err := os.Lstat("/run/pmult"); err == nil {
 		t.Fatal("/run/pmult exists: another pmult is installed or running")
 	}
+	if _, err := user.Lookup("pmult"); err == nil {
+		t.Fatal("a pmult account exists already: not touching it")
+	}
 	root := repoRoot(t)
 	out := t.TempDir()
 	deb := strings.TrimSpace(run(t, root, nil, "scripts/build-deb.sh", out))
