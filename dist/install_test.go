@@ -6,6 +6,7 @@ package dist
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -255,6 +256,38 @@ func TestDebianPackage(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("errors in the log:\n%s", logs.String())
+	}
+
+	// Started as root (another init system) with user = "pmult": the
+	// socket is pmult's with socket_mode, the process runs as pmult, the
+	// pidfile in pmult's /run/pmult is removed at exit.
+	conf := filepath.Join(t.TempDir(), "root.toml")
+	os.WriteFile(conf, []byte(`user = "pmult"
+socket_mode = "0660"
+pidfile = "/run/pmult/pmult.pid"
+spool_dir = "/var/spool/pmult"
+[milter]
+listen = ["unix:/run/pmult/root.sock"]
+`), 0o644)
+	logs = &syncBuffer{}
+	cmd = exec.Command("/usr/sbin/pmult", "-c", conf)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "listening as root", func() bool { return strings.Contains(logs.String(), "msg=listening") }, logs)
+	owned("/run/pmult/root.sock", uid, gid, 0o660)
+	owned("/run/pmult/pmult.pid", uid, gid, 0o644)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if want := fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid); err != nil || !strings.Contains(string(status), want) {
+		t.Errorf("pmult started as root: want %q in\n%s", want, status)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("pmult exit: %v\n%s", err, logs.String())
+	}
+	if _, err := os.Lstat("/run/pmult/pmult.pid"); err == nil {
+		t.Errorf("pidfile left at exit:\n%s", logs.String())
 	}
 }
 

@@ -256,3 +256,10 @@ func switchAccount(cfg *config.Config, id *Identity, file string, log *slog.Logg
 	}
 	return nil
 }
+
+// accountChanged reports whether a reloaded configuration changes user,
+// group or a socket key: they apply from the start only.
+func accountChanged(old, cfg *config.Config) bool {
+	return old.User != cfg.User || old.Group != cfg.Group || old.SocketOwner != cfg.SocketOwner ||
+		old.SocketGroup != cfg.SocketGroup || old.SocketMode != cfg.SocketMode
+}

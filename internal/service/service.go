@@ -246,8 +246,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 			if !slices.EqualFunc(ncfg.Milter.ListenAddrs, cfg.Milter.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
 				log.Warn("listen addresses changed: restart pmult to apply them")
 			}
-			if ncfg.User != cfg.User || ncfg.Group != cfg.Group || ncfg.SocketOwner != cfg.SocketOwner ||
-				ncfg.SocketGroup != cfg.SocketGroup || ncfg.SocketMode != cfg.SocketMode {
+			if accountChanged(cfg, ncfg) {
 				log.Warn("user, group or socket_owner/socket_group/socket_mode changed: restart pmult to apply them")
 			}
 			if frontChanged(cfg, ncfg) {
