@@ -4,6 +4,8 @@
 #   make bench  print the benchmark table (figures against a same-run baseline)
 #   make fuzz   long fuzzing run (FUZZTIME per target: 10 M executions each by default)
 #   make soak   bounded soak of the real binary against real backend processes (SOAKFLAGS)
+#   make install  binaries, systemd units, man pages, example configuration (PREFIX, DESTDIR)
+#   make deb      the Debian package bin/mailmux_VERSION_ARCH.deb, built offline (dpkg-deb)
 
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN      := bin
@@ -11,7 +13,19 @@ FUZZTIME ?= 10000000x
 SHORTFUZZ ?= 3s
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench soak clean
+# Installation (make install PREFIX=/usr DESTDIR=/tmp/root): the units
+# and man pages are rewritten for SBINDIR and SYSCONFDIR; an existing
+# $(SYSCONFDIR)/pmult/pmult.toml or calloutd.toml is never overwritten.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SBINDIR    ?= $(PREFIX)/sbin
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+INSTALL    ?= install
+
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench soak clean install deb
 
 all: build
 
@@ -53,6 +67,25 @@ SOAKFLAGS ?=
 soak: build
 	$(GO) build -o $(BIN)/soak ./bench/soak
 	$(BIN)/soak -pmult $(BIN)/pmult -demomilter $(BIN)/demomilter $(SOAKFLAGS)
+
+install: build
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/pmult
+	$(INSTALL) -m 0755 $(BIN)/pmult $(BIN)/calloutd $(DESTDIR)$(SBINDIR)/
+	$(INSTALL) -m 0755 $(BIN)/mtasim $(DESTDIR)$(BINDIR)/
+	for f in dist/man/*.8 dist/man/*.1 dist/systemd/*.service; do \
+		case $$f in *.8) d=$(MANDIR)/man8;; *.1) d=$(MANDIR)/man1;; *) d=$(UNITDIR);; esac; \
+		sed -e 's|/usr/sbin/|$(SBINDIR)/|g' -e 's|/etc/pmult/|$(SYSCONFDIR)/pmult/|g' $$f > $(DESTDIR)$$d/$${f##*/}.tmp && \
+		chmod 0644 $(DESTDIR)$$d/$${f##*/}.tmp && mv $(DESTDIR)$$d/$${f##*/}.tmp $(DESTDIR)$$d/$${f##*/} || exit 1; \
+	done
+	for f in pmult.toml calloutd.toml; do \
+		test -e $(DESTDIR)$(SYSCONFDIR)/pmult/$$f || $(INSTALL) -m 0644 dist/$$f $(DESTDIR)$(SYSCONFDIR)/pmult/$$f || exit 1; \
+	done
+
+# The Debian package, from the tree and the module cache (GOPROXY=off:
+# no network); see scripts/build-deb.sh.
+deb:
+	GO=$(GO) ./scripts/build-deb.sh $(BIN)
 
 clean:
 	rm -rf $(BIN)

@@ -168,6 +168,21 @@ type Config struct {
 	// sends without a list. See mta.go.
 	MTAMacros MTAMacros `toml:"mta_macros"`
 
+	// User is the account pmult switches to once its sockets are bound
+	// and its pidfile written (a name or a numeric uid); "": stay as
+	// started (a warning when that is root). See daemon.go.
+	User string `toml:"user"`
+	// Group is the primary group after the switch; "": User's primary
+	// group. Setting it without User is an error.
+	Group string `toml:"group"`
+	// SocketOwner and SocketGroup own pmult's unix sockets (names or
+	// numeric ids); "": User and Group when set, else the process's.
+	SocketOwner string `toml:"socket_owner"`
+	SocketGroup string `toml:"socket_group"`
+	// SocketMode is the unix sockets' permission bits, set at the bind.
+	// Default DefaultSocketMode (0666).
+	SocketMode uint32 `toml:"socket_mode"`
+
 	// Warnings are the problems that do not stop the file from loading,
 	// each a *FieldError: old spellings of keys (which key replaces
 	// each). pmult check prints them; pmult logs them at start.
@@ -256,6 +271,13 @@ type rawConfig struct {
 	// The MTA side (mta.go).
 	ProgressInterval any           `toml:"progress_interval"`
 	MTAMacros        *rawMTAMacros `toml:"mta_macros"`
+
+	// The process's identity and its sockets (daemon.go).
+	User        any `toml:"user"`
+	Group       any `toml:"group"`
+	SocketOwner any `toml:"socket_owner"`
+	SocketGroup any `toml:"socket_group"`
+	SocketMode  any `toml:"socket_mode"`
 
 	// Old spellings of [milter] keys (see renamed).
 	Listen      any `toml:"listen"`
@@ -591,6 +613,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	v.listen(cfg, f, val, raw.Meta1 != nil && raw.Meta1.Listen != nil)
 	v.meta1(cfg, raw.Meta1)
 	v.mtaSide(cfg, raw.ProgressInterval, raw.MTAMacros)
+	v.daemon(cfg, raw)
 
 	seen := make(map[string]int)
 	for i, prim := range raw.Backends {

@@ -89,6 +89,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 		LogLevel:         "info",
 		LogTag:           "pmult",
 		ProgressInterval: Duration{Duration: 5 * time.Second},
+		SocketMode:       DefaultSocketMode,
 		Backends: []Backend{{
 			Name:      "dkim",
 			Type:      "milter",

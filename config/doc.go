@@ -43,6 +43,11 @@
 //	mode = "evaluate"             # shadow: log only
 //	milter_version = 6            # highest milter version offered, 2..6
 //
+// Running as a daemon (daemon.go): user and group, the account pmult
+// switches to after binding when started as root; socket_owner,
+// socket_group and socket_mode ("0666" by default), what its unix sockets
+// are created with.
+//
 // A [[backend]] has a type, "milter" by default (the only one so far). The
 // keys every backend has (name, type, on_failure, mode, log_level) are
 // read here; the others belong to the type's package, which parses,

@@ -12,7 +12,8 @@
 // smtp_port 25, dns_timeout 3s, mx_walk "postfix", soft timeouts 10s,
 // 30s, 3s×5 and hard 5m, 5m, 5m, 10m, 5m, 5m, 2m (mailfromd's), cache
 // bolt at /var/lib/mailmux/calloutd.db, positive 1 day, negative 12h,
-// limits as package callout's.
+// limits as package callout's. user and group (default none) are the
+// account calloutd switches to after opening its sockets, started as root.
 
 package main
 
@@ -83,6 +84,8 @@ type fileConfig struct {
 	Background      *bool    `toml:"background"`
 	LogLevel        string   `toml:"log_level"`
 	MetricsListen   string   `toml:"metrics_listen"`
+	User            string   `toml:"user"`
+	Group           string   `toml:"group"`
 	SMTPTimeout     struct {
 		Soft stageTimeouts `toml:"soft"`
 		Hard stageTimeouts `toml:"hard"`
@@ -134,6 +137,9 @@ type Config struct {
 	LogLevel      string
 	MetricsListen string
 	Soft, Hard    smtpprobe.Timeouts
+	// User and Group: the account calloutd switches to once its sockets,
+	// pidfile and cache are open, when started as root ("": none).
+	User, Group string
 
 	CacheType                          string // bolt, redis, memory, none
 	CachePath, RedisURL, RedisPrefix   string
@@ -171,7 +177,10 @@ func parseConfig(text, source string) (*Config, error) {
 	for _, k := range md.Undecoded() {
 		fail(k.String(), "unknown key")
 	}
-	c := &Config{PIDFile: f.PIDFile, Transcript: f.Transcript, CatchAll: f.CatchAll, ResolvConf: f.ResolvConf,
+	if f.Group != "" && f.User == "" {
+		fail("group", "group without user: set user too")
+	}
+	c := &Config{User: f.User, Group: f.Group, PIDFile: f.PIDFile, Transcript: f.Transcript, CatchAll: f.CatchAll, ResolvConf: f.ResolvConf,
 		MetricsListen: f.MetricsListen, Ehlo: f.EhloDomain, MailFrom: f.MailFromAddress}
 
 	var listen []string

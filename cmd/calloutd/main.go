@@ -39,6 +39,7 @@ import (
 	"github.com/mailmux/mailmux/callout"
 	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
+	"github.com/mailmux/mailmux/internal/service"
 )
 
 // Version is the program version.
@@ -318,6 +319,23 @@ func serve(ctx context.Context, c *Config, log *slog.Logger) int {
 			return exitOSErr
 		}
 		defer ms.Close()
+	}
+	if c.User != "" {
+		// Sockets, pidfile, metrics and cache are open: switch.
+		id, err := service.Account(c.User, c.Group)
+		if err == nil {
+			err = service.Drop(id)
+		}
+		if err != nil {
+			log.Error("cannot switch to the configured user", "err", err)
+			for _, l := range lns {
+				l.Close()
+			}
+			return exitOSErr
+		}
+		log.Info("running as", "user", id.User, "uid", id.UID, "gid", id.GID)
+	} else if os.Geteuid() == 0 {
+		log.Warn("running as root: set user (and group) in the configuration to drop privileges once the sockets are bound")
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))

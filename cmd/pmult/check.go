@@ -1,12 +1,15 @@
 // check.go: `pmult check -c FILE`: every error of the file (exit 78), its
 // warnings (old key spellings and the key replacing each, the MTA's
-// end-of-message timer; exit status unchanged) and the spool directory.
+// end-of-message timer; exit status unchanged), the accounts of user,
+// group, socket_owner and socket_group on this host, and the spool
+// directory.
 
 package main
 
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/service"
@@ -35,6 +38,13 @@ func check(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range service.TimerWarnings(cfg) {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", o.config, w)
+	}
+	if _, err := service.ResolveIdentity(cfg); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "%s: %s\n", o.config, line)
+		}
+		fmt.Fprintf(stderr, "%s: user, group or socket owner unknown on this host\n", o.config)
+		return exitConfig
 	}
 	if !checkSpool(cfg, stdout, stderr) {
 		fmt.Fprintf(stderr, "%s: spool_dir unusable\n", o.config)

@@ -2,7 +2,8 @@
 
 // Package service runs pmult: it builds the engine from a loaded
 // configuration, opens the listeners (unix sockets with their final mode
-// from the bind, see harden.go), writes the pidfile, serves the milter
+// from the bind and socket_owner/socket_group, see harden.go), writes the
+// pidfile, switches to the configured user (privileges.go), serves the milter
 // front (MTAs) and the MeTA1 front on one pmult.Switch, serves /metrics
 // from counters owned by the process (they survive reloads), reloads on
 // request and drains on shutdown. cmd/pmult is flags, logging, signals

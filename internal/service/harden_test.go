@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/mailmux/mailmux/config"
@@ -37,7 +38,7 @@ func TestUnixSocketModeWithoutChmodThroughPath(t *testing.T) {
 		os.Symlink(victim, path)
 	}
 	defer func() { afterBindHook = nil }()
-	ln, err := listen(config.Address{Network: "unix", Addr: sock, Raw: "unix:" + sock})
+	ln, err := listen(config.Address{Network: "unix", Addr: sock, Raw: "unix:" + sock}, defaultPerm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +65,10 @@ func TestUnixSocketPathChecks(t *testing.T) {
 	os.WriteFile(target, nil, 0o600)
 	link := filepath.Join(dir, "link.sock")
 	os.Symlink(target, link)
-	if _, err := listen(addr(link)); err == nil || !strings.Contains(err.Error(), "symlink") {
+	if _, err := listen(addr(link), defaultPerm); err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("symlink at the socket path: %v", err)
 	}
-	if _, err := listen(addr(target)); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := listen(addr(target), defaultPerm); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("file at the socket path: %v", err)
 	}
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
@@ -75,15 +76,15 @@ func TestUnixSocketPathChecks(t *testing.T) {
 	}
 	// A socket in use is refused; a stale one is replaced.
 	sock := filepath.Join(dir, "p.sock")
-	ln, err := listen(addr(sock))
+	ln, err := listen(addr(sock), defaultPerm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := listen(addr(sock)); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := listen(addr(sock), defaultPerm); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("socket in use: %v", err)
 	}
 	ln.Close() // unlink on close is off: the path stays, stale
-	ln2, err := listen(addr(sock))
+	ln2, err := listen(addr(sock), defaultPerm)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -106,7 +107,7 @@ func TestPidfileRefusesSymlink(t *testing.T) {
 	os.WriteFile(target, []byte("root:x:0:0\n"), 0o644)
 	pid := filepath.Join(dir, "pmult.pid")
 	os.Symlink(target, pid)
-	err := writePidfile(pid)
+	err := writePidfile(pid, -1, -1)
 	if err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Fatalf("writePidfile through a symlink: %v", err)
 	}
@@ -116,7 +117,7 @@ func TestPidfileRefusesSymlink(t *testing.T) {
 	// A regular file is written (and truncated).
 	plain := filepath.Join(dir, "plain.pid")
 	os.WriteFile(plain, []byte("9999999999 old\n"), 0o644)
-	if err := writePidfile(plain); err != nil {
+	if err := writePidfile(plain, -1, -1); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(plain); string(b) != fmt.Sprintf("%d\n", os.Getpid()) {
@@ -147,5 +148,52 @@ func TestWildcardAndMetricsAddresses(t *testing.T) {
 	warnWildcard(log, "pmult", config.Address{Network: "unix", Addr: "/run/p.sock", Raw: "unix:/run/p.sock"})
 	if n := strings.Count(b.String(), "every address"); n != 1 {
 		t.Errorf("%d wildcard warnings, want 1:\n%s", n, b.String())
+	}
+}
+
+// socket_owner and socket_group are set right after the bind with lchown:
+// the socket gets them with its mode; a symlink swapped in for it is
+// neither followed nor changed, and listen fails.
+func TestUnixSocketOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chown to another user")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "p.sock")
+	a := config.Address{Network: "unix", Addr: sock, Raw: "unix:" + sock}
+	ln, err := listen(a, socketPerm{mode: 0o640, uid: 1, gid: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1 || st.Gid != 8 || fi.Mode().Perm() != 0o640 {
+		t.Errorf("socket %v %d:%d, want 0640 1:8", fi.Mode(), st.Uid, st.Gid)
+	}
+	ln.Close()
+	os.Remove(sock)
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, nil, 0o600)
+	afterBindHook = func(path string) {
+		os.Remove(path)
+		os.Symlink(victim, path)
+	}
+	defer func() { afterBindHook = nil }()
+	if _, err := listen(a, socketPerm{mode: 0o640, uid: 1, gid: 8}); err == nil || !strings.Contains(err.Error(), "replaced") {
+		t.Errorf("listen with the socket swapped for a symlink: %v", err)
+	}
+	vi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := vi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("symlink target chowned to %d:%d", st.Uid, st.Gid)
+	}
+	if li, err := os.Lstat(sock); err != nil {
+		t.Fatal(err)
+	} else if st := li.Sys().(*syscall.Stat_t); st.Uid != 0 {
+		t.Errorf("symlink itself chowned to %d", st.Uid)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,8 +58,11 @@ type Options struct {
 // status. A reload builds a new engine from Load and stores it in the
 // Switch both front ends share: new sessions use it, open ones finish on
 // theirs, and counters (owned here, keyed by backend name) go on.
-// Listen addresses, progress_interval and [mta_macros] apply from the
-// start only (a reload changing them is warned about).
+// Listen addresses, progress_interval, [mta_macros], user, group and the
+// socket keys apply from the start only (a reload changing them is warned
+// about). Started as root with user set, Run switches to that account
+// once the sockets, the pidfile and the metrics listener are open (see
+// privileges.go).
 func Run(ctx context.Context, o Options) int {
 	cfg, log := o.Config, o.Log
 	for _, w := range cfg.Warnings {
@@ -103,15 +107,25 @@ func Run(ctx context.Context, o Options) int {
 		SoftSessions:   cfg.Meta1.MaxSessionsSoft,
 		MaxConnections: cfg.Meta1.MaxConnections,
 	}
+	id, err := ResolveIdentity(cfg)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error("bad configuration", "err", line)
+		}
+		return ExitConfig
+	}
 	addrs := append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...)
 	var lns, mlns []net.Listener
+	closeAll := func() {
+		for _, l := range append(lns, mlns...) {
+			l.Close()
+		}
+	}
 	for i, a := range addrs {
-		ln, err := listen(a)
+		ln, err := listen(a, id.perm())
 		if err != nil {
 			log.Error("cannot listen", "err", err)
-			for _, l := range append(lns, mlns...) {
-				l.Close()
-			}
+			closeAll()
 			return ExitOSErr
 		}
 		warnWildcard(log, "pmult", a)
@@ -122,19 +136,31 @@ func Run(ctx context.Context, o Options) int {
 		}
 	}
 	if cfg.PIDFile != "" {
-		if err := writePidfile(cfg.PIDFile); err != nil {
+		uid, gid := -1, -1
+		if id.Switch() {
+			uid, gid = id.UID, id.GID
+		}
+		if err := writePidfile(cfg.PIDFile, uid, gid); err != nil {
 			log.Error("cannot write pidfile", "file", cfg.PIDFile, "err", err)
+			closeAll()
 			return ExitCantCreat
 		}
-		defer os.Remove(cfg.PIDFile)
+		defer removePidfile(cfg.PIDFile, log)
 	}
 	if cfg.MetricsListen != "" {
 		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
+			closeAll()
 			return ExitOSErr
 		}
 		defer ms.Close()
+	}
+	// Every socket is bound and the pidfile written: switch to user.
+	if err := switchAccount(cfg, id, o.File, log); err != nil {
+		log.Error("cannot switch to the configured user", "err", err)
+		closeAll()
+		return ExitOSErr
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+len(mlns))
@@ -219,6 +245,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 			log.Info("configuration reloaded", "file", file, "backends", len(ne.Slots))
 			if !slices.EqualFunc(ncfg.Milter.ListenAddrs, cfg.Milter.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
 				log.Warn("listen addresses changed: restart pmult to apply them")
+			}
+			if accountChanged(cfg, ncfg) {
+				log.Warn("user, group or socket_owner/socket_group/socket_mode changed: restart pmult to apply them")
 			}
 			if frontChanged(cfg, ncfg) {
 				log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")
