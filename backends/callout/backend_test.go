@@ -54,7 +54,6 @@ func newWorld(t *testing.T) *world {
 func (w *world) conf(extra string) string {
 	return fmt.Sprintf(`
 dns_servers = [%q]
-dns_timeout = "500ms"
 smtp_port = 2525
 probe_networks = ["127.0.0.0/8"]
 ehlo = "prober.harness.test"
@@ -368,5 +367,89 @@ func TestConfigErrors(t *testing.T) {
 		if fmt.Sprint(errs) == "[]" || !strings.Contains(fmt.Sprint(errs), want) {
 			t.Errorf("%s: errors %v, want one about %s", text, errs, want)
 		}
+	}
+}
+
+// endless is a target whose greeting never ends ("220-" lines forever).
+func endless(t *testing.T, addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+					if _, err := c.Write([]byte("220-and on and on\r\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// Bad DNS and bad targets: each a tempfail (never a permanent verdict on
+// a failure to find out), and nothing left running afterwards.
+func TestBadInput(t *testing.T) {
+	w := newWorld(t)
+	w.dns.Add(t, "servfail.test. 60 IN MX 10 mx.ok.test.", "hang.test. 60 IN MX 10 mx.ok.test.",
+		"loop.test. 60 IN CNAME loop2.test.", "loop2.test. 60 IN CNAME loop.test.",
+		"alias.test. 60 IN CNAME ok.test.",
+		"drip.test. 60 IN MX 10 mx.drip.test.", "mx.drip.test. 60 IN A "+w.net.IP(5),
+		"endless.test. 60 IN MX 10 mx.endless.test.", "mx.endless.test. 60 IN A "+w.net.IP(6))
+	w.dns.ServFail("servfail.test")
+	w.dns.Hang("hang.test")
+	callouttest.StartSMTP(t, w.net.Addr(5, 2525), callouttest.SMTPOptions{Drip: 20 * time.Millisecond})
+	endless(t, w.net.Addr(6, 2525))
+	before := runtime.NumGoroutine()
+	b := backend(t, w.conf(`
+dns_timeout = "200ms"
+io_timeout = "300ms"
+greeting_timeout = "300ms"
+hard_io_timeout = "600ms"
+hard_connect_timeout = "600ms"
+`))
+	for _, addr := range []string{"x@servfail.test", "x@hang.test", "x@loop.test", "good@drip.test", "good@endless.test"} {
+		h := openSession(t, b)
+		if r := mail(h, addr); r.Verdict != pmult.Tempfail {
+			t.Errorf("MAIL FROM:<%s> = %+v, want tempfail", addr, r)
+		}
+		h.S.Close()
+	}
+	// An alias is followed.
+	h := openSession(t, b)
+	if r := mail(h, "bad@alias.test"); r.Verdict != pmult.Reject || !strings.HasPrefix(r.Text, "550 5.1.7 ") {
+		t.Errorf("bad@alias.test = %+v, want the target's not_found", r)
+	}
+	h.S.Close()
+	// Background completions end within the hard timeouts; retiring the
+	// backend stops everything.
+	v := b.Verifier()
+	deadline := time.Now().Add(10 * time.Second)
+	for st := v.Stats(); st.BgDone < st.BgQueued; st = v.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("background probes outlived their hard timeouts: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := v.Stats(); st.PendingProbes != 0 {
+		t.Errorf("pending probes left: %+v", st)
+	}
+	b.Retire()
+	deadline = time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines left: %d, %d before\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
