@@ -26,6 +26,7 @@ import (
 	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
 	"github.com/mailmux/mailmux/config/syntax"
+	"github.com/mailmux/mailmux/internal/breaker"
 	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -71,6 +72,7 @@ type Target struct {
 // Backend is a callout backend (a pmult.Backend and pmult.Retirer).
 type Backend struct {
 	cfg Config
+	brk breaker.Breaker // opens of calloutd conversations
 
 	mu       sync.Mutex
 	v        *callout.Verifier // in process, once opened
@@ -88,7 +90,7 @@ func New(cfg Config) *Backend {
 	if cfg.TagHeader == "" {
 		cfg.TagHeader = DefaultTagHeader
 	}
-	return &Backend{cfg: cfg}
+	return &Backend{cfg: cfg, brk: breaker.Breaker{Name: cfg.Name, Log: cfg.Log}}
 }
 
 // Name implements pmult.Backend.
@@ -120,7 +122,7 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		}
 		s.chk = &local{v: b.v, soft: b.cfg.Soft, log: b.cfg.Log}
 	} else {
-		r := &remote{addr: b.cfg.Calloutd, soft: b.cfg.Soft}
+		r := &remote{addr: b.cfg.Calloutd, soft: b.cfg.Soft, brk: &b.brk}
 		s.chk, s.rem = r, r
 	}
 	b.sessions++

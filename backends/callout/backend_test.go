@@ -338,14 +338,44 @@ func TestCalloutdOutage(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for name, addr := range map[string]string{"unreachable": dead, "garbage": garbage.Addr().String()} {
-		b := backend(t, w.conf(`calloutd = "inet://`+addr+`"`))
+	// slow greets, then never answers.
+	slow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	go func() {
+		for {
+			c, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(callout.Greeting + "\r\n"))
+			go func() {
+				defer c.Close()
+				c.Read(make([]byte, 4096))
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				for {
+					if _, err := c.Read(make([]byte, 4096)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	for name, addr := range map[string]string{"unreachable": dead, "garbage": garbage.Addr().String(), "slow": slow.Addr().String()} {
+		b := backend(t, w.conf(`calloutd = "inet://`+addr+`"`+"\nmax_wait = \"300ms\""))
 		h := openSession(t, b)
 		if r := mail(h, "good@ok.test"); r.Verdict != pmult.Tempfail {
 			t.Errorf("%s: MAIL = %+v, want the on_failure tempfail", name, r)
 		}
 		if !strings.Contains(h.Log.String(), "calloutd inet:"+addr) {
 			t.Errorf("%s: no log line naming the server:\n%s", name, h.Log.String())
+		}
+		// The breaker: the next session fails at once, without trying.
+		h2 := openSession(t, b)
+		if r := mail(h2, "good@ok.test"); r.Verdict != pmult.Tempfail || !strings.Contains(h2.Log.String(), pmult.ErrDown.Error()) {
+			t.Errorf("%s: second MAIL = %+v, want a fast tempfail (backend down):\n%s", name, r, h2.Log.String())
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mailmux/mailmux/callout"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
 	"github.com/mailmux/mailmux/config/syntax"
+	"github.com/mailmux/mailmux/internal/breaker"
 )
 
 // checkResult is what one verification came to.
@@ -55,6 +56,7 @@ func (l *local) check(ctx context.Context, req smtpprobe.Request) (checkResult, 
 type remote struct {
 	addr syntax.Address
 	soft smtpprobe.Timeouts
+	brk  *breaker.Breaker // the backend's: opens fail fast while calloutd is down
 
 	mu sync.Mutex
 	cl *callout.Client
@@ -67,19 +69,22 @@ func (r *remote) check(ctx context.Context, req smtpprobe.Request) (checkResult,
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cl == nil {
-		cl, err := callout.Dial(ctx, r.addr.Network, r.addr.Addr)
+		dl, _ := ctx.Deadline()
+		at, err := r.brk.Admit(ctx, dl, fmt.Sprintf("%s %s", errRemote, r.addr))
 		if err != nil {
-			return checkResult{}, fmt.Errorf("%w %s: %w", errRemote, r.addr, err)
+			return checkResult{}, err
 		}
-		if err := cl.SetTimeouts(ctx, r.soft); err != nil {
-			cl.Close()
-			return checkResult{}, fmt.Errorf("%w %s: TIMEOUT: %w", errRemote, r.addr, err)
+		cl, err := r.open(ctx, req)
+		switch {
+		case err == nil:
+			at.Record(nil)
+		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+			at.Abandon() // the MTA session went away
+		default:
+			at.Record(err)
 		}
-		if req.Tag != "" {
-			if err := cl.SID(ctx, req.Tag); err != nil {
-				cl.Close()
-				return checkResult{}, fmt.Errorf("%w %s: SID: %w", errRemote, r.addr, err)
-			}
+		if err != nil {
+			return checkResult{}, err
 		}
 		r.cl = cl
 	}
@@ -99,6 +104,25 @@ func (r *remote) check(ctx context.Context, req smtpprobe.Request) (checkResult,
 		return checkResult{}, fmt.Errorf("%w %s: %w", errRemote, r.addr, err)
 	}
 	return checkResult{out: smtpprobe.Outcome{Result: res}}, nil
+}
+
+// open connects and sends the soft timeouts and the session id.
+func (r *remote) open(ctx context.Context, req smtpprobe.Request) (*callout.Client, error) {
+	cl, err := callout.Dial(ctx, r.addr.Network, r.addr.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %w", errRemote, r.addr, err)
+	}
+	if err := cl.SetTimeouts(ctx, r.soft); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("%w %s: TIMEOUT: %w", errRemote, r.addr, err)
+	}
+	if req.Tag != "" {
+		if err := cl.SID(ctx, req.Tag); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("%w %s: SID: %w", errRemote, r.addr, err)
+		}
+	}
+	return cl, nil
 }
 
 func (r *remote) close() {
