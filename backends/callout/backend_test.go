@@ -483,3 +483,23 @@ hard_connect_timeout = "600ms"
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The modes: hostonly asks the given host whatever the sender's domain;
+// mxonly the MX hosts of the given domain.
+func TestProbeModes(t *testing.T) {
+	w := newWorld(t)
+	for _, c := range []struct{ keys, addr string }{
+		{fmt.Sprintf("probe_mode = \"hostonly\"\nprobe_host = %q", w.net.Addr(2, 2525)), "bad@elsewhere.test"},
+		{"probe_mode = \"mxonly\"\nprobe_host = \"ok.test\"", "bad@elsewhere.test"},
+		{"probe_mode = \"mxfirst\"", "bad@ok.test"},
+	} {
+		b := backend(t, w.conf(c.keys))
+		n := w.ok.Rcpts()
+		if r := mail(openSession(t, b), c.addr); r.Verdict != pmult.Reject || !strings.HasPrefix(r.Text, "550 5.1.7 ") {
+			t.Errorf("%s: %s = %+v, want the target's not_found", c.keys, c.addr, r)
+		}
+		if w.ok.Rcpts() != n+1 {
+			t.Errorf("%s: the target was not asked", c.keys)
+		}
+	}
+}

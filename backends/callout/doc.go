@@ -23,5 +23,7 @@
 //
 // Layout: config.go (keys), backend.go (Backend, session), verdict.go,
 // skip.go, checker.go (in process, calloutd), dial.go (the
-// internal-address guard), admin.go (cache administration).
+// internal-address guard). Cache administration is callout/cache's Admin
+// (pmult callout-cache, calloutd cache). README.md maps mailfromd's
+// standard verification onto the keys.
 package callout
