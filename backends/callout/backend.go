@@ -276,15 +276,15 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 
 // verify checks one address and answers with its verdict.
 func (s *session) verify(ctx context.Context, what, addr string, t *Target) (pmult.Reply, error) {
-	sid := s.macros["i"]
+	sid := s.macros["i"] // the queue id, for calloutd SID and transcripts (Postfix has none yet at MAIL)
 	if why := s.b.cfg.Skip.why(s, what, addr); why != "" {
-		s.log.Debug("callout skipped", "sid", sid, what, addr, "why", why)
+		s.log.Debug("callout skipped", what, addr, "why", why)
 		return pmult.Reply{}, nil
 	}
 	var o Outcome
 	var res checkResult
 	if bad := malformed(addr); bad != "" {
-		s.log.Warn("callout: malformed address, not probed", "sid", sid, what, addr, "why", bad)
+		s.log.Warn("callout: malformed address, not probed", what, addr, "why", bad)
 		o = OutFailure
 	} else {
 		req := smtpprobe.Request{Email: addr, Mode: t.Mode, Host: t.Host, Tag: sid}
@@ -309,7 +309,7 @@ func (s *session) verify(ctx context.Context, what, addr string, t *Target) (pmu
 		lvl = slog.LevelDebug
 	}
 	if s.log.Enabled(ctx, lvl) {
-		attrs := []any{"sid", sid, what, addr, "result", o.String(),
+		attrs := []any{what, addr, "result", o.String(),
 			"cached", res.cached, "verdict", a.Kind.String()}
 		if res.out.Host != "" {
 			attrs = append(attrs, "host", res.out.Host, "reply", res.out.Reply)
