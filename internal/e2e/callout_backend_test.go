@@ -270,3 +270,23 @@ type = "callout"
 		t.Errorf("the message took %v: the envelope was not parallel", el)
 	}
 }
+
+// Call-ahead at RCPT (a relay or backup MX asking the next hop): an
+// unknown recipient is refused at RCPT with 550 5.1.1, a known one is
+// delivered.
+func TestCalloutBackendRecipientCallAhead(t *testing.T) {
+	realpeer.Require(t, "postfix", "swaks")
+	w := startSAVWorld(t)
+	pf, _ := savPostfix(t, w.keys()+fmt.Sprintf("cache = \"memory\"\nverify_recipients = true\nrecipient_mode = \"hostonly\"\nrecipient_host = %q\n", w.net.IP(2)))
+	out, _ := pf.Send(t, "--from", "good@ok.test", "--to", "bad@relayed.example.com")
+	if !strings.Contains(out, "<** 550 5.1.1 Recipient address rejected: unknown at the next hop") {
+		t.Errorf("unknown recipient not refused at RCPT:\n%s", out)
+	}
+	if out, err := pf.Send(t, "--from", "good@ok.test", "--to", "good@relayed.example.com"); err != nil {
+		t.Fatalf("known recipient: %v\n%s", err, out)
+	}
+	ds := pf.WaitDelivered(t, 1, deliverTimeout)
+	if len(ds) != 1 || ds[0].Recipient != "good@relayed.example.com" {
+		t.Errorf("delivered:\n%s", describe(ds))
+	}
+}
