@@ -68,3 +68,14 @@ func BenchmarkSessionMux1(b *testing.B)      { benchMux(b, 1, false) }
 func BenchmarkSessionMux3(b *testing.B)      { benchMux(b, 3, false) }
 func BenchmarkSessionMux5(b *testing.B)      { benchMux(b, 5, false) }
 func BenchmarkSessionMux3Reuse(b *testing.B) { benchMux(b, 3, true) }
+
+// BenchmarkCalloutCachedMail: a callout backend answering MAIL from its
+// cache, against the same-run baseline (reported as added µs).
+func BenchmarkCalloutCachedMail(b *testing.B) {
+	c, err := CalloutBench(max(b.N, 1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(c.AddedMailP99())/1e3, "added-p99-µs")
+	b.ReportMetric(float64(c.AddedCPU())/1e3, "added-cpu-µs/msg")
+}

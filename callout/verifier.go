@@ -55,6 +55,11 @@ type Verifier struct {
 	// local part of the domain is tried too (once per domain and
 	// cache lifetime).
 	CatchAll bool
+	// MailRefusedFailure answers failure (not cached) instead of
+	// not_found when the server refused the probe's MAIL FROM (see
+	// smtpprobe.Outcome.MailRefused): the address was never asked about.
+	// Off by default, as in mailfromd's calloutd.
+	MailRefusedFailure bool
 	// HardTimeouts are used by background probes (default
 	// smtpprobe.HardTimeouts()).
 	HardTimeouts smtpprobe.Timeouts
@@ -244,6 +249,9 @@ func (v *Verifier) probe(ctx context.Context, req smtpprobe.Request, key, domain
 	start := time.Now()
 	out := v.Prober.Probe(ctx, req, progress)
 	v.c.probeNanos.Add(uint64(time.Since(start)))
+	if v.MailRefusedFailure && out.MailRefused && out.Result == smtpprobe.NotFound {
+		out.Result = smtpprobe.Failure
+	}
 	if knownCatchAll && out.Result == smtpprobe.Success {
 		out.CatchAll = true
 	}

@@ -8,13 +8,15 @@ package config
 import (
 	"log/slog"
 
+	callout "github.com/mailmux/mailmux/backends/callout"
 	milter "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/pmult"
 )
 
 // Backend types (the type key).
 const (
-	TypeMilter = "milter" // a remote milter (backends/milter); the default
+	TypeMilter  = "milter"  // a remote milter (backends/milter); the default
+	TypeCallout = "callout" // sender (and recipient) verification (backends/callout)
 )
 
 // DefaultType is the type of a [[backend]] without a type key.
@@ -54,6 +56,12 @@ func backendKinds() []kind {
 		parse: func(decode func(any) error, maxMessage int) (BackendSettings, []string, []error) {
 			s, errs := milter.ParseConfig(decode, maxMessage)
 			return s, s.Old, errs
+		},
+	}, {
+		name: TypeCallout, keys: callout.Keys(), renamed: callout.Renamed(),
+		parse: func(decode func(any) error, _ int) (BackendSettings, []string, []error) {
+			s, errs := callout.ParseConfig(decode)
+			return s, nil, errs
 		},
 	}}
 }

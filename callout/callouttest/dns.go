@@ -1,6 +1,7 @@
 // dns.go: an in-process authoritative DNS server for test domains (UDP and
 // TCP on one address), built with github.com/miekg/dns. Names in the zone
-// without the asked type get an empty answer (NODATA), other names
+// without the asked type get an empty answer (NODATA) or their CNAME
+// record (not chased: the client follows it), other names
 // NXDOMAIN; names in Hang are never answered, names in ServFail get
 // SERVFAIL.
 
@@ -134,6 +135,13 @@ func (d *DNSServer) serve(w dns.ResponseWriter, q *dns.Msg) {
 		for _, rr := range rrs {
 			if rr.Header().Rrtype == qq.Qtype {
 				m.Answer = append(m.Answer, dns.Copy(rr))
+			}
+		}
+		if len(m.Answer) == 0 { // an alias: the CNAME alone (not chased)
+			for _, rr := range rrs {
+				if rr.Header().Rrtype == dns.TypeCNAME {
+					m.Answer = append(m.Answer, dns.Copy(rr))
+				}
 			}
 		}
 	}

@@ -6,7 +6,8 @@
 //	                 perm: 553   multi: multi-line 550   weird: 354
 //	                 slow: no reply   drop: connection closed
 //	                 other: 250 when CatchAll, else 550
-//	MAIL FROM        rej: 550   tmp: 451   dropm: closed   (530 first when RequireTLS)
+//	MAIL FROM        rej: 550   tmp: 451   dropm: closed   (530 first when RequireTLS;
+//	                 <> 550 when RejectNullSender)
 //	EHLO argument    noehlo: 502 (HELO works)   rejhelo: 550 to both   tmphelo: 421
 //
 // Defaults: greeting "220 fake-smtp.test ESMTP callouttest", replies sent
@@ -47,6 +48,8 @@ type SMTPOptions struct {
 	RequireTLS bool
 	// CatchAll accepts every local part without a keyword.
 	CatchAll bool
+	// RejectNullSender answers MAIL FROM:<> with 550.
+	RejectNullSender bool
 }
 
 // SMTPServer is a running target.
@@ -247,7 +250,7 @@ func (s *SMTPServer) handle(c net.Conn, left *atomic.Bool) {
 			switch {
 			case s.opts.RequireTLS && !secure:
 				send("530 5.7.0 Must issue a STARTTLS command first")
-			case strings.Contains(l, "rej"):
+			case strings.Contains(l, "rej"), s.opts.RejectNullSender && strings.Contains(l, "<>"):
 				send("550 5.7.1 sender rejected")
 			case strings.Contains(l, "tmp"):
 				send("451 4.3.0 try later")

@@ -442,7 +442,8 @@ func (w *walk) session(ctx context.Context, name string, addr netip.AddrPort) (o
 		w.emit(StageSent, sent)
 		w.emit(StageRecv, rp.first)
 		c.quit()
-		o := Outcome{Host: name, Reply: rp.first, Result: NotFound}
+		o := Outcome{Host: name, Reply: rp.first, Result: NotFound,
+			MailRefused: rp.class() == 5 && strings.HasPrefix(sent, "MAIL FROM:")}
 		if rp.class() == 4 {
 			o.Result = TempFailure
 			return o, !w.p.ContinueAfterTempFail

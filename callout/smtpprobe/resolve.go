@@ -126,6 +126,46 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 	return nil, &TempError{fmt.Errorf("%s %s: %w", name, dns.TypeToString[qtype], lastErr)}
 }
 
+// MaxCNAME bounds the aliases followed for one question.
+const MaxCNAME = 8
+
+// ask is query following the aliases of an answer that has a CNAME and no
+// record of qtype (a server that does not chase them): at most MaxCNAME,
+// a loop being a *TempError, as a recursive resolver's SERVFAIL.
+func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	seen := map[string]bool{}
+	for hops := 0; ; hops++ {
+		resp, err := r.query(ctx, name, qtype)
+		if err != nil || resp.Rcode != dns.RcodeSuccess {
+			return resp, err
+		}
+		alias := map[string]string{}
+		for _, rr := range resp.Answer {
+			if rr.Header().Rrtype == qtype {
+				return resp, nil
+			}
+			if c, ok := rr.(*dns.CNAME); ok {
+				alias[strings.ToLower(c.Hdr.Name)] = strings.ToLower(c.Target)
+			}
+		}
+		cur := strings.ToLower(dns.Fqdn(name))
+		if _, ok := alias[cur]; !ok {
+			return resp, nil // NODATA
+		}
+		for next, ok := alias[cur]; ok; next, ok = alias[cur] {
+			seen[cur] = true
+			if seen[next] {
+				return nil, &TempError{fmt.Errorf("%s %s: CNAME loop at %s", name, dns.TypeToString[qtype], next)}
+			}
+			cur = next
+		}
+		if hops >= MaxCNAME {
+			return nil, &TempError{fmt.Errorf("%s %s: more than %d CNAMEs", name, dns.TypeToString[qtype], MaxCNAME)}
+		}
+		name = cur
+	}
+}
+
 func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, srv string, timeout time.Duration) (*dns.Msg, error) {
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -155,7 +195,7 @@ type MX struct {
 // the domain does not exist, an empty list when it has no MX, and a
 // *TempError when the question could not be answered.
 func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MX, error) {
-	resp, err := r.query(ctx, domain, dns.TypeMX)
+	resp, err := r.ask(ctx, domain, dns.TypeMX)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +225,7 @@ func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, e
 		err   error
 	}
 	ask := func(qtype uint16, ch chan<- res) {
-		resp, err := r.query(ctx, host, qtype)
+		resp, err := r.ask(ctx, host, qtype)
 		if err != nil {
 			ch <- res{err: err}
 			return

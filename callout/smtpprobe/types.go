@@ -252,6 +252,11 @@ type Outcome struct {
 	DomainDead bool
 	// Greeted is true when a host greeted with 2xx: the domain is up.
 	Greeted bool
+	// MailRefused is true when the not_found came in reply to MAIL FROM:
+	// the server refused the probe's sender (often the null sender), which
+	// says nothing about the address. calloutd reports it as not_found,
+	// as mailfromd's does; Verifier.MailRefusedFailure makes it failure.
+	MailRefused bool
 	// CatchAll is true when catch-all detection was asked for and the
 	// server also accepted a random local part.
 	CatchAll bool

@@ -6,6 +6,7 @@
 //	         [-S|--source-ip IP] [-X|--transcript|--no-transcript]
 //	         [--pidfile FILE] [--resolv-conf-file FILE] [-d|--debug LEVEL]
 //	         [--listen URL] [--metrics HOST:PORT] [--single-process] [-V|--version]
+//	calloutd cache [-c FILE] list | show ADDRESS|DOMAIN | flush ADDRESS|DOMAIN|--all
 //
 // It always runs in the foreground (--foreground and --single-process are
 // accepted for compatibility). --config-lint checks the file, prints every
@@ -126,6 +127,9 @@ func parseLevel(s string) (slog.Level, error) {
 
 // run is main with its environment passed in; ctx's end is SIGTERM.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "cache" {
+		return cacheCmd(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

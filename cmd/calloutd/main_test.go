@@ -116,7 +116,8 @@ func testTargets(t *testing.T) (dns string, port int) {
 func TestServeBoltAndMetrics(t *testing.T) {
 	dns, port := testTargets(t)
 	metrics := fmt.Sprintf("127.0.0.1:%d", realpeer.FreePort(t))
-	addr, stop := daemon(t, fmt.Sprintf(`
+	dbPath := filepath.Join(t.TempDir(), "c.db")
+	conf := fmt.Sprintf(`
 smtp_port = %d
 dns_servers = [%q]
 ehlo_domain = "probe.example"
@@ -129,7 +130,8 @@ negative_expire = "12 hours"
 [smtp_timeout.soft]
 connection = 2
 rcpt = "2 seconds"
-`, port, dns, metrics, filepath.Join(t.TempDir(), "c.db")))
+`, port, dns, metrics, dbPath)
+	addr, stop := daemon(t, conf)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cl, err := callout.Dial(ctx, "tcp", addr)
@@ -162,6 +164,35 @@ rcpt = "2 seconds"
 	}
 	if code := stop(); code != 0 {
 		t.Errorf("exit %d", code)
+	}
+
+	// calloutd cache: list, show, flush on the file the daemon left.
+	cfgFile := filepath.Join(t.TempDir(), "calloutd.toml")
+	os.WriteFile(cfgFile, []byte(conf), 0o644)
+	admin := func(args ...string) string {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), append([]string{"cache", "-c", cfgFile}, args...), &out, &errb); code != 0 {
+			t.Fatalf("cache %v: exit %d: %s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	if out := admin("list"); !strings.Contains(out, "address   good@d.test success stored ") ||
+		!strings.Contains(out, "address   bad@d.test not_found") || !strings.Contains(out, "a probe answered not_found") ||
+		!strings.Contains(out, "2 entries") {
+		t.Errorf("cache list:\n%s", out)
+	}
+	if out := admin("show", "bad@d.test"); !strings.Contains(out, "bad@d.test not_found") || strings.Contains(out, "good@") {
+		t.Errorf("cache show:\n%s", out)
+	}
+	if out := admin("flush", "bad@d.test"); !strings.Contains(out, "flushed 1 entries") {
+		t.Errorf("cache flush: %s", out)
+	}
+	if out := admin("list"); !strings.Contains(out, "1 entries") {
+		t.Errorf("after flush:\n%s", out)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"cache", "-c", cfgFile, "frobnicate"}, &out, &errb); code != exitUsage {
+		t.Errorf("bad subcommand: exit %d", code)
 	}
 }
 
