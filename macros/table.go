@@ -213,6 +213,11 @@ var Derivable = map[string]Stage{
 	"rcpt_addr": EnvRcpt, "rcpt_host": EnvRcpt,
 }
 
+// DerivableNames are the keys of Derivable, in a fixed order.
+var DerivableNames = []string{"client_addr", "client_name", "client_port", "client_resolve",
+	"listener", "multiplexer", "mult_version", "s", "mail_addr", "mail_host", "i", "nrcpts",
+	"rcpt_addr", "rcpt_host"}
+
 // CanDerive reports whether pmult can synthesise name at stage st.
 func CanDerive(st Stage, name string) bool {
 	first, ok := Derivable[Normalize(name)]

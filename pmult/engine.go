@@ -72,6 +72,9 @@ type Engine struct {
 	// across reloads (see Switch). nil: counters of the engine's own, made
 	// at first use.
 	Counters *Metrics
+	// Macros are the macro translation tables (macrotable.go); nil:
+	// none, the macros pass as the MTA sent them.
+	Macros *MacroTables
 
 	metricsOnce sync.Once
 	metrics     *Metrics
@@ -197,6 +200,7 @@ type Session struct {
 	reopenPending       bool                 // some backends reopen at the next CONNECT
 	gone                bool                 // the MTA went away (the session ctx ended)
 
+	syn       synthState // macro tables and synthesis (macrotable.go)
 	hdr       headerModel
 	final     Reply                // terminal verdict reached in the content phase
 	cmacros   [numKinds][]MacroSet // last macros of content kinds, for replay
