@@ -22,11 +22,12 @@ import (
 )
 
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	id  string
-	log *slog.Logger
-	r   *mp.Reader
+	srv      *Server
+	nc       net.Conn
+	id       string
+	listener string // the name of the listener it came in on ("": unnamed)
+	log      *slog.Logger
+	r        *mp.Reader
 
 	sess    *pmult.Session
 	cancel  context.CancelFunc // ends the session's context (backend I/O)
@@ -278,6 +279,8 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		LeadingSpace:  c.mtaProt&mp.ProtoHdrLeadSpc != 0,
 		SymList:       c.mtaAct&mp.ActSetSymList != 0,
 		Version:       int(o.Version),
+		Front:         "milter",
+		Listener:      c.listener,
 	}
 	for _, k := range negKinds {
 		if f := mp.NoReplyFlag(milterkind.Cmd(k)); f != 0 && c.mtaProt&f != 0 {
