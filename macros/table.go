@@ -230,6 +230,15 @@ func CanDerive(st Stage, name string) bool {
 	return st >= first
 }
 
+// MTAKnown are the macros Postfix or Sendmail can send (normalised):
+// pmult asks the MTA for a backend's list (SMFIR_SETSYMLIST), so a name
+// here is provided by the MTA when it has a value.
+var MTAKnown = []string{"j", "_", "v", "daemon_name", "daemon_addr", "daemon_port", "if_name", "if_addr",
+	"client_addr", "client_port", "client_name", "client_ptr", "client_connections", "client_resolve",
+	"tls_version", "cipher", "cipher_bits", "cert_subject", "cert_issuer", "i", "auth_type", "auth_authen",
+	"auth_author", "auth_ssf", "mail_addr", "mail_host", "mail_mailer", "rcpt_addr", "rcpt_host",
+	"rcpt_mailer", "msg_id"}
+
 // Dialects are the names of the built-in tables.
 var Dialects = []string{"milter", "meta1", "none"}
 

@@ -65,3 +65,7 @@ func MTASetting(front string, st macros.Stage, name string) string {
 	return fmt.Sprintf("%s in main.cf (Postfix) or %s in sendmail.mc (Sendmail), %s",
 		macros.PostfixParam[st]+" += "+w, macros.SendmailOption[st], tab)
 }
+
+// ProtocolVersion is the milter protocol version the filter negotiated
+// (for pmult check --live).
+func (s *session) ProtocolVersion() uint32 { return s.version }
