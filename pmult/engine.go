@@ -387,6 +387,11 @@ func (s *Session) negotiate() Negotiated {
 			replyNeeded = ^KindSet(0)
 		}
 	}
+	// Events the engine needs to derive macros (macrotable.go): sent
+	// and answered (mtasim waits for an answer whatever it negotiated).
+	synth := s.synthEvents()
+	wanted |= synth
+	replyNeeded |= synth
 	if s.needReplay || s.parallelHeaderEdits {
 		wanted = wanted.With(KindHeader).With(KindEOH)
 	}

@@ -222,3 +222,36 @@ func (s *Session) noteRcpt(ev *Event, r Reply) {
 	}
 	s.syn.pendingRcpt = !r.Verdict.Objects() && !ev.RejectedRcpt
 }
+
+// synthEvents returns the envelope events the engine needs from the MTA
+// to derive the macros the backends asked for, though no backend may want
+// the events themselves (mailfromd asks for {client_addr} at MAIL and
+// skips CONNECT).
+func (s *Session) synthEvents() KindSet {
+	if s.e.Macros == nil {
+		return 0
+	}
+	var need KindSet
+	for _, b := range s.bs {
+		if b.dead {
+			continue
+		}
+		for _, list := range b.caps.Macros {
+			for _, n := range list {
+				if st, ok := macros.Derivable[macros.Normalize(n)]; ok {
+					switch st {
+					case macros.Connect:
+						need = need.With(KindConnect)
+					case macros.Helo:
+						need = need.With(KindHelo)
+					case macros.EnvFrom:
+						need = need.With(KindMail)
+					case macros.EnvRcpt:
+						need = need.With(KindRcpt)
+					}
+				}
+			}
+		}
+	}
+	return need
+}

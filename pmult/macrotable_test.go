@@ -99,3 +99,24 @@ func TestMacroTablesNil(t *testing.T) {
 		t.Errorf("macros added: %+v", evs[0].Macros)
 	}
 }
+
+// A backend that skips CONNECT but asks for {client_addr} at MAIL still
+// makes the engine ask the MTA for CONNECT (and answer it), to derive it.
+func TestMacroSynthWantsConnect(t *testing.T) {
+	caps := pmult.Caps{NoEvent: pmult.Kinds(pmult.KindConnect, pmult.KindHelo, pmult.KindRcpt),
+		Macros: map[pmult.Kind][]string{pmult.KindMail: {"{client_addr}"}}}
+	offer := pmult.Offer{NoReply: pmult.Kinds(pmult.KindConnect)}
+	for _, tc := range []struct {
+		tables *pmult.MacroTables
+		want   bool
+	}{{nil, false}, {&pmult.MacroTables{}, true}} {
+		b := pmulttest.New("b", caps)
+		h := pmulttest.Open(t, &pmult.Engine{Slots: []pmult.Slot{{Backend: b}}, Macros: tc.tables}, offer)
+		if got := !h.Neg.NoEvent.Has(pmult.KindConnect) && !h.Neg.NoReply.Has(pmult.KindConnect); got != tc.want {
+			t.Errorf("tables %v: CONNECT wanted and answered %v, want %v (neg %+v)", tc.tables != nil, got, tc.want, h.Neg)
+		}
+		if h.Neg.NoEvent.Has(pmult.KindHelo) == false {
+			t.Errorf("HELO wanted though nobody needs it")
+		}
+	}
+}
