@@ -11,8 +11,11 @@
 //
 // A default or set key may carry its stage ("mail:{auth_type}"); without
 // one it applies at the stage where Postfix or Sendmail send the name by
-// default (DefaultStage), else at connect. Rules apply in the order drop,
-// rename, alias, set, default.
+// default (DefaultStage), else at connect. The value is added at that
+// stage when the MTA did not send the name, replaces (set) or fills in
+// (default, when empty) the MTA's value at any stage where it comes, and
+// is offered (Offered) to a backend asking for it at a later stage. Rules
+// apply in the order drop, rename, alias, set, default.
 
 package macros
 
@@ -79,23 +82,43 @@ func (t *Table) Apply(st Stage, pairs []string) []string {
 		}
 	}
 	for _, e := range t.Set {
-		if e.Stage == st {
+		if _, ok := Lookup(out, e.Name); ok || e.Stage == st {
 			out = put(out, e.Name, e.Value)
 		}
 	}
 	for _, e := range t.Default {
-		if e.Stage != st {
-			continue
-		}
-		if v, ok := Lookup(out, e.Name); !ok || v == "" {
+		v, ok := Lookup(out, e.Name)
+		if ok && v == "" || !ok && e.Stage == st {
 			out = put(out, e.Name, e.Value)
 		}
 	}
 	return out
 }
 
+// Offered returns the set and default values that exist at stage st (their
+// stage or a later one) as name, value pairs in wire form, set ones first:
+// for a backend that asks for one of them at a later stage, where the MTA
+// did not send it.
+func (t *Table) Offered(st Stage) []string {
+	if t == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range [][]Entry{t.Set, t.Default} {
+		for _, e := range l {
+			if e.Stage <= st {
+				if _, dup := Lookup(out, e.Name); !dup {
+					out = append(out, Wire(e.Name), e.Value)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // Provides reports whether the table gives name a value at stage st
-// whatever the MTA sent (a set or default rule).
+// whatever the MTA sent (a set or default rule of that stage or an
+// earlier one).
 func (t *Table) Provides(st Stage, name string) bool {
 	if t == nil {
 		return false
@@ -103,7 +126,7 @@ func (t *Table) Provides(st Stage, name string) bool {
 	n := Normalize(name)
 	for _, l := range [][]Entry{t.Set, t.Default} {
 		for _, e := range l {
-			if e.Stage == st && e.Name == n {
+			if e.Stage <= st && e.Name == n {
 				return true
 			}
 		}

@@ -32,8 +32,23 @@ func TestTableApply(t *testing.T) {
 	if got := tab.Apply(EnvFrom, []string{"{auth_type}", ""}); !slices.Equal(got, []string{"{auth_type}", "none"}) {
 		t.Errorf("mail, sent empty: got %q", got)
 	}
-	if !tab.Provides(Connect, "daemon_name") || tab.Provides(Helo, "daemon_name") {
+	if !tab.Provides(Connect, "daemon_name") || !tab.Provides(EOH, "daemon_name") || tab.Provides(Connect, "auth_type") {
 		t.Error("Provides")
+	}
+	// A set value replaces the MTA's at any stage where it comes (the
+	// MTA sends {daemon_name} at EOH when a filter asked for it there),
+	// and is offered at later stages where it does not.
+	if got := tab.Apply(EOH, []string{"{daemon_name}", "smtpd"}); !slices.Equal(got, []string{"{daemon_name}", "ORIGINATING"}) {
+		t.Errorf("eoh, sent: got %q", got)
+	}
+	if got := tab.Apply(EOH, nil); len(got) != 0 {
+		t.Errorf("eoh, not sent: got %q", got)
+	}
+	if got := tab.Offered(EOH); !slices.Equal(got, []string{"{daemon_name}", "ORIGINATING", "{auth_type}", "none"}) {
+		t.Errorf("Offered(eoh) = %q", got)
+	}
+	if got := tab.Offered(Connect); !slices.Equal(got, []string{"{daemon_name}", "ORIGINATING"}) {
+		t.Errorf("Offered(connect) = %q", got)
 	}
 }
 

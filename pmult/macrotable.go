@@ -204,9 +204,18 @@ func (s *Session) rewriteMacros(ev *Event) {
 func (s *Session) translate(st macros.Stage, set MacroSet) MacroSet {
 	set.Pairs = s.syn.tab.Apply(st, set.Pairs)
 	set.Synth = nil
+	offered := s.syn.tab.Offered(st)
+	for i := 0; i+1 < len(offered); i += 2 {
+		if _, sent := macros.Lookup(set.Pairs, offered[i]); !sent {
+			set.Synth = append(set.Synth, offered[i], offered[i+1])
+		}
+	}
 	for _, name := range macros.DerivableNames {
 		if _, sent := macros.Lookup(set.Pairs, name); sent {
 			continue
+		}
+		if _, dup := macros.Lookup(set.Synth, name); dup {
+			continue // a table's value wins
 		}
 		if v, ok := s.derive(name, st); ok {
 			set.Synth = append(set.Synth, macros.Wire(name), v)

@@ -86,6 +86,13 @@ func TestMacroTablesPerListenerAndSynthesis(t *testing.T) {
 			if got := val(lastSet(t, b, pmult.KindData).Synth, "nrcpts"); got != "2" {
 				t.Errorf("data: nrcpts = %q, want 2", got)
 			}
+			// At EOH, where the MTA did not send it, the listener's
+			// {daemon_name} is offered to a backend that asks.
+			h.Header("Subject", " x")
+			h.EOH()
+			if got, want := val(lastSet(t, b, pmult.KindEOH).Synth, "daemon_name"), map[string]string{"submission": "ORIGINATING"}[tc.listener]; got != want {
+				t.Errorf("eoh: offered {daemon_name} = %q, want %q", got, want)
+			}
 		})
 	}
 }

@@ -78,3 +78,52 @@ func TestMacrosMtasimSynthesised(t *testing.T) {
 		t.Errorf("through pmult: mtasim exit %d:\n%s%s", code, out, errOut)
 	}
 }
+
+// opendkim signs only when {daemon_name} is ORIGINATING (MacroList; mail
+// from 127.0.0.1 is not internal for it). Postfix's own chain signs only
+// with milter_macro_daemon_name = ORIGINATING; through pmult, the table of
+// the listener named submission sets it, and the listener named inbound
+// leaves Postfix's value: signed there, unsigned here.
+func TestMacrosOpenDKIMSignsOnListenerTable(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "swaks", "opendkim", "opendkim-genkey")
+	key := realpeer.GenerateDKIMKey(t, "example.org", "test")
+	signer := realpeer.StartOpenDKIM(t, realpeer.OpenDKIMOptions{Mode: "s", Key: key,
+		InternalHosts: "192.0.2.99", Extra: "MacroList daemon_name=ORIGINATING\n"})
+	inbound := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
+	submission := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
+	startPmultConfig(t, fmt.Sprintf(`[milter]
+listen = ["inbound=%s", "submission=%s"]
+[macros.listener.submission]
+set = { "connect:{daemon_name}" = "ORIGINATING" }
+[[backend]]
+name = "signer"
+address = %q
+`, inbound, submission, signer), submission)
+
+	signed := func(t *testing.T, milters string, extra map[string]string) bool {
+		t.Helper()
+		pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: milters, ExtraMain: extra})
+		if out, err := pf.Send(t, "--header", "Subject: macro table", "--body", "body\n"); err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		ds := pf.WaitDelivered(t, 1, deliverTimeout)
+		if len(ds) != 1 {
+			t.Fatalf("want 1 delivery, got %d\n%s", len(ds), pf.Log())
+		}
+		return len(ds[0].HeaderValues("DKIM-Signature")) > 0
+	}
+	direct := realpeer.PostfixMilter(signer)
+	if signed(t, direct, nil) {
+		t.Fatal("Postfix's chain: signed without {daemon_name}=ORIGINATING: the MacroList does not decide, the test proves nothing")
+	}
+	if !signed(t, direct, map[string]string{"milter_macro_daemon_name": "ORIGINATING"}) {
+		t.Fatal("Postfix's chain with milter_macro_daemon_name = ORIGINATING: not signed")
+	}
+	if !signed(t, realpeer.PostfixMilter(submission), nil) {
+		t.Error("through pmult's submission listener: not signed")
+	}
+	if signed(t, realpeer.PostfixMilter(inbound), nil) {
+		t.Error("through pmult's inbound listener: signed")
+	}
+}
