@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,44 @@ address = %q
 	}
 	if signed(t, realpeer.PostfixMilter(inbound), nil) {
 		t.Error("through pmult's inbound listener: signed")
+	}
+}
+
+// postfixNamesMFL asks (SMFIR_SETSYMLIST) at MAIL for macros under their
+// Postfix names and for {listener}, which only pmult derives (the name of
+// the listener the MTA came in on); an undefined one is a runtime error
+// (tempfail).
+const postfixNamesMFL = `prog envfrom
+do
+  if ${client_addr} != "127.0.0.1" or ${mail_addr} != "a@example.org" or ${daemon_addr} = "" or ${client_ptr} = "" or ${client_connections} = "" or ${daemon_port} = ""
+    reject 550 5.7.2 "wrong macros"
+  fi
+  if ${listener} != "mx"
+    reject 550 5.7.3 "wrong listener"
+  fi
+done
+`
+
+// The private Sendmail in front of pmult (listener named mx) in front of
+// mailfromd asking for Postfix-named macros: pmult asks Sendmail for them
+// and derives {listener}: the message is accepted. Sendmail's own chain
+// to the same mailfromd cannot give {listener}: tempfailed.
+func TestMacrosSendmailPostfixNames(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "sendmail", "swaks", "mailfromd")
+	mfd := realpeer.StartMailfromd(t, postfixNamesMFL)
+	spec := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
+	pm := startPmultConfig(t, fmt.Sprintf("[milter]\nlisten = [\"mx=%s\"]\n[[backend]]\nname = \"mfd\"\naddress = %q\n", spec, mfd), spec)
+	viaPmult := realpeer.StartSendmail(t, realpeer.SendmailOptions{Milter: spec})
+	chain := realpeer.StartSendmail(t, realpeer.SendmailOptions{Milter: mfd})
+	send := func(sm *realpeer.Sendmail) string {
+		out, _ := sm.Send(t, "--from", "a@example.org", "--to", "b@example.com")
+		return out
+	}
+	if out := send(viaPmult); !strings.Contains(out, "Message accepted for delivery") {
+		t.Errorf("through pmult: not accepted:\n%s\npmult log:\n%s", out, pm.Output())
+	}
+	if out := send(chain); !strings.Contains(out, "MAIL FROM") || strings.Contains(out, "Message accepted for delivery") {
+		t.Errorf("Sendmail's chain accepted without {listener}: the test proves nothing:\n%s", out)
 	}
 }
