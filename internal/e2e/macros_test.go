@@ -1,22 +1,32 @@
 // macros_test.go: macro tables and synthesis (issue 12) with real
 // software: mailfromd asking for {client_addr} and {mail_addr} behind
-// mtasim (which sends almost no macros), opendkim signing only when
+// mtasim (which sends almost no macros); opendkim signing only when
 // {daemon_name} says ORIGINATING, set by pmult's table of the submission
-// listener only.
+// listener only; the private Sendmail in front of mailfromd asking for
+// Postfix-named macros and {listener}; the MeTA1 front's define_macros
+// through the same tables.
 
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	m1 "github.com/mailmux/mailmux/adapters/meta1"
+	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/realpeer"
+	meta1sim "github.com/mailmux/mailmux/sim/meta1"
 )
 
 // startPmultConfig runs pmult on the config text cfg (listen addresses
@@ -166,4 +176,98 @@ func TestMacrosSendmailPostfixNames(t *testing.T) {
 	if out := send(chain); !strings.Contains(out, "MAIL FROM") || strings.Contains(out, "Message accepted for delivery") {
 		t.Errorf("Sendmail's chain accepted without {listener}: the test proves nothing:\n%s", out)
 	}
+}
+
+// meta1MFL asks at MAIL for MeTA1's hostname under its Sendmail name j
+// (the built-in meta1 table), {auth_type} (define_macros) and
+// {daemon_name} (set by the global [macros] table).
+const meta1MFL = `prog envfrom
+do
+  if $j != "mx.meta1.test" or ${auth_type} != "PLAIN" or ${daemon_name} != "ORIGINATING"
+    reject 550 5.7.2 "wrong macros"
+  fi
+done
+`
+
+// The MeTA1 front (pmult's provisional pmilter model, driven by the
+// smtps simulator) with define_macros goes through the same tables:
+// MeTA1's names reach mailfromd under Sendmail's, and the global table's
+// set applies. (With dialect = "none" mailfromd tempfails: no j.)
+func TestMacrosMeta1DefineMacros(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "mailfromd")
+	mfd := realpeer.StartMailfromd(t, meta1MFL)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`[milter]
+listen = []
+[meta1]
+listen = "inet://127.0.0.1:1"
+[meta1.define_macros]
+connect = ["hostname"]
+mail = ["auth_type"]
+[macros]
+set = { "connect:{daemon_name}" = "ORIGINATING" }
+[[backend]]
+name = "mfd"
+address = %q
+`, mfd)), "meta1.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncLog
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	eng, err := cfg.Engine(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &m1.Server{Engine: eng, Log: log, Macros: cfg.Meta1.Macros, Version: "e2e"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+		eng.Retire()
+	})
+	ctx := context.Background()
+	c, err := meta1sim.Dial(ctx, meta1sim.Config{Network: "tcp", Address: ln.Addr().String(), Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Macros["hostname"] = "mx.meta1.test"
+	s.Macros["auth_type"] = "PLAIN"
+	if r, err := s.Connect(ctx, netip.MustParseAddr("192.0.2.5"), 40000, "client.example.org"); err != nil || r.Objects() {
+		t.Fatalf("connect: %+v %v\n%s", r, err, logs.String())
+	}
+	if r, err := s.Mail(ctx, "<a@example.org>"); err != nil || r.Objects() {
+		t.Errorf("mail: %+v %v (want accepted: mailfromd got j, {auth_type} and {daemon_name})\n%s", r, err, logs.String())
+	}
+}
+
+// syncLog is a log sink for concurrent writers.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
