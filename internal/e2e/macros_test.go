@@ -271,3 +271,39 @@ func (l *syncLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// mta-config's chroot-correct form: a pmult socket under Postfix's queue
+// directory, written relative to it, reaches a chrooted smtpd (master.cf
+// chroot column y, Debian's default); the absolute path, the form
+// mta-config printed before, does not (the milter is unreachable:
+// milter_default_action = tempfail).
+func TestMacrosMTAConfigChrootedPostfix(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "swaks")
+	const rel = "pmult/pmult.sock"
+	pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{ChrootSmtpd: true, Milters: "unix:" + rel})
+	queue := filepath.Join(pf.Dir, "queue")
+	if err := os.MkdirAll(filepath.Join(queue, "pmult"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(queue, rel)
+	cfg := fmt.Sprintf("[milter]\nlisten = [\"unix:%s\"]\n", sock)
+	startPmultConfig(t, cfg, "unix:"+sock)
+
+	conf := filepath.Join(realpeer.Dir(t), "c.toml")
+	os.WriteFile(conf, []byte(cfg), 0o644)
+	out, err := exec.Command(pmultBin, "mta-config", "postfix", "-c", conf, "--queue-directory", queue).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "smtpd_milters = unix:"+rel+"\n") {
+		t.Fatalf("mta-config: %v, want smtpd_milters = unix:%s in:\n%s", err, rel, out)
+	}
+	if o, err := pf.Send(t, "--header", "Subject: chroot"); err != nil {
+		t.Fatalf("chrooted smtpd, relative socket: swaks: %v\n%s", err, o)
+	}
+	if ds := pf.WaitDelivered(t, 1, deliverTimeout); len(ds) != 1 {
+		t.Fatalf("want 1 delivery, got %d", len(ds))
+	}
+	abs := realpeer.StartPostfix(t, realpeer.PostfixOptions{ChrootSmtpd: true, Milters: "unix:" + sock})
+	if o, err := abs.Send(t, "--header", "Subject: chroot"); err == nil || !strings.Contains(o, "451") {
+		t.Errorf("chrooted smtpd, absolute socket path: want 451 (milter unreachable), got %v:\n%s", err, o)
+	}
+}
