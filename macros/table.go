@@ -283,7 +283,7 @@ func Builtin(dialect string) (*Table, bool) {
 			"tls_cert_subject": "cert_subject", "tls_cert_issuer": "cert_issuer",
 			"tls_cn_subject": "cn_subject", "tls_cn_issuer": "cn_issuer",
 			"tls_alg_bits": "alg_bits", "tls_vrfy": "verify",
-			"hostname": "j", "msgid": "msg_id", "c": "hop_count",
+			"hostname": "j", "msgid": "msg_id", // c is the hop count in both
 		}}, true
 	case "none", "":
 		return &Table{}, true
