@@ -24,6 +24,7 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		ReadOnlyLive: c.ReadOnly == ReadOnlyLive,
 		ChainMerge:   c.Merge == MergeChain,
 		Log:          log,
+		Macros:       c.Macros.Tables(""), // {mult_version}: the caller sets Macros.Version
 	}
 	for _, b := range c.Backends {
 		act, err := pmult.ParseFailAction(b.OnFailure)

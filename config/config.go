@@ -167,6 +167,9 @@ type Config struct {
 	// MTAMacros is the [mta_macros] table: per stage, the macros the MTA
 	// sends without a list. See mta.go.
 	MTAMacros MTAMacros `toml:"mta_macros"`
+	// Macros is the [macros] table: macro translation tables, global
+	// and per listener. See macros.go.
+	Macros Macros `toml:"macros"`
 
 	// User is the account pmult switches to once its sockets are bound
 	// and its pidfile written (a name or a numeric uid); "": stay as
@@ -198,7 +201,7 @@ type Config struct {
 //	max_packet = 1048576              # bytes of packet data from the MTA; old: top-level max_packet
 type Milter struct {
 	// Listen holds the addresses the MTA connects to, in any dialect
-	// ParseAddress accepts. Default [DefaultListen]; an empty array is
+	// ParseAddress accepts, each optionally named: "inbound=inet:...". Default [DefaultListen]; an empty array is
 	// allowed when [meta1] listens (a MeTA1-only pmult). TOML: a string or
 	// an array of strings.
 	Listen []string `toml:"listen"`
@@ -211,6 +214,10 @@ type Milter struct {
 
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
+	// ListenNames are their names, "" for an unnamed one: an entry
+	// "name=address" (name: a letter, then letters, digits, - or _)
+	// names its listener, for [macros.listener.NAME] and {listener}.
+	ListenNames []string `toml:"-"`
 }
 
 // Backend is one [[backend]] table. Config reads the keys every backend
@@ -269,8 +276,9 @@ type rawConfig struct {
 	Meta1            *rawMeta1        `toml:"meta1"`
 
 	// The MTA side (mta.go).
-	ProgressInterval any           `toml:"progress_interval"`
-	MTAMacros        *rawMTAMacros `toml:"mta_macros"`
+	ProgressInterval any            `toml:"progress_interval"`
+	MTAMacros        *rawMTAMacros  `toml:"mta_macros"`
+	Macros           map[string]any `toml:"macros"`
 
 	// The process's identity and its sockets (daemon.go).
 	User        any `toml:"user"`
@@ -614,6 +622,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	v.meta1(cfg, raw.Meta1)
 	v.mtaSide(cfg, raw.ProgressInterval, raw.MTAMacros)
 	v.daemon(cfg, raw)
+	v.macroTables(cfg, raw.Macros)
 
 	seen := make(map[string]int)
 	for i, prim := range raw.Backends {
@@ -721,9 +730,11 @@ func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 	}
 	m := &cfg.Milter
 	seen := make(map[Address]string)
+	names := make(map[string]string)
 	for _, it := range items {
 		m.Listen = append(m.Listen, it.text)
-		a, err := ParseAddress(it.text)
+		name, addr := splitListenName(it.text)
+		a, err := ParseAddress(addr)
 		if err != nil {
 			top.fail(it.field, err)
 			continue
@@ -734,7 +745,14 @@ func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 			continue
 		}
 		seen[key] = it.field
+		if name != "" {
+			if prev, dup := names[name]; dup {
+				top.fail(it.field, fmt.Errorf("listener name %q: same as %s", name, prev))
+			}
+			names[name] = it.field
+		}
 		m.ListenAddrs = append(m.ListenAddrs, a)
+		m.ListenNames = append(m.ListenNames, name)
 	}
 }
 
@@ -759,6 +777,9 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 	for _, k := range md.Keys() {
 		if len(k) >= 3 && k[0] == "meta1" && k[1] == "define_macros" {
 			continue // a table of handlers, checked by meta1
+		}
+		if len(k) >= 2 && k[0] == "macros" || len(k) >= 3 && k[0] == "backend" && k[1] == "macros" {
+			continue // macro tables, checked by macros.ParseTable
 		}
 		under := false // a key already reported, or under one
 		for j := 1; j <= len(k); j++ {

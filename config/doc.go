@@ -23,9 +23,14 @@
 //	log_tag = "pmult"
 //
 //	[milter]                      # the MTAs' side (Postfix, Sendmail)
-//	listen = ["inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"]
+//	listen = ["inet:127.0.0.1:7357", "submission=unix:/run/pmult/sub.sock"] # name=: a named listener
 //	max_connections = 0           # concurrent MTA connections; 0: no limit
 //	max_packet = 1048576          # bytes, from the MTA
+//
+//	[macros]                      # macro tables (macros.go): rename, alias, default, set, drop
+//	dialect = "auto"              # built-in table per front end; milter, meta1, none
+//	[macros.listener.submission]
+//	set = { "connect:{daemon_name}" = "ORIGINATING" }
 //
 //	[[backend]]
 //	name = "dkim"
@@ -52,7 +57,7 @@
 // keys every backend has (name, type, on_failure, mode, log_level) are
 // read here; the others belong to the type's package, which parses,
 // validates and builds it (backends/milter: address, the timeouts,
-// milter_version, max_body, reuse). backends.go is the one table that
+// milter_version, max_body, reuse, macros). backends.go is the one table that
 // knows the types.
 //
 // Old spellings still load, with a warning in Config.Warnings naming the

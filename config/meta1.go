@@ -43,6 +43,9 @@ type Meta1 struct {
 
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
+	// ListenNames are their names ("" for an unnamed one), as in
+	// [milter] listen ("name=address").
+	ListenNames []string `toml:"-"`
 	// Macros are the MeTA1 macros to request per stage, canonical names,
 	// auth_macros included, validated.
 	Macros [macros.M1NumStages][]string `toml:"-"`
@@ -95,7 +98,8 @@ func (v *validator) meta1(cfg *Config, raw *rawMeta1) {
 	for _, it := range items {
 		field, s := it.field, it.text
 		m.Listen = append(m.Listen, s)
-		a, err := ParseAddress(s)
+		name, addr := splitListenName(s)
+		a, err := ParseAddress(addr)
 		if err != nil {
 			top.fail(field, err)
 			continue
@@ -106,6 +110,7 @@ func (v *validator) meta1(cfg *Config, raw *rawMeta1) {
 			}
 		}
 		m.ListenAddrs = append(m.ListenAddrs, a)
+		m.ListenNames = append(m.ListenNames, name)
 	}
 
 	requested := [macros.M1NumStages][]string{}

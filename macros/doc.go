@@ -3,6 +3,8 @@
 // default macro lists of Sendmail and Postfix (milter-protocol.md §5), the
 // union of lists that an MTA must be configured with for a set of
 // backends, the MeTA1 macros by name and those the multiplexer synthesises
-// for MeTA1 (meta1.go), and StripBrackets, the one angle-bracket stripper
-// of SMTP paths. It imports only the standard library.
+// for MeTA1 (meta1.go), the translation tables (table.go: rename, alias,
+// default, set, drop; the built-in dialect tables; the names pmult can
+// derive), and StripBrackets, the one angle-bracket stripper of SMTP
+// paths. It imports only the standard library.
 package macros

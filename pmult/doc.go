@@ -20,5 +20,9 @@
 // per backend and event. Func makes a Backend of a function; package
 // pmulttest has a scriptable Backend and a Harness for tests.
 //
-// The package imports macros (the queue id's name) and internal/spool only.
+// Before fan-out, each event's macros go through the configured macro
+// tables (Engine.Macros, macrotable.go) and the macros the engine can
+// derive are added for the backends that ask for them (MacroSet.Synth).
+//
+// The package imports macros (names, tables) and internal/spool only.
 package pmult

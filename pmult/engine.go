@@ -72,6 +72,9 @@ type Engine struct {
 	// across reloads (see Switch). nil: counters of the engine's own, made
 	// at first use.
 	Counters *Metrics
+	// Macros are the macro translation tables (macrotable.go); nil:
+	// none, the macros pass as the MTA sent them.
+	Macros *MacroTables
 
 	metricsOnce sync.Once
 	metrics     *Metrics
@@ -197,6 +200,7 @@ type Session struct {
 	reopenPending       bool                 // some backends reopen at the next CONNECT
 	gone                bool                 // the MTA went away (the session ctx ended)
 
+	syn       synthState // macro tables and synthesis (macrotable.go)
 	hdr       headerModel
 	final     Reply                // terminal verdict reached in the content phase
 	cmacros   [numKinds][]MacroSet // last macros of content kinds, for replay
@@ -383,6 +387,11 @@ func (s *Session) negotiate() Negotiated {
 			replyNeeded = ^KindSet(0)
 		}
 	}
+	// Events the engine needs to derive macros (macrotable.go): sent
+	// and answered (mtasim waits for an answer whatever it negotiated).
+	synth := s.synthEvents()
+	wanted |= synth
+	replyNeeded |= synth
 	if s.needReplay || s.parallelHeaderEdits {
 		wanted = wanted.With(KindHeader).With(KindEOH)
 	}

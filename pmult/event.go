@@ -70,9 +70,13 @@ func Kinds(ks ...Kind) KindSet {
 // stage code from it, a milter backend the command letter). Pairs are
 // name, value, … in the MTA's order, names as the MTA sent them ("i",
 // "{daemon_name}").
+//
+// Synth are name, value pairs the engine derived (Engine.Macros) for
+// names the MTA did not send: only for backends that asked for them.
 type MacroSet struct {
 	For   Kind
 	Pairs []string
+	Synth []string
 }
 
 // Event is one event of an SMTP session. Which fields are set depends on Kind.
@@ -253,6 +257,12 @@ type Offer struct {
 	// for insert indexes; the MeTA1 model does not).
 	NoHiddenHeader bool
 	Version        int // the MTA's protocol version (informational; 0 if none)
+	// Front is the front end's dialect ("milter", "meta1"), which picks
+	// the built-in macro table (MacroTables.Dialect).
+	Front string
+	// Listener is the name of the listener the MTA connected to ("" when
+	// unnamed): its macro table applies, and {listener} is derived from it.
+	Listener string
 }
 
 // Caps is what one backend negotiated, in engine terms.

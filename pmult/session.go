@@ -14,6 +14,7 @@ import (
 // the merged reply. ABORT, QUIT and QUIT_NC return Continue (the MTA reads
 // no reply for them).
 func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
+	s.rewriteMacros(ev)
 	s.noteMacros(ev)
 	if s.reopenPending && ev.Kind != KindQuit && ev.Kind != KindQuitNC && ev.Kind != KindAbort {
 		s.reopen(ctx)
@@ -22,6 +23,7 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	switch ev.Kind {
 	case KindConnect, KindHelo, KindMail, KindRcpt, KindData, KindUnknown:
 		r = s.envelope(ctx, ev)
+		s.noteRcpt(ev, r)
 	case KindHeader, KindEOH, KindBody:
 		r = s.content(ctx, ev)
 	case KindEOM:

@@ -24,11 +24,12 @@ import (
 )
 
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	id  string
-	log *slog.Logger
-	br  *bufio.Reader
+	srv      *Server
+	nc       net.Conn
+	id       string
+	listener string // the name of the listener it came in on ("": unnamed)
+	log      *slog.Logger
+	br       *bufio.Reader
 
 	ctx    context.Context
 	cancel context.CancelFunc

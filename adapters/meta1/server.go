@@ -108,7 +108,8 @@ func (s *Server) Shutdown(ctx context.Context) error { s.init(); return s.cs.Shu
 
 func (s *Server) newConn(nc net.Conn) *conn {
 	id := strconv.FormatUint(s.nextID.Add(1), 10)
-	c := &conn{srv: s, nc: nc, id: id, br: bufio.NewReaderSize(nc, 64<<10), sessions: map[string]*session{}}
+	nc, listener := connserve.Unname(nc)
+	c := &conn{srv: s, nc: nc, id: id, listener: listener, br: bufio.NewReaderSize(nc, 64<<10), sessions: map[string]*session{}}
 	c.log = s.Log.With("front", "meta1", "conn", id, "smtps", connserve.PeerName(nc))
 	return c
 }

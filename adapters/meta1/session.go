@@ -209,7 +209,9 @@ func (s *session) handle(rec pmilter.Record) (pmult.Reply, *mods, error) {
 			return pmult.Reply{}, nil, err
 		}
 		s.eng = s.c.srv.currentEngine().NewSession(s.c.id+"/"+s.id, s.log)
-		s.eng.Open(ctx, offer, nil)
+		o := offer
+		o.Front, o.Listener = "meta1", s.c.listener
+		s.eng.Open(ctx, o, nil)
 		return s.eng.Handle(ctx, ev), nil, nil
 	case pmilter.RTEhlo:
 		ev := &pmult.Event{Kind: pmult.KindHelo}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,11 +23,12 @@ import (
 )
 
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	id  string
-	log *slog.Logger
-	r   *mp.Reader
+	srv      *Server
+	nc       net.Conn
+	id       string
+	listener string // the name of the listener it came in on ("": unnamed)
+	log      *slog.Logger
+	r        *mp.Reader
 
 	sess    *pmult.Session
 	cancel  context.CancelFunc // ends the session's context (backend I/O)
@@ -248,6 +250,21 @@ func (c *conn) maxPendingMacros() int {
 	return mp.DefaultMaxData
 }
 
+// mtaNames drops from a backend's list the names only pmult provides
+// ({listener}, {multiplexer}: derived, unknown to Postfix and Sendmail),
+// which would only use up the MTA's list (Sendmail: 50 names).
+func mtaNames(names []string) []string {
+	out := names[:0:0]
+	for _, n := range names {
+		k := macros.Normalize(n)
+		if _, derived := macros.Derivable[k]; derived && !slices.Contains(macros.MTAKnown, k) {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 func macro(sets []pmult.MacroSet, name string) string {
 	for _, m := range sets {
 		for i := 0; i+1 < len(m.Pairs); i += 2 {
@@ -278,6 +295,8 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		LeadingSpace:  c.mtaProt&mp.ProtoHdrLeadSpc != 0,
 		SymList:       c.mtaAct&mp.ActSetSymList != 0,
 		Version:       int(o.Version),
+		Front:         "milter",
+		Listener:      c.listener,
 	}
 	for _, k := range negKinds {
 		if f := mp.NoReplyFlag(milterkind.Cmd(k)); f != 0 && c.mtaProt&f != 0 {
@@ -308,6 +327,7 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 	if rep.Actions&mp.ActSetSymList != 0 {
 		for k, names := range neg.Macros {
 			st, ok := milterkind.Stage(k)
+			names = mtaNames(names)
 			if !ok || len(names) == 0 {
 				continue
 			}

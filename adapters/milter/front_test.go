@@ -387,9 +387,11 @@ func TestLargeWriteBufferNotKept(t *testing.T) {
 
 // When a backend asks for a macro list, the list sent to the MTA is that
 // list plus the stage's baseline: MTAMacros when set, else the MTA
-// defaults; stages no backend asks for get no list.
+// defaults; stages no backend asks for get no list. Names only pmult
+// provides ({listener}, {multiplexer}) are not asked of the MTA.
 func TestSymListBaseline(t *testing.T) {
-	asks := &testmilter.Server{SymLists: []mp.SymList{{Stage: mp.StageConnect, Macros: "{my_macro}"}}}
+	asks := &testmilter.Server{SymLists: []mp.SymList{{Stage: mp.StageConnect, Macros: "{my_macro} {listener}"},
+		{Stage: mp.StageHelo, Macros: "{multiplexer}"}}}
 	for _, tc := range []struct {
 		name      string
 		baseline  []string

@@ -96,7 +96,8 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	if max <= 0 {
 		max = mp.DefaultMaxData
 	}
-	c := &conn{srv: s, nc: nc, id: id, r: mp.NewReader(nc, max)}
+	nc, listener := connserve.Unname(nc)
+	c := &conn{srv: s, nc: nc, id: id, r: mp.NewReader(nc, max), listener: listener}
 	c.log = s.Log.With("session", id, "mta", connserve.PeerName(nc))
 	return c
 }

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/internal/breaker"
+	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -73,8 +74,12 @@ type Config struct {
 	// IdleTimeout how long one may wait (default 60s).
 	MaxIdle     int
 	IdleTimeout time.Duration
-	// Log receives the breaker's down and up lines (nil: none).
+	// Log receives the breaker's down and up lines and the macro
+	// warnings (nil: none).
 	Log *slog.Logger
+	// Macros is this backend's own macro table, applied after the
+	// engine's (nil: none); see macros.go.
+	Macros *macros.Table
 }
 
 // Backend is a remote milter. It is safe for concurrent use.
@@ -85,7 +90,8 @@ type Backend struct {
 	idle    []*session // reusable connections, most recent last
 	retired bool       // Retire was called: keep nothing for reuse
 
-	brk breaker.Breaker
+	brk    breaker.Breaker
+	warned sync.Map // "stage name" of macros asked for and never provided, logged once (macros.go)
 }
 
 // New returns a backend with defaults filled in.
@@ -186,7 +192,7 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 // Offer builds the OPTNEG a proxy sends a backend for the MTA's offer
 // (milter-protocol.md §10): all NO* and NR_* bits and SKIP (the proxy
 // emulates them), RCPT_REJ and HDR_LEADSPC only if the MTA has them, and
-// the MTA's actions.
+// the MTA's actions, and SETSYMLIST always (pmult honours the lists).
 func Offer(o pmult.Offer, version uint32) mp.OptNeg {
 	p := mp.ProtoNoEventMask | mp.ProtoNoReplyMask | mp.ProtoSkip
 	if o.RejectedRcpts {
@@ -195,10 +201,9 @@ func Offer(o pmult.Offer, version uint32) mp.OptNeg {
 	if o.LeadingSpace {
 		p |= mp.ProtoHdrLeadSpc
 	}
-	a := mp.Action(o.Actions) &^ mp.ActSetSymList
-	if o.SymList {
-		a |= mp.ActSetSymList
-	}
+	// SETSYMLIST whatever the MTA can do: pmult honours the lists
+	// itself (macros.go).
+	a := mp.Action(o.Actions) | mp.ActSetSymList
 	return mp.OptNeg{
 		Version:  version,
 		Actions:  a & mp.ActionMaskForVersion(version),

@@ -12,6 +12,8 @@
 //	milter_version = 6               # highest version offered, 2..6; old spelling: protocol
 //	max_body = 0                     # largest replacement body; default max_message
 //	reuse = false                    # keep connections across sessions (QUIT_NC)
+//	[backend.macros]                 # this backend's own macro table (macros/table.go), after [macros]
+//	rename = { "{auth_type}" = "{auth_method}" }
 
 package milter
 
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/config/syntax"
+	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -82,6 +85,10 @@ type Settings struct {
 	// it; MTAs never use it, so enable it per backend once tested.
 	// Default false.
 	Reuse bool
+	// Macros is the backend's own macro table (rename, alias, default,
+	// set, drop), applied after the [macros] tables to what this backend
+	// gets. Default: none.
+	Macros *macros.Table
 	// Old lists the old spellings found (keys of Renamed), in file order
 	// of the keys of this struct.
 	Old []string
@@ -101,6 +108,7 @@ type rawSettings struct {
 	Protocol       any `toml:"protocol"`
 	MaxBody        any `toml:"max_body"`
 	Reuse          any `toml:"reuse"`
+	Macros         any `toml:"macros"`
 }
 
 // Keys lists the TOML keys of a milter backend, old spellings included,
@@ -140,6 +148,20 @@ func ParseConfig(decode func(v any) error, maxMessage int) (*Settings, []error) 
 	s.MilterVersion = c.Int(vk, vv, DefaultMilterVersion, MinMilterVersion, DefaultMilterVersion)
 	s.MaxBody = c.Int("max_body", raw.MaxBody, maxMessage, MinMaxBody, math.MaxInt)
 	s.Reuse = c.Bool("reuse", raw.Reuse)
+	switch m := raw.Macros.(type) {
+	case nil:
+	case map[string]any:
+		t, errs := macros.ParseTable(m)
+		for _, err := range errs {
+			var te *macros.TableError
+			if errors.As(err, &te) {
+				c.Fail("macros."+te.Key, te.Err)
+			}
+		}
+		s.Macros = t
+	default:
+		c.Fail("macros", fmt.Errorf("want a table (rename, alias, default, set, drop), got %T", raw.Macros))
+	}
 	return s, c.Errs
 }
 
@@ -198,6 +220,7 @@ func (s *Settings) Config(name string, maxPacket int, log *slog.Logger) Config {
 		MaxPacket:      maxPacket,
 		MaxBody:        s.MaxBody,
 		Reuse:          s.Reuse,
+		Macros:         s.Macros,
 		Log:            log,
 	}
 }

@@ -165,9 +165,13 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 		if c == 0 {
 			continue // no stage the filter could have asked for
 		}
+		pairs := s.macroPairs(m)
+		if len(pairs) == 0 && (len(m.Pairs) > 0 || len(m.Synth) > 0) {
+			continue // nothing of it for this filter
+		}
 		var at int
 		buf, at = mp.StartPacket(buf, mp.CmdMacro)
-		buf = mp.FinishPacket(mp.Macro{Cmd: c, Pairs: m.Pairs}.Append(buf), at)
+		buf = mp.FinishPacket(mp.Macro{Cmd: c, Pairs: pairs}.Append(buf), at)
 	}
 	want := s.proto.Wants(cmd)
 	if want {

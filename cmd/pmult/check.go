@@ -2,7 +2,8 @@
 // warnings (old key spellings and the key replacing each, the MTA's
 // end-of-message timer; exit status unchanged), the accounts of user,
 // group, socket_owner and socket_group on this host, and the spool
-// directory.
+// directory; with --live, what every backend negotiates (live.go; exit 1
+// when one is unreachable or starved of a macro).
 
 package main
 
@@ -49,6 +50,10 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if !checkSpool(cfg, stdout, stderr) {
 		fmt.Fprintf(stderr, "%s: spool_dir unusable\n", o.config)
 		return exitConfig
+	}
+	if o.live && !checkLive(cfg, stdout) {
+		fmt.Fprintf(stderr, "%s: a backend is unreachable or asks for a macro nobody provides (NOBODY above)\n", o.config)
+		return 1
 	}
 	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
 		o.config, len(cfg.Milter.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))

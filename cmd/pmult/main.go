@@ -120,6 +120,8 @@ type options struct {
 	config, url, meta1URL, logTag, pidfile, level string
 	metrics                                       string
 	stderr, syslog, noSignals                     bool
+	live                                          bool   // check, mta-config: negotiate with every backend
+	queueDir                                      string // mta-config postfix: Postfix's queue_directory (chroot)
 }
 
 func parseFlags(name string, args []string, stderr io.Writer) (*options, error) {
@@ -139,6 +141,8 @@ func parseFlags(name string, args []string, stderr io.Writer) (*options, error) 
 	fs.StringVar(&o.pidfile, "pidfile", "", "write the process id to `file`")
 	fs.BoolVar(&o.noSignals, "no-signal-handler", false, "do not handle signals (debugging)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `host:port` (/metrics)")
+	fs.BoolVar(&o.live, "live", false, "check, mta-config: connect to every backend and negotiate (mta-config always does)")
+	fs.StringVar(&o.queueDir, "queue-directory", "/var/spool/postfix", "mta-config postfix: Postfix's queue_directory, the chroot of smtpd")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

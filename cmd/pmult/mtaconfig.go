@@ -6,6 +6,11 @@
 // mailfromd's postfix-macros.sed. For the stages where a backend asks for
 // a list, pmult sends that same list to the MTA itself (SMFIF_SETSYMLIST),
 // which then replaces the MTA's own setting for pmult: the output says so.
+// Macros a [macros] table sets or pmult derives are left out of the lists
+// (the output names them). For Postfix, a unix socket under the queue
+// directory (--queue-directory, default /var/spool/postfix) is printed
+// relative to it, which works with Debian's chrooted smtpd and without a
+// chroot; one outside it gets a comment on the chroot it needs off.
 
 package main
 
@@ -29,6 +34,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	mta := args[0]
 	o, err := parseFlags("pmult mta-config", args[1:], stderr)
+	_ = o.live // the backends are always asked (--live is accepted for symmetry with check)
 	if err != nil {
 		return 64
 	}
@@ -62,6 +68,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	var asked [macros.NumStages]bool
+	var synthesised []string
 	offer := pmult.Offer{Actions: pmult.ActModify | pmult.ActQuarantine, SymList: true, Skip: true,
 		RejectedRcpts: true, LeadingSpace: true, Version: 6}
 	for _, sl := range eng.Slots {
@@ -75,7 +82,14 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		for k, list := range s.Caps().Macros {
 			if ms, ok := milterkind.Stage(k); ok && len(list) > 0 {
 				st := macros.Stage(ms) // the same SMFIM_* numbers
-				lists[st] = macros.Union(lists[st], list...)
+				for _, n := range list {
+					// What a table sets or pmult derives is not asked of the MTA.
+					if who := provider(cfg, st, n); who != "table" && who != "pmult" {
+						lists[st] = macros.Union(lists[st], n)
+					} else {
+						synthesised = macros.Union(synthesised, n)
+					}
+				}
 				asked[st] = true
 			}
 		}
@@ -103,7 +117,11 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	switch mta {
 	case "postfix":
-		fmt.Fprintf(stdout, "# main.cf\nsmtpd_milters = %s\nnon_smtpd_milters = $smtpd_milters\n", strings.Replace(listen, "inet6:", "inet:", 1))
+		if len(synthesised) > 0 {
+			fmt.Fprintf(stdout, "# Backends also ask for %s: pmult provides them ([macros] tables, or derived).\n", strings.Join(synthesised, " "))
+		}
+		fmt.Fprint(stdout, "# main.cf\n")
+		fmt.Fprintf(stdout, "smtpd_milters = %s\nnon_smtpd_milters = $smtpd_milters\n", postfixMilter(cfg, o.queueDir, stdout))
 		fmt.Fprintln(stdout, "milter_protocol = 6\nmilter_default_action = tempfail")
 		for st := macros.Stage(0); st < macros.NumStages; st++ {
 			fmt.Fprintf(stdout, "%s = %s\n", macros.PostfixParam[st], strings.Join(lists[st], " "))
@@ -127,6 +145,34 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	sizeConfig(mta, cfg, stdout)
 	return 0
+}
+
+// postfixMilter returns the smtpd_milters form of pmult's first listen
+// address. Postfix's smtpd and cleanup run with the queue directory as
+// their working directory, and chrooted there on Debian (master.cf chroot
+// column y): a unix socket under it is written relative to it, which
+// works chrooted or not; one outside it only without the chroot, which
+// the comment printed to w says.
+func postfixMilter(cfg *config.Config, queueDir string, w io.Writer) string {
+	if len(cfg.Milter.ListenAddrs) == 0 {
+		return "inet:127.0.0.1:7357"
+	}
+	a := cfg.Milter.ListenAddrs[0]
+	if a.Network != "unix" {
+		return strings.Replace(a.String(), "inet6:", "inet:", 1)
+	}
+	q := strings.TrimSuffix(queueDir, "/") + "/"
+	if rel, ok := strings.CutPrefix(a.Addr, q); ok && rel != "" {
+		fmt.Fprintf(w, "# %s is under queue_directory (%s): relative to it, the one form that works\n", a.Addr, queueDir)
+		fmt.Fprintln(w, "# whether smtpd and cleanup run chrooted (Debian's master.cf: chroot = y) or not.")
+		return "unix:" + rel
+	}
+	fmt.Fprintf(w, "# %s is outside queue_directory (%s): a chrooted smtpd (Debian's master.cf default,\n", a.Addr, queueDir)
+	fmt.Fprintf(w, "# chroot column y) looks for it under %s and fails. Either listen under it\n", queueDir)
+	fmt.Fprintf(w, "# ([milter] listen = [\"unix:%spmult/pmult.sock\"], smtpd_milters = unix:pmult/pmult.sock)\n", q)
+	fmt.Fprintln(w, "# or set the chroot column of smtpd (and cleanup, for non_smtpd_milters) to n in master.cf;")
+	fmt.Fprintln(w, "# this form assumes chroot n:")
+	return "unix:" + a.Addr
 }
 
 // meta1Config prints the smtps policy_milter block of /etc/meta1/meta1.conf

@@ -106,17 +106,28 @@ func TestMetricsSurviveReload(t *testing.T) {
 	}
 	waitLog("serving metrics", 1)
 	waitLog("listening", 1)
+	// metrics waits until the counters say wants: a QUIT just written
+	// may not have been read by pmult yet (no answer tells when it was).
 	metrics := func(wants ...string) {
 		t.Helper()
-		resp, err := http.Get("http://" + maddr + "/metrics")
-		if err != nil {
-			t.Fatalf("metrics: %v", err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, want := range wants {
-			if !strings.Contains(string(body), want+"\n") {
-				t.Errorf("metrics lack %q:\n%s", want, body)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			resp, err := http.Get("http://" + maddr + "/metrics")
+			if err != nil {
+				t.Fatalf("metrics: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var lack []string
+			for _, want := range wants {
+				if !strings.Contains(string(body), want+"\n") {
+					lack = append(lack, want)
+				}
+			}
+			if len(lack) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("metrics lack %q:\n%s", lack, body)
 			}
 		}
 	}

@@ -42,6 +42,12 @@ type OpenDKIMOptions struct {
 	// Key is the key pair; nil: a fresh one from GenerateDKIMKey. Give the
 	// signer and the verifier the same key.
 	Key *DKIMKey
+	// InternalHosts is the signer's InternalHosts (mail from there is
+	// signed); default 127.0.0.1. Give another address to make the
+	// signing depend on Extra's MacroList only.
+	InternalHosts string
+	// Extra are more opendkim.conf lines (e.g. "MacroList daemon_name=ORIGINATING").
+	Extra string
 }
 
 // recordRE picks the quoted strings of opendkim-genkey's zone file line.
@@ -151,14 +157,22 @@ func StartOpenDKIM(t testing.TB, opt OpenDKIMOptions) (spec string) {
 	// read or written by other users"), and Dir lives there.
 	fmt.Fprintf(&c, "RequireSafeKeys false\n")
 	if sign {
-		fmt.Fprintf(&c, "Domain %s\nSelector %s\nKeyFile %s\nInternalHosts 127.0.0.1\n",
-			key.Domain, key.Selector, key.PrivateFile)
+		internal := opt.InternalHosts
+		if internal == "" {
+			internal = "127.0.0.1"
+		}
+		fmt.Fprintf(&c, "Domain %s\nSelector %s\nKeyFile %s\nInternalHosts %s\n",
+			key.Domain, key.Selector, key.PrivateFile, internal)
 	} else {
 		// Anything but 127.0.0.1: mail from there is then external.
 		fmt.Fprintf(&c, "InternalHosts 192.0.2.1\n")
 	}
 	if verify {
 		fmt.Fprintf(&c, "TestPublicKeys %s\nAlwaysAddARHeader yes\nAuthservID verifier.test\n", key.TestKeysFile)
+	}
+	c.WriteString(opt.Extra)
+	if opt.Extra != "" && !strings.HasSuffix(opt.Extra, "\n") {
+		c.WriteString("\n")
 	}
 	conf := filepath.Join(dir, "opendkim.conf")
 	if err := os.WriteFile(conf, []byte(c.String()), 0o644); err != nil {

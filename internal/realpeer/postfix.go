@@ -31,6 +31,9 @@ type PostfixOptions struct {
 	DefaultAction string
 	// ExtraMain adds or overrides main.cf parameters (applied last).
 	ExtraMain map[string]string
+	// ChrootSmtpd runs smtpd chrooted in the queue directory (master.cf
+	// chroot column y, as Debian's default), every other service not.
+	ChrootSmtpd bool
 }
 
 // Postfix is a running private Postfix instance.
@@ -179,8 +182,8 @@ func StartPostfix(t testing.TB, opt PostfixOptions) *Postfix {
 	for _, k := range keys {
 		fmt.Fprintf(&mainCF, "%s = %s\n", k, main[k])
 	}
-	masterCF := fmt.Sprintf(`# master.cf written by realpeer.StartPostfix (chroot = n everywhere)
-127.0.0.1:%d inet n - n - - smtpd
+	masterCF := fmt.Sprintf(`# master.cf written by realpeer.StartPostfix (chroot = n everywhere, smtpd: PostfixOptions.ChrootSmtpd)
+127.0.0.1:%d inet n - %s - - smtpd
 pickup     unix  n - n 60 1 pickup
 cleanup    unix  n - n -  0 cleanup
 qmgr       unix  n - n 300 1 qmgr
@@ -201,7 +204,7 @@ scache     unix  - - n -  1 scache
 postlog    unix-dgram n - n - 1 postlogd
 realpeer   unix  - n n -  - pipe
   flags=DR user=nobody argv=%s ${queue_id}
-`, pf.Port, deliver)
+`, pf.Port, map[bool]string{false: "n", true: "y"}[opt.ChrootSmtpd], deliver)
 	if err := os.WriteFile(filepath.Join(pf.ConfigDir, "main.cf"), []byte(mainCF.String()), 0o644); err != nil {
 		t.Fatalf("realpeer: postfix: %v", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/mailmux/mailmux/adapters/meta1"
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/internal/connserve"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -75,6 +76,7 @@ func Run(ctx context.Context, o Options) int {
 		return ExitConfig
 	}
 	eng.Counters = metrics
+	eng.Macros.Version = o.Version // {mult_version}
 	if len(eng.Slots) == 0 {
 		log.Warn("no backends configured: every message is accepted unfiltered")
 	}
@@ -169,7 +171,7 @@ func Run(ctx context.Context, o Options) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, adapter.ErrServerClosed) {
+			if err := srv.Serve(connserve.Named(ln, cfg.Milter.ListenNames[i])); err != nil && !errors.Is(err, adapter.ErrServerClosed) {
 				errc <- err
 			}
 		}()
@@ -180,7 +182,7 @@ func Run(ctx context.Context, o Options) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := msrv.Serve(ln); err != nil && !errors.Is(err, meta1.ErrServerClosed) {
+			if err := msrv.Serve(connserve.Named(ln, cfg.Meta1.ListenNames[i])); err != nil && !errors.Is(err, meta1.ErrServerClosed) {
 				errc <- err
 			}
 		}()
@@ -238,6 +240,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 		var ne *pmult.Engine
 		if ne, err = ncfg.Engine(log); err == nil {
 			ne.Counters = metrics
+			ne.Macros.Version = engines.Engine().Macros.Version
 			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
 			for _, w := range ncfg.Warnings {
 				log.Warn("configuration", "warning", w.Error())
