@@ -23,14 +23,9 @@
 //	log_tag = "pmult"
 //
 //	[milter]                      # the MTAs' side (Postfix, Sendmail)
-//	listen = ["inet:127.0.0.1:7357", "submission=unix:/run/pmult/sub.sock"] # name=: a named listener
+//	listen = ["inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"]
 //	max_connections = 0           # concurrent MTA connections; 0: no limit
 //	max_packet = 1048576          # bytes, from the MTA
-//
-//	[macros]                      # macro tables (macros.go): rename, alias, default, set, drop
-//	dialect = "auto"              # built-in table per front end; milter, meta1, none
-//	[macros.listener.submission]
-//	set = { "connect:{daemon_name}" = "ORIGINATING" }
 //
 //	[[backend]]
 //	name = "dkim"
@@ -53,12 +48,21 @@
 // socket_group and socket_mode ("0666" by default), what its unix sockets
 // are created with.
 //
-// A [[backend]] has a type, "milter" by default (the only one so far). The
+// A listen entry may carry a name, "name=address" (a named listener, e.g.
+// "submission=unix:/run/pmult/sub.sock"): the name reaches the engine's
+// sessions, and macro tables can be given per listener. [macros] holds the
+// macro translation tables (macros.go): dialect ("auto": the built-in table
+// of the front end; milter, meta1, none), rename, alias, default, set and
+// drop, globally and under [macros.listener.NAME], for example
+// set = { "connect:{daemon_name}" = "ORIGINATING" } on the submission
+// listener; a milter backend has its own [backend.macros].
+//
+// A [[backend]] has a type, "milter" by default, or "callout". The
 // keys every backend has (name, type, on_failure, mode, log_level) are
 // read here; the others belong to the type's package, which parses,
 // validates and builds it (backends/milter: address, the timeouts,
-// milter_version, max_body, reuse, macros). backends.go is the one table that
-// knows the types.
+// milter_version, max_body, reuse, macros; backends/callout: the
+// verification keys). backends.go is the one table that knows the types.
 //
 // Old spellings still load, with a warning in Config.Warnings naming the
 // key that replaces each (pmult check prints them): top-level listen,
