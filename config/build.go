@@ -24,6 +24,8 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		ReadOnlyLive: c.ReadOnly == ReadOnlyLive,
 		ChainMerge:   c.Merge == MergeChain,
 		Log:          log,
+
+		QuietDecisions: !c.DecisionLog,
 	}
 	for _, b := range c.Backends {
 		act, err := pmult.ParseFailAction(b.OnFailure)

@@ -9,6 +9,8 @@
 //	pmult check -c FILE      validate FILE, report every error (and old key spellings), exit 78 if bad
 //	pmult mta-config postfix|sendmail|meta1 [-c FILE]   print the MTA-side snippet
 //	pmult import -c /etc/mailfromd.conf [-o FILE]   convert a mailfromd pmult configuration
+//	pmult why [-c FILE] [--socket PATH|--metrics HOST:PORT] QUEUEID|SESSION
+//	                         the decision record of a recent message, from the running pmult
 //	pmult version
 //
 // Without -c it runs on a built-in default configuration (listen on
@@ -64,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return mtaConfig(args[1:], stdout, stderr)
 		case "import":
 			return importCmd(args[1:], stdout, stderr)
+		case "why":
+			return whyCmd(args[1:], stdout, stderr)
 		case "version", "--version", "-V":
 			fmt.Fprintf(stdout, "pmult (mailmux) %s\n", Version)
 			return 0

@@ -65,12 +65,16 @@ func Run(ctx context.Context, o Options) int {
 		log.Warn("configuration", "warning", w.Error())
 	}
 	metrics := pmult.NewMetrics()
+	var records *pmult.Recorder // the decision ring, process-owned like metrics
+	if cfg.DecisionRing > 0 {
+		records = pmult.NewRecorder(cfg.DecisionRing)
+	}
 	eng, err := cfg.Engine(log)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
 		return ExitConfig
 	}
-	eng.Counters = metrics
+	eng.Counters, eng.Records = metrics, records
 	if len(eng.Slots) == 0 {
 		log.Warn("no backends configured: every message is accepted unfiltered")
 	}
@@ -105,6 +109,7 @@ func Run(ctx context.Context, o Options) int {
 	}
 	addrs := append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...)
 	var lns, mlns []net.Listener
+	var counts listenerCounts
 	for i, a := range addrs {
 		ln, err := listen(a)
 		if err != nil {
@@ -114,6 +119,7 @@ func Run(ctx context.Context, o Options) int {
 			}
 			return ExitOSErr
 		}
+		ln = counts.wrap(ln, a.Raw)
 		warnWildcard(log, "pmult", a)
 		if i < len(cfg.Milter.ListenAddrs) {
 			lns = append(lns, ln)
@@ -129,12 +135,20 @@ func Run(ctx context.Context, o Options) int {
 		defer os.Remove(cfg.PIDFile)
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log)
+		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log, engines, records, &counts)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			return ExitOSErr
 		}
 		defer ms.Close()
+	}
+	if cfg.ControlSocket != "" {
+		ctl, err := serveControl(cfg.ControlSocket, records, log)
+		if err != nil {
+			log.Error("cannot serve the control socket", "err", err)
+			return ExitOSErr
+		}
+		defer ctl.Close(cfg.ControlSocket)
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+len(mlns))
@@ -164,7 +178,7 @@ loop:
 	for {
 		select {
 		case <-o.Reload:
-			reload(cfg, o.File, o.Load, engines, metrics, log)
+			reload(cfg, o.File, o.Load, engines, metrics, records, log)
 		case <-ctx.Done():
 			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
 				"deadline", cfg.ShutdownTimeout.Duration.String())
@@ -202,7 +216,8 @@ loop:
 
 // reload builds an engine from a freshly loaded configuration and stores
 // it; on error the running one stays. Listen addresses stay.
-func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics, log *slog.Logger) {
+func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics,
+	records *pmult.Recorder, log *slog.Logger) {
 	if load == nil {
 		log.Info("SIGHUP: no configuration file to reload")
 		return
@@ -211,7 +226,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 	if err == nil {
 		var ne *pmult.Engine
 		if ne, err = ncfg.Engine(log); err == nil {
-			ne.Counters = metrics
+			ne.Counters, ne.Records = metrics, records
 			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
 			for _, w := range ncfg.Warnings {
 				log.Warn("configuration", "warning", w.Error())
@@ -219,6 +234,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 			log.Info("configuration reloaded", "file", file, "backends", len(ne.Slots))
 			if !slices.EqualFunc(ncfg.Milter.ListenAddrs, cfg.Milter.ListenAddrs, func(a, b config.Address) bool { return a == b }) {
 				log.Warn("listen addresses changed: restart pmult to apply them")
+			}
+			if ncfg.DecisionRing != cfg.DecisionRing || ncfg.ControlSocket != cfg.ControlSocket {
+				log.Warn("decision_ring or control_socket changed: restart pmult to apply them")
 			}
 			if frontChanged(cfg, ncfg) {
 				log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")
@@ -232,9 +250,10 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 }
 
 // serveMetrics serves the process's counters on addr at /metrics: they
-// survive reloads (SIGHUP). A bare port means loopback; a wildcard address
+// survive reloads (SIGHUP); and the decision records at /why?id=. A bare port means loopback; a wildcard address
 // is warned about.
-func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger) (*http.Server, error) {
+func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger,
+	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) (*http.Server, error) {
 	addr = metricsAddr(addr)
 	if isWildcard(addr) {
 		log.Warn("metrics listen on every address: anyone who can reach it reads pmult's counters", "address", addr)
@@ -247,9 +266,12 @@ func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log 
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		metrics.WriteText(w)
+		pmult.WriteBackendState(w, engines.Engine())
+		counts.writeText(w)
 		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
 		writeProcessMetrics(w)
 	})
+	mux.HandleFunc("/why", whyHandler(records))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
