@@ -101,6 +101,8 @@ func (r *Record) client() string {
 		return ""
 	case r.Addr == "":
 		return r.Hostname
+	case r.Hostname == "" || r.Hostname == "["+r.Addr+"]":
+		return "unknown[" + r.Addr + "]" // no name: as Postfix logs it
 	}
 	return r.Hostname + "[" + r.Addr + "]"
 }
@@ -162,7 +164,7 @@ func (r *Record) WriteText(w io.Writer) error {
 			case EditAddHeader, EditInsertHeader, EditChangeHeader:
 				fmt.Fprintf(&b, " %s:%s", e.Name, e.Value)
 			case EditAddRcpt, EditAddRcptPar, EditDelRcpt, EditChangeFrom:
-				fmt.Fprintf(&b, " <%s>", e.Addr)
+				fmt.Fprintf(&b, " <%s>", strings.Trim(e.Addr, "<>"))
 			case EditReplaceBody:
 				fmt.Fprintf(&b, " %d bytes", e.Size)
 			case EditQuarantine:
