@@ -462,7 +462,7 @@ func (s *Session) recEnd(how string, r Reply, k Kind) {
 		}
 	}
 	s.countDecision(rec)
-	if !s.e.QuietDecisions {
+	if !s.e.QuietDecisions && s.base.Enabled(context.Background(), slog.LevelInfo) {
 		s.decisionLine()
 	}
 	if s.e.Records != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -178,5 +179,50 @@ func TestRecorderRing(t *testing.T) {
 	}
 	if r := rec.Find("Q3"); len(r) != 1 || r[0].Events[0].Kind != pmult.KindConnect {
 		t.Fatalf("Q3 lacks the connection's events: %+v", r)
+	}
+}
+
+// BenchmarkMessageRecord is one message (MAIL, RCPT, 5 headers, EOH, a
+// body chunk, EOM) through three instant backends: with the decision line
+// (text handler, io.Discard) and the ring, as pmult runs by default, and
+// without either.
+func BenchmarkMessageRecord(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		name := "quiet"
+		if on {
+			name = "line+ring"
+		}
+		b.Run(name, func(b *testing.B) {
+			cont := func(context.Context, *pmult.Event) (pmult.Reply, error) { return pmult.Reply{}, nil }
+			e := &pmult.Engine{Parallel: true, Slots: []pmult.Slot{
+				{Backend: pmult.Func("a", pmult.Caps{}, cont)},
+				{Backend: pmult.Func("b", pmult.Caps{}, cont)},
+				{Backend: pmult.Func("c", pmult.Caps{}, cont)},
+			}}
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			if on {
+				e.Records = pmult.NewRecorder(1000)
+			} else {
+				e.QuietDecisions = true
+			}
+			ctx := context.Background()
+			s := e.NewSession("bench", log)
+			s.Open(ctx, pmult.Offer{}, nil)
+			defer s.Close()
+			s.Handle(ctx, &pmult.Event{Kind: pmult.KindConnect, Hostname: "h", Family: '4', Address: "192.0.2.1"})
+			q := []pmult.MacroSet{{For: pmult.KindMail, Pairs: []string{"i", "4AB1"}}}
+			mail := &pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@example.org>"}, Macros: q}
+			rcpt := &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<b@example.net>"}}
+			hdr := &pmult.Event{Kind: pmult.KindHeader, Name: "Subject", Value: " hi"}
+			eoh := &pmult.Event{Kind: pmult.KindEOH}
+			body := &pmult.Event{Kind: pmult.KindBody, Chunk: []byte("hello\r\n")}
+			eom := &pmult.Event{Kind: pmult.KindEOM}
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, ev := range []*pmult.Event{mail, rcpt, hdr, hdr, hdr, hdr, hdr, eoh, body, eom} {
+					s.Handle(ctx, ev)
+				}
+			}
+		})
 	}
 }

@@ -99,15 +99,14 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 	}
 	res := s.res[:len(targets)]
 	t0 := time.Now()
-	done := func(i int) {
-		res[i].at = time.Now()
-		res[i].dur = res[i].at.Sub(t0)
+	for i := range res {
+		res[i] = result{at: t0}
 	}
 	switch {
 	case len(targets) == 0:
 	case len(targets) == 1:
 		res[0].r, res[0].err = targets[0].handle(ctx, ev)
-		done(0)
+		res[0].done()
 	case ev.Kind == KindEOM:
 		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
@@ -115,11 +114,11 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 			go func() {
 				defer wg.Done()
 				res[i].r, res[i].err = targets[i].handle(ctx, ev)
-				done(i)
+				res[i].done()
 			}()
 		}
 		res[0].r, res[0].err = targets[0].handle(ctx, ev)
-		done(0)
+		res[0].done()
 		wg.Wait()
 	default:
 		if cap(s.await) < len(targets) {
@@ -140,41 +139,48 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		}
 		var wg sync.WaitGroup
 		for i, b := range targets {
-			res[i] = result{}
 			await[i] = false
 			switch {
 			case b.pipe != nil:
 				await[i], res[i].err = b.post(ctx, ev)
 				if !await[i] || res[i].err != nil {
-					done(i)
+					res[i].done()
 				}
 			case i != inline:
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					res[i].r, res[i].err = b.handle(ctx, ev)
-					done(i)
+					res[i].done()
 				}()
 			}
 		}
 		if inline >= 0 {
 			res[inline].r, res[inline].err = targets[inline].handle(ctx, ev)
-			done(inline)
+			res[inline].done()
 		}
 		for i, b := range targets {
 			if await[i] && res[i].err == nil {
 				if ctx.Err() != nil {
 					res[i].err = ctx.Err()
-					done(i)
+					res[i].done()
 					continue
 				}
 				res[i].r, res[i].err = b.await(ctx, ev)
-				done(i)
+				res[i].done()
 			}
 		}
 		wg.Wait()
 	}
 	return res
+}
+
+// done notes the time of the answer (or failure): r.at was when the
+// event went out.
+func (r *result) done() {
+	now := time.Now()
+	r.dur = now.Sub(r.at)
+	r.at = now
 }
 
 // targets collects the live backends that get ev.
