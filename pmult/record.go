@@ -272,6 +272,7 @@ type recorder struct {
 	rec     Record
 	open    bool // a message is in progress (MAIL seen, not ended)
 	connLen int  // events of the connection (connect, helo), kept for each message
+	connPol int  // policies of the connection (open, connect, helo), kept likewise
 	stats   [][numKinds]stageStat
 	edits   [][numEdits]int
 	buf     []byte
@@ -290,7 +291,6 @@ func (s *Session) recording() bool { return !s.e.QuietDecisions || s.e.Records !
 func (s *Session) recConnect(ev *Event) {
 	rc := &s.rc
 	rc.rec.Events = rc.rec.Events[:0]
-	rc.rec.Policy = rc.rec.Policy[:0]
 	rc.rec.Edits = rc.rec.Edits[:0]
 	rc.rec.Dropped = 0
 	rc.connLen = 0
@@ -311,7 +311,7 @@ func (s *Session) recMail(ev *Event) {
 	rc.open = true
 	rc.rec.Events = rc.rec.Events[:rc.connLen]
 	rc.rec.Edits = rc.rec.Edits[:0]
-	rc.rec.Policy = rc.rec.Policy[:0]
+	rc.rec.Policy = rc.rec.Policy[:rc.connPol]
 	rc.rec.Dropped = 0
 	rc.rec.Rcpts, rc.rec.Rejected = 0, 0
 	rc.rec.Sender = ""
@@ -364,7 +364,19 @@ func (s *Session) recAnswer(b *bstate, k Kind, r *result) {
 func (s *Session) recPolicy(what string, b *bstate, k Kind, action string) {
 	if s.recording() {
 		s.rc.rec.Policy = append(s.rc.rec.Policy, RecPolicy{What: what, Backend: b.name, Stage: k, Action: action})
+		if !s.rc.open {
+			s.rc.connPol = len(s.rc.rec.Policy)
+		}
 	}
+}
+
+// recNewSMTP forgets the connection's record at QUIT_NC: a new SMTP
+// session follows.
+func (s *Session) recNewSMTP() {
+	rc := &s.rc
+	rc.rec.Events, rc.rec.Policy = rc.rec.Events[:0], rc.rec.Policy[:0]
+	rc.connLen, rc.connPol = 0, 0
+	rc.rec.Start = time.Time{}
 }
 
 func (s *Session) recEdit(b *bstate, e *Edit, note string) {
@@ -470,6 +482,7 @@ func (s *Session) recEnd(how string, r Reply, k Kind) {
 	}
 	rc.open = false
 	rec.Events = rec.Events[:rc.connLen]
+	rec.Policy = rec.Policy[:rc.connPol]
 	rec.Start = time.Now()
 	rec.QueueID = ""
 }
@@ -575,6 +588,7 @@ func (s *Session) decisionLine() {
 		slog.String("client", dash(rec.client())),
 		slog.String("from", "<"+rec.Sender+">"),
 		slog.Int("rcpts", rec.Rcpts),
+		slog.Int("rcpts_rejected", rec.Rejected),
 		slog.String("reply", rec.reply()),
 		slog.String("at", rec.Ended),
 		slog.String("by", dash(rec.By)),

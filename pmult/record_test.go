@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -224,5 +226,56 @@ func BenchmarkMessageRecord(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+type downBackend struct{}
+
+func (downBackend) Name() string { return "down" }
+func (downBackend) Open(context.Context, pmult.OpenInfo) (pmult.BackendSession, error) {
+	return nil, fmt.Errorf("connect: %w", pmult.ErrDown)
+}
+
+// TestDecisionPolicies: a backend skipped by its breaker (down), one that
+// times out, and their failure actions are in the line and the record.
+func TestDecisionPolicies(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slow := pmult.Func("slow", pmult.Caps{}, func(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+		if ev.Kind == pmult.KindRcpt {
+			return pmult.Reply{}, fmt.Errorf("read: %w", os.ErrDeadlineExceeded)
+		}
+		return pmult.Reply{}, nil
+	})
+	rec := pmult.NewRecorder(4)
+	e := &pmult.Engine{Log: log, Records: rec, Slots: []pmult.Slot{
+		{Backend: downBackend{}, Policy: pmult.Policy{OnFailure: pmult.FailAccept}},
+		{Backend: slow, Policy: pmult.Policy{OnFailure: pmult.FailTempfail}},
+	}}
+	ctx := context.Background()
+	s := e.NewSession("p1", log)
+	s.Open(ctx, pmult.Offer{}, nil)
+	s.Handle(ctx, &pmult.Event{Kind: pmult.KindConnect, Hostname: "h", Family: '4', Address: "192.0.2.3"})
+	s.Handle(ctx, &pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@example.org>"},
+		Macros: []pmult.MacroSet{{For: pmult.KindMail, Pairs: []string{"i", "P1"}}}})
+	if r := s.Handle(ctx, &pmult.Event{Kind: pmult.KindRcpt, Args: []string{"<b@example.net>"}}); r.Verdict != pmult.Tempfail {
+		t.Fatalf("rcpt: %+v", r)
+	}
+	s.Handle(ctx, &pmult.Event{Kind: pmult.KindAbort})
+	s.Close()
+	line := buf.String()
+	for _, want := range []string{"msg=decision", "qid=P1", "reply=abort", "rcpts=0 rcpts_rejected=1",
+		`policies="down:down@open=accept timeout:slow@rcpt=tempfail"`, "slow(connect=continue/", "rcpt=failed/"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line lacks %q:\n%s", want, line)
+		}
+	}
+	var why bytes.Buffer
+	rec.WriteWhy(&why, "P1")
+	for _, want := range []string{"rcpts=0 rcpts_rejected=1", "reply abort at abort", "down down at open: accept",
+		"timeout slow at rcpt: tempfail", "rcpt     slow             failed"} {
+		if !strings.Contains(why.String(), want) {
+			t.Errorf("why lacks %q:\n%s", want, why.String())
+		}
 	}
 }

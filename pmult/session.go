@@ -34,6 +34,10 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 		}
 		return r
 	case KindQuitNC:
+		if s.rc.open {
+			s.recEnd("quit", Reply{}, KindNone)
+		}
+		s.recNewSMTP()
 		s.quitNC(ctx, ev)
 		return r
 	case KindQuit:
