@@ -11,7 +11,8 @@
 //   Engine.QuietDecisions  false: one decision line per message, info level
 //   Engine.Records         nil: no ring; the service's is decision_ring
 //                          (default DefaultRecords) messages, process-owned
-//   maxRecordEvents        512 events kept per record (the rest are counted)
+//   maxRecordEvents        256 events kept per record (the rest are counted;
+//                          header and body continues of a backend count as one)
 //   maxRecordValue         200 bytes of a header value kept per edit
 
 package pmult
@@ -34,7 +35,7 @@ import (
 const DefaultRecords = 1000
 
 const (
-	maxRecordEvents = 512
+	maxRecordEvents = 256
 	maxRecordValue  = 200
 )
 
@@ -45,8 +46,12 @@ type RecEvent struct {
 	Backend string
 	Verdict Verdict
 	Text    string
-	Latency time.Duration
-	Err     string // the failure, when it failed
+	Latency time.Duration // of all N
+	Err     string        // the failure, when it failed
+	// N is how many answers this event stands for: consecutive header or
+	// body answers "continue" of one backend are kept as one (At: the
+	// last, Latency: the sum).
+	N int
 }
 
 // RecEdit is one edit a backend made (or, evaluated or dropped, would have).
@@ -145,6 +150,9 @@ func (r *Record) WriteText(w io.Writer) error {
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "    +%-10s %-8s %-16s %-9s %s", e.At.Sub(r.Start).Round(time.Microsecond), e.Kind,
 			e.Backend, verdictOrFailed(e), e.Latency.Round(time.Microsecond))
+		if e.N > 1 {
+			fmt.Fprintf(&b, " (%d answers)", e.N)
+		}
 		if e.Text != "" {
 			fmt.Fprintf(&b, " text %q", e.Text)
 		}
@@ -345,11 +353,22 @@ func (s *Session) recAnswer(b *bstate, k Kind, r *result) {
 	} else if st.n == 1 || r.r.Verdict.rank() >= st.v.rank() {
 		st.v = r.r.Verdict
 	}
+	if (k == KindHeader || k == KindBody) && r.err == nil && r.r.Verdict == Continue && r.r.Text == "" {
+		ev := rc.rec.Events
+		for i := len(ev) - 1; i >= max(len(ev)-len(s.bs), rc.connLen); i-- {
+			if e := &ev[i]; e.Kind == k && e.Backend == b.name && e.Verdict == Continue && e.Err == "" && e.Text == "" {
+				e.N++
+				e.At = r.at
+				e.Latency += r.dur
+				return
+			}
+		}
+	}
 	if len(rc.rec.Events) >= maxRecordEvents {
 		rc.rec.Dropped++
 		return
 	}
-	e := RecEvent{At: r.at, Kind: k, Backend: b.name, Latency: r.dur}
+	e := RecEvent{At: r.at, Kind: k, Backend: b.name, Latency: r.dur, N: 1}
 	if r.err != nil {
 		e.Err = r.err.Error()
 	} else {

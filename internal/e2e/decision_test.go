@@ -93,6 +93,9 @@ func TestDecisionLineEditsByBackend(t *testing.T) {
 		t.Errorf("queue id %s of the decision line is not in the maillog", qid)
 	}
 	line := decisionLine(p.Output(), qid)
+	if n := strings.Count(p.Output(), "msg=decision"); n != 1 {
+		t.Errorf("%d decision lines for one message, want 1", n)
+	}
 	for _, want := range []string{"reply=accept", "by=-", `edits="signer(add_header=1) archiver(add_rcpt=1)"`} {
 		if !strings.Contains(line, want) {
 			t.Errorf("decision line lacks %q:\n%s", want, line)
@@ -103,7 +106,7 @@ func TestDecisionLineEditsByBackend(t *testing.T) {
 		t.Fatalf("pmult why: %v\n%s", err, why)
 	}
 	for _, want := range []string{"message qid=" + qid, "reply accept at eom", "signer           add_header X-Signed: by signer",
-		"archiver         add_rcpt <copy@example.com>", "eom      signer           continue"} {
+		"archiver         add_rcpt <copy@example.com>", "eom      signer           continue", "answers)"} {
 		if !strings.Contains(string(why), want) {
 			t.Errorf("pmult why lacks %q:\n%s", want, why)
 		}
