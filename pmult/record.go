@@ -269,10 +269,10 @@ func (r *Recorder) WriteWhy(w io.Writer, id string) (bool, error) {
 
 // stageStat is one backend's answers at one stage of a message.
 type stageStat struct {
-	n      int
+	n      int32
 	v      Verdict // the strongest verdict (or the last, when none objects)
-	d      time.Duration
 	failed bool
+	d      time.Duration
 }
 
 // recorder is a session's record in progress, reused across messages.
@@ -282,14 +282,14 @@ type recorder struct {
 	connLen int  // events of the connection (connect, helo), kept for each message
 	connPol int  // policies of the connection (open, connect, helo), kept likewise
 	stats   [][numKinds]stageStat
-	edits   [][numEdits]int
+	edits   [][numEdits]int32
 	buf     []byte
 }
 
 func (s *Session) recInit() {
 	n := len(s.bs)
 	s.rc.stats = make([][numKinds]stageStat, n)
-	s.rc.edits = make([][numEdits]int, n)
+	s.rc.edits = make([][numEdits]int32, n)
 	s.rc.rec.Session = s.id
 }
 
@@ -306,7 +306,7 @@ func (s *Session) recConnect(ev *Event) {
 	rc.rec.Start = time.Now()
 	for i := range rc.stats {
 		rc.stats[i] = [numKinds]stageStat{}
-		rc.edits[i] = [numEdits]int{}
+		rc.edits[i] = [numEdits]int32{}
 	}
 }
 
@@ -335,7 +335,7 @@ func (s *Session) recMail(ev *Event) {
 				rc.stats[i][k] = stageStat{}
 			}
 		}
-		rc.edits[i] = [numEdits]int{}
+		rc.edits[i] = [numEdits]int32{}
 	}
 }
 
@@ -489,7 +489,7 @@ func (s *Session) recEnd(how string, r Reply, k Kind) {
 			}
 		}
 		for i := range rc.edits {
-			rc.edits[i] = [numEdits]int{}
+			rc.edits[i] = [numEdits]int32{}
 		}
 	}
 	s.countDecision(rec)
