@@ -37,9 +37,12 @@ func recEngine(log *slog.Logger, rec *pmult.Recorder) *pmult.Engine {
 		}
 		return pmult.Reply{}, nil
 	})
-	shadow := pmult.Func("shadow", pmult.Caps{}, func(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
-		if ev.Kind == pmult.KindRcpt {
+	shadow := pmult.Func("shadow", pmult.Caps{Actions: pmult.ActAddHeaders}, func(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+		switch ev.Kind {
+		case pmult.KindRcpt:
 			return pmult.Reply{Verdict: pmult.Reject}, nil
+		case pmult.KindEOM:
+			return pmult.Reply{Edits: []pmult.Edit{{Kind: pmult.EditAddHeader, Name: "X-Shadow", Value: " 1"}}}, nil
 		}
 		return pmult.Reply{}, nil
 	})
@@ -109,7 +112,8 @@ func TestDecisionLine(t *testing.T) {
 	if strings.Contains(lines[0], "(add_header") {
 		t.Errorf("rejected message lists edits: %s", lines[0])
 	}
-	for _, want := range []string{"qid=4AB2", "reply=accept", "by=-", `edits="signer(add_header=1)"`, "header=continue/"} {
+	for _, want := range []string{"qid=4AB2", "reply=accept", "by=-", `edits="signer(add_header=1)"`, "header=continue/",
+		"would_edit:shadow@eom=add_header"} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("second line lacks %q:\n%s", want, lines[1])
 		}
@@ -129,7 +133,8 @@ func TestDecisionLine(t *testing.T) {
 	}
 	why.Reset()
 	rec.WriteWhy(&why, "4AB2")
-	if !strings.Contains(why.String(), "signer           add_header X-Signed: yes") {
+	if !strings.Contains(why.String(), "signer           add_header X-Signed: yes") ||
+		!strings.Contains(why.String(), "shadow           add_header X-Shadow: 1 (evaluation)") {
 		t.Errorf("why 4AB2 lacks the edit:\n%s", why.String())
 	}
 	if got := len(rec.Find("7")); got != 2 {

@@ -673,6 +673,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 func (s *Session) logEvaluated(b *bstate, edits []Edit) {
 	for _, e := range edits {
 		s.recEdit(b, &e, "evaluation")
+		s.recPolicy("would_edit", b, KindEOM, e.Kind.String())
 		s.log.Info("evaluation: backend would have edited", "backend", b.name, "edit", e.Kind.String(),
 			"name", e.Name, "index", e.Index, "addr", e.Addr)
 	}

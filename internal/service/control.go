@@ -11,6 +11,7 @@ package service
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mailmux/mailmux/pmult"
@@ -49,15 +51,37 @@ type control struct {
 	log *slog.Logger
 }
 
+// controlMode is the control socket's mode: pmult's own user only.
+const controlMode = 0o600
+
+// listenControl binds the control socket born with controlMode, as
+// listenUnix binds the MTA sockets (umask for the bind, no chmod through
+// the path; a stale socket replaced, any other file an error). It runs at
+// startup, before any session.
+func listenControl(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, errors.New("socket in use by another process")
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	old := syscall.Umask(0o777 &^ controlMode)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	return ln, err
+}
+
 // serveControl listens on the unix socket path (mode 0600: the control
 // socket answers pmult's own user only).
 func serveControl(path string, rec *pmult.Recorder, log *slog.Logger) (*control, error) {
-	ln, err := listenUnix(path)
+	ln, err := listenControl(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	c := &control{ln: ln, rec: rec, log: log}
