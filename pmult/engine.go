@@ -88,6 +88,7 @@ type Engine struct {
 	bigActive   atomic.Int32 // messages of bigMessage bytes or more in progress
 	releasing   atomic.Bool  // a handBack is running
 	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
+	recPool     sync.Pool    // of *recBufs: decision record buffers of closed sessions
 }
 
 func (e *Engine) openTimeout() time.Duration {
@@ -490,6 +491,7 @@ func (s *Session) Close() {
 		if s.rc.open {
 			s.recEnd("quit", Reply{}, KindNone)
 		}
+		s.recRelease()
 		s.resetMessage()
 		var wg sync.WaitGroup
 		for _, b := range s.bs {

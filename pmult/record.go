@@ -284,16 +284,60 @@ type recorder struct {
 	stats   [][numKinds]stageStat
 	edits   [][numEdits]int32
 	buf     []byte
+	bufs    *recBufs // from the engine's pool; back at Close
+}
+
+// recBufs are a recorder's buffers, handed from a closed session to the
+// next one through the engine's pool, so that a session does not grow its
+// record from nothing.
+type recBufs struct {
+	events []RecEvent
+	edits  []RecEdit
+	policy []RecPolicy
+	stats  [][numKinds]stageStat
+	counts [][numEdits]int32
+	buf    []byte
 }
 
 func (s *Session) recInit() {
 	n := len(s.bs)
-	s.rc.stats = make([][numKinds]stageStat, n)
-	s.rc.edits = make([][numEdits]int32, n)
-	s.rc.rec.Session = s.id
+	rc := &s.rc
+	rc.rec.Session = s.id
+	if v, ok := s.e.recPool.Get().(*recBufs); ok {
+		rc.bufs = v
+		rc.rec.Events, rc.rec.Edits, rc.rec.Policy, rc.buf = v.events[:0], v.edits[:0], v.policy[:0], v.buf[:0]
+		if cap(v.stats) >= n {
+			rc.stats, rc.edits = v.stats[:n], v.counts[:n]
+			clear(rc.stats)
+			clear(rc.edits)
+			return
+		}
+	}
+	rc.stats = make([][numKinds]stageStat, n)
+	rc.edits = make([][numEdits]int32, n)
 }
 
-func (s *Session) recording() bool { return !s.e.QuietDecisions || s.e.Records != nil }
+// recRelease hands the record's buffers to the next session (Close).
+func (s *Session) recRelease() {
+	rc := &s.rc
+	v := rc.bufs
+	if v == nil {
+		v = &recBufs{}
+	}
+	*v = recBufs{events: rc.rec.Events[:0], edits: rc.rec.Edits[:0], policy: rc.rec.Policy[:0],
+		stats: rc.stats, counts: rc.edits, buf: rc.buf[:0]}
+	// Strings the record pointed to are not kept alive by the pool.
+	clear(v.events[:cap(v.events)])
+	clear(v.edits[:cap(v.edits)])
+	clear(v.policy[:cap(v.policy)])
+	rc.bufs, rc.rec.Events, rc.rec.Edits, rc.rec.Policy, rc.stats, rc.edits, rc.buf = nil, nil, nil, nil, nil, nil, nil
+	s.e.recPool.Put(v)
+}
+
+// recording reports whether the session keeps a record (not once closed).
+func (s *Session) recording() bool {
+	return (!s.e.QuietDecisions || s.e.Records != nil) && s.rc.stats != nil
+}
 
 // recConnect starts the record of a connection.
 func (s *Session) recConnect(ev *Event) {
@@ -342,7 +386,7 @@ func (s *Session) recMail(ev *Event) {
 // recAnswer records b's answer to ev (r.err: its failure) and its latency.
 func (s *Session) recAnswer(b *bstate, k Kind, r *result) {
 	rc := &s.rc
-	if !s.recording() || rc.stats == nil {
+	if !s.recording() {
 		return
 	}
 	st := &rc.stats[b.pos][k]
