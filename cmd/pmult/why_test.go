@@ -65,7 +65,7 @@ func TestWhyThroughBinary(t *testing.T) {
 			t.Fatalf("no decision line:\n%s", logs.String())
 		}
 	}
-	if line := logs.String(); !strings.Contains(line, "level=INFO msg=decision") || !strings.Contains(line, "qid=7QX2Z1 client=h from=<a@b> rcpts=1 reply=accept") ||
+	if line := logs.String(); !strings.Contains(line, "level=INFO msg=decision") || !strings.Contains(line, "qid=7QX2Z1 client=h from=<a@b> rcpts=1 rcpts_rejected=0 reply=accept") ||
 		!strings.Contains(line, `edits="signer(add_header=1)"`) {
 		t.Errorf("decision line:\n%s", line)
 	}
