@@ -68,8 +68,10 @@ type RecEdit struct {
 // RecPolicy is a policy that fired for a message.
 type RecPolicy struct {
 	// What is one of failure, timeout, down (breaker skip: not tried),
-	// would (evaluation verdict not applied), discard_ignored (DISCARD at
-	// connect or helo), too_big, spool_error.
+	// would (evaluation verdict not applied: Action is the verdict),
+	// would_edit (evaluation edit not applied: Action is the edit kind),
+	// discard_ignored (DISCARD at connect or helo). Conditions (a backend
+	// skipped by a rule) are to add "condition" here.
 	What    string
 	Backend string
 	Stage   Kind
