@@ -25,6 +25,8 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		ChainMerge:   c.Merge == MergeChain,
 		Log:          log,
 		Macros:       c.Macros.Tables(""), // {mult_version}: the caller sets Macros.Version
+
+		QuietDecisions: !c.DecisionLog,
 	}
 	for _, b := range c.Backends {
 		act, err := pmult.ParseFailAction(b.OnFailure)

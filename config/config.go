@@ -43,6 +43,7 @@ const (
 	DefaultMerge            = MergeStrongest
 	DefaultLogLevel         = "info"
 	DefaultLogTag           = "pmult"
+	DefaultDecisionRing     = 1000 // decision records kept for pmult why
 
 	// A milter backend's defaults (backends/milter owns its keys).
 	DefaultConnectTimeout = milter.DefaultConnectTimeout
@@ -154,6 +155,17 @@ type Config struct {
 	// in the Prometheus text format; a bare port ("9100" or ":9100")
 	// means 127.0.0.1; empty (default): no metrics server.
 	MetricsListen string `toml:"metrics_listen"`
+	// DecisionLog logs one info line per message (the decision line: who
+	// decided, every backend's verdicts and latencies, edits, policies).
+	// Default true.
+	DecisionLog bool `toml:"decision_log"`
+	// DecisionRing is how many recent messages' decision records pmult
+	// keeps in memory for `pmult why` (default DefaultDecisionRing; 0: none).
+	DecisionRing int `toml:"decision_ring"`
+	// ControlSocket is a unix socket path (mode 0600) where `pmult why`
+	// asks for a record; empty (default): none (the metrics listener's
+	// /why?id= still answers).
+	ControlSocket string `toml:"control_socket"`
 	// Backends are the [[backend]] tables, in file order. Parse accepts a
 	// file with none; the caller decides whether that is useful.
 	Backends []Backend `toml:"backend"`
@@ -272,6 +284,9 @@ type rawConfig struct {
 	LogLevel         any              `toml:"log_level"`
 	LogTag           any              `toml:"log_tag"`
 	MetricsListen    any              `toml:"metrics_listen"`
+	DecisionLog      any              `toml:"decision_log"`
+	DecisionRing     any              `toml:"decision_ring"`
+	ControlSocket    any              `toml:"control_socket"`
 	Backends         []toml.Primitive `toml:"backend"`
 	Meta1            *rawMeta1        `toml:"meta1"`
 
@@ -599,6 +614,12 @@ func (v *validator) build(raw *rawConfig) *Config {
 		LogLevel:         top.enum("log_level", raw.LogLevel, DefaultLogLevel, "level", "debug", "info", "warn", "error"),
 		LogTag:           top.str("log_tag", raw.LogTag),
 		MetricsListen:    top.str("metrics_listen", raw.MetricsListen),
+		DecisionLog:      raw.DecisionLog == nil || top.boolean("decision_log", raw.DecisionLog),
+		DecisionRing:     top.integer("decision_ring", raw.DecisionRing, DefaultDecisionRing, 0, 1<<20),
+		ControlSocket:    top.str("control_socket", raw.ControlSocket),
+	}
+	if cfg.ControlSocket != "" && !filepath.IsAbs(cfg.ControlSocket) {
+		top.fail("control_socket", fmt.Errorf("%q is not an absolute path", cfg.ControlSocket))
 	}
 	if cfg.LogTag == "" {
 		cfg.LogTag = DefaultLogTag

@@ -90,6 +90,8 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 		Merge:            "strongest",
 		LogLevel:         "info",
 		LogTag:           "pmult",
+		DecisionLog:      true,
+		DecisionRing:     DefaultDecisionRing,
 		ProgressInterval: Duration{Duration: 5 * time.Second},
 		SocketMode:       DefaultSocketMode,
 		Backends: []Backend{{
@@ -560,4 +562,18 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecisionKeys: decision_log defaults to true, decision_ring to
+// DefaultDecisionRing; control_socket must be absolute; bad values are
+// reported together.
+func TestDecisionKeys(t *testing.T) {
+	cfg, err := Parse([]byte("decision_log = false\ndecision_ring = 5\ncontrol_socket = \"/run/pmult/control.sock\"\n"), "t")
+	if err != nil || cfg.DecisionLog || cfg.DecisionRing != 5 || cfg.ControlSocket != "/run/pmult/control.sock" {
+		t.Fatalf("cfg %+v err %v", cfg, err)
+	}
+	_, err = Parse([]byte("decision_log = \"yes\"\ndecision_ring = -1\ncontrol_socket = \"control.sock\"\n"), "t")
+	if n := len(Errors(err)); n != 3 {
+		t.Errorf("want 3 errors, got %d: %v", n, err)
+	}
 }

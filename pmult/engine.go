@@ -9,6 +9,7 @@
 //   ChainMerge    false: the strongest verdict wins; true: the first
 //                 objection in configured order wins (the MTA's chain)
 //   MaxMessage, SpoolMemory, MemoryBudget, SpoolDir: see spool.go
+//   QuietDecisions, Records: see record.go
 
 package pmult
 
@@ -75,6 +76,12 @@ type Engine struct {
 	// Macros are the macro translation tables (macrotable.go); nil:
 	// none, the macros pass as the MTA sent them.
 	Macros *MacroTables
+	// QuietDecisions turns the decision line (one info line per message,
+	// see record.go) off; false (default): logged.
+	QuietDecisions bool
+	// Records is where each message's decision record is kept for `pmult
+	// why`: the process's ring, shared across reloads. nil: not kept.
+	Records *Recorder
 
 	metricsOnce sync.Once
 	metrics     *Metrics
@@ -84,6 +91,7 @@ type Engine struct {
 	bigActive   atomic.Int32 // messages of bigMessage bytes or more in progress
 	releasing   atomic.Bool  // a handBack is running
 	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
+	recPool     sync.Pool    // of *recBufs: decision record buffers of closed sessions
 }
 
 func (e *Engine) openTimeout() time.Duration {
@@ -144,6 +152,7 @@ func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 	for i, sl := range e.Slots {
 		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), pos: i, mc: e.slotMetrics[i]}
 	}
+	s.recInit()
 	return s
 }
 
@@ -174,6 +183,8 @@ func (b *bstate) modifies() bool {
 type result struct {
 	r   Reply
 	err error
+	at  time.Time     // when the answer (or the failure) came
+	dur time.Duration // since the event went out
 }
 
 // Session is the engine side of one MTA session. Its methods must be
@@ -200,7 +211,9 @@ type Session struct {
 	reopenPending       bool                 // some backends reopen at the next CONNECT
 	gone                bool                 // the MTA went away (the session ctx ended)
 
-	syn       synthState // macro tables and synthesis (macrotable.go)
+	syn synthState // macro tables and synthesis (macrotable.go)
+	rc  recorder   // the decision record of the message (record.go)
+
 	hdr       headerModel
 	final     Reply                // terminal verdict reached in the content phase
 	cmacros   [numKinds][]MacroSet // last macros of content kinds, for replay
@@ -448,12 +461,14 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 	case ctx.Err() != nil:
 		s.wentAway(k)
 	case errors.Is(err, ErrDown):
+		s.recPolicy("down", b, k, act.String())
 		b.mc.skipped.Add(1)
 		s.log.Debug("backend skipped", "backend", b.name, "err", err, "action", act.String())
 		if !b.slot.Policy.Evaluate {
 			b.vote = act.verdict()
 		}
 	case errors.As(err, &pe):
+		s.recPolicy("failure", b, k, act.String())
 		b.mc.failures[k].Add(1)
 		s.log.Error("backend call panicked, backend dropped from session", "backend", b.name, "stage", stage,
 			"panic", fmt.Sprint(pe.v), "action", act.String(), "stack", pe.stack)
@@ -461,8 +476,10 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 			b.vote = act.verdict()
 		}
 	case b.slot.Policy.Evaluate:
+		s.recPolicy(failPolicy(err), b, k, "none (evaluation)")
 		s.log.Warn("backend failed (evaluation mode: no effect)", "backend", b.name, "stage", stage, "err", err)
 	default:
+		s.recPolicy(failPolicy(err), b, k, act.String())
 		b.mc.failures[k].Add(1)
 		s.log.Warn("backend failed, dropped from session", "backend", b.name, "stage", stage,
 			"err", err, "action", act.String())
@@ -480,6 +497,10 @@ func (s *Session) failed(ctx context.Context, b *bstate, k Kind, err error) {
 func (s *Session) Close() {
 	s.closeOnce.Do(func() {
 		s.m.active.Add(-1)
+		if s.rc.open {
+			s.recEnd("quit", Reply{}, KindNone)
+		}
+		s.recRelease()
 		s.resetMessage()
 		var wg sync.WaitGroup
 		for _, b := range s.bs {

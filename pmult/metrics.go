@@ -8,6 +8,12 @@
 //	pmult_backend_failures_total{backend,stage}     dropped from a session
 //	pmult_backend_skipped_total{backend}            not tried: known down
 //	pmult_backend_edits_total{backend,edit}         edits passed to the MTA
+//	pmult_backend_latency_seconds{backend,stage}    histogram: event out to answer in
+//	pmult_decisions_total{backend,reply}            messages by the backend whose
+//	                                                verdict decided them ("": none)
+//	pmult_backend_up{backend}, pmult_backend_breaker_state{backend,state}
+//	                                                (WriteBackendState, backends
+//	                                                with a circuit breaker)
 
 package pmult
 
@@ -17,6 +23,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 const numVerdicts = int(Shutdown) + 1
@@ -27,6 +34,62 @@ type backendCounters struct {
 	failures [numKinds]atomic.Uint64
 	skipped  atomic.Uint64
 	edits    [numEdits]atomic.Uint64
+	lat      [numKinds]histogram
+	decided  [numReplies]atomic.Uint64
+}
+
+// latencyBuckets are the upper bounds of the latency histograms.
+var latencyBuckets = [...]time.Duration{
+	500 * time.Microsecond, time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+	250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
+	5 * time.Second, 10 * time.Second, 30 * time.Second,
+}
+
+// histogram counts durations per bucket (not cumulative; the last is
+// +Inf) and their sum.
+type histogram struct {
+	n   [len(latencyBuckets) + 1]atomic.Uint64
+	sum atomic.Int64 // nanoseconds
+}
+
+func (h *histogram) observe(d time.Duration) {
+	i := 0
+	for i < len(latencyBuckets) && d > latencyBuckets[i] {
+		i++
+	}
+	h.n[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// The outcomes of a message in pmult_decisions_total: the verdicts, then
+// the MTA's abort (or quit) before the end of the message.
+const (
+	replyAbort = numVerdicts + iota
+	replyQuit
+	numReplies
+)
+
+func replyIndex(r *Record) int {
+	switch {
+	case r.Ended == "abort":
+		return replyAbort
+	case r.Ended == "quit":
+		return replyQuit
+	case !r.Reply.Objects():
+		return int(Accept)
+	}
+	return int(r.Reply)
+}
+
+func replyName(i int) string {
+	switch i {
+	case replyAbort:
+		return "abort"
+	case replyQuit:
+		return "quit"
+	}
+	return Verdict(i).String()
 }
 
 // Metrics counts what the sessions of one or more engines did: owned by
@@ -39,6 +102,8 @@ type Metrics struct {
 	sessions atomic.Uint64
 	active   atomic.Int64
 	replies  [numKinds][numVerdicts]atomic.Uint64
+	// undecided counts the messages no backend's verdict decided.
+	undecided [numReplies]atomic.Uint64
 
 	mu       sync.Mutex
 	byName   map[string]*backendCounters
@@ -132,6 +197,103 @@ func (m *Metrics) WriteText(w io.Writer) error {
 			if n := b.edits[e].Load(); n > 0 {
 				p("pmult_backend_edits_total{backend=%q,edit=%q} %d\n", names[i], EditKind(e).String(), n)
 			}
+		}
+	}
+	p("# TYPE pmult_backend_latency_seconds histogram\n")
+	for i, b := range backends {
+		for k := KindConnect; k < numKinds; k++ {
+			h := &b.lat[k]
+			var c [len(h.n)]uint64
+			total := uint64(0)
+			for j := range h.n {
+				c[j] = h.n[j].Load()
+				total += c[j]
+			}
+			if total == 0 {
+				continue
+			}
+			cum := uint64(0)
+			for j, le := range latencyBuckets {
+				cum += c[j]
+				p("pmult_backend_latency_seconds_bucket{backend=%q,stage=%q,le=\"%g\"} %d\n", names[i], k.String(), le.Seconds(), cum)
+			}
+			p("pmult_backend_latency_seconds_bucket{backend=%q,stage=%q,le=\"+Inf\"} %d\n", names[i], k.String(), total)
+			p("pmult_backend_latency_seconds_sum{backend=%q,stage=%q} %g\n", names[i], k.String(), time.Duration(h.sum.Load()).Seconds())
+			p("pmult_backend_latency_seconds_count{backend=%q,stage=%q} %d\n", names[i], k.String(), total)
+		}
+	}
+	p("# TYPE pmult_decisions_total counter\n")
+	for r := 0; r < numReplies; r++ {
+		if n := m.undecided[r].Load(); n > 0 {
+			p("pmult_decisions_total{backend=\"\",reply=%q} %d\n", replyName(r), n)
+		}
+	}
+	for i, b := range backends {
+		for r := 0; r < numReplies; r++ {
+			if n := b.decided[r].Load(); n > 0 {
+				p("pmult_decisions_total{backend=%q,reply=%q} %d\n", names[i], replyName(r), n)
+			}
+		}
+	}
+	return err
+}
+
+// BreakerStater is implemented by backends with a circuit breaker
+// (internal/breaker): WriteBackendState reports their state, the current
+// down period (0: up) and whether a probe is pending.
+type BreakerStater interface {
+	BreakerState() (downFor time.Duration, probing bool)
+}
+
+// WriteBackendState writes, for each backend of e that has a circuit
+// breaker, pmult_backend_up (1 up, 0 down) and
+// pmult_backend_breaker_state{state="closed"|"open"|"half_open"} (1 for
+// the current state): the backends of the running engine only.
+func WriteBackendState(w io.Writer, e *Engine) error {
+	var err error
+	p := func(format string, a ...any) {
+		if err == nil {
+			_, err = fmt.Fprintf(w, format, a...)
+		}
+	}
+	type named struct {
+		name    string
+		downFor time.Duration
+		probing bool
+	}
+	var list []named
+	for _, sl := range e.Slots {
+		if bs, ok := sl.Backend.(BreakerStater); ok {
+			d, p := bs.BreakerState()
+			list = append(list, named{sl.Backend.Name(), d, p})
+		}
+	}
+	if len(list) == 0 {
+		return nil
+	}
+	p("# TYPE pmult_backend_up gauge\n")
+	for _, b := range list {
+		up := 0
+		if b.downFor == 0 {
+			up = 1
+		}
+		p("pmult_backend_up{backend=%q} %d\n", b.name, up)
+	}
+	p("# TYPE pmult_backend_breaker_state gauge\n")
+	for _, b := range list {
+		cur := "closed"
+		switch {
+		case b.probing:
+			cur = "half_open"
+		case b.downFor > 0:
+			cur = "open"
+		}
+		for _, st := range [...]string{"closed", "open", "half_open"} {
+			v := 0
+			if st == cur {
+				v = 1
+			}
+			p("pmult_backend_breaker_state{backend=%q,state=%q} %d\n", b.name, st, v)
 		}
 	}
 	return err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/mailmux/mailmux/macros"
 )
@@ -30,8 +31,15 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 		r = s.eom(ctx, ev)
 	case KindAbort:
 		s.abort(ctx, ev)
+		if s.rc.open {
+			s.recEnd("abort", Reply{}, KindNone)
+		}
 		return r
 	case KindQuitNC:
+		if s.rc.open {
+			s.recEnd("quit", Reply{}, KindNone)
+		}
+		s.recNewSMTP()
 		s.quitNC(ctx, ev)
 		return r
 	case KindQuit:
@@ -41,6 +49,7 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 		return r
 	}
 	s.m.replies[ev.Kind][r.Verdict].Add(1)
+	s.recReply(ev, r)
 	return r
 }
 
@@ -48,6 +57,9 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 func (s *Session) noteMacros(ev *Event) {
 	for _, m := range ev.Macros {
 		for i := 0; i+1 < len(m.Pairs); i += 2 {
+			if m.Pairs[i] == macros.QueueID && m.Pairs[i+1] != "" {
+				s.rc.rec.QueueID = m.Pairs[i+1]
+			}
 			if m.Pairs[i] == macros.QueueID && m.Pairs[i+1] != "" && m.Pairs[i+1] != s.qid {
 				s.qid = m.Pairs[i+1]
 				s.log = s.base.With("qid", s.qid)
@@ -92,10 +104,15 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		s.res = make([]result, len(targets))
 	}
 	res := s.res[:len(targets)]
+	t0 := time.Now()
+	for i := range res {
+		res[i] = result{at: t0}
+	}
 	switch {
 	case len(targets) == 0:
 	case len(targets) == 1:
 		res[0].r, res[0].err = targets[0].handle(ctx, ev)
+		res[0].done()
 	case ev.Kind == KindEOM:
 		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
@@ -103,9 +120,11 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 			go func() {
 				defer wg.Done()
 				res[i].r, res[i].err = targets[i].handle(ctx, ev)
+				res[i].done()
 			}()
 		}
 		res[0].r, res[0].err = targets[0].handle(ctx, ev)
+		res[0].done()
 		wg.Wait()
 	default:
 		if cap(s.await) < len(targets) {
@@ -126,34 +145,48 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		}
 		var wg sync.WaitGroup
 		for i, b := range targets {
-			res[i] = result{}
 			await[i] = false
 			switch {
 			case b.pipe != nil:
 				await[i], res[i].err = b.post(ctx, ev)
+				if !await[i] || res[i].err != nil {
+					res[i].done()
+				}
 			case i != inline:
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					res[i].r, res[i].err = b.handle(ctx, ev)
+					res[i].done()
 				}()
 			}
 		}
 		if inline >= 0 {
 			res[inline].r, res[inline].err = targets[inline].handle(ctx, ev)
+			res[inline].done()
 		}
 		for i, b := range targets {
 			if await[i] && res[i].err == nil {
 				if ctx.Err() != nil {
 					res[i].err = ctx.Err()
+					res[i].done()
 					continue
 				}
 				res[i].r, res[i].err = b.await(ctx, ev)
+				res[i].done()
 			}
 		}
 		wg.Wait()
 	}
 	return res
+}
+
+// done notes the time of the answer (or failure): r.at was when the
+// event went out.
+func (r *result) done() {
+	now := time.Now()
+	r.dur = now.Sub(r.at)
+	r.at = now
 }
 
 // targets collects the live backends that get ev.
@@ -185,6 +218,8 @@ func (s *Session) targets(ev *Event, content bool) []*bstate {
 // vote records one backend's answer to ev and returns the verdict it casts.
 func (s *Session) vote(ctx context.Context, b *bstate, ev *Event, r result) Reply {
 	b.eomOK = false
+	b.mc.lat[ev.Kind].observe(r.dur)
+	s.recAnswer(b, ev.Kind, &r)
 	if r.err == nil && r.r.Verdict == Discard && (ev.Kind == KindConnect || ev.Kind == KindHelo) {
 		// No message to discard yet. Postfix 3.7 logs "DISCARD action is
 		// not allowed for connect or helo" and goes on as if the milter
@@ -192,6 +227,7 @@ func (s *Session) vote(ctx context.Context, b *bstate, ev *Event, r result) Repl
 		// the milter is healthy); the engine does the same, rather than
 		// discarding every message of the connection.
 		b.mc.replies[ev.Kind][Discard].Add(1)
+		s.recPolicy("discard_ignored", b, ev.Kind, "continue")
 		s.log.Warn("backend answered DISCARD at connect or helo, where it is not allowed: ignored, as Postfix does",
 			"backend", b.name, "stage", ev.Kind.String())
 		return Reply{}
@@ -228,6 +264,7 @@ func (s *Session) vote(ctx context.Context, b *bstate, ev *Event, r result) Repl
 		return Reply{}
 	}
 	if b.slot.Policy.Evaluate {
+		s.recPolicy("would", b, ev.Kind, rep.Verdict.String())
 		s.log.Info("evaluation: backend would have answered", "backend", b.name, "stage", ev.Kind.String(),
 			"verdict", rep.Verdict.String(), "text", rep.Text)
 		// Not applied, but the backend believes it was: like an MTA, send
@@ -299,6 +336,12 @@ func (s *Session) allDone(msg bool) bool {
 }
 
 func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
+	switch ev.Kind {
+	case KindConnect:
+		s.recConnect(ev)
+	case KindMail:
+		s.recMail(ev)
+	}
 	if ev.Kind == KindMail {
 		s.startMessage()
 		for _, b := range s.bs {
@@ -567,6 +610,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 			if int(e.Kind) < numEdits {
 				b.mc.edits[e.Kind].Add(1)
 			}
+			s.recEdit(b, &e, "")
 			switch e.Kind {
 			case EditReplaceBody:
 				body = append(body[:0], e)
@@ -580,6 +624,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 					te, ok := s.hdr.translate(view, e)
 					view.apply(e, id)
 					if !ok {
+						s.recDropped(b)
 						s.log.Info("header edit dropped: its header was deleted by an earlier backend",
 							"backend", b.name, "edit", e.Kind.String(), "name", e.Name, "index", e.Index)
 						continue
@@ -629,6 +674,8 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 
 func (s *Session) logEvaluated(b *bstate, edits []Edit) {
 	for _, e := range edits {
+		s.recEdit(b, &e, "evaluation")
+		s.recPolicy("would_edit", b, KindEOM, e.Kind.String())
 		s.log.Info("evaluation: backend would have edited", "backend", b.name, "edit", e.Kind.String(),
 			"name", e.Name, "index", e.Index, "addr", e.Addr)
 	}
@@ -663,11 +710,13 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		if ctx.Err() != nil {
 			return Reply{}, false
 		}
+		t0 := time.Now()
 		r, err := b.handle(ctx, ev)
+		at := time.Now()
 		if err == nil && ev.Kind == KindEOM {
 			err = checkEdits(b, r.Edits)
 		}
-		c := s.vote(ctx, b, ev, result{r: r, err: err})
+		c := s.vote(ctx, b, ev, result{r: r, err: err, at: at, dur: at.Sub(t0)})
 		if err != nil {
 			return c, false
 		}

@@ -207,7 +207,7 @@ func TestSpoolErrorTempfails(t *testing.T) {
 	if got, want := b.KindsString(), "connect helo mail rcpt data abort"; got != want {
 		t.Errorf("b got %q, want %q", got, want)
 	}
-	if log := h.Log.String(); strings.Count(log, "cannot keep the message") != 1 || !strings.Contains(log, "missing") {
+	if log := h.Log.String(); strings.Count(log, `msg="cannot keep the message`) != 1 || !strings.Contains(log, "missing") {
 		t.Errorf("want one log line naming the directory:\n%s", log)
 	}
 }

@@ -210,3 +210,10 @@ func Offer(o pmult.Offer, version uint32) mp.OptNeg {
 		Protocol: p & mp.ProtocolMaskForVersion(version),
 	}
 }
+
+// BreakerState implements pmult.BreakerStater (metrics): the breaker's
+// current down period (0: up) and whether a probe is pending.
+func (b *Backend) BreakerState() (downFor time.Duration, probing bool) {
+	st := b.brk.State()
+	return st.DownFor, st.Probing
+}

@@ -55,7 +55,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 type options struct {
 	stdio, daemon, once, appendTrace, noInteractive, verbose, version   bool
-	jsonOut, full                                                       bool
+	jsonOut, full, showEdits                                            bool
 	port, timeouts, traceFile, listen, senderSocket, prompt, hostname   string
 	mailFile, bsmtp, from, macroSet, pmilter, pmilterFlags              string
 	pmilterTimeout                                                      time.Duration
@@ -121,6 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	for _, n := range []string{"output-message", "full"} {
 		fs.BoolVar(&o.full, n, false, "--mail-file/--bsmtp: print each resulting message in full")
 	}
+	fs.BoolVar(&o.showEdits, "show-edits", false, "script mode: print the milter's edits after each end-of-data reply (\"edit: ...\" lines)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "load mode: parallel sessions")
 	fs.IntVar(&o.count, "count", 0, "load mode: sessions in total")
 	fs.DurationVar(&o.duration, "duration", 0, "load mode: run time")
@@ -339,18 +340,18 @@ func isTerminal(f any) (int, bool) {
 func stdio(ctx context.Context, o *options, cfg *mtasim.Config, stdin io.Reader, stdout, trace io.Writer) error {
 	fd, tty := isTerminal(stdin)
 	if _, out := isTerminal(stdout); !tty || !out || o.noInteractive {
-		return mtasim.RunScript(ctx, cfg, mtasim.NewLineReader(stdin), stdout, mtasim.ScriptOptions{Trace: trace})
+		return mtasim.RunScript(ctx, cfg, mtasim.NewLineReader(stdin), stdout, mtasim.ScriptOptions{Trace: trace, ShowEdits: o.showEdits})
 	}
 	old, err := term.MakeRaw(fd)
 	if err != nil {
-		return mtasim.RunScript(ctx, cfg, mtasim.NewLineReader(stdin), stdout, mtasim.ScriptOptions{Trace: trace, Interactive: true})
+		return mtasim.RunScript(ctx, cfg, mtasim.NewLineReader(stdin), stdout, mtasim.ScriptOptions{Trace: trace, Interactive: true, ShowEdits: o.showEdits})
 	}
 	defer term.Restore(fd, old)
 	t := term.NewTerminal(struct {
 		io.Reader
 		io.Writer
 	}{stdin, stdout}, o.prompt)
-	return mtasim.RunScript(ctx, cfg, termReader{t}, t, mtasim.ScriptOptions{Trace: trace, Interactive: true})
+	return mtasim.RunScript(ctx, cfg, termReader{t}, t, mtasim.ScriptOptions{Trace: trace, Interactive: true, ShowEdits: o.showEdits})
 }
 
 // termReader reads lines with editing and history (golang.org/x/term).

@@ -10,6 +10,8 @@
 //	pmult mta-config postfix|sendmail|meta1 [-c FILE]   print the MTA-side snippet
 //	pmult import -c /etc/mailfromd.conf [-o FILE]   convert a mailfromd pmult configuration
 //	pmult callout-cache -c FILE [-b NAME] list|show|flush ...   a callout backend's cache
+//	pmult why [-c FILE] [--socket PATH|--metrics HOST:PORT] QUEUEID|SESSION
+//	                         the decision record of a recent message, from the running pmult
 //	pmult version
 //
 // Without -c it runs on a built-in default configuration (listen on
@@ -67,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return importCmd(args[1:], stdout, stderr)
 		case "callout-cache":
 			return calloutCache(args[1:], stdout, stderr)
+		case "why":
+			return whyCmd(args[1:], stdout, stderr)
 		case "version", "--version", "-V":
 			fmt.Fprintf(stdout, "pmult (mailmux) %s\n", Version)
 			return 0

@@ -70,12 +70,16 @@ func Run(ctx context.Context, o Options) int {
 		log.Warn("configuration", "warning", w.Error())
 	}
 	metrics := pmult.NewMetrics()
+	var records *pmult.Recorder // the decision ring, process-owned like metrics
+	if cfg.DecisionRing > 0 {
+		records = pmult.NewRecorder(cfg.DecisionRing)
+	}
 	eng, err := cfg.Engine(log)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
 		return ExitConfig
 	}
-	eng.Counters = metrics
+	eng.Counters, eng.Records = metrics, records
 	eng.Macros.Version = o.Version // {mult_version}
 	if len(eng.Slots) == 0 {
 		log.Warn("no backends configured: every message is accepted unfiltered")
@@ -123,6 +127,7 @@ func Run(ctx context.Context, o Options) int {
 			l.Close()
 		}
 	}
+	var counts listenerCounts
 	for i, a := range addrs {
 		ln, err := listen(a, id.perm())
 		if err != nil {
@@ -130,6 +135,7 @@ func Run(ctx context.Context, o Options) int {
 			closeAll()
 			return ExitOSErr
 		}
+		ln = counts.wrap(ln, a.Raw)
 		warnWildcard(log, "pmult", a)
 		if i < len(cfg.Milter.ListenAddrs) {
 			lns = append(lns, ln)
@@ -150,13 +156,22 @@ func Run(ctx context.Context, o Options) int {
 		defer removePidfile(cfg.PIDFile, log)
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log)
+		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log, engines, records, &counts)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			closeAll()
 			return ExitOSErr
 		}
 		defer ms.Close()
+	}
+	if cfg.ControlSocket != "" {
+		ctl, err := serveControl(cfg.ControlSocket, records, log)
+		if err != nil {
+			log.Error("cannot serve the control socket", "err", err)
+			closeAll()
+			return ExitOSErr
+		}
+		defer ctl.Close(cfg.ControlSocket)
 	}
 	// Every socket is bound and the pidfile written: switch to user.
 	if err := switchAccount(cfg, id, o.File, log); err != nil {
@@ -192,7 +207,7 @@ loop:
 	for {
 		select {
 		case <-o.Reload:
-			reload(cfg, o.File, o.Load, engines, metrics, log)
+			reload(cfg, o.File, o.Load, engines, metrics, records, log)
 		case <-ctx.Done():
 			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
 				"deadline", cfg.ShutdownTimeout.Duration.String())
@@ -230,7 +245,8 @@ loop:
 
 // reload builds an engine from a freshly loaded configuration and stores
 // it; on error the running one stays. Listen addresses stay.
-func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics, log *slog.Logger) {
+func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics,
+	records *pmult.Recorder, log *slog.Logger) {
 	if load == nil {
 		log.Info("SIGHUP: no configuration file to reload")
 		return
@@ -239,7 +255,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 	if err == nil {
 		var ne *pmult.Engine
 		if ne, err = ncfg.Engine(log); err == nil {
-			ne.Counters = metrics
+			ne.Counters, ne.Records = metrics, records
 			ne.Macros.Version = engines.Engine().Macros.Version
 			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
 			for _, w := range ncfg.Warnings {
@@ -251,6 +267,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 			}
 			if accountChanged(cfg, ncfg) {
 				log.Warn("user, group or socket_owner/socket_group/socket_mode changed: restart pmult to apply them")
+			}
+			if ncfg.DecisionRing != cfg.DecisionRing || ncfg.ControlSocket != cfg.ControlSocket {
+				log.Warn("decision_ring or control_socket changed: restart pmult to apply them")
 			}
 			if frontChanged(cfg, ncfg) {
 				log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")
@@ -264,9 +283,10 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 }
 
 // serveMetrics serves the process's counters on addr at /metrics: they
-// survive reloads (SIGHUP). A bare port means loopback; a wildcard address
+// survive reloads (SIGHUP); and the decision records at /why?id=. A bare port means loopback; a wildcard address
 // is warned about.
-func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger) (*http.Server, error) {
+func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger,
+	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) (*http.Server, error) {
 	addr = metricsAddr(addr)
 	if isWildcard(addr) {
 		log.Warn("metrics listen on every address: anyone who can reach it reads pmult's counters", "address", addr)
@@ -279,9 +299,12 @@ func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log 
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		metrics.WriteText(w)
+		pmult.WriteBackendState(w, engines.Engine())
+		counts.writeText(w)
 		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
 		writeProcessMetrics(w)
 	})
+	mux.HandleFunc("/why", whyHandler(records))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")

@@ -306,3 +306,47 @@ func hasRcpt(rs []Rcpt, a string) bool {
 	}
 	return false
 }
+
+// EditLines describes the milter's edits of the message, in the order it
+// sent them, one line each: "edit: add header Name: value", "edit: insert
+// header at N Name: value", "edit: change header Name[i]: value", "edit:
+// delete header Name[i]", "edit: change sender <a> args", "edit: add
+// recipient <a> args", "edit: delete recipient <a>", "edit: replace body
+// (N bytes)", "edit: quarantine: reason". Folded values show their line
+// breaks as "\n  ".
+func (r *Result) EditLines() []string {
+	var out []string
+	val := func(v string) string { return strings.ReplaceAll(v, "\n", "\n  ") }
+	addr := func(a, args string) string {
+		return strings.TrimSpace("<" + macros.StripBrackets(a) + "> " + args)
+	}
+	for _, e := range r.Edits {
+		var l string
+		switch e.Kind {
+		case pmult.EditAddHeader:
+			l = fmt.Sprintf("add header %s:%s", e.Name, val(e.Value))
+		case pmult.EditInsertHeader:
+			l = fmt.Sprintf("insert header at %d %s:%s", e.Index, e.Name, val(e.Value))
+		case pmult.EditChangeHeader:
+			if e.Value == "" {
+				l = fmt.Sprintf("delete header %s[%d]", e.Name, e.Index)
+			} else {
+				l = fmt.Sprintf("change header %s[%d]:%s", e.Name, e.Index, val(e.Value))
+			}
+		case pmult.EditChangeFrom:
+			l = "change sender " + addr(e.Addr, e.Args)
+		case pmult.EditAddRcpt, pmult.EditAddRcptPar:
+			l = "add recipient " + addr(e.Addr, e.Args)
+		case pmult.EditDelRcpt:
+			l = "delete recipient " + addr(e.Addr, "")
+		case pmult.EditReplaceBody:
+			l = fmt.Sprintf("replace body (%d bytes)", len(e.Body))
+		case pmult.EditQuarantine:
+			l = "quarantine: " + e.Value
+		default:
+			l = e.Kind.String()
+		}
+		out = append(out, "edit: "+l)
+	}
+	return out
+}

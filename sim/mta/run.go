@@ -69,6 +69,11 @@ type ScriptOptions struct {
 	Interactive bool
 	// CRLF ends reply lines with "\r\n" (daemon); otherwise "\n".
 	CRLF bool
+	// ShowEdits prints what the milter did to each message after its
+	// end-of-data reply, one "edit:" line per edit (Result.EditLines).
+	// Off by default: mailfromd's mtasim prints nothing of the kind, and
+	// transcripts are compared with its own byte for byte.
+	ShowEdits bool
 }
 
 // RunScript runs one session reading lines from in and writing replies to
@@ -76,6 +81,18 @@ type ScriptOptions struct {
 // expectation met, else the first *ExpectError, *FilterError or syntax
 // error.
 func RunScript(ctx context.Context, cfg *Config, in LineReader, out io.Writer, opt ScriptOptions) error {
+	var done []*Result // messages ended by the last line, for ShowEdits
+	if opt.ShowEdits {
+		c := *cfg
+		prev := cfg.OnMessage
+		c.OnMessage = func(r *Result) {
+			done = append(done, r)
+			if prev != nil {
+				prev(r)
+			}
+		}
+		cfg = &c
+	}
 	s, err := NewSession(ctx, cfg)
 	if err != nil {
 		return err
@@ -108,12 +125,35 @@ func RunScript(ctx context.Context, cfg *Config, in LineReader, out io.Writer, o
 				return err
 			}
 		}
+		for _, r := range done {
+			for _, l := range r.EditLines() {
+				if err := w.line(l); err != nil {
+					return err
+				}
+			}
+		}
+		done = done[:0]
 		if ierr != nil {
 			if errors.Is(ierr, ErrSyntax) && opt.Interactive {
 				continue
 			}
 			return fmt.Errorf("line %d: %w", n, ierr)
 		}
+	}
+	return nil
+}
+
+// line writes one line that is not a reply (an edit line).
+func (w *replyWriter) line(l string) error {
+	end := "\n"
+	if w.crlf {
+		end = "\r\n"
+	}
+	if w.trace != nil {
+		io.WriteString(w.trace, l+"\n")
+	}
+	if _, err := io.WriteString(w.out, l+end); err != nil {
+		return fmt.Errorf("write edit: %w", err)
 	}
 	return nil
 }

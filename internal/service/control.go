@@ -1,0 +1,189 @@
+// control.go: the control socket (control_socket, unix, mode 0600) and
+// the metrics listener's /why, where `pmult why ID` reads the decision
+// record of a recent message from the process's ring; and the count of
+// MTA connections accepted per listener.
+//
+// Control protocol: the client sends one line "why ID\n"; pmult answers
+// with the records of ID (queue id or session id, oldest first), or one
+// line "not found: ID", and closes the connection.
+
+package service
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mailmux/mailmux/pmult"
+)
+
+// controlTimeout bounds one control request (read and write).
+const controlTimeout = 10 * time.Second
+
+// why writes the records of id, or "not found: id".
+func why(w io.Writer, rec *pmult.Recorder, id string) (bool, error) {
+	if rec == nil {
+		_, err := fmt.Fprintf(w, "not found: %s (decision_ring = 0: no records kept)\n", id)
+		return false, err
+	}
+	found, err := rec.WriteWhy(w, id)
+	if err == nil && !found {
+		_, err = fmt.Fprintf(w, "not found: %s\n", id)
+	}
+	return found, err
+}
+
+// control serves the control socket.
+type control struct {
+	ln  net.Listener
+	wg  sync.WaitGroup
+	rec *pmult.Recorder
+	log *slog.Logger
+}
+
+// controlMode is the control socket's mode: pmult's own user only.
+const controlMode = 0o600
+
+// listenControl binds the control socket born with controlMode, as
+// listenUnix binds the MTA sockets (umask for the bind, no chmod through
+// the path; a stale socket replaced, any other file an error). It runs at
+// startup, before any session.
+func listenControl(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, errors.New("socket in use by another process")
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	old := syscall.Umask(0o777 &^ controlMode)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	return ln, err
+}
+
+// serveControl listens on the unix socket path (mode 0600: the control
+// socket answers pmult's own user only).
+func serveControl(path string, rec *pmult.Recorder, log *slog.Logger) (*control, error) {
+	ln, err := listenControl(path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	c := &control{ln: ln, rec: rec, log: log}
+	c.wg.Add(1)
+	go c.serve()
+	log.Info("control socket", "path", path)
+	return c, nil
+}
+
+func (c *control) serve() {
+	defer c.wg.Done()
+	for {
+		nc, err := c.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.handle(nc)
+		}()
+	}
+}
+
+func (c *control) handle(nc net.Conn) {
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(controlTimeout))
+	line, err := bufio.NewReader(io.LimitReader(nc, 4096)).ReadString('\n')
+	if err != nil {
+		c.log.Warn("control socket: bad request", "err", err)
+		return
+	}
+	cmd, id, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if cmd != "why" || id == "" {
+		c.log.Warn("control socket: unknown request", "request", strings.TrimSpace(line))
+		fmt.Fprintf(nc, "error: unknown request (want: why ID)\n")
+		return
+	}
+	if _, err := why(nc, c.rec, strings.TrimSpace(id)); err != nil {
+		c.log.Warn("control socket: write", "err", err)
+	}
+}
+
+// Close stops the socket, waits for the requests in progress and removes
+// the socket file.
+func (c *control) Close(path string) {
+	c.ln.Close()
+	c.wg.Wait()
+	os.Remove(path)
+}
+
+// whyHandler serves GET /why?id=ID on the metrics listener (404 when not
+// found).
+func whyHandler(rec *pmult.Recorder) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if id == "" {
+			http.Error(w, "want /why?id=QUEUEID or SESSION", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		var b strings.Builder
+		found, _ := why(&b, rec, id)
+		if !found {
+			w.WriteHeader(http.StatusNotFound)
+		}
+		io.WriteString(w, b.String())
+	}
+}
+
+// listenerCounts counts the MTA connections accepted on each listener,
+// for pmult_listener_connections_total{listener}: listeners have no
+// names, the label is the listen address as configured.
+type listenerCounts struct {
+	names []string
+	n     []*atomic.Uint64
+}
+
+// wrap returns ln counting its accepted connections under name.
+func (lc *listenerCounts) wrap(ln net.Listener, name string) net.Listener {
+	n := new(atomic.Uint64)
+	lc.names = append(lc.names, name)
+	lc.n = append(lc.n, n)
+	return countingListener{ln, n}
+}
+
+func (lc *listenerCounts) writeText(w io.Writer) {
+	fmt.Fprintf(w, "# TYPE pmult_listener_connections_total counter\n")
+	for i, name := range lc.names {
+		fmt.Fprintf(w, "pmult_listener_connections_total{listener=%q} %d\n", name, lc.n[i].Load())
+	}
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Uint64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
