@@ -121,6 +121,7 @@ func Run(ctx context.Context, o Options) int {
 		return ExitConfig
 	}
 	addrs := append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...)
+	names := append(slices.Clone(cfg.Milter.ListenNames), cfg.Meta1.ListenNames...)
 	var lns, mlns []net.Listener
 	closeAll := func() {
 		for _, l := range append(lns, mlns...) {
@@ -135,7 +136,11 @@ func Run(ctx context.Context, o Options) int {
 			closeAll()
 			return ExitOSErr
 		}
-		ln = counts.wrap(ln, a.Raw)
+		label := a.Raw // the metric's listener label: its name when it has one
+		if i < len(names) && names[i] != "" {
+			label = names[i]
+		}
+		ln = counts.wrap(ln, label)
 		warnWildcard(log, "pmult", a)
 		if i < len(cfg.Milter.ListenAddrs) {
 			lns = append(lns, ln)
