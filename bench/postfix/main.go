@@ -16,7 +16,8 @@
 // runs per configuration, medians), -lat-runs 7, -phases unix,tcp,latency,
 // -gomaxprocs (pmult's GOMAXPROCS; 0: Go's default), -cpuprofile DIR
 // (after the unix runs, a CPU profile of each pmult through
-// metrics_pprof, -profile-seconds 10). The default run takes about two
+// metrics_pprof, -profile-seconds 10), -strace (after the unix runs, pmult's
+// system calls per message, strace -c -f). The default run takes about two
 // minutes on two cores. It needs root and the test tools
 // (scripts/install-test-deps.sh), like the end-to-end tests.
 package main
@@ -50,6 +51,7 @@ type options struct {
 	gomaxprocs     int
 	cpuprofile     string
 	profileSeconds int
+	strace         bool
 }
 
 func main() {
@@ -63,6 +65,7 @@ func main() {
 	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pmult's GOMAXPROCS (0: Go's default)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for CPU profiles of pmult (unix phase), taken through metrics_pprof")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of each CPU profile")
+	flag.BoolVar(&o.strace, "strace", false, "after the unix runs, count pmult's system calls per message (strace -c -f, one extra run per pmult; strace slows it)")
 	flag.Parse()
 	if p, err := filepath.Abs(o.pmult); err == nil {
 		o.pmult = p
@@ -279,6 +282,49 @@ func throughput(t *tb, o options, transport string) {
 			profile(t, o, s)
 		}
 	}
+	if o.strace && transport == "unix" {
+		fmt.Printf("System calls per message (strace -c -f, %d messages):\n\n", o.messages)
+		for _, s := range sides[1:] {
+			fmt.Printf("%s:\n\n```\n%s```\n\n", s.name, straceCount(t, o, s))
+		}
+	}
+}
+
+// straceCount attaches strace -c -f to s's pmult for one run of
+// o.messages and returns its summary with the counts divided per message.
+func straceCount(t *tb, o options, s *side) string {
+	bin, err := realpeer.ToolPath("strace")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	out := filepath.Join(realpeer.Dir(t), "strace.txt")
+	cmd := exec.Command(bin, "-c", "-f", "-o", out, "-p", strconv.Itoa(s.mux.proc.PID()))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("strace: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // attaching to every thread
+	source(t, s.pf, o.sessions, o.messages)
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("strace: %v", err)
+	}
+	var res strings.Builder
+	fmt.Fprintf(&res, "%-16s %10s\n", "syscall", "per msg")
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		// % time, seconds, usecs/call, calls, [errors], syscall
+		if len(f) < 5 || f[0] == "%" || strings.HasPrefix(f[0], "-") {
+			continue
+		}
+		calls, err := strconv.Atoi(f[3])
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&res, "%-16s %10.1f\n", f[len(f)-1], float64(calls)/float64(o.messages))
+	}
+	return res.String()
 }
 
 // profile takes a CPU profile of s's pmult while smtp-source keeps it busy.
