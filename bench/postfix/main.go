@@ -17,7 +17,8 @@
 // -gomaxprocs (pmult's GOMAXPROCS; 0: Go's default), -cpuprofile DIR
 // (after the unix runs, a CPU profile of each pmult through
 // metrics_pprof, -profile-seconds 10), -strace (after the unix runs, pmult's
-// system calls per message, strace -c -f). The default run takes about two
+// system calls per message, strace -c -f), -pmult-extra (more top-level
+// lines for pmult's config). The default run takes about two
 // minutes on two cores. It needs root and the test tools
 // (scripts/install-test-deps.sh), like the end-to-end tests.
 package main
@@ -52,6 +53,7 @@ type options struct {
 	cpuprofile     string
 	profileSeconds int
 	strace         bool
+	extra          string
 }
 
 func main() {
@@ -65,6 +67,7 @@ func main() {
 	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pmult's GOMAXPROCS (0: Go's default)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for CPU profiles of pmult (unix phase), taken through metrics_pprof")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of each CPU profile")
+	flag.StringVar(&o.extra, "pmult-extra", "", "more top-level TOML lines for pmult's config (e.g. 'decision_log = false')")
 	flag.BoolVar(&o.strace, "strace", false, "after the unix runs, count pmult's system calls per message (strace -c -f, one extra run per pmult; strace slows it)")
 	flag.Parse()
 	if p, err := filepath.Abs(o.pmult); err == nil {
@@ -202,7 +205,7 @@ func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) 
 	dir := realpeer.Dir(t)
 	listen := milterSpec(t, transport, dir, "pmult")
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen = [%q]\nshutdown_timeout = \"2s\"\n", listen)
+	fmt.Fprintf(&b, "listen = [%q]\nshutdown_timeout = \"2s\"\n%s\n", listen, o.extra)
 	m := &mux{}
 	if o.cpuprofile != "" {
 		m.metrics = "127.0.0.1:" + strconv.Itoa(realpeer.FreePort(t))
