@@ -313,9 +313,14 @@ func straceCount(t *tb, o options, s *side) string {
 	if err != nil {
 		t.Fatalf("strace: %v", err)
 	}
+	return perMessage(string(b), o.messages)
+}
+
+// perMessage turns strace -c's summary into calls per message.
+func perMessage(summary string, messages int) string {
 	var res strings.Builder
 	fmt.Fprintf(&res, "%-16s %10s\n", "syscall", "per msg")
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(summary, "\n") {
 		f := strings.Fields(l)
 		// % time, seconds, usecs/call, calls, [errors], syscall
 		if len(f) < 5 || f[0] == "%" || strings.HasPrefix(f[0], "-") {
@@ -325,7 +330,7 @@ func straceCount(t *tb, o options, s *side) string {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&res, "%-16s %10.1f\n", f[len(f)-1], float64(calls)/float64(o.messages))
+		fmt.Fprintf(&res, "%-16s %10.1f\n", f[len(f)-1], float64(calls)/float64(messages))
 	}
 	return res.String()
 }
