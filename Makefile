@@ -2,6 +2,7 @@
 #   make run    build and start pmult on the demo config with two example milters
 #   make test   install what the tests need (Debian packages), vet, unit, fuzz (short), end-to-end
 #   make bench  print the benchmark table (figures against a same-run baseline)
+#   make bench-postfix  pmult against Postfix's own milter chain through real Postfix (BENCHFLAGS; root)
 #   make fuzz   long fuzzing run (FUZZTIME per target: 10 M executions each by default)
 #   make soak   bounded soak of the real binary against real backend processes (SOAKFLAGS)
 #   make install  binaries, systemd units, man pages, example configuration (PREFIX, DESTDIR)
@@ -25,7 +26,7 @@ UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 INSTALL    ?= install
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench soak clean install deb
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-postfix soak clean install deb
 
 all: build
 
@@ -60,6 +61,14 @@ test: test-deps vet unit fuzz-short
 bench:
 	$(GO) build -o $(BIN)/benchtable ./bench/benchtable
 	$(BIN)/benchtable
+
+# pmult through real Postfix against Postfix's own smtpd_milters chain of
+# the same real milters (see bench/postfix): e.g.
+# make bench-postfix BENCHFLAGS='-messages 2000 -runs 5 -cpuprofile /tmp/prof'
+BENCHFLAGS ?=
+bench-postfix: build
+	$(GO) build -o $(BIN)/bench-postfix ./bench/postfix
+	$(BIN)/bench-postfix -pmult $(BIN)/pmult $(BENCHFLAGS)
 
 # Bounded soak of the real binary (not part of make test): e.g.
 # make soak SOAKFLAGS='-duration 10m -concurrency 500'

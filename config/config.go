@@ -155,6 +155,11 @@ type Config struct {
 	// in the Prometheus text format; a bare port ("9100" or ":9100")
 	// means 127.0.0.1; empty (default): no metrics server.
 	MetricsListen string `toml:"metrics_listen"`
+	// MetricsPprof serves Go's runtime profiles (net/http/pprof) at
+	// /debug/pprof/ on the metrics listener. Default false; requires
+	// metrics_listen. Profiles show goroutine stacks and timing: keep
+	// the listener on loopback.
+	MetricsPprof bool `toml:"metrics_pprof"`
 	// DecisionLog logs one info line per message (the decision line: who
 	// decided, every backend's verdicts and latencies, edits, policies).
 	// Default true.
@@ -284,6 +289,7 @@ type rawConfig struct {
 	LogLevel         any              `toml:"log_level"`
 	LogTag           any              `toml:"log_tag"`
 	MetricsListen    any              `toml:"metrics_listen"`
+	MetricsPprof     any              `toml:"metrics_pprof"`
 	DecisionLog      any              `toml:"decision_log"`
 	DecisionRing     any              `toml:"decision_ring"`
 	ControlSocket    any              `toml:"control_socket"`
@@ -614,6 +620,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 		LogLevel:         top.enum("log_level", raw.LogLevel, DefaultLogLevel, "level", "debug", "info", "warn", "error"),
 		LogTag:           top.str("log_tag", raw.LogTag),
 		MetricsListen:    top.str("metrics_listen", raw.MetricsListen),
+		MetricsPprof:     raw.MetricsPprof != nil && top.boolean("metrics_pprof", raw.MetricsPprof),
 		DecisionLog:      raw.DecisionLog == nil || top.boolean("decision_log", raw.DecisionLog),
 		DecisionRing:     top.integer("decision_ring", raw.DecisionRing, DefaultDecisionRing, 0, 1<<20),
 		ControlSocket:    top.str("control_socket", raw.ControlSocket),
@@ -637,6 +644,9 @@ func (v *validator) build(raw *rawConfig) *Config {
 		} else if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
 			top.fail("metrics_listen", fmt.Errorf("want host:port or a port (loopback): %w", err))
 		}
+	}
+	if cfg.MetricsPprof && cfg.MetricsListen == "" {
+		top.fail("metrics_pprof", errors.New("needs metrics_listen (the profiles are served on the metrics listener)"))
 	}
 	f, val = v.renamedKey("listen", raw.Listen, "listen", rm.Listen)
 	v.listen(cfg, f, val, raw.Meta1 != nil && raw.Meta1.Listen != nil)

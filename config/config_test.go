@@ -577,3 +577,24 @@ func TestDecisionKeys(t *testing.T) {
 		t.Errorf("want 3 errors, got %d: %v", n, err)
 	}
 }
+
+// TestMetricsPprofKey: metrics_pprof defaults to false, needs
+// metrics_listen, and must be a boolean.
+func TestMetricsPprofKey(t *testing.T) {
+	cfg, err := Parse([]byte("metrics_listen = \"9100\"\n"), "t")
+	if err != nil || cfg.MetricsPprof {
+		t.Fatalf("default: cfg.MetricsPprof %v err %v", cfg.MetricsPprof, err)
+	}
+	cfg, err = Parse([]byte("metrics_listen = \"9100\"\nmetrics_pprof = true\n"), "t")
+	if err != nil || !cfg.MetricsPprof {
+		t.Fatalf("on: cfg.MetricsPprof %v err %v", cfg.MetricsPprof, err)
+	}
+	_, err = Parse([]byte("metrics_pprof = true\n"), "t")
+	if err == nil || !strings.Contains(err.Error(), "metrics_pprof") {
+		t.Errorf("without metrics_listen: err %v, want one naming metrics_pprof", err)
+	}
+	_, err = Parse([]byte("metrics_listen = \"9100\"\nmetrics_pprof = \"yes\"\n"), "t")
+	if n := len(Errors(err)); n != 1 {
+		t.Errorf("metrics_pprof = \"yes\": want 1 error, got %d: %v", n, err)
+	}
+}

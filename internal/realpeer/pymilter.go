@@ -111,7 +111,22 @@ func StartPyMilter(t testing.TB, plan PyPlan) (spec string, log func() []string)
 	return spec, func() []string { return readLines(logFile) }
 }
 
+// StartPyMilterAt is StartPyMilter listening on spec (a libmilter spec:
+// "inet:PORT@127.0.0.1" or "unix:/path"; a unix socket is made mode 0666
+// once it listens, so that Postfix's smtpd, running as user postfix, can
+// connect to it).
+func StartPyMilterAt(t testing.TB, spec string, plan PyPlan) (p *Process, log func() []string) {
+	t.Helper()
+	p, _, logFile := startPyMilterAt(t, spec, plan)
+	return p, func() []string { return readLines(logFile) }
+}
+
 func startPyMilter(t testing.TB, plan PyPlan) (*Process, string, string) {
+	t.Helper()
+	return startPyMilterAt(t, "", plan)
+}
+
+func startPyMilterAt(t testing.TB, spec string, plan PyPlan) (*Process, string, string) {
 	t.Helper()
 	Require(t, "pymilter")
 	dir := Dir(t)
@@ -133,11 +148,18 @@ func startPyMilter(t testing.TB, plan PyPlan) (*Process, string, string) {
 	if err := os.WriteFile(planFile, js, 0o644); err != nil {
 		t.Fatalf("realpeer: pymilter: %v", err)
 	}
-	spec := "inet:" + strconv.Itoa(FreePort(t)) + "@127.0.0.1"
+	if spec == "" {
+		spec = "inet:" + strconv.Itoa(FreePort(t)) + "@127.0.0.1"
+	}
 	cmd := exec.Command(PythonPath, "-u", script, spec, planFile)
 	cmd.Dir = dir
 	p := StartProcess(t, "pymilter actions.py", cmd)
 	p.WaitReady(t, spec, 15*time.Second)
+	if path, ok := strings.CutPrefix(spec, "unix:"); ok {
+		if err := os.Chmod(path, 0o666); err != nil {
+			t.Fatalf("realpeer: pymilter: %v", err)
+		}
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("realpeer: pymilter plan (%s):\n%s\npymilter events:\n%s",

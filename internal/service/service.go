@@ -161,7 +161,7 @@ func Run(ctx context.Context, o Options) int {
 		defer removePidfile(cfg.PIDFile, log)
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := serveMetrics(cfg.MetricsListen, metrics, srv, log, engines, records, &counts)
+		ms, err := serveMetrics(cfg.MetricsListen, cfg.MetricsPprof, metrics, srv, log, engines, records, &counts)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			closeAll()
@@ -289,8 +289,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 
 // serveMetrics serves the process's counters on addr at /metrics: they
 // survive reloads (SIGHUP); and the decision records at /why?id=. A bare port means loopback; a wildcard address
-// is warned about.
-func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger,
+// is warned about. With pprof (metrics_pprof) it also serves Go's runtime
+// profiles at /debug/pprof/ (see pprofHandlers).
+func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger,
 	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) (*http.Server, error) {
 	addr = metricsAddr(addr)
 	if isWildcard(addr) {
@@ -300,6 +301,20 @@ func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log 
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	mux := metricsMux(pprof, metrics, srv, engines, records, counts)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
+	if pprof {
+		log.Info("serving runtime profiles", "address", "http://"+ln.Addr().String()+"/debug/pprof/")
+	}
+	return hs, nil
+}
+
+// metricsMux is the metrics listener's handler: /metrics, /why and, with
+// pprof, /debug/pprof/.
+func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
+	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -310,8 +325,8 @@ func serveMetrics(addr string, metrics *pmult.Metrics, srv *adapter.Server, log 
 		writeProcessMetrics(w)
 	})
 	mux.HandleFunc("/why", whyHandler(records))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
-	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
-	return hs, nil
+	if pprof {
+		pprofHandlers(mux)
+	}
+	return mux
 }

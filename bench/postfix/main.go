@@ -1,0 +1,582 @@
+// Command bench-postfix (make bench-postfix) measures pmult through a real
+// Postfix: the same three real libmilter milters (pymilter, from
+// internal/realpeer, each adding a header at end of message) behind
+// Postfix's own smtpd_milters chain and behind pmult, alternating in one
+// run, and prints a Markdown table of medians:
+//
+//   - throughput (smtp-source, SESSIONS parallel sessions, MESSAGES
+//     messages, one SMTP session per message, discard transport) on unix
+//     sockets and over TCP, pmult with backend reuse off and on; pmult's own
+//     CPU per message (utime+stime from /proc/PID/stat) and its context
+//     switches per message (all threads, /proc/PID/task/*/status);
+//   - latency: 20 ms at RCPT with 1 and 5 recipients, 20 ms at end of
+//     message with editing and with read-only milters, time to banner.
+//
+// Tunables and defaults: -sessions 8, -messages 500, -runs 3 (throughput
+// runs per configuration, medians), -lat-runs 7, -phases unix,tcp,latency,
+// -gomaxprocs (pmult's GOMAXPROCS; 0: Go's default), -cpuprofile DIR
+// (after the unix runs, a CPU profile of each pmult through
+// metrics_pprof, -profile-seconds 10), -strace (after the unix runs, pmult's
+// system calls per message, strace -c -f), -pmult-extra (more top-level
+// lines for pmult's config). The default run takes about two
+// minutes on two cores. It needs root and the test tools
+// (scripts/install-test-deps.sh), like the end-to-end tests.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailmux/mailmux/internal/realpeer"
+)
+
+type options struct {
+	pmult          string
+	sessions       int
+	messages       int
+	runs           int
+	latRuns        int
+	phases         string
+	gomaxprocs     int
+	cpuprofile     string
+	profileSeconds int
+	strace         bool
+	extra          string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.pmult, "pmult", "bin/pmult", "the pmult binary")
+	flag.IntVar(&o.sessions, "sessions", 8, "smtp-source parallel sessions")
+	flag.IntVar(&o.messages, "messages", 500, "messages per throughput run (one SMTP session each)")
+	flag.IntVar(&o.runs, "runs", 3, "throughput runs per configuration (the table gives medians)")
+	flag.IntVar(&o.latRuns, "lat-runs", 7, "SMTP sessions per latency case and side (medians)")
+	flag.StringVar(&o.phases, "phases", "unix,tcp,latency", "comma-separated: unix, tcp, latency")
+	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pmult's GOMAXPROCS (0: Go's default)")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for CPU profiles of pmult (unix phase), taken through metrics_pprof")
+	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of each CPU profile")
+	flag.StringVar(&o.extra, "pmult-extra", "", "more top-level TOML lines for pmult's config (e.g. 'decision_log = false')")
+	flag.BoolVar(&o.strace, "strace", false, "after the unix runs, count pmult's system calls per message (strace -c -f, one extra run per pmult; strace slows it)")
+	flag.Parse()
+	if p, err := filepath.Abs(o.pmult); err == nil {
+		o.pmult = p
+	}
+	fmt.Printf("# pmult through Postfix (%s)\n\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("3 pymilter milters each adding a header; smtp-source -s %d, %d messages per run, %d runs alternating, medians; pmult GOMAXPROCS %s.\n\n",
+		o.sessions, o.messages, o.runs, map[bool]string{true: "default", false: strconv.Itoa(o.gomaxprocs)}[o.gomaxprocs == 0])
+	ok := true
+	for _, ph := range strings.Split(o.phases, ",") {
+		var err error
+		switch strings.TrimSpace(ph) {
+		case "unix", "tcp":
+			err = phase(ph, func(t *tb) { throughput(t, o, ph) })
+		case "latency":
+			err = phase(ph, func(t *tb) { latency(t, o) })
+		default:
+			err = fmt.Errorf("unknown phase %q", ph)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench-postfix: %s: %v\n", ph, err)
+			ok = false
+		}
+	}
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+// tb is the testing.TB realpeer's helpers want, outside a test: Fatalf
+// ends the phase (its cleanups run: processes stopped, directories
+// removed). The embedded nil testing.TB supplies the unexported method;
+// realpeer calls only the methods defined here.
+type tb struct {
+	testing.TB
+	name     string
+	cleanups []func()
+	failed   bool
+}
+
+type fatal struct{ msg string }
+
+func (t *tb) Helper()                     {}
+func (t *tb) Name() string                { return t.name }
+func (t *tb) Cleanup(f func())            { t.cleanups = append(t.cleanups, f) }
+func (t *tb) Failed() bool                { return t.failed }
+func (t *tb) Logf(f string, a ...any)     { fmt.Fprintf(os.Stderr, t.name+": "+f+"\n", a...) }
+func (t *tb) Errorf(f string, a ...any)   { t.failed = true; t.Logf(f, a...) }
+func (t *tb) Fatalf(f string, a ...any)   { t.failed = true; panic(fatal{fmt.Sprintf(f, a...)}) }
+func (t *tb) Fatal(a ...any)              { t.failed = true; panic(fatal{fmt.Sprint(a...)}) }
+func (t *tb) Error(a ...any)              { t.failed = true; t.Logf("%s", fmt.Sprint(a...)) }
+func (t *tb) Log(a ...any)                { t.Logf("%s", fmt.Sprint(a...)) }
+func (t *tb) Setenv(k, v string)          { os.Setenv(k, v) }
+func (t *tb) Skipf(f string, a ...any)    { t.Fatalf("skip: "+f, a...) }
+func (t *tb) TempDir() string             { return realpeer.Dir(t) }
+func (t *tb) Chdir(string)                { t.Fatalf("Chdir not supported") }
+func (t *tb) Skip(a ...any)               { t.Fatal(a...) }
+func (t *tb) SkipNow()                    { t.Fatal("skip") }
+func (t *tb) Skipped() bool               { return false }
+func (t *tb) FailNow()                    { t.Fatal("FailNow") }
+func (t *tb) Fail()                       { t.failed = true }
+func (t *tb) logFailure(err string) error { return fmt.Errorf("%s", err) }
+
+// phase runs f with a fresh tb, then its cleanups in reverse order; a
+// Fatalf inside f is returned as the error.
+func phase(name string, f func(t *tb)) (err error) {
+	t := &tb{name: name}
+	defer func() {
+		if r := recover(); r != nil {
+			ft, ok := r.(fatal)
+			if !ok {
+				panic(r)
+			}
+			err = t.logFailure(ft.msg)
+		}
+		for i := len(t.cleanups) - 1; i >= 0; i-- {
+			t.cleanups[i]()
+		}
+	}()
+	f(t)
+	if t.failed {
+		return fmt.Errorf("failed (see above)")
+	}
+	return nil
+}
+
+// discard sends every recipient to Postfix's discard transport: the
+// bench measures the milter path, not delivery.
+var discard = map[string]string{
+	"transport_maps":    "static:discard",
+	"default_transport": "discard",
+	"relay_transport":   "discard",
+	"local_transport":   "discard",
+}
+
+// milterSpec is a fresh socket for a milter or pmult: a unix socket in
+// dir, or a free loopback TCP port.
+func milterSpec(t *tb, transport, dir, name string) string {
+	if transport == "unix" {
+		return "unix:" + filepath.Join(dir, name+".sock")
+	}
+	return "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
+}
+
+// milters starts three pymilter milters with plans made by plan(i).
+func milters(t *tb, transport string, plan func(i int) realpeer.PyPlan) []string {
+	dir := realpeer.Dir(t)
+	specs := make([]string, 3)
+	for i := range specs {
+		specs[i] = milterSpec(t, transport, dir, fmt.Sprintf("py%d", i+1))
+		realpeer.StartPyMilterAt(t, specs[i], plan(i))
+	}
+	return specs
+}
+
+// chainPostfix is Postfix with the milters in its own smtpd_milters chain.
+func chainPostfix(t *tb, specs []string) *realpeer.Postfix {
+	pm := make([]string, len(specs))
+	for i, s := range specs {
+		pm[i] = realpeer.PostfixMilter(s)
+	}
+	return realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: strings.Join(pm, ", "), ExtraMain: discard})
+}
+
+// mux is a pmult process and the Postfix in front of it.
+type mux struct {
+	pf      *realpeer.Postfix
+	proc    *realpeer.Process
+	metrics string // host:port of the metrics listener, "" when none
+}
+
+// muxPostfix starts pmult (its own config, listening on transport) in
+// front of the milters, and a Postfix whose only milter is that pmult.
+func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) *mux {
+	dir := realpeer.Dir(t)
+	listen := milterSpec(t, transport, dir, "pmult")
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen = [%q]\nshutdown_timeout = \"2s\"\n%s\n", listen, o.extra)
+	m := &mux{}
+	if o.cpuprofile != "" {
+		m.metrics = "127.0.0.1:" + strconv.Itoa(realpeer.FreePort(t))
+		fmt.Fprintf(&b, "metrics_listen = %q\nmetrics_pprof = true\n", m.metrics)
+	}
+	for i, s := range specs {
+		fmt.Fprintf(&b, "[[backend]]\nname = \"py%d\"\nurl = %q\nconnect_timeout = \"5s\"\nreuse = %v\n", i+1, s, reuse)
+	}
+	cfg := filepath.Join(dir, "pmult.toml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	cmd := exec.Command(o.pmult, "-c", cfg)
+	cmd.Env = os.Environ()
+	if o.gomaxprocs > 0 {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
+	}
+	m.proc = realpeer.StartProcess(t, "pmult", cmd)
+	m.proc.WaitReady(t, listen, 10*time.Second)
+	m.pf = realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(listen), ExtraMain: discard})
+	return m
+}
+
+// side is one configuration measured in a throughput phase.
+type side struct {
+	name string
+	pf   *realpeer.Postfix
+	mux  *mux // nil for the chain
+	rate []float64
+	cpu  []float64 // ms per message
+	csw  []float64 // context switches per message
+}
+
+func throughput(t *tb, o options, transport string) {
+	specs := milters(t, transport, func(i int) realpeer.PyPlan {
+		return realpeer.PyPlan{EOMActions: []realpeer.PyAction{{Op: "addheader", Name: fmt.Sprintf("X-Bench-%d", i+1), Value: "seen"}}}
+	})
+	sides := []*side{{name: "Postfix chain", pf: chainPostfix(t, specs)}}
+	for _, reuse := range []bool{false, true} {
+		m := muxPostfix(t, o, transport, reuse, specs)
+		sides = append(sides, &side{name: fmt.Sprintf("pmult, reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m})
+	}
+	// One warm-up run each (process start, first connections), not counted.
+	for _, s := range sides {
+		source(t, s.pf, o.sessions, min(o.messages, 100))
+	}
+	for r := 0; r < o.runs; r++ {
+		for _, s := range sides {
+			var c0 procStat
+			if s.mux != nil {
+				c0 = readProc(t, s.mux.proc.PID())
+			}
+			el := source(t, s.pf, o.sessions, o.messages)
+			s.rate = append(s.rate, float64(o.messages)/el.Seconds())
+			if s.mux != nil {
+				c1 := readProc(t, s.mux.proc.PID())
+				s.cpu = append(s.cpu, c1.cpu.Seconds()*1000/float64(o.messages)-c0.cpu.Seconds()*1000/float64(o.messages))
+				s.csw = append(s.csw, float64(c1.csw-c0.csw)/float64(o.messages))
+			}
+		}
+	}
+	fmt.Printf("## Throughput, %s sockets\n\n", transport)
+	fmt.Printf("| configuration | msg/s (median) | runs | vs chain | pmult CPU ms/msg | pmult ctx switches/msg |\n|---|---|---|---|---|---|\n")
+	chain := median(sides[0].rate)
+	for _, s := range sides {
+		ratio, cpu, csw := "1.00x", "", ""
+		if s.mux != nil {
+			ratio = fmt.Sprintf("%.2fx", median(s.rate)/chain)
+			cpu = fmt.Sprintf("%.2f", median(s.cpu))
+			csw = fmt.Sprintf("%.0f", median(s.csw))
+		}
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %s |\n", s.name, median(s.rate), spread(s.rate), ratio, cpu, csw)
+	}
+	fmt.Println()
+	if o.cpuprofile != "" && transport == "unix" {
+		for _, s := range sides[1:] {
+			profile(t, o, s)
+		}
+	}
+	if o.strace && transport == "unix" {
+		fmt.Printf("System calls per message (strace -c -f, %d messages):\n\n", o.messages)
+		for _, s := range sides[1:] {
+			fmt.Printf("%s:\n\n```\n%s```\n\n", s.name, straceCount(t, o, s))
+		}
+	}
+}
+
+// straceCount attaches strace -c -f to s's pmult for one run of
+// o.messages and returns its summary with the counts divided per message.
+func straceCount(t *tb, o options, s *side) string {
+	bin, err := realpeer.ToolPath("strace")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	out := filepath.Join(realpeer.Dir(t), "strace.txt")
+	cmd := exec.Command(bin, "-c", "-f", "-o", out, "-p", strconv.Itoa(s.mux.proc.PID()))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("strace: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // attaching to every thread
+	source(t, s.pf, o.sessions, o.messages)
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("strace: %v", err)
+	}
+	return perMessage(string(b), o.messages)
+}
+
+// perMessage turns strace -c's summary into calls per message.
+func perMessage(summary string, messages int) string {
+	var res strings.Builder
+	fmt.Fprintf(&res, "%-16s %10s\n", "syscall", "per msg")
+	for _, l := range strings.Split(summary, "\n") {
+		f := strings.Fields(l)
+		// % time, seconds, usecs/call, calls, [errors], syscall
+		if len(f) < 5 || f[0] == "%" || strings.HasPrefix(f[0], "-") {
+			continue
+		}
+		calls, err := strconv.Atoi(f[3])
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&res, "%-16s %10.1f\n", f[len(f)-1], float64(calls)/float64(messages))
+	}
+	return res.String()
+}
+
+// profile takes a CPU profile of s's pmult while smtp-source keeps it busy.
+func profile(t *tb, o options, s *side) {
+	if err := os.MkdirAll(o.cpuprofile, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	file := filepath.Join(o.cpuprofile, "pmult-"+strings.ReplaceAll(strings.TrimPrefix(s.name, "pmult, "), " ", "-")+".pprof")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.mux.metrics, o.profileSeconds))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	for {
+		source(t, s.pf, o.sessions, 100)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("profile %s: %v", s.name, err)
+			}
+			fmt.Fprintf(os.Stderr, "bench-postfix: CPU profile of %s: %s\n", s.name, file)
+			return
+		default:
+		}
+	}
+}
+
+// source runs smtp-source against pf and returns how long it took.
+func source(t *tb, pf *realpeer.Postfix, sessions, messages int) time.Duration {
+	bin, err := realpeer.ToolPath("smtp-source")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	cmd := exec.Command(bin, "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
+		"-f", "sender@example.org", "-t", "rcpt@example.com", pf.Addr())
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	el := time.Since(start)
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("smtp-source: %v\n%s\nmaillog:\n%s", err, out, tailString(pf.Log(), 3000))
+	}
+	return el
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+type procStat struct {
+	cpu time.Duration // utime + stime, all threads
+	csw int64         // voluntary + nonvoluntary context switches, all threads
+}
+
+// readProc reads a process's CPU time from /proc/PID/stat (clock ticks
+// of 10 ms: USER_HZ is 100 on Linux) and sums its threads' context
+// switches from /proc/PID/task/*/status.
+func readProc(t *tb, pid int) procStat {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// After the command: state(3) ... utime is field 14, stime 15.
+	ut, _ := strconv.ParseInt(f[14-3], 10, 64)
+	st, _ := strconv.ParseInt(f[15-3], 10, 64)
+	ps := procStat{cpu: time.Duration(ut+st) * 10 * time.Millisecond}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, tk := range tasks {
+		b, err := os.ReadFile(tk)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				ps.csw += n
+			}
+		}
+	}
+	return ps
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func spread(xs []float64) string {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f-%.0f", s[0], s[len(s)-1])
+}
+
+// latCase is one latency case: the milters' plan and what is timed.
+type latCase struct {
+	name  string
+	plan  func(i int) realpeer.PyPlan
+	rcpts int
+	what  string // "rcpt", "eom", "banner"
+}
+
+func latency(t *tb, o options) {
+	edit := func(i int) []realpeer.PyAction {
+		return []realpeer.PyAction{{Op: "addheader", Name: fmt.Sprintf("X-Bench-%d", i+1), Value: "seen"}}
+	}
+	rcpt20 := func(i int) realpeer.PyPlan {
+		return realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"rcpt": {DelayMS: 20}}, EOMActions: edit(i)}
+	}
+	cases := []latCase{
+		{"20 ms at RCPT, 1 recipient (RCPT phase)", rcpt20, 1, "rcpt"},
+		{"20 ms at RCPT, 5 recipients (RCPT phase)", rcpt20, 5, "rcpt"},
+		{"20 ms at EOM, editing milters (end of DATA to reply)", func(i int) realpeer.PyPlan {
+			return realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"eom": {DelayMS: 20}}, EOMActions: edit(i)}
+		}, 1, "eom"},
+		{"20 ms at EOM, read-only milters (end of DATA to reply)", func(i int) realpeer.PyPlan {
+			return realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"eom": {DelayMS: 20}}, ReadOnly: true}
+		}, 1, "eom"},
+		{"time to banner (no delays)", func(i int) realpeer.PyPlan {
+			return realpeer.PyPlan{EOMActions: edit(i)}
+		}, 1, "banner"},
+	}
+	fmt.Printf("## Latency, 3 milters on unix sockets, pmult reuse off (medians of %d sessions)\n\n", o.latRuns)
+	fmt.Printf("| case | Postfix chain | pmult | pmult - chain |\n|---|---|---|---|\n")
+	// Cases with the same plan share their processes.
+	var prevPlan *latCase
+	var chain, viaMux *realpeer.Postfix
+	for ci := range cases {
+		c := &cases[ci]
+		if prevPlan == nil || fmt.Sprint(prevPlan.plan(0)) != fmt.Sprint(c.plan(0)) {
+			specs := milters(t, "unix", c.plan)
+			chain = chainPostfix(t, specs)
+			viaMux = muxPostfix(t, o, "unix", false, specs).pf
+		}
+		prevPlan = c
+		var dc, dm []float64
+		for r := 0; r < o.latRuns+1; r++ { // the first session of each side warms up
+			for _, s := range []struct {
+				pf  *realpeer.Postfix
+				out *[]float64
+			}{{chain, &dc}, {viaMux, &dm}} {
+				tm, err := smtpSession(s.pf.Addr(), c.rcpts)
+				if err != nil {
+					t.Fatalf("%s: %v\nmaillog:\n%s", c.name, err, tailString(s.pf.Log(), 3000))
+				}
+				if r > 0 {
+					*s.out = append(*s.out, ms(tm[c.what]))
+				}
+			}
+		}
+		fmt.Printf("| %s | %.1f ms | %.1f ms | %+.1f ms |\n", c.name, median(dc), median(dm), median(dm)-median(dc))
+	}
+	fmt.Println()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// smtpSession runs one SMTP session with rcpts recipients and returns
+// the time to the banner, of the RCPT phase (first RCPT sent to last
+// reply, one command at a time) and of the end of DATA (the final dot
+// sent to its reply).
+func smtpSession(addr string, rcpts int) (map[string]time.Duration, error) {
+	tm := map[string]time.Duration{}
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	tp := textproto.NewConn(c)
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return nil, fmt.Errorf("banner: %w", err)
+	}
+	tm["banner"] = time.Since(start)
+	cmd := func(code int, f string, a ...any) error {
+		id, err := tp.Cmd(f, a...)
+		if err != nil {
+			return err
+		}
+		tp.StartResponse(id)
+		defer tp.EndResponse(id)
+		if _, msg, err := tp.ReadResponse(code); err != nil {
+			return fmt.Errorf("%s: %w (%s)", fmt.Sprintf(f, a...), err, msg)
+		}
+		return nil
+	}
+	if err := cmd(250, "EHLO client.example"); err != nil {
+		return nil, err
+	}
+	if err := cmd(250, "MAIL FROM:<sender@example.org>"); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	for i := 0; i < rcpts; i++ {
+		if err := cmd(250, "RCPT TO:<rcpt%d@example.com>", i+1); err != nil {
+			return nil, err
+		}
+	}
+	tm["rcpt"] = time.Since(t0)
+	if err := cmd(354, "DATA"); err != nil {
+		return nil, err
+	}
+	if _, err := io.WriteString(tp.Writer.W, "From: <sender@example.org>\r\nTo: <rcpt1@example.com>\r\nSubject: bench\r\n\r\nbody line\r\n"); err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	if _, err := io.WriteString(tp.Writer.W, ".\r\n"); err != nil {
+		return nil, err
+	}
+	if err := tp.Writer.W.Flush(); err != nil {
+		return nil, err
+	}
+	if _, msg, err := tp.ReadResponse(250); err != nil {
+		return nil, fmt.Errorf("end of data: %w (%s)", err, msg)
+	}
+	tm["eom"] = time.Since(t1)
+	_ = cmd(221, "QUIT")
+	return tm, nil
+}
