@@ -200,7 +200,8 @@ func (s *Session) condLeave(ctx context.Context, b *bstate, k Kind, connScope bo
 		if b.sess != nil {
 			sess := b.sess
 			b.sess, b.pipe = nil, nil
-			go sess.Close()
+			s.condClosing.Add(1)
+			go func() { defer s.condClosing.Done(); sess.Close() }()
 		}
 		return
 	}

@@ -216,6 +216,9 @@ type Session struct {
 
 	facts    Facts // what conditions read (cond.go)
 	hasConds bool  // some backend has a condition
+	// condClosing: sessions closed by their condition (QUIT), waited
+	// for by Close.
+	condClosing sync.WaitGroup
 
 	syn synthState // macro tables and synthesis (macrotable.go)
 	rc  recorder   // the decision record of the message (record.go)
@@ -526,6 +529,7 @@ func (s *Session) Close() {
 			go func() { defer wg.Done(); sess.Close() }()
 		}
 		wg.Wait()
+		s.condClosing.Wait()
 		for _, cancel := range s.cancels {
 			cancel() // and opens that missed the budget stop
 		}
