@@ -95,10 +95,15 @@ func trimBraces(n string) string {
 
 // condFacts updates the facts from ev, before it is dispatched.
 func (s *Session) condFacts(ev *Event) {
-	if !s.hasConds {
-		return
+	if s.hasConds {
+		s.facts.Note(ev)
 	}
-	f := &s.facts
+}
+
+// Note updates the facts from ev (the engine does it before it
+// dispatches ev; a backend that evaluates conditions itself, such as the
+// rule filter, calls it for every event it gets).
+func (f *Facts) Note(ev *Event) {
 	if f.Macros == nil {
 		f.Macros = make(map[string]string)
 	}
