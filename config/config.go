@@ -812,8 +812,8 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 		if len(k) >= 3 && k[0] == "meta1" && k[1] == "define_macros" {
 			continue // a table of handlers, checked by meta1
 		}
-		if len(k) >= 3 && k[0] == "backend" && k[1] == "if" {
-			continue // conditions, checked by cond.Compile
+		if len(k) >= 3 && k[0] == "backend" && (k[1] == "if" || k[1] == "rule") {
+			continue // conditions and filter rules, checked by cond.Compile and backends/filter
 		}
 		if len(k) >= 2 && k[0] == "macros" || len(k) >= 3 && k[0] == "backend" && k[1] == "macros" {
 			continue // macro tables, checked by macros.ParseTable
