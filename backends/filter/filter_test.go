@@ -11,7 +11,7 @@ import (
 	"github.com/mailmux/mailmux/pmult/pmulttest"
 )
 
-func parse(t *testing.T, text string) (*filter.Settings, []error) {
+func parse(t testing.TB, text string) (*filter.Settings, []error) {
 	t.Helper()
 	var prim struct {
 		Rule []map[string]any `toml:"rule"`
