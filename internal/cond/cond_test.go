@@ -259,3 +259,55 @@ rcpt_file = "` + filepath.Join(dir, "missing") + `"
 		}
 	}
 }
+
+// Evaluation mode combines with conditions: an evaluated backend whose
+// condition turns false leaves the message like any other; the decision
+// record keeps the skip as a "condition" policy.
+func TestEvaluateWithCondition(t *testing.T) {
+	c := compile(t, "[if]\nrcpt_domain = \"example.com\"\n")
+	b := pmulttest.New("b", pmulttest.Reader)
+	b.On = map[pmult.Kind]pmulttest.Step{pmult.KindEOM: {Verdict: pmult.Reject}}
+	rec := pmult.NewRecorder(10)
+	e := &pmult.Engine{Records: rec, Slots: []pmult.Slot{{Backend: b, Policy: pmult.Policy{Evaluate: true, Condition: c}}}}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.Connect()
+	h.Helo()
+	h.Do(&pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@example.org>"},
+		Macros: []pmult.MacroSet{{For: pmult.KindMail, Pairs: []string{"i", "Q1"}}}})
+	h.Rcpt("x@example.net")
+	h.Data()
+	h.Message([]string{"Subject", " x"}, "body\r\n")
+	if got := b.KindsString(); got != "connect helo mail rcpt abort" {
+		t.Errorf("b got %q", got)
+	}
+	if strings.Contains(h.Log.String(), "evaluation: backend would have answered") {
+		t.Errorf("b voted after leaving:\n%s", h.Log)
+	}
+	var why strings.Builder
+	if ok, err := rec.WriteWhy(&why, "Q1"); !ok || err != nil {
+		t.Fatalf("no record: %v", err)
+	}
+	if !strings.Contains(why.String(), "condition b at data: skip") {
+		t.Errorf("record lacks the condition policy:\n%s", why.String())
+	}
+}
+
+// Envelope edits of the rule filter are covered in backends/filter; here:
+// a condition on a macro that arrives at MAIL ({auth_authen}) decides there.
+func TestAuthConditionAtMail(t *testing.T) {
+	c := compile(t, "[if]\nauth = true\n")
+	b := pmulttest.New("b", pmulttest.Reader)
+	h := pmulttest.Open(t, engine(pmult.Slot{Backend: b, Policy: pmult.Policy{Condition: c}}), pmulttest.AllOffer)
+	h.Connect()
+	h.Helo()
+	h.Mail() // no {auth_authen}: not authenticated
+	h.Rcpt("x@example.net")
+	h.Data()
+	h.Message([]string{"Subject", " x"}, "body\r\n")
+	h.Do(&pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@example.org>"},
+		Macros: []pmult.MacroSet{{For: pmult.KindMail, Pairs: []string{"{auth_authen}", "alice"}}}})
+	h.Rcpt("x@example.net")
+	if got := b.KindsString(); got != "connect helo mail rcpt" {
+		t.Errorf("b got %q, want the authenticated message only from MAIL on", got)
+	}
+}
