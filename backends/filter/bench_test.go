@@ -64,4 +64,3 @@ func BenchmarkFilterMessage(b *testing.B) {
 		})
 	}
 }
-

@@ -25,7 +25,10 @@ func Renamed() map[string]string { return map[string]string{} }
 // Settings are a filter's compiled rules.
 type Settings struct{ Rules []Rule }
 
-var ruleKeys = []string{"match", "action", "code", "xcode", "text", "name", "value", "value_regex", "index", "addr", "reason"}
+// DefaultBodyMax is how many body bytes a body_regex reads by default.
+const DefaultBodyMax = 64 << 10
+
+var ruleKeys = []string{"match", "body_regex", "body_max", "action", "code", "xcode", "text", "name", "value", "value_regex", "index", "addr", "reason"}
 
 var actions = []string{"continue", "accept", "reject", "tempfail", "discard", "quarantine", "add_header",
 	"insert_header", "change_header", "delete_header", "change_sender", "add_rcpt", "delete_rcpt"}
@@ -66,6 +69,16 @@ func ParseConfig(decode func(any) error) (*Settings, []error) {
 			r.Match = cd
 		}
 		str := func(k string) string { return c.String(p+k, m[k]) }
+		if v := str("body_regex"); v != "" {
+			re, err := regexp.Compile(v)
+			if err != nil {
+				c.Fail(p+"body_regex", fmt.Errorf("bad regular expression: %w", err))
+			}
+			r.Body = re
+			r.BodyMax = c.Int(p+"body_max", m["body_max"], DefaultBodyMax, 1, 64<<20)
+		} else if m["body_max"] != nil {
+			c.Fail(p+"body_max", errors.New("without body_regex"))
+		}
 		need := func(k string) string {
 			v := str(k)
 			if v == "" {

@@ -11,6 +11,9 @@
 //	xcode = "5.7.1"                                      # default 5.7.1 / 4.7.1
 //	text = "blocked: ${client_addr}"                     # lines split at \n; ${macro} expanded
 //
+// body_regex (with body_max, default 64 KiB) must also match the first
+// body_max bytes of the body: such a rule is decided at end of message.
+//
 // Actions: continue, accept, reject, tempfail, discard (verdicts), and
 // quarantine (reason), add_header, insert_header (name, value, index),
 // change_header (name, value, index), delete_header (name; value_regex:
@@ -45,6 +48,10 @@ type Rule struct {
 	Reply  string // verdicts: the reply template
 	Edit   pmult.Edit
 	Value  *regexp.Regexp // delete_header: the values to delete; nil: all
+	// Body, when set, must match the first BodyMax bytes of the body
+	// too (decided at end of message).
+	Body    *regexp.Regexp
+	BodyMax int
 }
 
 func (r *Rule) verdict() (pmult.Verdict, bool) {
@@ -65,16 +72,20 @@ func (r *Rule) verdict() (pmult.Verdict, bool) {
 
 // Filter is the backend.
 type Filter struct {
-	name  string
-	rules []Rule
-	caps  pmult.Caps
-	log   *slog.Logger
+	name    string
+	rules   []Rule
+	caps    pmult.Caps
+	log     *slog.Logger
+	bodyMax int // the most body bytes a rule reads
 }
 
 // New returns a filter of rules.
 func New(name string, rules []Rule, log *slog.Logger) *Filter {
 	f := &Filter{name: name, rules: rules, log: log}
 	for _, r := range rules {
+		if r.Body != nil {
+			f.bodyMax = max(f.bodyMax, r.BodyMax)
+		}
 		if _, ok := r.verdict(); !ok {
 			f.caps.Actions |= r.Edit.Kind.Need()
 		}
@@ -97,6 +108,7 @@ type session struct {
 	facts   pmult.Facts
 	decided []bool // rule decided in this message (or connection)
 	lead    bool
+	body    []byte // the first bodyMax bytes of the body
 }
 
 func (s *session) Caps() pmult.Caps { return s.f.caps }
@@ -107,9 +119,14 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 	switch ev.Kind {
 	case pmult.KindConnect:
 		clear(s.decided)
+	case pmult.KindBody:
+		if n := s.f.bodyMax - len(s.body); n > 0 {
+			s.body = append(s.body, ev.Chunk[:min(n, len(ev.Chunk))]...)
+		}
 	case pmult.KindMail:
+		s.body = s.body[:0]
 		for i, r := range s.f.rules {
-			if r.Match != nil && r.Match.Stage() > pmult.KindHelo {
+			if r.Body != nil || (r.Match != nil && r.Match.Stage() > pmult.KindHelo) {
 				s.decided[i] = false
 			}
 		}
@@ -122,10 +139,7 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		if !isVerdict || s.decided[i] {
 			continue
 		}
-		t := pmult.Yes
-		if r.Match != nil {
-			t = r.Match.Eval(&s.facts)
-		}
+		t := s.eval(r, ev.Kind)
 		if t == pmult.Unknown {
 			continue
 		}
@@ -144,7 +158,7 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		if _, isVerdict := r.verdict(); isVerdict {
 			continue
 		}
-		if r.Match != nil && r.Match.Eval(&s.facts) != pmult.Yes {
+		if s.eval(r, pmult.KindEOM) != pmult.Yes {
 			continue
 		}
 		if r.Action == "delete_header" {
@@ -158,6 +172,24 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		edits = append(edits, e)
 	}
 	return pmult.Reply{Edits: edits}, nil
+}
+
+// eval is the value of r's match (and body_regex) at stage k.
+func (s *session) eval(r *Rule, k pmult.Kind) pmult.Tri {
+	t := pmult.Yes
+	if r.Match != nil {
+		t = r.Match.Eval(&s.facts)
+	}
+	if r.Body == nil || t == pmult.No {
+		return t
+	}
+	if k != pmult.KindEOM {
+		return pmult.Unknown
+	}
+	if t == pmult.Yes && !r.Body.Match(s.body[:min(len(s.body), r.BodyMax)]) {
+		return pmult.No
+	}
+	return t
 }
 
 // deletes deletes the instances of r's header whose value matches, last

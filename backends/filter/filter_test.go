@@ -123,3 +123,63 @@ colour = "red"
 		}
 	}
 }
+
+// Envelope edits, quarantine, insert, and body_regex within its cap.
+func TestFilterEditsAndBody(t *testing.T) {
+	s, errs := parse(t, `
+[[rule]]
+body_regex = "BUY NOW"
+body_max = 20
+action = "reject"
+text = "spam body"
+[[rule]]
+match = { sender_domain = "old.example" }
+action = "change_sender"
+addr = "bounce@new.example"
+[[rule]]
+match = { rcpt = "archive@example.org" }
+action = "delete_rcpt"
+addr = "archive@example.org"
+[[rule]]
+action = "add_rcpt"
+addr = "copy@example.org"
+[[rule]]
+match = { header = "x-spam" }
+action = "quarantine"
+reason = "flagged ${i}"
+[[rule]]
+action = "insert_header"
+name = "X-First"
+value = "top"
+`)
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	e := &pmult.Engine{Slots: []pmult.Slot{{Backend: s.NewBackend("rules", 0, nil)}}}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.Connect()
+	h.Helo()
+	h.Do(&pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@old.example>"},
+		Macros: []pmult.MacroSet{{For: pmult.KindMail, Pairs: []string{"i", "Q7"}}}})
+	h.Rcpt("archive@example.org")
+	h.Data()
+	// "BUY NOW" beyond the first 20 bytes: not seen.
+	r := h.Message([]string{"X-Spam", " yes"}, "0123456789012345678901234 BUY NOW\r\n")
+	if r.Verdict != pmult.Continue {
+		t.Fatalf("EOM %v %q", r.Verdict, r.Text)
+	}
+	var got []string
+	for _, e := range r.Edits {
+		got = append(got, e.Kind.String()+":"+e.Addr+e.Name+e.Value)
+	}
+	want := "change_from:<bounce@new.example>|del_rcpt:<archive@example.org>|add_rcpt:<copy@example.org>|insert_header:X-First top|quarantine:flagged Q7"
+	if strings.Join(got, "|") != want {
+		t.Errorf("edits\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+	h.Mail()
+	h.Rcpt("b@example.net")
+	h.Data()
+	if r := h.Message([]string{"Subject", " x"}, "BUY NOW\r\n"); r.Verdict != pmult.Reject || !strings.Contains(r.Text, "spam body") {
+		t.Errorf("body rule: %v %q", r.Verdict, r.Text)
+	}
+}
