@@ -49,12 +49,20 @@ address = "inet:1@localhost"
 [backend.if]
 client_file = "`+filepath.Join(dir, "nets")+`"
 helo_regex = "("
+[[backend]]
+name = "rules"
+type = "filter"
+[[backend.rule]]
+match = { client_file = "`+filepath.Join(dir, "nets")+`" }
+action = "rejct"
 `), 0o644)
 	var out, errb bytes.Buffer
 	code := run([]string{"check", "-c", p}, &out, &errb)
 	all := out.String() + errb.String()
 	if code != exitConfig || !strings.Contains(all, `backend[0] "a": if.client_file: open `) ||
-		!strings.Contains(all, `backend[0] "a": if.helo_regex: bad regular expression`) {
+		!strings.Contains(all, `backend[0] "a": if.helo_regex: bad regular expression`) ||
+		!strings.Contains(all, `backend[1] "rules": rule[0].match.client_file: open `) ||
+		!strings.Contains(all, `backend[1] "rules": rule[0].action: `) {
 		t.Errorf("exit %d:\n%s", code, all)
 	}
 }
