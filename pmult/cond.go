@@ -107,6 +107,9 @@ func (f *Facts) Note(ev *Event) {
 	if f.Macros == nil {
 		f.Macros = make(map[string]string)
 	}
+	if ev.Kind == KindConnect {
+		clear(f.Macros) // a new SMTP session (after QUIT_NC): nothing of the old one
+	}
 	for _, m := range ev.Macros {
 		for i := 0; i+1 < len(m.Pairs); i += 2 {
 			f.Macros[trimBraces(m.Pairs[i])] = m.Pairs[i+1]

@@ -311,3 +311,21 @@ func TestAuthConditionAtMail(t *testing.T) {
 		t.Errorf("b got %q, want the authenticated message only from MAIL on", got)
 	}
 }
+
+// After QUIT_NC, the new SMTP session's conditions do not see the old
+// session's macros ({auth_authen}).
+func TestQuitNCForgetsMacros(t *testing.T) {
+	var f pmult.Facts
+	f.Note(&pmult.Event{Kind: pmult.KindConnect, Address: "192.0.2.1"})
+	f.Note(&pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@b>"},
+		Macros: []pmult.MacroSet{{For: pmult.KindMail, Pairs: []string{"{auth_authen}", "alice"}}}})
+	c := compile(t, "[if]\nauth = true\n")
+	if c.Eval(&f) != pmult.Yes {
+		t.Fatal("not authenticated")
+	}
+	f.Note(&pmult.Event{Kind: pmult.KindConnect, Address: "192.0.2.1"})
+	f.Note(&pmult.Event{Kind: pmult.KindMail, Args: []string{"<a@b>"}})
+	if c.Eval(&f) != pmult.No {
+		t.Error("the new session is authenticated by the old one's macro")
+	}
+}
