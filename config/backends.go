@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	callout "github.com/mailmux/mailmux/backends/callout"
+	filter "github.com/mailmux/mailmux/backends/filter"
 	milter "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -17,6 +18,7 @@ import (
 const (
 	TypeMilter  = "milter"  // a remote milter (backends/milter); the default
 	TypeCallout = "callout" // sender (and recipient) verification (backends/callout)
+	TypeFilter  = "filter"  // ordered rules, in process (backends/filter)
 )
 
 // DefaultType is the type of a [[backend]] without a type key.
@@ -61,6 +63,12 @@ func backendKinds() []kind {
 		name: TypeCallout, keys: callout.Keys(), renamed: callout.Renamed(),
 		parse: func(decode func(any) error, _ int) (BackendSettings, []string, []error) {
 			s, errs := callout.ParseConfig(decode)
+			return s, nil, errs
+		},
+	}, {
+		name: TypeFilter, keys: filter.Keys(), renamed: filter.Renamed(),
+		parse: func(decode func(any) error, _ int) (BackendSettings, []string, []error) {
+			s, errs := filter.ParseConfig(decode)
 			return s, nil, errs
 		},
 	}}

@@ -40,6 +40,7 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
 			OnFailure: act,
 			Evaluate:  b.Mode == ModeEvaluate,
+			Condition: b.If,
 		}})
 	}
 	return e, nil

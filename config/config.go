@@ -21,6 +21,8 @@ import (
 
 	milter "github.com/mailmux/mailmux/backends/milter"
 	"github.com/mailmux/mailmux/config/syntax"
+	"github.com/mailmux/mailmux/internal/cond"
+	"github.com/mailmux/mailmux/pmult"
 )
 
 // Defaults, applied to keys left out of the file.
@@ -260,6 +262,11 @@ type Backend struct {
 	// below the global log_level. Default "": the global level.
 	LogLevel string `toml:"log_level"`
 
+	// If is the backend's condition (the `if` table, compiled by
+	// internal/cond): which sessions and messages it takes part in. nil
+	// (no `if`): all of them.
+	If pmult.Condition `toml:"if"`
+
 	// Settings are the keys of the backend's type, parsed and validated
 	// by its package (*milter.Settings for type "milter").
 	Settings BackendSettings `toml:"-"`
@@ -326,6 +333,7 @@ type rawBackend struct {
 	OnFailure any `toml:"on_failure"`
 	Mode      any `toml:"mode"`
 	LogLevel  any `toml:"log_level"`
+	If        any `toml:"if"`
 }
 
 // renamed maps the old top-level spellings to the [milter] keys that
@@ -698,6 +706,11 @@ func (v *validator) backend(i int, prim toml.Primitive, maxMessage int, seen map
 		Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),
 		LogLevel: sc.enum("log_level", rb.LogLevel, "", "level", "debug", "info", "warn", "error"),
 	}
+	if rb.If != nil {
+		c, errs := cond.Compile("if", rb.If)
+		sc.add("", errs)
+		b.If = c
+	}
 	k, ok := backendKind(b.Type)
 	if !ok { // reported by enum; read the keys as the default type's
 		k, _ = backendKind(DefaultType)
@@ -808,6 +821,9 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 	for _, k := range md.Keys() {
 		if len(k) >= 3 && k[0] == "meta1" && k[1] == "define_macros" {
 			continue // a table of handlers, checked by meta1
+		}
+		if len(k) >= 3 && k[0] == "backend" && (k[1] == "if" || k[1] == "rule") {
+			continue // conditions and filter rules, checked by cond.Compile and backends/filter
 		}
 		if len(k) >= 2 && k[0] == "macros" || len(k) >= 3 && k[0] == "backend" && k[1] == "macros" {
 			continue // macro tables, checked by macros.ParseTable

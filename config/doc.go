@@ -57,12 +57,15 @@
 // set = { "connect:{daemon_name}" = "ORIGINATING" } on the submission
 // listener; a milter backend has its own [backend.macros].
 //
-// A [[backend]] has a type, "milter" by default, or "callout". The
-// keys every backend has (name, type, on_failure, mode, log_level) are
-// read here; the others belong to the type's package, which parses,
-// validates and builds it (backends/milter: address, the timeouts,
-// milter_version, max_body, reuse, macros; backends/callout: the
-// verification keys). backends.go is the one table that knows the types.
+// A [[backend]] has a type, "milter" by default, "callout" or "filter".
+// The keys every backend has (name, type, on_failure, mode, log_level,
+// and the condition table if: which sessions and messages it takes part
+// in, compiled by internal/cond at load) are read here; the others belong
+// to the type's package, which parses, validates and builds it
+// (backends/milter: address, the timeouts, milter_version, max_body,
+// reuse, macros; backends/callout: the verification keys;
+// backends/filter: its [[backend.rule]] tables). backends.go is the one
+// table that knows the types.
 //
 // Old spellings still load, with a warning in Config.Warnings naming the
 // key that replaces each (pmult check prints them): top-level listen,

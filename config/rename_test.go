@@ -48,7 +48,7 @@ protocol = 6
 milter_version = 6
 [[backend]]
 name = "b"
-type = "filter"
+type = "spamfilter"
 address = "inet:1@localhost"
 adress = "x"
 `)
@@ -59,7 +59,7 @@ adress = "x"
 		`config.toml: listen: top-level listen is the old spelling of milter.listen: keep [milter] listen only`,
 		`config.toml: backend[0] "a": url: url is the old spelling of address: keep address only`,
 		`config.toml: backend[0] "a": protocol: protocol is the old spelling of milter_version: keep milter_version only`,
-		`config.toml: backend[1] "b": type: unknown backend type "filter" (want milter or callout)`,
+		`config.toml: backend[1] "b": type: unknown backend type "spamfilter" (want milter, callout or filter)`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

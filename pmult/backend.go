@@ -169,6 +169,9 @@ type Policy struct {
 	// verdict that would have ended the message (or, at CONNECT/HELO, the
 	// connection) it gets no more of it, as from an MTA.
 	Evaluate bool
+	// Condition, when set, decides which sessions and messages the
+	// backend takes part in (cond.go); nil: all of them.
+	Condition Condition
 }
 
 // Slot is a configured backend with its policy, in chain order.

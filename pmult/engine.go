@@ -173,6 +173,9 @@ type bstate struct {
 	reopen   bool    // closed or failed at QUIT_NC: open again at the next CONNECT
 	skip     Kind    // answered Skip to this kind; cleared by another kind
 	replay   bool    // gets the content phase by replay at EOM
+	condOut  bool    // its condition excluded it from the connection (cond.go)
+	condConn bool    // its connection condition is true
+	condMsg  bool    // its message condition is true for this message
 	mc       *backendCounters
 }
 
@@ -211,6 +214,12 @@ type Session struct {
 	reopenPending       bool                 // some backends reopen at the next CONNECT
 	gone                bool                 // the MTA went away (the session ctx ended)
 
+	facts    Facts // what conditions read (cond.go)
+	hasConds bool  // some backend has a condition
+	// condClosing: sessions closed by their condition (QUIT), waited
+	// for by Close.
+	condClosing sync.WaitGroup
+
 	syn synthState // macro tables and synthesis (macrotable.go)
 	rc  recorder   // the decision record of the message (record.go)
 
@@ -239,7 +248,14 @@ func (s *Session) Open(ctx context.Context, offer Offer, progress func()) Negoti
 		progress = func() {}
 	}
 	s.progress = progress
-	s.open(ctx, s.bs)
+	s.condOpen()
+	var list []*bstate
+	for _, b := range s.bs {
+		if !b.condOut {
+			list = append(list, b)
+		}
+	}
+	s.open(ctx, list)
 	s.roles()
 	s.neg = s.negotiate()
 	return s.neg
@@ -339,7 +355,7 @@ func (s *Session) roles() {
 	editors := 0
 	for _, b := range s.bs {
 		b.replay = false
-		if b.dead {
+		if b.dead || b.condOut {
 			continue
 		}
 		if b.caps.Actions&(ActAddHeaders|ActChangeHeaders) != 0 && !b.slot.Policy.Evaluate {
@@ -370,7 +386,7 @@ func (s *Session) negotiate() Negotiated {
 	var wanted KindSet
 	replyNeeded := KindSet(0)
 	for _, b := range s.bs {
-		if b.dead {
+		if b.dead || b.condOut {
 			continue
 		}
 		if !b.slot.Policy.Evaluate {
@@ -403,7 +419,7 @@ func (s *Session) negotiate() Negotiated {
 	// Events the engine needs to derive macros (macrotable.go): sent
 	// and answered (mtasim waits for an answer whatever it negotiated).
 	synth := s.synthEvents()
-	wanted |= synth
+	wanted |= synth | s.condNeeds()
 	replyNeeded |= synth
 	if s.needReplay || s.parallelHeaderEdits {
 		wanted = wanted.With(KindHeader).With(KindEOH)
@@ -513,6 +529,7 @@ func (s *Session) Close() {
 			go func() { defer wg.Done(); sess.Close() }()
 		}
 		wg.Wait()
+		s.condClosing.Wait()
 		for _, cancel := range s.cancels {
 			cancel() // and opens that missed the budget stop
 		}

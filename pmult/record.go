@@ -70,8 +70,9 @@ type RecPolicy struct {
 	// What is one of failure, timeout, down (breaker skip: not tried),
 	// would (evaluation verdict not applied: Action is the verdict),
 	// would_edit (evaluation edit not applied: Action is the edit kind),
-	// discard_ignored (DISCARD at connect or helo). Conditions (a backend
-	// skipped by a rule) are to add "condition" here.
+	// discard_ignored (DISCARD at connect or helo), condition (the
+	// backend's condition was false: it left the message or connection,
+	// or was not opened; Action is "skip"; see cond.go).
 	What    string
 	Backend string
 	Stage   Kind

@@ -17,6 +17,7 @@ import (
 func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	s.rewriteMacros(ev)
 	s.noteMacros(ev)
+	s.condFacts(ev)
 	if s.reopenPending && ev.Kind != KindQuit && ev.Kind != KindQuitNC && ev.Kind != KindAbort {
 		s.reopen(ctx)
 	}
@@ -348,8 +349,10 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 			b.doneMsg = false
 			// Backends done for the connection are not in the message.
 			b.inMsg = !b.dead && !b.doneConn
+			b.condMsg = false
 		}
 	}
+	s.condCheck(ctx, ev)
 	targets := s.targets(ev, false)
 	res := s.fanout(ctx, targets, ev)
 	m := s.merger()
@@ -391,6 +394,7 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
+	s.condCheck(ctx, ev)
 	if !s.keep(ev) {
 		return Reply{}
 	}
@@ -479,6 +483,10 @@ func (s *Session) reopen(ctx context.Context) {
 	for _, b := range s.bs {
 		if b.reopen {
 			b.reopen = false
+			if s.listenerOut(b) {
+				b.condOut, b.doneConn = true, true
+				continue
+			}
 			list = append(list, b)
 		}
 	}
@@ -566,6 +574,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
+	s.condCheck(ctx, ev)
 	if r, ok := s.storeVerdict(ctx, ev); ok {
 		return r
 	}

@@ -126,6 +126,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		for st := macros.Stage(0); st < macros.NumStages; st++ {
 			fmt.Fprintf(stdout, "%s = %s\n", macros.PostfixParam[st], strings.Join(lists[st], " "))
 		}
+		postfixListeners(cfg, o.queueDir, stdout)
 	case "sendmail":
 		spec := listen
 		for _, a := range cfg.Milter.ListenAddrs {
@@ -157,7 +158,11 @@ func postfixMilter(cfg *config.Config, queueDir string, w io.Writer) string {
 	if len(cfg.Milter.ListenAddrs) == 0 {
 		return "inet:127.0.0.1:7357"
 	}
-	a := cfg.Milter.ListenAddrs[0]
+	return postfixSocket(cfg.Milter.ListenAddrs[0], queueDir, w)
+}
+
+// postfixSocket is postfixMilter for one listen address.
+func postfixSocket(a config.Address, queueDir string, w io.Writer) string {
 	if a.Network != "unix" {
 		return strings.Replace(a.String(), "inet6:", "inet:", 1)
 	}
@@ -199,4 +204,31 @@ func meta1Config(cfg *config.Config, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "        };\n        timeout = 5m;\n        flags = { abort };\n    };\n};")
 	return 0
+}
+
+// postfixListeners prints, for a pmult with several (or named) listeners,
+// the master.cf override of each smtpd service that should get that
+// listener's chain: one pmult process, a chain per listener (the
+// backends' conditions on listener choose it).
+func postfixListeners(cfg *config.Config, queueDir string, w io.Writer) {
+	m := cfg.Milter
+	named := false
+	for _, n := range m.ListenNames {
+		named = named || n != ""
+	}
+	if len(m.ListenAddrs) < 2 && !named {
+		return
+	}
+	fmt.Fprintln(w, "# master.cf: point each smtpd service at its own pmult listener (main.cf's smtpd_milters")
+	fmt.Fprintln(w, "# above is the first one); backends with `if.listener` conditions give each its chain.")
+	for i, a := range m.ListenAddrs {
+		name := m.ListenNames[i]
+		if name == "" {
+			name = fmt.Sprintf("listen[%d]", i)
+		}
+		var notes strings.Builder
+		sock := postfixSocket(a, queueDir, &notes)
+		fmt.Fprintf(w, "# listener %s (%s), under its smtpd line, e.g. \"smtp inet n - y - - smtpd\":\n%s", name, a, notes.String())
+		fmt.Fprintf(w, "#   -o smtpd_milters=%s\n", sock)
+	}
 }
