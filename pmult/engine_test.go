@@ -1331,7 +1331,7 @@ func TestGoroutinesAfterClose(t *testing.T) {
 // instant is a backend that answers Continue at once and records nothing.
 type instant struct{ name string }
 
-func (b instant) Name() string { return b.Name() }
+func (b instant) Name() string { return b.name }
 func (b instant) Open(context.Context, OpenInfo) (BackendSession, error) {
 	return instantSession{}, nil
 }
