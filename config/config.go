@@ -802,6 +802,17 @@ func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 
 // unknownKeys reports the keys of the file that match no field, naming the
 // backend they are in and suggesting the key probably meant.
+// ownTable reports whether name is a key of some backend type (a table
+// under [[backend]] that the type's package checks, such as a filter's rule).
+func ownTable(name string) bool {
+	for _, k := range backendKinds() {
+		if slices.Contains(k.keys, name) {
+			return true
+		}
+	}
+	return false
+}
+
 func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 	undecoded := make(map[string]bool)
 	for _, k := range md.Undecoded() {
@@ -822,8 +833,11 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 		if len(k) >= 3 && k[0] == "meta1" && k[1] == "define_macros" {
 			continue // a table of handlers, checked by meta1
 		}
-		if len(k) >= 3 && k[0] == "backend" && (k[1] == "if" || k[1] == "rule") {
-			continue // conditions and filter rules, checked by cond.Compile and backends/filter
+		if len(k) >= 3 && k[0] == "backend" && (k[1] == "if" || ownTable(k[1])) {
+			// A table under a backend: its conditions (cond.Compile) or a
+			// table of a backend type's own (e.g. filter rules), checked by
+			// that type's package.
+			continue
 		}
 		if len(k) >= 2 && k[0] == "macros" || len(k) >= 3 && k[0] == "backend" && k[1] == "macros" {
 			continue // macro tables, checked by macros.ParseTable
