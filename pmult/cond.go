@@ -11,18 +11,107 @@
 // for a condition on the connection only (Stage at HELO or before) the
 // backend session is closed (QUIT) and the backend gets nothing more of
 // the connection; a condition on the listener only is decided at open,
-// and a false one means the backend is never opened. It votes nothing
+// and a false one means the backend is never opened. A backend excluded
+// for the whole connection at CONNECT is never opened either, once the
+// engine knows its capabilities (see "Deferred open" below). It votes nothing
 // after that; the skip is logged at debug level and kept as a "condition"
 // policy in the decision record. Conditions and evaluation mode combine:
 // an evaluated backend is skipped the same way.
+//
+// Deferred open: the MTA negotiates before CONNECT, so the engine must
+// answer with the union of its backends' capabilities before it can
+// decide a condition on the client (address, name, HELO, connect-stage
+// macros). The engine remembers each backend's last negotiated Caps
+// (capsMemo, per slot and MTA offer; the engine's own, so a reload, which
+// may change a backend, starts with none). A backend with a connection
+// condition (Stage KindConnect or KindHelo) whose Caps are known is not
+// opened at Session.Open: the negotiation with the MTA uses the
+// remembered Caps, and at CONNECT the backend is opened only when its
+// condition is not already false (it gets CONNECT as if opened before).
+// The first session, with no Caps known, opens it at once. A backend
+// opened late that asks for more than was negotiated with the MTA fails
+// for the session (its failure action, one log line, see fits), and what
+// it negotiated is remembered for the next sessions.
 
 package pmult
 
 import (
 	"context"
+	"maps"
+	"sync"
 
 	"github.com/mailmux/mailmux/macros"
 )
+
+// capsMemoMax bounds the offers remembered per backend (an MTA offers the
+// same each time; a mix of fronts and versions gives a few).
+const capsMemoMax = 8
+
+// capsMemo remembers each backend's last negotiated Caps by slot and by
+// the MTA's offer they were negotiated under (Offer.Listener aside).
+type capsMemo struct {
+	mu   sync.Mutex
+	caps []map[Offer]Caps // by slot; nil until the first put
+}
+
+func memoKey(o Offer) Offer {
+	o.Listener = ""
+	return o
+}
+
+// get returns the Caps slot i last negotiated under offer o.
+func (m *capsMemo) get(i int, o Offer) (Caps, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i >= len(m.caps) || m.caps[i] == nil {
+		return Caps{}, false
+	}
+	c, ok := m.caps[i][memoKey(o)]
+	return c, ok
+}
+
+// put remembers c for slot i (of n) under offer o.
+func (m *capsMemo) put(i, n int, o Offer, c Caps) {
+	c.Macros = maps.Clone(c.Macros)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.caps == nil {
+		m.caps = make([]map[Offer]Caps, n)
+	}
+	if i >= len(m.caps) {
+		return
+	}
+	if m.caps[i] == nil || len(m.caps[i]) >= capsMemoMax {
+		m.caps[i] = make(map[Offer]Caps)
+	}
+	m.caps[i][memoKey(o)] = c
+}
+
+// deferOpen reports whether b's open waits for CONNECT: it has a
+// connection condition and its Caps are known, which it then carries for
+// the negotiation with the MTA.
+func (s *Session) deferOpen(b *bstate) bool {
+	c := b.slot.Policy.Condition
+	if c == nil || c.Stage() == KindNone || c.Stage() > KindHelo {
+		return false
+	}
+	caps, ok := s.e.memo.get(b.pos, s.offer)
+	if !ok {
+		return false
+	}
+	b.caps = caps
+	return true
+}
+
+// connectOut reports whether b's connection condition is false with the
+// facts known at CONNECT (the backend, not opened yet, is not opened).
+func (s *Session) connectOut(b *bstate) bool {
+	c := b.slot.Policy.Condition
+	if c == nil || c.Stage() == KindNone || c.Stage() > KindHelo || s.facts.At == KindNone {
+		return false
+	}
+	return c.Eval(&s.facts) == No
+}
 
 // Tri is the value of a condition with what is known so far.
 type Tri uint8
@@ -237,6 +326,15 @@ func (s *Session) condNeeds() KindSet {
 		}
 	}
 	return need
+}
+
+// condNotOpened excludes b, not opened, from the connection by its
+// condition at stage k.
+func (s *Session) condNotOpened(b *bstate, k Kind) {
+	b.condOut, b.doneConn = true, true
+	s.recPolicy("condition", b, k, "skip")
+	s.log.Debug("backend not opened: its condition is false for this connection", "backend", b.name,
+		"stage", k.String(), "condition", b.slot.Policy.Condition.String())
 }
 
 // listenerOut reports whether b's condition, decided by the listener

@@ -92,6 +92,7 @@ type Engine struct {
 	releasing   atomic.Bool  // a handBack is running
 	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
 	recPool     sync.Pool    // of *recBufs: decision record buffers of closed sessions
+	memo        capsMemo     // each backend's last negotiated Caps (cond.go: deferred open)
 }
 
 func (e *Engine) openTimeout() time.Duration {
@@ -251,7 +252,14 @@ func (s *Session) Open(ctx context.Context, offer Offer, progress func()) Negoti
 	s.condOpen()
 	var list []*bstate
 	for _, b := range s.bs {
-		if !b.condOut {
+		switch {
+		case b.condOut:
+		case s.deferOpen(b):
+			// Opened at CONNECT unless its condition excludes it there
+			// (cond.go); negotiated with the MTA by its known Caps.
+			b.reopen = true
+			s.reopenPending = true
+		default:
 			list = append(list, b)
 		}
 	}
@@ -318,6 +326,7 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 			// A backend may only make the edits the MTA can carry out;
 			// checkEdits refuses the others.
 			b.caps.Actions &= s.offer.Actions
+			s.e.memo.put(b.pos, len(s.bs), s.offer, b.caps)
 		case <-timer.C:
 			late = fmt.Errorf("not negotiated within open_timeout (%s)", budget)
 		case <-ctx.Done():
@@ -404,6 +413,11 @@ func (s *Session) negotiate() Negotiated {
 		}
 		if b.caps.RejectedRcpts && s.offer.RejectedRcpts {
 			n.RejectedRcpts = true
+		}
+		if b.reopen && !b.slot.Policy.Evaluate && b.slot.Policy.OnFailure.verdict().Objects() {
+			// Opened at CONNECT (deferred): should it fail there, its
+			// failure vote goes out at CONNECT.
+			replyNeeded = replyNeeded.With(KindConnect)
 		}
 		for k, list := range b.caps.Macros {
 			n.Macros[k] = union(n.Macros[k], list)

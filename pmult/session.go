@@ -473,10 +473,13 @@ func (s *Session) quitNC(ctx context.Context, ev *Event) {
 	s.startMessage()
 }
 
-// reopen opens the backends closed at QUIT_NC (Backend.Open, which
-// honours the breaker; within the open budget). The MTA side of the
-// connection stays as negotiated: a reopened backend that needs more than
-// it carries fails for the session (see fits).
+// reopen opens the backends closed at QUIT_NC, and those whose open was
+// deferred to CONNECT (cond.go), at the first event of the new SMTP
+// session (Backend.Open, which honours the breaker; within the open
+// budget). A backend whose connection condition is already false is not
+// opened. The MTA side of the connection stays as negotiated: a backend
+// opened here that needs more than it carries fails for the session (see
+// fits).
 func (s *Session) reopen(ctx context.Context) {
 	s.reopenPending = false
 	var list []*bstate
@@ -485,6 +488,10 @@ func (s *Session) reopen(ctx context.Context) {
 			b.reopen = false
 			if s.listenerOut(b) {
 				b.condOut, b.doneConn = true, true
+				continue
+			}
+			if s.connectOut(b) {
+				s.condNotOpened(b, s.facts.At)
 				continue
 			}
 			list = append(list, b)
@@ -507,8 +514,9 @@ func (s *Session) reopen(ctx context.Context) {
 	}
 }
 
-// fits checks that a backend reopened after QUIT_NC can be served by the
-// connection's negotiation with the MTA, fixed at its start: the actions
+// fits checks that a backend opened after the negotiation with the MTA
+// (reopened after QUIT_NC, or opened at CONNECT with the Caps it had
+// before) can be served by the connection's negotiation, fixed at its start: the actions
 // it negotiated must be among those negotiated with the MTA, the events it
 // wants (those its role needs, replay included) among those the MTA
 // sends, and the events it answers live among those the MTA reads replies
@@ -535,7 +543,7 @@ func (s *Session) fits(b *bstate) error {
 	if len(problems) == 0 {
 		return nil
 	}
-	return fmt.Errorf("reopened after QUIT_NC with capabilities the MTA connection did not negotiate: %v", problems)
+	return fmt.Errorf("opened after the MTA negotiation (at CONNECT or after QUIT_NC) with capabilities the MTA connection did not negotiate: %v", problems)
 }
 
 // checkEdits refuses edits a backend did not negotiate.
