@@ -1,7 +1,6 @@
-// conditions_test.go: backend conditions (issue 11) through real Postfix:
-// two Postfix smtpd instances point at two named pmult listeners of one
-// pmult process; a pymilter backend applies only on one listener, another
-// only to one recipient domain.
+// conditions_test.go: the rule filter (issue 11) through real Postfix. The
+// named listeners and per-condition chains are in cond_listeners_test.go
+// (one Postfix instance with two smtpd services).
 
 package e2e
 
@@ -13,77 +12,6 @@ import (
 
 	"github.com/mailmux/mailmux/internal/realpeer"
 )
-
-func TestConditionsListenerAndRecipientDomain(t *testing.T) {
-	t.Parallel()
-	realpeer.Require(t, "postfix", "swaks")
-	gate, gateLog := realpeer.StartPyMilter(t, realpeer.PyPlan{Stages: map[string]realpeer.PyStage{
-		"mail": {Action: "reject", Reply: &realpeer.PyReply{Code: "550", XCode: "5.7.1", Lines: []string{"submission needs auth"}}},
-	}})
-	tagger, taggerLog := realpeer.StartPyMilter(t, realpeer.PyPlan{
-		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Tagged", Value: "example.com"}},
-	})
-	inbound := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
-	submission := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
-	p := startPmultConfig(t, fmt.Sprintf(`[milter]
-listen = ["inbound=%s", "submission=%s"]
-[[backend]]
-name = "gate"
-address = %q
-[backend.if]
-listener = "submission"
-[[backend]]
-name = "tagger"
-address = %q
-[backend.if]
-rcpt_domain = "example.com"
-`, inbound, submission, gate, tagger), submission)
-
-	// The Postfix smtpd service for port 25 (inbound).
-	mx := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(inbound)})
-	if out, err := mx.Send(t, "--to", "a@example.com", "--header", "Subject: one"); err != nil {
-		t.Fatalf("inbound, example.com: %v\n%s", err, out)
-	}
-	if out, err := mx.Send(t, "--to", "b@example.net", "--header", "Subject: two"); err != nil {
-		t.Fatalf("inbound, example.net: %v\n%s", err, out)
-	}
-	ds := byRecipient(mx.WaitDelivered(t, 2, deliverTimeout))
-	if got := ds["a@example.com"].HeaderValues("X-Tagged"); len(got) != 1 {
-		t.Errorf("a@example.com: X-Tagged %q, want one (tagger applies to example.com)\n%s", got, p.Output())
-	}
-	if got := ds["b@example.net"].HeaderValues("X-Tagged"); len(got) != 0 {
-		t.Errorf("b@example.net: X-Tagged %q, want none (tagger left that message)", got)
-	}
-	// The gate was never opened for the inbound listener.
-	if evs := pyEvents(t, gateLog); len(evs) != 0 {
-		t.Errorf("gate got %d events through the inbound listener, want none (never opened): %+v", len(evs), evs)
-	}
-	// The tagger left the example.net message quietly: it got the
-	// envelope, then ABORT, and no end of message.
-	eoms := 0
-	for _, e := range pyEvents(t, taggerLog) {
-		if e.Stage == "eom" {
-			eoms++
-		}
-	}
-	if eoms != 1 {
-		t.Errorf("tagger got %d end of message, want 1 (only the example.com message)", eoms)
-	}
-
-	// The Postfix smtpd service for port 587 (submission): the gate
-	// rejects, as in Postfix's own chain with the gate alone.
-	sub := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(submission)})
-	out, err := sub.Send(t, "--to", "c@example.com")
-	direct := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(gate)})
-	dout, derr := direct.Send(t, "--to", "c@example.com")
-	if err == nil || derr == nil {
-		t.Fatalf("submission: want a rejection through pmult (%v) and Postfix's chain (%v)\n%s\n%s", err, derr, out, dout)
-	}
-	const want = "550 5.7.1 submission needs auth"
-	if !strings.Contains(out, want) || !strings.Contains(dout, want) {
-		t.Errorf("want %q through pmult and the chain:\n%s\n---\n%s", want, out, dout)
-	}
-}
 
 // The rule filter as pmult's only backend rejects a client network at
 // CONNECT with its multi-line reply.

@@ -34,6 +34,9 @@ type PostfixOptions struct {
 	// ChrootSmtpd runs smtpd chrooted in the queue directory (master.cf
 	// chroot column y, as Debian's default), every other service not.
 	ChrootSmtpd bool
+	// Services are more smtpd services in the same instance, each on a
+	// loopback port of its own with its own -o overrides (postfix_services.go).
+	Services []PostfixService
 }
 
 // Postfix is a running private Postfix instance.
@@ -45,6 +48,8 @@ type Postfix struct {
 	master *Process
 	mu     sync.Mutex
 	seen   map[string]bool // delivery files already returned
+
+	services map[string]int // extra smtpd services: name -> port (postfix_services.go)
 }
 
 // Delivered is one recipient's copy of a delivered message, as written by
@@ -204,7 +209,7 @@ scache     unix  - - n -  1 scache
 postlog    unix-dgram n - n - 1 postlogd
 realpeer   unix  - n n -  - pipe
   flags=DR user=nobody argv=%s ${queue_id}
-`, pf.Port, map[bool]string{false: "n", true: "y"}[opt.ChrootSmtpd], deliver)
+`, pf.Port, map[bool]string{false: "n", true: "y"}[opt.ChrootSmtpd], deliver) + pf.servicesCF(t, opt)
 	if err := os.WriteFile(filepath.Join(pf.ConfigDir, "main.cf"), []byte(mainCF.String()), 0o644); err != nil {
 		t.Fatalf("realpeer: postfix: %v", err)
 	}
