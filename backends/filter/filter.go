@@ -25,8 +25,14 @@
 // match is decided there (a match is decided at the first stage its
 // inputs are known, as a backend condition): the first one that matches
 // wins, like Postfix access(5); a rule without match matches at CONNECT.
-// Edit rules apply at end of message, every one whose match holds, in
-// order.
+// A verdict rule on the recipients is tried at every RCPT on that
+// recipient alone, and answers for it (as check_recipient_access); at
+// DATA it is decided on the recipients the filter let through. Edit
+// rules apply at end of message, every one whose match holds, in order.
+//
+// The filter's Caps declare NoEvent for the stages no rule reads and
+// NoReply for those where no rule can answer (see narrow), so the MTA is
+// not asked for events nobody wants.
 package filter
 
 import (
@@ -90,7 +96,60 @@ func New(name string, rules []Rule, log *slog.Logger) *Filter {
 			f.caps.Actions |= r.Edit.Kind.Need()
 		}
 	}
+	f.caps.NoEvent, f.caps.NoReply = narrow(rules)
 	return f
+}
+
+// upTo is the events from CONNECT to k (EOM excluded: always sent).
+func upTo(k pmult.Kind) pmult.KindSet {
+	var s pmult.KindSet
+	for x := pmult.KindConnect; x <= k && x < pmult.KindEOM; x++ {
+		s = s.With(x)
+	}
+	return s
+}
+
+// narrow returns the events none of the rules needs (NoEvent) and those
+// the filter never answers with anything but continue (NoReply), so the
+// MTA is not asked for events, or made to wait for answers, nobody wants.
+// A rule needs the events up to the stage of its match (its facts), a
+// verdict rule answers at those stages (a rule without match at CONNECT),
+// body_regex needs the body, delete_header the headers, and a ${macro}
+// in a text or value the envelope (where the macros come).
+func narrow(rules []Rule) (noEvent, noReply pmult.KindSet) {
+	need := pmult.KindSet(0)
+	reply := pmult.KindSet(0)
+	for _, r := range rules {
+		st := pmult.KindNone // the listener only, or no match: no facts
+		if r.Match != nil {
+			st = r.Match.Stage()
+		}
+		_, isVerdict := r.verdict()
+		if isVerdict {
+			st = max(st, pmult.KindConnect) // decided at CONNECT at the earliest
+			reply |= upTo(st)
+		}
+		need |= upTo(st)
+		if r.Body != nil {
+			need = need.With(pmult.KindBody)
+		}
+		if r.Action == "delete_header" {
+			need = need.With(pmult.KindHeader)
+		}
+		if strings.Contains(r.Reply, "${") || strings.Contains(r.Edit.Value, "${") {
+			need |= upTo(pmult.KindData)
+		}
+	}
+	for _, k := range []pmult.Kind{pmult.KindConnect, pmult.KindHelo, pmult.KindMail, pmult.KindRcpt, pmult.KindData,
+		pmult.KindHeader, pmult.KindEOH, pmult.KindBody, pmult.KindUnknown} {
+		if !need.Has(k) {
+			noEvent = noEvent.With(k)
+		}
+		if !reply.Has(k) {
+			noReply = noReply.With(k)
+		}
+	}
+	return noEvent, noReply
 }
 
 // Name is the backend's name.
@@ -133,10 +192,15 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 	case pmult.KindAbort, pmult.KindQuit, pmult.KindQuitNC, pmult.KindUnknown:
 		return pmult.Reply{}, nil
 	}
+	if ev.Kind == pmult.KindRcpt {
+		if r, ok := s.rcpt(ev); ok {
+			return r, nil
+		}
+	}
 	for i := range s.f.rules {
 		r := &s.f.rules[i]
 		v, isVerdict := r.verdict()
-		if !isVerdict || s.decided[i] {
+		if !isVerdict || s.decided[i] || (ev.Kind == pmult.KindRcpt && perRcpt(r)) {
 			continue
 		}
 		t := s.eval(r, ev.Kind)
@@ -172,6 +236,44 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		edits = append(edits, e)
 	}
 	return pmult.Reply{Edits: edits}, nil
+}
+
+// perRcpt reports whether r is decided per recipient at RCPT: a verdict
+// rule whose match reads the recipients (Stage DATA), as
+// check_recipient_access in Postfix's access(5).
+func perRcpt(r *Rule) bool {
+	return r.Match != nil && r.Match.Stage() == pmult.KindData && r.Body == nil
+}
+
+// rcpt tries the per-recipient rules on the recipient of this RCPT alone
+// (in order, the first that matches wins). Such a rule is not decided at
+// RCPT: it is tried again at the next one, and at DATA on the recipients
+// the filter let through (one it rejected or tempfailed is not among its
+// facts: the MTA drops it).
+func (s *session) rcpt(ev *pmult.Event) (pmult.Reply, bool) {
+	n := len(s.facts.Rcpts)
+	if n == 0 || ev.RejectedRcpt {
+		return pmult.Reply{}, false // one the MTA rejected: not in the facts
+	}
+	all := s.facts.Rcpts
+	s.facts.Rcpts = all[n-1:]
+	defer func() { s.facts.Rcpts = all }()
+	for i := range s.f.rules {
+		r := &s.f.rules[i]
+		v, isVerdict := r.verdict()
+		if !isVerdict || s.decided[i] || !perRcpt(r) {
+			continue
+		}
+		if r.Match.Eval(&s.facts) != pmult.Yes {
+			continue
+		}
+		s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", "rcpt", "rcpt", all[n-1])
+		if v == pmult.Reject || v == pmult.Tempfail {
+			all = all[:n-1]
+		}
+		return pmult.Reply{Verdict: v, Text: s.expand(r.Reply)}, true
+	}
+	return pmult.Reply{}, false
 }
 
 // eval is the value of r's match (and body_regex) at stage k.
