@@ -27,8 +27,11 @@
 // wins, like Postfix access(5); a rule without match matches at CONNECT.
 // A verdict rule on the recipients is tried at every RCPT on that
 // recipient alone, and answers for it (as check_recipient_access); at
-// DATA it is decided on the recipients the filter let through. Edit
-// rules apply at end of message, every one whose match holds, in order.
+// DATA it is decided on the recipients the filter let through. No rule is
+// tried at a header or a body chunk: a header rule answers at EOH (every
+// header known), a size or body rule at EOM; the MTA rejects the message
+// all the same, as with header_checks(5). Edit rules apply at end of
+// message, every one whose match holds, in order.
 //
 // The filter's Caps declare NoEvent for the stages no rule reads and
 // NoReply for those where no rule can answer (see narrow), so the MTA is
@@ -80,19 +83,32 @@ func (r *Rule) verdict() (pmult.Verdict, bool) {
 type Filter struct {
 	name    string
 	rules   []Rule
+	meta    []ruleMeta // by rule: what New worked out once
 	caps    pmult.Caps
 	log     *slog.Logger
 	bodyMax int // the most body bytes a rule reads
 }
 
+// ruleMeta is what the session asks of a rule at every event, computed once.
+type ruleMeta struct {
+	verdict    pmult.Verdict
+	isVerdict  bool
+	perRcpt    bool
+	perMessage bool // decided again for every message
+}
+
 // New returns a filter of rules.
 func New(name string, rules []Rule, log *slog.Logger) *Filter {
-	f := &Filter{name: name, rules: rules, log: log}
-	for _, r := range rules {
+	f := &Filter{name: name, rules: rules, log: log, meta: make([]ruleMeta, len(rules))}
+	for i := range rules {
+		r := &rules[i]
+		v, ok := r.verdict()
+		f.meta[i] = ruleMeta{verdict: v, isVerdict: ok, perRcpt: ok && perRcpt(r),
+			perMessage: r.Body != nil || (r.Match != nil && r.Match.Stage() > pmult.KindHelo)}
 		if r.Body != nil {
 			f.bodyMax = max(f.bodyMax, r.BodyMax)
 		}
-		if _, ok := r.verdict(); !ok {
+		if !ok {
 			f.caps.Actions |= r.Edit.Kind.Need()
 		}
 	}
@@ -127,7 +143,9 @@ func narrow(rules []Rule) (noEvent, noReply pmult.KindSet) {
 		_, isVerdict := r.verdict()
 		if isVerdict {
 			st = max(st, pmult.KindConnect) // decided at CONNECT at the earliest
-			reply |= upTo(st)
+			// Answered at the envelope stages, EOH or EOM: never at a
+			// header or a body chunk (see Handle).
+			reply |= upTo(st) &^ pmult.Kinds(pmult.KindHeader, pmult.KindBody)
 		}
 		need |= upTo(st)
 		if r.Body != nil {
@@ -184,12 +202,21 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		}
 	case pmult.KindMail:
 		s.body = s.body[:0]
-		for i, r := range s.f.rules {
-			if r.Body != nil || (r.Match != nil && r.Match.Stage() > pmult.KindHelo) {
+		for i := range s.f.meta {
+			if s.f.meta[i].perMessage {
 				s.decided[i] = false
 			}
 		}
 	case pmult.KindAbort, pmult.KindQuit, pmult.KindQuitNC, pmult.KindUnknown:
+		return pmult.Reply{}, nil
+	case pmult.KindHeader:
+		// Header rules are decided at EOH, with every header known;
+		// size rules at EOM: the message is rejected all the same (as
+		// header_checks, at the end of DATA), and no rule is tried at
+		// every header and body chunk.
+		return pmult.Reply{}, nil
+	}
+	if ev.Kind == pmult.KindBody {
 		return pmult.Reply{}, nil
 	}
 	if ev.Kind == pmult.KindRcpt {
@@ -198,11 +225,12 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		}
 	}
 	for i := range s.f.rules {
-		r := &s.f.rules[i]
-		v, isVerdict := r.verdict()
-		if !isVerdict || s.decided[i] || (ev.Kind == pmult.KindRcpt && perRcpt(r)) {
+		m := &s.f.meta[i]
+		if !m.isVerdict || s.decided[i] || (ev.Kind == pmult.KindRcpt && m.perRcpt) {
 			continue
 		}
+		r := &s.f.rules[i]
+		v := m.verdict
 		t := s.eval(r, ev.Kind)
 		if t == pmult.Unknown {
 			continue
@@ -218,10 +246,10 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 	}
 	var edits []pmult.Edit
 	for i := range s.f.rules {
-		r := &s.f.rules[i]
-		if _, isVerdict := r.verdict(); isVerdict {
+		if s.f.meta[i].isVerdict {
 			continue
 		}
+		r := &s.f.rules[i]
 		if s.eval(r, pmult.KindEOM) != pmult.Yes {
 			continue
 		}
@@ -259,11 +287,12 @@ func (s *session) rcpt(ev *pmult.Event) (pmult.Reply, bool) {
 	s.facts.Rcpts = all[n-1:]
 	defer func() { s.facts.Rcpts = all }()
 	for i := range s.f.rules {
-		r := &s.f.rules[i]
-		v, isVerdict := r.verdict()
-		if !isVerdict || s.decided[i] || !perRcpt(r) {
+		m := &s.f.meta[i]
+		if !m.perRcpt || s.decided[i] {
 			continue
 		}
+		r := &s.f.rules[i]
+		v := m.verdict
 		if r.Match.Eval(&s.facts) != pmult.Yes {
 			continue
 		}

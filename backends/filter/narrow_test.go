@@ -45,7 +45,7 @@ match = { rcpt_domain = "example.com" }
 action = "reject"`, "", "header eoh body unknown", "header eoh body unknown"},
 		{"header discard", `[[rule]]
 match = { header_regex = { Subject = "(?i)viagra" } }
-action = "discard"`, "", "body unknown", "body unknown"},
+action = "discard"`, "", "body unknown", "header body unknown"},
 		{"body regex", `[[rule]]
 body_regex = "casino"
 action = "reject"`, "", "helo mail rcpt data header eoh unknown", "helo mail rcpt data header eoh body unknown"},
