@@ -70,9 +70,9 @@ func ParseConfig(decode func(any) error) (*Settings, []error) {
 		}
 		str := func(k string) string { return c.String(p+k, m[k]) }
 		if v := str("body_regex"); v != "" {
-			re, err := regexp.Compile(v)
+			re, err := cond.CompileRegex(v)
 			if err != nil {
-				c.Fail(p+"body_regex", fmt.Errorf("bad regular expression: %w", err))
+				c.Fail(p+"body_regex", err)
 			}
 			r.Body = re
 			r.BodyMax = c.Int(p+"body_max", m["body_max"], DefaultBodyMax, 1, 64<<20)
@@ -119,9 +119,9 @@ func ParseConfig(decode func(any) error) (*Settings, []error) {
 		case "delete_header":
 			r.Edit = pmult.Edit{Kind: pmult.EditChangeHeader, Name: need("name")}
 			if v := str("value_regex"); v != "" {
-				re, err := regexp.Compile(v)
+				re, err := cond.CompileRegex(v)
 				if err != nil {
-					c.Fail(p+"value_regex", fmt.Errorf("bad regular expression: %w", err))
+					c.Fail(p+"value_regex", err)
 				}
 				r.Value = re
 			}

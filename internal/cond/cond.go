@@ -11,11 +11,14 @@ package cond
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"regexp"
+	resyntax "regexp/syntax"
 	"slices"
 	"sort"
 	"strings"
@@ -36,7 +39,10 @@ func Keys() []string {
 // Compile compiles the condition table t; prefix names it in errors
 // ("if", "if.any[1]"). Each error is a *syntax.KeyError.
 func Compile(prefix string, v any) (pmult.Condition, []error) {
-	c := &compiler{}
+	return compile(&compiler{}, prefix, v)
+}
+
+func compile(c *compiler, prefix string, v any) (pmult.Condition, []error) {
 	n := c.table(prefix, v)
 	if len(c.errs) > 0 {
 		return nil, c.errs
@@ -44,7 +50,10 @@ func Compile(prefix string, v any) (pmult.Condition, []error) {
 	return n, nil
 }
 
-type compiler struct{ errs []error }
+type compiler struct {
+	errs []error
+	stat func(*os.File) (os.FileInfo, error) // nil: (*os.File).Stat (tests replace it)
+}
 
 func (c *compiler) fail(key string, err error) {
 	c.errs = append(c.errs, &syntax.KeyError{Key: key, Err: err})
@@ -263,22 +272,114 @@ func (c *compiler) regex(key string, v any) strMatch {
 		c.fail(key, syntax.WantErr("a regular expression (string)", v))
 		return setMatch(nil)
 	}
-	re, err := regexp.Compile(s)
+	re, err := CompileRegex(s)
 	if err != nil {
-		c.fail(key, fmt.Errorf("bad regular expression: %w", err))
+		c.fail(key, err)
 		return setMatch(nil)
 	}
 	return reMatch{re}
 }
 
-// readList reads a list file: one entry a line, # comments.
-func readList(path string, each func(line int, entry string) error) error {
+// Tunables and defaults (bad input is refused at compile time):
+//   MaxRegexLen   4096 bytes: the longest regular expression
+//   MaxRegexInst  20000: the most instructions its compiled program may have
+//   MaxListBytes  64 MiB: the largest list file
+//   listReadTries 3: reads of a list file that changes while it is read
+
+// Limits on what a condition may hold (see the Tunables above).
+const (
+	MaxRegexLen   = 4096
+	MaxRegexInst  = 20000
+	MaxListBytes  = 64 << 20
+	listReadTries = 3
+)
+
+// CompileRegex compiles a regular expression of a condition or a rule
+// (RE2 syntax: linear-time matching), refusing one longer than
+// MaxRegexLen bytes or whose program exceeds MaxRegexInst instructions,
+// so that no configuration can make matching slow or memory-hungry.
+func CompileRegex(s string) (*regexp.Regexp, error) {
+	if len(s) > MaxRegexLen {
+		return nil, fmt.Errorf("regular expression too long: %d bytes (the limit is %d)", len(s), MaxRegexLen)
+	}
+	re, err := resyntax.Parse(s, resyntax.Perl)
+	if err != nil {
+		return nil, fmt.Errorf("bad regular expression: %w", err)
+	}
+	prog, err := resyntax.Compile(re.Simplify())
+	if err != nil {
+		return nil, fmt.Errorf("bad regular expression: %w", err)
+	}
+	if n := len(prog.Inst); n > MaxRegexInst {
+		return nil, fmt.Errorf("regular expression too large: %d instructions compiled (the limit is %d; repeat counts multiply)", n, MaxRegexInst)
+	}
+	out, err := regexp.Compile(s)
+	if err != nil {
+		return nil, fmt.Errorf("bad regular expression: %w", err)
+	}
+	return out, nil
+}
+
+// snapshot reads a list file whole. A file that changes while it is read
+// (its size or modification time differ before and after) is read again,
+// up to listReadTries times, and then refused: no rule set is built from
+// half a file. (Replace list files by renaming a complete new one into
+// place: a rewrite in place that pauses between writes cannot be told
+// from a shorter file.)
+func (c *compiler) snapshot(path string) ([]byte, error) {
+	stat := c.stat
+	if stat == nil {
+		stat = (*os.File).Stat
+	}
+	for try := 0; try < listReadTries; try++ {
+		data, same, err := readStable(path, stat)
+		if err != nil || same {
+			return data, err
+		}
+	}
+	return nil, fmt.Errorf("%s: changed while it was read, %d times: not loaded (replace a list file by renaming a new one into place)", path, listReadTries)
+}
+
+// readStable reads path whole and reports whether it stayed the same
+// (size and modification time) while it was read.
+func readStable(path string, stat func(*os.File) (os.FileInfo, error)) ([]byte, bool, error) {
 	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	before, err := stat(f)
+	if err != nil {
+		return nil, false, err
+	}
+	if before.IsDir() {
+		return nil, false, fmt.Errorf("%s: is a directory, not a list file", path)
+	}
+	if before.Size() > MaxListBytes {
+		return nil, false, fmt.Errorf("%s: list file too large (%d bytes; the limit is %d)", path, before.Size(), MaxListBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxListBytes+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxListBytes {
+		return nil, false, fmt.Errorf("%s: list file too large (over %d bytes)", path, MaxListBytes)
+	}
+	after, err := stat(f)
+	if err != nil {
+		return nil, false, err
+	}
+	same := after.Size() == before.Size() && after.ModTime().Equal(before.ModTime()) && int64(len(data)) == after.Size()
+	return data, same, nil
+}
+
+// readList reads a list file: one entry a line, # comments.
+func (c *compiler) readList(path string, each func(line int, entry string) error) error {
+	data, err := c.snapshot(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	var errs []error
 	n := 0
 	for sc.Scan() {
@@ -296,7 +397,7 @@ func readList(path string, each func(line int, entry string) error) error {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		errs = append(errs, fmt.Errorf("%s: after line %d: %w", path, n, err))
 	}
 	return errors.Join(errs...)
 }
@@ -318,7 +419,7 @@ func (c *compiler) prefixes(key string, v any) node {
 func (c *compiler) clientFiles(key string, v any) node {
 	n := newCIDR(key)
 	for _, path := range c.files(key, v) {
-		if err := readList(path, func(_ int, e string) error { return n.add(e) }); err != nil {
+		if err := c.readList(path, func(_ int, e string) error { return n.add(e) }); err != nil {
 			c.fail(key, err)
 		}
 	}
@@ -329,7 +430,7 @@ func (c *compiler) addrFiles(key string, v any) strMatch {
 	m := addrList{addrs: map[string]bool{}}
 	var doms []string
 	for _, path := range c.files(key, v) {
-		err := readList(path, func(_ int, e string) error {
+		err := c.readList(path, func(_ int, e string) error {
 			e = strings.ToLower(e)
 			switch {
 			case strings.ContainsAny(e, " \t<>"):
