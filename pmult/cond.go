@@ -233,6 +233,23 @@ func (f *Facts) Note(ev *Event) {
 	}
 }
 
+// condRcptRefused drops from the facts a recipient the merged reply
+// refused (the MTA drops it): the conditions on the recipients decide on
+// those of the message. A message condition decided at this RCPT may
+// have counted it, so every one is asked again at the next stage.
+func (s *Session) condRcptRefused(ev *Event, r Reply) {
+	if !s.hasConds || ev.Kind != KindRcpt || ev.RejectedRcpt || len(ev.Args) == 0 ||
+		(r.Verdict != Reject && r.Verdict != Tempfail && r.Verdict != Shutdown) {
+		return
+	}
+	if n := len(s.facts.Rcpts); n > 0 {
+		s.facts.Rcpts = s.facts.Rcpts[:n-1]
+	}
+	for _, b := range s.bs {
+		b.condMsg = false
+	}
+}
+
 // condOpen decides the conditions known at open (the listener): a
 // backend whose condition is false there is never opened.
 func (s *Session) condOpen() {

@@ -26,6 +26,7 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	case KindConnect, KindHelo, KindMail, KindRcpt, KindData, KindUnknown:
 		r = s.envelope(ctx, ev)
 		s.noteRcpt(ev, r)
+		s.condRcptRefused(ev, r)
 	case KindHeader, KindEOH, KindBody:
 		r = s.content(ctx, ev)
 	case KindEOM:
@@ -497,8 +498,19 @@ func (s *Session) reopen(ctx context.Context) {
 			list = append(list, b)
 		}
 	}
+	prev := make([]Actions, len(list))
+	for i, b := range list {
+		prev[i] = b.caps.Actions // as negotiated with the MTA (deferred: remembered)
+	}
 	s.open(ctx, list)
-	s.roles()
+	// The roles (live or replayed) stay as negotiated unless a backend
+	// now negotiated other actions.
+	for i, b := range list {
+		if !b.dead && b.caps.Actions != prev[i] {
+			s.roles()
+			break
+		}
+	}
 	refit := false
 	for _, b := range list {
 		if b.dead {

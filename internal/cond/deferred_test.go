@@ -175,3 +175,81 @@ func TestDeferredOpenFailureVote(t *testing.T) {
 		t.Errorf("connect = %+v, want b's failure vote", r)
 	}
 }
+
+// A recipient the merged reply refuses is not one of the message's: a
+// backend for its domain leaves a message whose accepted recipients are
+// all elsewhere (ABORT, no end of message), though the refused recipient
+// came first.
+func TestRefusedRecipientNotCounted(t *testing.T) {
+	c := compile(t, "[if]\nrcpt_domain = \"example.com\"\n")
+	gate := pmulttest.New("gate", pmulttest.Reader)
+	gate.Hook = func(ev *pmult.Event) (pmulttest.Step, bool) {
+		if ev.Kind == pmult.KindRcpt && strings.Contains(ev.Args[0], "nobody@") {
+			return pmulttest.Step{Verdict: pmult.Reject}, true
+		}
+		return pmulttest.Step{}, false
+	}
+	b := pmulttest.New("b", pmulttest.Reader)
+	h := pmulttest.Open(t, engine(pmult.Slot{Backend: gate}, pmult.Slot{Backend: b, Policy: pmult.Policy{Condition: c}}), pmulttest.AllOffer)
+	h.Connect()
+	h.Helo()
+	h.Mail()
+	if r := h.Rcpt("nobody@example.com"); r.Verdict != pmult.Reject {
+		t.Fatalf("nobody@example.com: %v", r.Verdict)
+	}
+	h.Rcpt("a@example.net")
+	h.Data()
+	h.Message([]string{"Subject", " x"}, "body\r\n")
+	if got := b.KindsString(); got != "connect helo mail rcpt rcpt abort" {
+		t.Errorf("b got %q, want it to leave at DATA (no example.com recipient accepted)", got)
+	}
+	// A refused recipient does not undo an accepted one.
+	h.Mail()
+	h.Rcpt("a@example.com")
+	h.Rcpt("nobody@example.com")
+	h.Data()
+	h.Message([]string{"Subject", " y"}, "body\r\n")
+	if got := b.KindsString(); !strings.HasSuffix(got, "mail rcpt rcpt data header eoh body eom") {
+		t.Errorf("b got %q, want the second message", got)
+	}
+}
+
+// The roles negotiated with the MTA stay when a backend before it is not
+// opened at CONNECT: a later editor, replayed as negotiated, is opened
+// and serves the message (it is not made live, which would need replies
+// the MTA was told it need not wait for).
+func TestDeferredKeepsNegotiatedRoles(t *testing.T) {
+	content := pmult.Kinds(pmult.KindHeader, pmult.KindEOH, pmult.KindBody)
+	a := pmulttest.New("a", pmult.Caps{Actions: pmult.ActAddHeaders, NoReply: content})
+	b := pmulttest.New("b", pmult.Caps{Actions: pmult.ActAddHeaders})
+	b.On = map[pmult.Kind]pmulttest.Step{pmult.KindEOM: {Edits: []pmult.Edit{{Kind: pmult.EditAddHeader, Name: "X-B", Value: " 1"}}}}
+	e := engine(
+		pmult.Slot{Backend: a, Policy: pmult.Policy{Condition: compile(t, "[if]\nclient = [\"192.0.2.0/24\"]\n")}},
+		pmult.Slot{Backend: b, Policy: pmult.Policy{OnFailure: pmult.FailTempfail,
+			Condition: compile(t, "[if]\nclient = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\n")}})
+	offer := pmulttest.AllOffer
+	offer.NoReply = pmult.Kinds(pmult.KindConnect, pmult.KindHelo, pmult.KindMail, pmult.KindRcpt, pmult.KindData,
+		pmult.KindHeader, pmult.KindEOH, pmult.KindBody, pmult.KindUnknown)
+	h := pmulttest.Open(t, e, offer)
+	connectFrom(h, "192.0.2.1")
+	h.S.Close()
+
+	h = pmulttest.Open(t, e, offer)
+	if !h.Neg.NoReply.Has(pmult.KindHeader) {
+		t.Fatalf("negotiated %+v: want no replies to headers (b is replayed)", h.Neg)
+	}
+	if r := connectFrom(h, "198.51.100.1"); r.Verdict.Objects() {
+		t.Fatalf("connect: %+v\n%s", r, h.Log)
+	}
+	h.Helo()
+	h.Mail()
+	h.Rcpt("x@example.net")
+	h.Data()
+	r := h.Message([]string{"Subject", " x"}, "body\r\n")
+	if r.Verdict.Objects() || len(r.Edits) != 1 || r.Edits[0].Name != "X-B" {
+		t.Errorf("EOM %+v, want b's header\n%s", r, h.Log)
+	}
+	if strings.Contains(h.Log.String(), "backend failed") {
+		t.Errorf("a failure:\n%s", h.Log)
+	}
+}
