@@ -1,10 +1,13 @@
 package cond_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailmux/mailmux/pmult"
 	"github.com/mailmux/mailmux/pmult/pmulttest"
@@ -252,4 +255,69 @@ func TestDeferredKeepsNegotiatedRoles(t *testing.T) {
 	if strings.Contains(h.Log.String(), "backend failed") {
 		t.Errorf("a failure:\n%s", h.Log)
 	}
+}
+
+// A backend opened at CONNECT keeps its policies: the open budget
+// (open_timeout), a breaker that knows it is down (ErrDown: skipped, its
+// failure action), evaluation mode (its verdict logged, not applied).
+func TestDeferredOpenKeepsPolicies(t *testing.T) {
+	c := compile(t, "[if]\nclient = [\"192.0.2.0/24\"]\n")
+	learn := func(e *pmult.Engine) {
+		h := pmulttest.Open(t, e, pmulttest.AllOffer)
+		connectFrom(h, "192.0.2.1")
+		h.S.Close()
+	}
+	t.Run("open_timeout", func(t *testing.T) {
+		b := pmulttest.New("b", pmulttest.Reader)
+		e := &pmult.Engine{OpenTimeout: 20 * time.Millisecond, Slots: []pmult.Slot{{Backend: b,
+			Policy: pmult.Policy{OnFailure: pmult.FailReject, Condition: c}}}}
+		learn(e)
+		b.OpenHook = func(ctx context.Context, _ pmult.OpenInfo) error { <-ctx.Done(); return ctx.Err() }
+		h := pmulttest.Open(t, e, pmulttest.AllOffer)
+		if r := connectFrom(h, "192.0.2.2"); r.Verdict != pmult.Reject || r.From != "b" {
+			t.Errorf("connect %+v, want b's failure vote", r)
+		}
+		if !strings.Contains(h.Log.String(), "not negotiated within open_timeout") {
+			t.Errorf("log:\n%s", h.Log)
+		}
+	})
+	t.Run("breaker", func(t *testing.T) {
+		b := pmulttest.New("b", pmulttest.Reader)
+		e := engine(pmult.Slot{Backend: b, Policy: pmult.Policy{OnFailure: pmult.FailTempfail, Condition: c}})
+		learn(e)
+		b.OpenErr = fmt.Errorf("breaker open: %w", pmult.ErrDown)
+		h := pmulttest.Open(t, e, pmulttest.AllOffer)
+		if r := connectFrom(h, "192.0.2.2"); r.Verdict != pmult.Tempfail {
+			t.Errorf("connect %+v, want the failure vote", r)
+		}
+		if log := h.Log.String(); !strings.Contains(log, "backend skipped") || strings.Contains(log, "backend failed") {
+			t.Errorf("log:\n%s", log)
+		}
+		// Excluded: not even asked (the breaker is not touched).
+		opens := b.Opens()
+		h = pmulttest.Open(t, e, pmulttest.AllOffer)
+		connectFrom(h, "198.51.100.1")
+		if b.Opens() != opens {
+			t.Error("excluded backend opened")
+		}
+	})
+	t.Run("evaluate", func(t *testing.T) {
+		b := pmulttest.New("b", pmulttest.Reader)
+		b.On = map[pmult.Kind]pmulttest.Step{pmult.KindConnect: {Verdict: pmult.Reject}}
+		e := engine(pmult.Slot{Backend: b, Policy: pmult.Policy{Evaluate: true, Condition: c}})
+		learn(e)
+		opens := b.Opens()
+		h := pmulttest.Open(t, e, pmulttest.AllOffer)
+		connectFrom(h, "198.51.100.1")
+		if b.Opens() != opens {
+			t.Error("excluded evaluated backend opened")
+		}
+		h = pmulttest.Open(t, e, pmulttest.AllOffer)
+		if r := connectFrom(h, "192.0.2.3"); r.Verdict.Objects() {
+			t.Errorf("connect %+v: an evaluated backend's verdict applied", r)
+		}
+		if b.Opens() != opens+1 || !strings.Contains(h.Log.String(), "evaluation: backend would have answered") {
+			t.Errorf("opens %d, log:\n%s", b.Opens()-opens, h.Log)
+		}
+	})
 }
