@@ -264,6 +264,15 @@ listener = "submission"
 func TestCondExcludedClientNeverConnected(t *testing.T) {
 	t.Parallel()
 	realpeer.Require(t, "postfix", "swaks")
+	for _, reuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reuse=%v", reuse), func(t *testing.T) {
+			t.Parallel()
+			excludedNeverConnected(t, reuse)
+		})
+	}
+}
+
+func excludedNeverConnected(t *testing.T, reuse bool) {
 	probe, probeLog := realpeer.StartPyMilter(t, realpeer.PyPlan{
 		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Probe", Value: "seen"}},
 	})
@@ -273,9 +282,10 @@ listen = [%q]
 [[backend]]
 name = "probe"
 address = %q
+reuse = %v
 [backend.if]
 client = ["127.0.0.2/32"]
-`, spec, probe), spec)
+`, spec, probe, reuse), spec)
 	pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(spec)})
 	if out, err := pf.Send(t, "--local-interface", "127.0.0.2", "--header", "Subject: learn"); err != nil {
 		t.Fatalf("from 127.0.0.2: %v\n%s", err, out)
@@ -299,6 +309,14 @@ client = ["127.0.0.2/32"]
 	}
 	if n := strings.Count(p.Output(), "backend not opened: its condition is false for this connection"); n != 3 {
 		t.Errorf("%d debug lines for the skipped opens, want 3:\n%s", n, p.Output())
+	}
+	// The client it applies to again: opened at CONNECT, it gets the
+	// whole session and adds its header.
+	if out, err := pf.Send(t, "--local-interface", "127.0.0.2", "--header", "Subject: again"); err != nil {
+		t.Fatalf("from 127.0.0.2: %v\n%s", err, out)
+	}
+	if d := pf.WaitDelivered(t, 1, deliverTimeout)[0]; len(d.HeaderValues("X-Probe")) != 1 {
+		t.Errorf("the probe did not apply to 127.0.0.2 the second time:\n%s\npmult log:\n%s", describe([]realpeer.Delivered{d}), p.Output())
 	}
 }
 
