@@ -177,6 +177,7 @@ type bstate struct {
 	condOut  bool    // its condition excluded it from the connection (cond.go)
 	condConn bool    // its connection condition is true
 	condMsg  bool    // its message condition is true for this message
+	deferred bool    // its open waits for CONNECT, with remembered caps (cond.go)
 	mc       *backendCounters
 }
 
@@ -257,7 +258,7 @@ func (s *Session) Open(ctx context.Context, offer Offer, progress func()) Negoti
 		case s.deferOpen(b):
 			// Opened at CONNECT unless its condition excludes it there
 			// (cond.go); negotiated with the MTA by its known Caps.
-			b.reopen = true
+			b.reopen, b.deferred = true, true
 			s.reopenPending = true
 		default:
 			list = append(list, b)
@@ -414,7 +415,7 @@ func (s *Session) negotiate() Negotiated {
 		if b.caps.RejectedRcpts && s.offer.RejectedRcpts {
 			n.RejectedRcpts = true
 		}
-		if b.reopen && !b.slot.Policy.Evaluate && b.slot.Policy.OnFailure.verdict().Objects() {
+		if b.deferred && !b.slot.Policy.Evaluate && b.slot.Policy.OnFailure.verdict().Objects() {
 			// Opened at CONNECT (deferred): should it fail there, its
 			// failure vote goes out at CONNECT.
 			replyNeeded = replyNeeded.With(KindConnect)

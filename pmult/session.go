@@ -492,24 +492,29 @@ func (s *Session) reopen(ctx context.Context) {
 				continue
 			}
 			if s.connectOut(b) {
+				b.deferred = false
 				s.condNotOpened(b, s.facts.At)
 				continue
 			}
 			list = append(list, b)
 		}
 	}
+	// A backend whose open was deferred keeps the role (live or
+	// replayed) negotiated from its remembered caps unless it now
+	// negotiated other actions; after QUIT_NC the roles are decided again.
+	again := false
 	prev := make([]Actions, len(list))
 	for i, b := range list {
-		prev[i] = b.caps.Actions // as negotiated with the MTA (deferred: remembered)
+		prev[i] = b.caps.Actions
+		again = again || !b.deferred
 	}
 	s.open(ctx, list)
-	// The roles (live or replayed) stay as negotiated unless a backend
-	// now negotiated other actions.
 	for i, b := range list {
-		if !b.dead && b.caps.Actions != prev[i] {
-			s.roles()
-			break
-		}
+		again = again || (!b.dead && b.caps.Actions != prev[i])
+		b.deferred = false
+	}
+	if again {
+		s.roles()
 	}
 	refit := false
 	for _, b := range list {
