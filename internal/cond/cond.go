@@ -7,6 +7,15 @@
 // of condition tables) and `not` (a table) combine them. Regular
 // expressions are RE2 (Go regexp: linear time). List files hold one entry
 // a line; blank lines and text after # are ignored.
+//
+// Tunables and defaults (bad input is refused at compile time, with its
+// place):
+//
+//	MaxRegexLen   4096 bytes: the longest regular expression
+//	MaxRegexInst  20000: the most instructions its compiled program may have
+//	MaxListBytes  64 MiB: the largest list file
+//	listReadTries 3: reads of a list file that changes while it is read,
+//	              before it is refused (replace lists by rename)
 package cond
 
 import (
@@ -280,13 +289,7 @@ func (c *compiler) regex(key string, v any) strMatch {
 	return reMatch{re}
 }
 
-// Tunables and defaults (bad input is refused at compile time):
-//   MaxRegexLen   4096 bytes: the longest regular expression
-//   MaxRegexInst  20000: the most instructions its compiled program may have
-//   MaxListBytes  64 MiB: the largest list file
-//   listReadTries 3: reads of a list file that changes while it is read
-
-// Limits on what a condition may hold (see the Tunables above).
+// Limits on what a condition may hold (see the package doc).
 const (
 	MaxRegexLen   = 4096
 	MaxRegexInst  = 20000
