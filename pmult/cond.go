@@ -78,10 +78,21 @@ type Facts struct {
 	// Macros holds every macro value seen in the session, by name
 	// without braces ("daemon_name", "i", "auth_authen").
 	Macros map[string]string
+	// set: the macros earlier backends assigned that the backend whose
+	// condition is asked sees (assign.go), name, value pairs; they come
+	// before Macros (the engine left out those the MTA's value hides).
+	set []string
 }
 
-// Macro returns a macro's value (name with or without braces).
+// Macro returns a macro's value (name with or without braces): what an
+// earlier backend assigned (engine conditions, assign.go), else the
+// MTA's.
 func (f *Facts) Macro(name string) (string, bool) {
+	if len(f.set) > 0 {
+		if v, ok := macros.Lookup(f.set, name); ok {
+			return v, ok
+		}
+	}
 	v, ok := f.Macros[trimBraces(name)]
 	return v, ok
 }
@@ -183,7 +194,13 @@ func (s *Session) condCheck(ctx context.Context, ev *Event) {
 		if !connScope && (b.condMsg || b.doneMsg || ev.Kind == KindConnect || ev.Kind == KindHelo || ev.Kind == KindUnknown) {
 			continue
 		}
-		switch c.Eval(&s.facts) {
+		s.facts.set = nil
+		if len(s.asg) > 0 {
+			s.facts.set = s.visible(b, ev.Kind)
+		}
+		t := c.Eval(&s.facts)
+		s.facts.set = nil
+		switch t {
 		case Yes:
 			if connScope {
 				b.condConn = true

@@ -173,6 +173,7 @@ type bstate struct {
 	reopen   bool    // closed or failed at QUIT_NC: open again at the next CONNECT
 	skip     Kind    // answered Skip to this kind; cleared by another kind
 	replay   bool    // gets the content phase by replay at EOM
+	cur      *Event  // the event fanout hands it (assign.go: view)
 	condOut  bool    // its condition excluded it from the connection (cond.go)
 	condConn bool    // its connection condition is true
 	condMsg  bool    // its message condition is true for this message
@@ -221,7 +222,12 @@ type Session struct {
 	condClosing sync.WaitGroup
 
 	syn synthState // macro tables and synthesis (macrotable.go)
-	rc  recorder   // the decision record of the message (record.go)
+	// Macro assignments of backends (assign.go), the MTA's pairs by
+	// stage in scope, and whether a message is in progress.
+	asg       []assignment
+	sent      [numKinds][]string
+	inMessage bool
+	rc        recorder // the decision record of the message (record.go)
 
 	hdr       headerModel
 	final     Reply                // terminal verdict reached in the content phase

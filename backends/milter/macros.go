@@ -7,6 +7,10 @@
 // logged once per backend and macro, naming the MTA setting that would
 // provide it.
 //
+// Macros an earlier backend in the chain assigned (pmult.Reply.Macros,
+// pmult/assign.go) come in the stage set's Pairs, after the MTA's: they
+// are sent, and translated by this backend's table, exactly as the MTA's.
+//
 // pmult offers SETSYMLIST to every filter, whatever the MTA can do: the
 // lists are honoured here.
 

@@ -1,0 +1,216 @@
+// assign_test.go: macros a backend sets for the backends after it
+// (assign.go): who sees them and from when, their scope, the MTA's value
+// winning unless override, replay at end of message, conditions, the
+// decision record, evaluation mode.
+
+package pmult_test
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+
+	. "github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/pmult/pmulttest"
+)
+
+func setAt(f *pmulttest.Backend, k Kind, a ...Assignment) {
+	f.On[k] = step{Macros: a}
+}
+
+func wantValues(t *testing.T, f *pmulttest.Backend, k Kind, name string, want ...string) {
+	t.Helper()
+	if got := f.MacroValues(k, name); !slices.Equal(got, want) {
+		t.Errorf("%s at %s: %s = %q, want %q", f.Name(), k, name, got, want)
+	}
+}
+
+// The setter's assignment at MAIL shows from RCPT on to the backends
+// after it, never to the setter or one before it, and ends with the
+// message.
+func TestAssignAfterSetterFromNextEvent(t *testing.T) {
+	for _, sync := range []bool{false, true} {
+		before := pmulttest.New("before", pmulttest.Reader)
+		setter := pmulttest.New("setter", pmulttest.Reader)
+		after := pmulttest.New("after", pmulttest.Reader)
+		after2 := pmulttest.New("after2", pmulttest.Reader)
+		for _, f := range []*pmulttest.Backend{before, setter, after, after2} {
+			f.Sync = sync
+		}
+		setAt(setter, KindMail, Assignment{Name: "{x_reputation}", Value: "bad"})
+		h := pmulttest.Open(t, &Engine{Slots: pmulttest.Slots(before, setter, after, after2)}, pmulttest.AllOffer)
+		h.EnvelopeToData()
+		h.Message([]string{"Subject", " hi"}, "body\r\n")
+		for _, f := range []*pmulttest.Backend{after, after2} {
+			wantValues(t, f, KindMail, "x_reputation", "-")
+			wantValues(t, f, KindRcpt, "x_reputation", "bad")
+			wantValues(t, f, KindData, "{x_reputation}", "bad")
+			wantValues(t, f, KindEOH, "x_reputation", "bad")
+			wantValues(t, f, KindEOM, "x_reputation", "bad")
+		}
+		for _, f := range []*pmulttest.Backend{before, setter} {
+			for _, k := range []Kind{KindMail, KindRcpt, KindData, KindEOH, KindEOM} {
+				wantValues(t, f, k, "x_reputation", "-")
+			}
+		}
+		// The next message: gone (message scope); the setter does not set it again at MAIL.
+		setter.On[KindMail] = step{}
+		h.Mail()
+		h.Rcpt("c@example.net")
+		wantValues(t, after, KindRcpt, "x_reputation", "bad", "-")
+	}
+}
+
+// One set at CONNECT or HELO lasts for the connection (every message),
+// and ends at the next CONNECT; From delays it.
+func TestAssignConnectionScopeAndFrom(t *testing.T) {
+	setter := pmulttest.New("setter", pmulttest.Reader)
+	after := pmulttest.New("after", pmulttest.Reader)
+	setter.Seq[KindConnect] = []step{{Macros: []Assignment{
+		{Name: "conn_mark", Value: "c1"},
+		{Name: "{late}", Value: "L", From: KindRcpt},
+	}}}
+	h := pmulttest.Open(t, &Engine{Slots: pmulttest.Slots(setter, after)}, pmulttest.AllOffer)
+	h.EnvelopeToData()
+	h.Abort()
+	h.Mail()
+	h.Rcpt("c@example.net")
+	wantValues(t, after, KindConnect, "conn_mark", "-")
+	wantValues(t, after, KindHelo, "conn_mark", "c1")
+	wantValues(t, after, KindMail, "conn_mark", "c1", "c1")
+	wantValues(t, after, KindRcpt, "conn_mark", "c1", "c1")
+	wantValues(t, after, KindHelo, "late", "-")
+	wantValues(t, after, KindMail, "late", "-", "-")
+	wantValues(t, after, KindRcpt, "late", "L", "L")
+	// A new SMTP session on the connection: nothing of the old one.
+	h.Do(&Event{Kind: KindQuitNC})
+	h.Connect()
+	h.Helo()
+	wantValues(t, after, KindHelo, "conn_mark", "c1", "-")
+}
+
+// The MTA's value wins unless the assignment overrides; a value pmult
+// would derive (Synth) gives way.
+func TestAssignMTAValueWins(t *testing.T) {
+	for _, override := range []bool{false, true} {
+		setter := pmulttest.New("setter", pmulttest.Reader)
+		after := pmulttest.New("after", pmulttest.Reader)
+		setAt(setter, KindHelo, Assignment{Name: "{daemon_name}", Value: "mine", Override: override})
+		h := pmulttest.Open(t, &Engine{Slots: pmulttest.Slots(setter, after)}, pmulttest.AllOffer)
+		h.Do(&Event{Kind: KindConnect, Family: '4', Address: "192.0.2.1", Hostname: "c.example",
+			Macros: []MacroSet{{For: KindConnect, Pairs: []string{"{daemon_name}", "mta"}}}})
+		h.Helo()
+		h.Do(&Event{Kind: KindMail, Args: []string{"<a@example.org>"},
+			Macros: []MacroSet{{For: KindMail, Pairs: []string{"{daemon_name}", "mta-mail"}}}})
+		want := map[bool]string{false: "mta-mail", true: "mine"}[override]
+		wantValues(t, after, KindMail, "daemon_name", want)
+		// At RCPT the MTA sent nothing of its own for the stage: the
+		// assignment shows only with override (the MTA's value of earlier
+		// stages still wins without it).
+		h.Rcpt("b@example.net")
+		want = map[bool]string{false: "-", true: "mine"}[override]
+		wantValues(t, after, KindRcpt, "daemon_name", want)
+	}
+}
+
+// Replayed backends run after the live ones at end of message: they see
+// what a live backend before them set at EOM; a live backend after the
+// setter does not (it ran at the same time).
+func TestAssignReplaySeesEOMAssignment(t *testing.T) {
+	setter := pmulttest.New("setter", pmulttest.Editor) // the first editor: live
+	live := pmulttest.New("live", pmulttest.Reader)     // read-only, live (ReadOnlyLive)
+	replayed := pmulttest.New("replayed", pmulttest.Editor)
+	setAt(setter, KindEOM, Assignment{Name: "spam_score", Value: "7.5"})
+	e := &Engine{ReadOnlyLive: true, Slots: pmulttest.Slots(setter, live, replayed)}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.EnvelopeToData()
+	if r := h.Message([]string{"Subject", " hi"}, "body\r\n"); r.Verdict.Objects() {
+		t.Fatalf("EOM: %+v", r)
+	}
+	wantValues(t, replayed, KindEOM, "spam_score", "7.5")
+	wantValues(t, live, KindEOM, "spam_score", "-")
+	if len(replayed.Events()) == 0 || replayed.Events()[0].Kind != KindConnect {
+		t.Fatalf("replayed backend events: %s", replayed.KindsString())
+	}
+}
+
+// macroCond is a condition on one macro's value, decided at Stage.
+type macroCond struct {
+	name, want string
+	stage      Kind
+}
+
+func (c macroCond) Eval(f *Facts) Tri {
+	if v, ok := f.Macro(c.name); ok && v == c.want {
+		return Yes
+	}
+	if f.At < c.stage {
+		return Unknown
+	}
+	return No
+}
+func (c macroCond) Stage() Kind    { return c.stage }
+func (c macroCond) String() string { return "macro " + c.name }
+
+// A condition of a backend after the setter sees the assignment; one of a
+// backend before it does not.
+func TestAssignConditionSees(t *testing.T) {
+	before := pmulttest.New("before", pmulttest.Reader)
+	setter := pmulttest.New("setter", pmulttest.Reader)
+	after := pmulttest.New("after", pmulttest.Reader)
+	setAt(setter, KindConnect, Assignment{Name: "{x_reputation}", Value: "bad"})
+	c := macroCond{name: "{x_reputation}", want: "bad", stage: KindMail}
+	e := &Engine{Slots: []Slot{
+		{Backend: before, Policy: Policy{Condition: c}},
+		{Backend: setter},
+		{Backend: after, Policy: Policy{Condition: c}},
+	}}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.EnvelopeToData()
+	if got := after.KindsString(); !strings.Contains(got, "rcpt") {
+		t.Errorf("after: its condition should hold, got %s", got)
+	}
+	if got := before.KindsString(); strings.Contains(got, "rcpt") {
+		t.Errorf("before: its condition should be false (it cannot see the assignment), got %s", got)
+	}
+}
+
+// The decision record keeps each assignment; the decision line has a
+// set_macro policy; a backend's notes are policies too; an evaluated
+// backend assigns nothing.
+func TestAssignRecordedAndEvaluation(t *testing.T) {
+	setter := pmulttest.New("setter", pmulttest.Reader)
+	shadow := pmulttest.New("shadow", pmulttest.Reader)
+	after := pmulttest.New("after", pmulttest.Reader)
+	setter.On[KindMail] = step{Macros: []Assignment{{Name: "x_reputation", Value: "bad 192.0.2.1"}},
+		Notes: []Note{{What: "macro_skip", Action: "{spf_result}=pass"}}}
+	setAt(shadow, KindMail, Assignment{Name: "shadow_mark", Value: "1"})
+	rec := NewRecorder(4)
+	var buf bytes.Buffer
+	e := &Engine{Records: rec, Log: pmulttest.NewLog(&buf), Slots: []Slot{
+		{Backend: setter}, {Backend: shadow, Policy: Policy{Evaluate: true}}, {Backend: after},
+	}}
+	s := e.NewSession("sess1", nil)
+	defer s.Close()
+	h := &pmulttest.Harness{T: t, E: e, S: s, Ctx: t.Context()}
+	s.Open(h.Ctx, pmulttest.AllOffer, nil)
+	h.EnvelopeToData()
+	h.Message(nil, "")
+	wantValues(t, after, KindRcpt, "x_reputation", "bad 192.0.2.1")
+	wantValues(t, after, KindRcpt, "shadow_mark", "-")
+	var why bytes.Buffer
+	if ok, err := rec.WriteWhy(&why, "sess1"); !ok || err != nil {
+		t.Fatalf("WriteWhy: %v %v", ok, err)
+	}
+	for _, want := range []string{"macros set:", `setter           {x_reputation} at mail = "bad 192.0.2.1"`,
+		"set_macro setter at mail: {x_reputation}", "macro_skip setter at mail: {spf_result}=pass",
+		"would_set_macro shadow at mail: {shadow_mark}"} {
+		if !strings.Contains(why.String(), want) {
+			t.Errorf("pmult why lacks %q:\n%s", want, why.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "set_macro:setter@mail={x_reputation}") {
+		t.Errorf("decision line lacks the set_macro policy:\n%s", buf.String())
+	}
+}
