@@ -19,14 +19,28 @@
 // change_header (name, value, index), delete_header (name; value_regex:
 // every instance whose value matches, else every instance),
 // change_sender (addr), add_rcpt (addr), delete_rcpt (addr) (edits,
-// made at end of message).
+// made at end of message), and set_macro: it sets macros for the backends
+// after the filter in the chain (pmult/assign.go), one (macro, value) or
+// several (macros = { "{x_reputation}" = "bad ${client_addr}" }), values
+// ${macro}-expanded; override = true lets them replace a value the MTA
+// sent; from = "mail" (a stage) shows them from that stage on.
+//
+//	[[backend.rule]]
+//	match = { client_file = "/etc/pmult/poor-reputation" }
+//	action = "set_macro"
+//	macro = "{x_reputation}"
+//	value = "bad ${client_addr}"
 //
 // Verdict rules are tried at every stage in order, among those whose
 // match is decided there (a match is decided at the first stage its
 // inputs are known, as a backend condition): the first one that matches
 // wins, like Postfix access(5); a rule without match matches at CONNECT.
 // Edit rules apply at end of message, every one whose match holds, in
-// order.
+// order. Set_macro rules apply at the stage their match is decided true
+// (every one, in order, before the verdict rules of that stage: they are
+// not verdicts), once per message, or per connection for a match decided
+// at CONNECT or HELO (or no match): a macro set at CONNECT or HELO lasts
+// for the connection, one set in a message until it ends.
 package filter
 
 import (
@@ -52,7 +66,11 @@ type Rule struct {
 	// too (decided at end of message).
 	Body    *regexp.Regexp
 	BodyMax int
+	// Set: set_macro's assignments (values are templates).
+	Set []pmult.Assignment
 }
+
+func (r *Rule) setsMacros() bool { return r.Action == "set_macro" }
 
 func (r *Rule) verdict() (pmult.Verdict, bool) {
 	switch r.Action {
@@ -86,7 +104,7 @@ func New(name string, rules []Rule, log *slog.Logger) *Filter {
 		if r.Body != nil {
 			f.bodyMax = max(f.bodyMax, r.BodyMax)
 		}
-		if _, ok := r.verdict(); !ok {
+		if _, ok := r.verdict(); !ok && !r.setsMacros() {
 			f.caps.Actions |= r.Edit.Kind.Need()
 		}
 	}
@@ -133,6 +151,25 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 	case pmult.KindAbort, pmult.KindQuit, pmult.KindQuitNC, pmult.KindUnknown:
 		return pmult.Reply{}, nil
 	}
+	var set []pmult.Assignment
+	for i := range s.f.rules {
+		r := &s.f.rules[i]
+		if !r.setsMacros() || s.decided[i] {
+			continue
+		}
+		t := s.eval(r, ev.Kind)
+		if t == pmult.Unknown {
+			continue
+		}
+		s.decided[i] = true
+		if t == pmult.Yes {
+			s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", ev.Kind.String())
+			for _, a := range r.Set {
+				a.Value = s.expand(a.Value)
+				set = append(set, a)
+			}
+		}
+	}
 	for i := range s.f.rules {
 		r := &s.f.rules[i]
 		v, isVerdict := r.verdict()
@@ -146,16 +183,16 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		s.decided[i] = true
 		if t == pmult.Yes {
 			s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", ev.Kind.String())
-			return pmult.Reply{Verdict: v, Text: s.expand(r.Reply)}, nil
+			return pmult.Reply{Verdict: v, Text: s.expand(r.Reply), Macros: set}, nil
 		}
 	}
 	if ev.Kind != pmult.KindEOM {
-		return pmult.Reply{}, nil
+		return pmult.Reply{Macros: set}, nil
 	}
-	var edits []pmult.Edit
+	edits := []pmult.Edit(nil)
 	for i := range s.f.rules {
 		r := &s.f.rules[i]
-		if _, isVerdict := r.verdict(); isVerdict {
+		if _, isVerdict := r.verdict(); isVerdict || r.setsMacros() {
 			continue
 		}
 		if s.eval(r, pmult.KindEOM) != pmult.Yes {
@@ -171,7 +208,7 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		}
 		edits = append(edits, e)
 	}
-	return pmult.Reply{Edits: edits}, nil
+	return pmult.Reply{Edits: edits, Macros: set}, nil
 }
 
 // eval is the value of r's match (and body_regex) at stage k.
