@@ -18,7 +18,11 @@
 // the first, read-only backends after an editor) run after the live ones
 // and one after the other in chain order: they see what the live backends
 // and the replayed ones before them assigned at EOM, in their replayed
-// EOH and EOM. Assignment.From delays it further (to that stage).
+// EOH and EOM. A backend whose Caps.WaitEarlier has an envelope stage
+// gets that event once the other backends have answered it, and so sees
+// what those before it set at the same event (the callout backend with
+// skip_macro does so at MAIL and RCPT). Assignment.From delays an
+// assignment further (to that stage).
 //
 // The macros show at the events that carry a macro stage (CONNECT, HELO,
 // MAIL, RCPT, DATA, EOH, EOM), in that stage's set: a milter backend
@@ -245,6 +249,32 @@ func withAssigned(set MacroSet, vis []string) MacroSet {
 	}
 	set.Pairs, set.Synth = pairs, synth
 	return set
+}
+
+// waves splits an envelope event's targets: those that wait for the
+// others to answer first (Caps.WaitEarlier: to see the macros the
+// backends before them set at this event), after the rest. With none
+// waiting (or only the first target), all go in the first wave.
+func waves(targets []*bstate, k Kind) (first, later []*bstate) {
+	n := 0
+	for i, b := range targets {
+		if i > 0 && b.caps.WaitEarlier.Has(k) {
+			n++
+		}
+	}
+	if n == 0 {
+		return targets, nil
+	}
+	first = make([]*bstate, 0, len(targets)-n)
+	later = make([]*bstate, 0, n)
+	for i, b := range targets {
+		if i > 0 && b.caps.WaitEarlier.Has(k) {
+			later = append(later, b)
+		} else {
+			first = append(first, b)
+		}
+	}
+	return first, later
 }
 
 // noteReply takes what b's answer carries besides its verdict: macro

@@ -214,3 +214,28 @@ func TestAssignRecordedAndEvaluation(t *testing.T) {
 		t.Errorf("decision line lacks the set_macro policy:\n%s", buf.String())
 	}
 }
+
+// A backend that waits for the earlier ones at MAIL (Caps.WaitEarlier)
+// sees what they set at MAIL itself; one that does not, from RCPT on.
+func TestAssignWaitEarlierSeesSameEvent(t *testing.T) {
+	setter := pmulttest.New("setter", pmulttest.Reader)
+	waiter := pmulttest.New("waiter", Caps{Skip: true, WaitEarlier: Kinds(KindMail)})
+	plain := pmulttest.New("plain", pmulttest.Reader)
+	setAt(setter, KindMail, Assignment{Name: "spf_result", Value: "pass"})
+	for _, order := range [][]*pmulttest.Backend{{setter, waiter, plain}, {setter, plain, waiter}} {
+		for _, f := range order {
+			f.Reset()
+		}
+		h := pmulttest.Open(t, &Engine{Slots: pmulttest.Slots(order...)}, pmulttest.AllOffer)
+		h.EnvelopeToData()
+		wantValues(t, waiter, KindMail, "spf_result", "pass")
+		wantValues(t, plain, KindMail, "spf_result", "-")
+		wantValues(t, plain, KindRcpt, "spf_result", "pass")
+	}
+	// Before the setter it sees nothing, waiting or not.
+	waiter.Reset()
+	h := pmulttest.Open(t, &Engine{Slots: pmulttest.Slots(waiter, setter)}, pmulttest.AllOffer)
+	h.EnvelopeToData()
+	wantValues(t, waiter, KindMail, "spf_result", "-")
+	wantValues(t, waiter, KindRcpt, "spf_result", "-")
+}

@@ -313,6 +313,11 @@ type Caps struct {
 	// session (milter protocol 6). Without it the engine closes the
 	// backend session at QUIT_NC and opens a new one for the next session.
 	QuitNC bool
+	// WaitEarlier are envelope stages where the backend gets the event
+	// only once the other backends have answered it, so that it sees
+	// the macros the backends before it set at that very event
+	// (assign.go); it costs their latency. Empty: it runs with them.
+	WaitEarlier KindSet
 }
 
 // Negotiated is the merged result of all backends, for the front end to

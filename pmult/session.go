@@ -371,10 +371,13 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 	}
 	s.condCheck(ctx, ev)
 	targets := s.targets(ev, false)
-	res := s.fanout(ctx, targets, ev)
 	m := s.merger()
-	for i, b := range targets {
-		m.add(b.pos, s.vote(ctx, b, ev, res[i]))
+	first, later := waves(targets, ev.Kind)
+	for _, wave := range [2][]*bstate{first, later} {
+		res := s.fanout(ctx, wave, ev)
+		for i, b := range wave {
+			m.add(b.pos, s.vote(ctx, b, ev, res[i]))
+		}
 	}
 	s.sticky(&m)
 	best := m.best
