@@ -60,6 +60,10 @@ type Config struct {
 	Skip Skip
 	// TagHeader is the header added at end of message for tag verdicts.
 	TagHeader string
+	// TagMacro and RecipientTagMacro are the macros a tag verdict sets
+	// (to the outcome, e.g. "not_found") for the backends after this one
+	// in the chain (pmult/assign.go), for the message; "": none.
+	TagMacro, RecipientTagMacro string
 }
 
 // Target is how one kind of address is verified and answered.
@@ -203,6 +207,10 @@ func (s *session) Caps() pmult.Caps {
 		want = want.With(pmult.KindRcpt)
 		c.Macros[pmult.KindRcpt] = mail
 	}
+	if cfg.Skip.Macro != "" {
+		// See what the backends before it set at MAIL (and RCPT) itself.
+		c.WaitEarlier = pmult.Kinds(pmult.KindMail, pmult.KindRcpt)
+	}
 	if cfg.tags() {
 		want = want.With(pmult.KindEOM)
 		c.Actions = pmult.ActAddHeaders
@@ -279,7 +287,11 @@ func (s *session) verify(ctx context.Context, what, addr string, t *Target) (pmu
 	sid := s.macros["i"] // the queue id, for calloutd SID and transcripts (Postfix has none yet at MAIL)
 	if why := s.b.cfg.Skip.why(s, what, addr); why != "" {
 		s.log.Debug("callout skipped", what, addr, "why", why)
-		return pmult.Reply{}, nil
+		var r pmult.Reply
+		if v := s.b.cfg.Skip.vouched(s); v != "" && what == "sender" && strings.HasPrefix(why, "vouched") {
+			r.Notes = []pmult.Note{{What: "macro_skip", Action: v}}
+		}
+		return r, nil
 	}
 	var o Outcome
 	var res checkResult
@@ -319,14 +331,20 @@ func (s *session) verify(ctx context.Context, what, addr string, t *Target) (pmu
 		}
 		s.log.Log(ctx, lvl, "callout", attrs...)
 	}
+	r := a.reply()
 	if a.Kind == ActTag {
 		v := o.String()
+		m := s.b.cfg.TagMacro
 		if what == "recipient" {
 			v = "<" + addr + "> " + v
+			m = s.b.cfg.RecipientTagMacro
 		}
 		s.tags = append(s.tags, v)
+		if m != "" {
+			r.Macros = []pmult.Assignment{{Name: m, Value: o.String()}}
+		}
 	}
-	return a.reply(), nil
+	return r, nil
 }
 
 // outcomeOf maps a probe outcome to the verdict it gets.
