@@ -127,6 +127,10 @@ type session struct {
 	decided []bool // rule decided in this message (or connection)
 	lead    bool
 	body    []byte // the first bodyMax bytes of the body
+	// derived: the macros pmult derived (MacroSet.Synth: {client_addr}
+	// and the like, which Postfix does not send by default), for ${...}
+	// expansion when the MTA sent no value.
+	derived map[string]string
 }
 
 func (s *session) Caps() pmult.Caps { return s.f.caps }
@@ -134,6 +138,7 @@ func (s *session) Close() error     { return nil }
 
 func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	s.facts.Note(ev)
+	s.noteDerived(ev)
 	switch ev.Kind {
 	case pmult.KindConnect:
 		clear(s.decided)
@@ -251,14 +256,32 @@ func (s *session) deletes(r *Rule) []pmult.Edit {
 	return out
 }
 
-// expand replaces ${name} with the macro's value ("" if unknown).
+// noteDerived keeps the derived macros of ev's sets.
+func (s *session) noteDerived(ev *pmult.Event) {
+	if ev.Kind == pmult.KindConnect {
+		clear(s.derived)
+	}
+	for _, set := range ev.Macros {
+		for i := 0; i+1 < len(set.Synth); i += 2 {
+			if s.derived == nil {
+				s.derived = make(map[string]string)
+			}
+			s.derived[strings.Trim(set.Synth[i], "{}")] = set.Synth[i+1]
+		}
+	}
+}
+
+// expand replaces ${name} with the macro's value: the MTA's (or an
+// earlier backend's), else the one pmult derived, else "".
 func (s *session) expand(t string) string {
 	if !strings.Contains(t, "$") {
 		return t
 	}
 	return os.Expand(t, func(name string) string {
-		v, _ := s.facts.Macro(name)
-		return v
+		if v, ok := s.facts.Macro(name); ok {
+			return v
+		}
+		return s.derived[strings.Trim(name, "{}")]
 	})
 }
 

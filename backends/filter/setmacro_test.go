@@ -145,3 +145,20 @@ action = "set_macro"
 		}
 	}
 }
+
+// ${client_addr}, which Postfix does not send by default, expands to the
+// value pmult derived.
+func TestSetMacroExpandsDerived(t *testing.T) {
+	s, errs := parse(t, setRules)
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	after := pmulttest.New("after", pmulttest.Reader)
+	e := &pmult.Engine{Macros: &pmult.MacroTables{}, Slots: []pmult.Slot{{Backend: s.NewBackend("rules", 0, nil)}, {Backend: after}}}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.Do(&pmult.Event{Kind: pmult.KindConnect, Family: '4', Address: "203.0.113.9", Hostname: "poor.example"})
+	h.Helo()
+	if got := after.MacroValues(pmult.KindHelo, "x_reputation"); !slices.Equal(got, []string{"bad 203.0.113.9"}) {
+		t.Errorf("x_reputation = %q, want the derived client address", got)
+	}
+}
