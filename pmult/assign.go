@@ -110,8 +110,8 @@ func (s *Session) assign(b *bstate, k Kind, list []Assignment) {
 	conn := k == KindConnect || k == KindHelo || (k == KindUnknown && !s.inMessage)
 	for _, a := range list {
 		n := macros.Normalize(a.Name)
-		if !validMacroName(n) {
-			s.log.Warn("backend assigned a macro with a bad name: ignored", "backend", b.name,
+		if !validMacroName(n) || strings.IndexByte(a.Value, 0) >= 0 {
+			s.log.Warn("backend set a macro with a bad name or a NUL in its value: ignored", "backend", b.name,
 				"stage", k.String(), "macro", a.Name)
 			continue
 		}

@@ -239,3 +239,26 @@ func TestAssignWaitEarlierSeesSameEvent(t *testing.T) {
 	wantValues(t, waiter, KindMail, "spf_result", "-")
 	wantValues(t, waiter, KindRcpt, "spf_result", "-")
 }
+
+// A bad name or a NUL in the value is one warning, and nothing is set;
+// the session goes on.
+func TestAssignBadInput(t *testing.T) {
+	setter := pmulttest.New("setter", pmulttest.Reader)
+	after := pmulttest.New("after", pmulttest.Reader)
+	setAt(setter, KindHelo, Assignment{Name: "{bad name}", Value: "x"}, Assignment{Name: "nul", Value: "a\x00b"},
+		Assignment{Name: "", Value: "x"}, Assignment{Name: "good", Value: "ok"})
+	h := pmulttest.Open(t, &Engine{Slots: pmulttest.Slots(setter, after)}, pmulttest.AllOffer)
+	h.EnvelopeToData()
+	wantValues(t, after, KindMail, "good", "ok")
+	wantValues(t, after, KindMail, "nul", "-")
+	for _, ev := range after.Events() {
+		for _, set := range ev.Macros {
+			if len(set.Pairs) > 2 {
+				t.Errorf("%s: pairs %q, want only {good}", ev.Kind, set.Pairs)
+			}
+		}
+	}
+	if n := strings.Count(h.Log.String(), "backend set a macro with a bad name"); n != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", n, h.Log.String())
+	}
+}

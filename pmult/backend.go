@@ -56,6 +56,15 @@ type OpenInfo struct {
 // BackendSession is one backend's side of one MTA session. Its methods are
 // called from one goroutine at a time.
 //
+// Besides its verdict, text and edits, an answer can set macros for the
+// backends after this one in the chain (Reply.Macros; when and to whom
+// they show: assign.go) and note policies for the decision record
+// (Reply.Notes). That is a Reply field, not an optional interface: the
+// macros are computed while answering an event, Func backends get it
+// for free, and the interface stays these three methods. A backend that
+// must see at an envelope event what the ones before it set at that
+// same event says so in its Caps (WaitEarlier).
+//
 // A session that does its work inside Handle (a lookup, a callout, a
 // function) is run by the engine in a goroutine of its own for each event
 // where several backends get it, so N synchronous backends cost the time
