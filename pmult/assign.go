@@ -251,14 +251,19 @@ func withAssigned(set MacroSet, vis []string) MacroSet {
 	return set
 }
 
+// waits reports whether b gets envelope events of kind k only once the
+// others have answered them (Caps.WaitEarlier, Policy.WaitEarlier).
+func (b *bstate) waits(k Kind) bool {
+	return k.Envelope() && (b.caps.WaitEarlier|b.slot.Policy.WaitEarlier).Has(k)
+}
+
 // waves splits an envelope event's targets: those that wait for the
-// others to answer first (Caps.WaitEarlier: to see the macros the
-// backends before them set at this event), after the rest. With none
-// waiting (or only the first target), all go in the first wave.
+// others to answer first (to see the macros the backends before them set
+// at this event), after the rest. With none waiting, all go in the first.
 func waves(targets []*bstate, k Kind) (first, later []*bstate) {
 	n := 0
-	for i, b := range targets {
-		if i > 0 && b.caps.WaitEarlier.Has(k) {
+	for _, b := range targets {
+		if b.waits(k) {
 			n++
 		}
 	}
@@ -267,14 +272,27 @@ func waves(targets []*bstate, k Kind) (first, later []*bstate) {
 	}
 	first = make([]*bstate, 0, len(targets)-n)
 	later = make([]*bstate, 0, n)
-	for i, b := range targets {
-		if i > 0 && b.caps.WaitEarlier.Has(k) {
+	for _, b := range targets {
+		if b.waits(k) {
 			later = append(later, b)
 		} else {
 			first = append(first, b)
 		}
 	}
 	return first, later
+}
+
+// stillIn drops the backends of the later wave that left at the
+// condition check made after the first wave.
+func stillIn(later []*bstate, k Kind) []*bstate {
+	msg := k != KindConnect && k != KindHelo && k != KindUnknown
+	out := later[:0]
+	for _, b := range later {
+		if !b.dead && !b.doneConn && !(msg && b.doneMsg) {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // noteReply takes what b's answer carries besides its verdict: macro

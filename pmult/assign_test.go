@@ -262,3 +262,27 @@ func TestAssignBadInput(t *testing.T) {
 		t.Errorf("%d warnings, want 3:\n%s", n, h.Log.String())
 	}
 }
+
+// Policy.WaitEarlier: the backend's condition is asked after the others
+// answered MAIL, so it sees what the setter set at MAIL; without it the
+// condition decides at MAIL before the setter answered, and is false.
+func TestAssignWaitEarlierCondition(t *testing.T) {
+	for _, wait := range []bool{false, true} {
+		setter := pmulttest.New("setter", pmulttest.Reader)
+		judged := pmulttest.New("judged", pmulttest.Reader)
+		setAt(setter, KindMail, Assignment{Name: "{spf_result}", Value: "fail"})
+		p := Policy{Condition: macroCond{name: "spf_result", want: "fail", stage: KindMail}}
+		if wait {
+			p.WaitEarlier = Kinds(KindMail)
+		}
+		h := pmulttest.Open(t, &Engine{Slots: []Slot{{Backend: setter}, {Backend: judged, Policy: p}}}, pmulttest.AllOffer)
+		h.EnvelopeToData()
+		got := judged.KindsString()
+		if in := strings.Contains(got, "rcpt"); in != wait {
+			t.Errorf("wait %v: judged got %s, want it in the message: %v", wait, got, wait)
+		}
+		if wait {
+			wantValues(t, judged, KindMail, "spf_result", "fail")
+		}
+	}
+}

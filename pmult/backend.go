@@ -181,6 +181,11 @@ type Policy struct {
 	// Condition, when set, decides which sessions and messages the
 	// backend takes part in (cond.go); nil: all of them.
 	Condition Condition
+	// WaitEarlier: envelope stages where the backend gets the event, and
+	// its condition is asked, only once the other backends have answered
+	// it, so that both see the macros the backends before it set at that
+	// very event (assign.go), as Caps.WaitEarlier (the two are joined).
+	WaitEarlier KindSet
 }
 
 // Slot is a configured backend with its policy, in chain order.

@@ -177,14 +177,16 @@ func (s *Session) condOpen() {
 
 // condCheck asks every undecided condition at ev's stage (after the
 // facts of ev were noted) and makes the backends whose condition turned
-// false leave.
-func (s *Session) condCheck(ctx context.Context, ev *Event) {
+// false leave. waiting: only those of the backends that wait for the
+// others at this stage (asked after the others answered, assign.go);
+// else only those of the others.
+func (s *Session) condCheck(ctx context.Context, ev *Event, waiting bool) {
 	if !s.hasConds {
 		return
 	}
 	for _, b := range s.bs {
 		c := b.slot.Policy.Condition
-		if c == nil || b.dead || b.condOut || b.doneConn {
+		if c == nil || b.dead || b.condOut || b.doneConn || b.waits(ev.Kind) != waiting {
 			continue
 		}
 		connScope := c.Stage() <= KindHelo

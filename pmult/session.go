@@ -369,13 +369,21 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 		}
 		s.inMessage = true
 	}
-	s.condCheck(ctx, ev)
+	s.condCheck(ctx, ev, false)
 	targets := s.targets(ev, false)
 	m := s.merger()
 	first, later := waves(targets, ev.Kind)
-	for _, wave := range [2][]*bstate{first, later} {
-		res := s.fanout(ctx, wave, ev)
-		for i, b := range wave {
+	res := s.fanout(ctx, first, ev)
+	for i, b := range first {
+		m.add(b.pos, s.vote(ctx, b, ev, res[i]))
+	}
+	if len(later) > 0 {
+		// Those that wait: their conditions now, with what the first
+		// wave set, then the event.
+		s.condCheck(ctx, ev, true)
+		later = stillIn(later, ev.Kind)
+		res = s.fanout(ctx, later, ev)
+		for i, b := range later {
 			m.add(b.pos, s.vote(ctx, b, ev, res[i]))
 		}
 	}
@@ -416,7 +424,7 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
-	s.condCheck(ctx, ev)
+	s.condCheck(ctx, ev, false)
 	if !s.keep(ev) {
 		return Reply{}
 	}
@@ -597,7 +605,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
-	s.condCheck(ctx, ev)
+	s.condCheck(ctx, ev, false)
 	if r, ok := s.storeVerdict(ctx, ev); ok {
 		return r
 	}

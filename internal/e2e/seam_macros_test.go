@@ -109,11 +109,15 @@ macro = { "{x_reputation}" = "bad 127.0.0.1" }
 }
 
 // A pymilter after the filter sees the macro from the stage after the
-// one it was set at, through libmilter.
+// one it was set at (MAIL), through libmilter; one with wait_earlier =
+// ["mail"] sees it at MAIL itself, and so does its condition, which
+// reads it at MAIL.
 func TestSeamPyMilterReadsMacro(t *testing.T) {
 	t.Parallel()
 	realpeer.Require(t, "postfix", "swaks", "pymilter")
 	after, afterLog := realpeer.StartPyMilter(t, realpeer.PyPlan{ReadOnly: true, Macros: []string{"{x_reputation}"}})
+	waiter, waiterLog := realpeer.StartPyMilter(t, realpeer.PyPlan{Macros: []string{"{x_reputation}"},
+		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Waited", Value: "yes"}}})
 	spec := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
 	p := startPmultConfig(t, fmt.Sprintf(`[milter]
 listen = [%q]
@@ -128,12 +132,26 @@ value = "sender ${mail_addr}"
 [[backend]]
 name = "after"
 address = %q
-`, spec, after), spec)
+[[backend]]
+name = "waiter"
+address = %q
+wait_earlier = ["mail"]
+[backend.if]
+macro = { "{x_reputation}" = "sender a@example.org" }
+`, spec, after, waiter), spec)
 	pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(spec)})
 	if out, err := pf.Send(t, "--from", "a@example.org", "--to", "a@example.com"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	pf.WaitDelivered(t, 1, deliverTimeout)
+	ds := pf.WaitDelivered(t, 1, deliverTimeout)
+	if got := ds[0].HeaderValues("X-Waited"); len(got) != 1 {
+		t.Errorf("X-Waited %q, want the waiter's header (its condition saw the macro at MAIL)\n%s", got, p.Output())
+	}
+	for _, e := range pyEvents(t, waiterLog) {
+		if e.Stage == "mail" && e.Macros["{x_reputation}"] != "sender a@example.org" {
+			t.Errorf("waiter at MAIL: {x_reputation} = %q, want it (wait_earlier)", e.Macros["{x_reputation}"])
+		}
+	}
 	seen := map[string]string{}
 	for _, e := range pyEvents(t, afterLog) {
 		seen[e.Stage] = e.Macros["{x_reputation}"]
