@@ -334,10 +334,10 @@ type rawMilter struct {
 }
 
 type rawBackend struct {
-	Name      any `toml:"name"`
-	Type      any `toml:"type"`
-	OnFailure any `toml:"on_failure"`
-	Mode      any `toml:"mode"`
+	Name        any `toml:"name"`
+	Type        any `toml:"type"`
+	OnFailure   any `toml:"on_failure"`
+	Mode        any `toml:"mode"`
 	LogLevel    any `toml:"log_level"`
 	WaitEarlier any `toml:"wait_earlier"`
 	If          any `toml:"if"`

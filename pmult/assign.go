@@ -254,7 +254,7 @@ func withAssigned(set MacroSet, vis []string) MacroSet {
 // waits reports whether b gets envelope events of kind k only once the
 // others have answered them (Caps.WaitEarlier, Policy.WaitEarlier).
 func (b *bstate) waits(k Kind) bool {
-	return k.Envelope() && (b.caps.WaitEarlier|b.slot.Policy.WaitEarlier).Has(k)
+	return k.Envelope() && (b.caps.WaitEarlier | b.slot.Policy.WaitEarlier).Has(k)
 }
 
 // waves splits an envelope event's targets: those that wait for the
