@@ -18,11 +18,12 @@
 // the first, read-only backends after an editor) run after the live ones
 // and one after the other in chain order: they see what the live backends
 // and the replayed ones before them assigned at EOM, in their replayed
-// EOH and EOM. A backend whose Caps.WaitEarlier has an envelope stage
-// gets that event once the other backends have answered it, and so sees
-// what those before it set at the same event (the callout backend with
-// skip_macro does so at MAIL and RCPT). Assignment.From delays an
-// assignment further (to that stage).
+// EOH and EOM. A backend that waits at an envelope stage (Caps.WaitEarlier,
+// or Policy.WaitEarlier: the wait_earlier key) gets that event once the
+// other backends have answered it, and its condition is asked then too,
+// so both see what those before it set at the same event (the callout
+// backend with skip_macro waits at MAIL and RCPT). Assignment.From delays
+// an assignment further (to that stage).
 //
 // The macros show at the events that carry a macro stage (CONNECT, HELO,
 // MAIL, RCPT, DATA, EOH, EOM), in that stage's set: a milter backend
@@ -48,8 +49,14 @@
 // the decision record (Record.Macros; "set_macro" policy on the decision
 // line).
 //
-// Tunables and defaults: none. A session with no assignment pays a length
-// check per event.
+// Conditions decide at their stage: a `macro` input on a name pmult does
+// not know decides at MAIL, so a macro set at MAIL is seen by the
+// condition of a later backend only if that backend waits at MAIL (or if
+// the macro is set at CONNECT or HELO).
+//
+// Tunables and defaults: Policy.WaitEarlier (wait_earlier), none by
+// default. A session with no assignment pays a length check per event,
+// and one loop over the targets per envelope event.
 
 package pmult
 
