@@ -82,6 +82,10 @@ type Facts struct {
 	// condition is asked sees (assign.go), name, value pairs; they come
 	// before Macros (the engine left out those the MTA's value hides).
 	set []string
+	// msgNames: the names in Macros that came with a message stage's
+	// set, forgotten at the next MAIL (a message's macros, the MTA's or
+	// an earlier backend's, last until the message ends).
+	msgNames []string
 }
 
 // Macro returns a macro's value (name with or without braces): what an
@@ -118,12 +122,24 @@ func (f *Facts) Note(ev *Event) {
 	if f.Macros == nil {
 		f.Macros = make(map[string]string)
 	}
-	if ev.Kind == KindConnect {
+	switch ev.Kind {
+	case KindConnect:
 		clear(f.Macros) // a new SMTP session (after QUIT_NC): nothing of the old one
+		f.msgNames = f.msgNames[:0]
+	case KindMail:
+		for _, n := range f.msgNames {
+			delete(f.Macros, n)
+		}
+		f.msgNames = f.msgNames[:0]
 	}
 	for _, m := range ev.Macros {
+		msg := m.For >= KindMail && m.For <= KindEOM
 		for i := 0; i+1 < len(m.Pairs); i += 2 {
-			f.Macros[trimBraces(m.Pairs[i])] = m.Pairs[i+1]
+			n := trimBraces(m.Pairs[i])
+			if _, had := f.Macros[n]; msg && !had {
+				f.msgNames = append(f.msgNames, n)
+			}
+			f.Macros[n] = m.Pairs[i+1]
 		}
 	}
 	switch ev.Kind {

@@ -185,6 +185,10 @@ type session struct {
 	rem    *remote
 	log    *slog.Logger
 	macros map[string]string // every macro the MTA sent so far (names without braces)
+	// msgMacros: the names in macros that came with a message stage,
+	// forgotten at the next MAIL (an earlier backend's {spf_result} is
+	// for its message only).
+	msgMacros []string
 
 	client netip.Addr
 	helo   string
@@ -242,9 +246,20 @@ func (c *Config) tags() bool {
 }
 
 func (s *session) noteMacros(ev *pmult.Event) {
+	if ev.Kind == pmult.KindMail {
+		for _, n := range s.msgMacros {
+			delete(s.macros, n)
+		}
+		s.msgMacros = s.msgMacros[:0]
+	}
 	for _, set := range ev.Macros {
+		msg := set.For >= pmult.KindMail && set.For <= pmult.KindEOM
 		for i := 0; i+1 < len(set.Pairs); i += 2 {
-			s.macros[strings.Trim(set.Pairs[i], "{}")] = set.Pairs[i+1]
+			n := strings.Trim(set.Pairs[i], "{}")
+			if _, had := s.macros[n]; msg && !had {
+				s.msgMacros = append(s.msgMacros, n)
+			}
+			s.macros[n] = set.Pairs[i+1]
 		}
 	}
 }

@@ -104,6 +104,19 @@ value = "pass"
 	if !strings.Contains(why, "macro_skip sav at mail: {spf_result}=pass") {
 		t.Errorf("no macro_skip policy in the record:\n%s", why)
 	}
+	// One connection, two messages: the first sender vouched for, the
+	// second not: the macro of the first message does not skip the second.
+	e := &pmult.Engine{Slots: pmulttest.Slots[pmult.Backend](fs.NewBackend("spf", 0, nil), sav)}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.Connect()
+	h.Helo()
+	if r := mail(h, "bad@ok.test"); r.Verdict != pmult.Continue {
+		t.Errorf("first message: %+v, want skipped", r)
+	}
+	h.Abort()
+	if r := mail(h, "bad@nullmx.test"); r.Verdict != pmult.Reject {
+		t.Errorf("second message: %+v, want verified and rejected (no mail host)", r)
+	}
 	r, _ = run(sav, fs.NewBackend("spf", 0, nil))
 	if r.Verdict != pmult.Reject {
 		t.Errorf("filter after: MAIL = %+v, want the probe's reject", r)

@@ -162,3 +162,31 @@ func TestSetMacroExpandsDerived(t *testing.T) {
 		t.Errorf("x_reputation = %q, want the derived client address", got)
 	}
 }
+
+// A macro set in one message is gone in the next one, for a filter after
+// the setter as for the engine (its Facts forget a message's macros at
+// the next MAIL).
+func TestSetMacroMessageScopeInLaterFilter(t *testing.T) {
+	judge, errs := parse(t, `
+[[rule]]
+match = { macro = { "{spf_result}" = "pass" } }
+action = "reject"
+`)
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	setter := pmulttest.New("setter", pmulttest.Reader)
+	setter.Seq[pmult.KindMail] = []pmulttest.Step{{Macros: []pmult.Assignment{{Name: "spf_result", Value: "pass"}}}}
+	e := &pmult.Engine{Slots: []pmult.Slot{{Backend: setter},
+		{Backend: judge.NewBackend("judge", 0, nil), Policy: pmult.Policy{WaitEarlier: pmult.Kinds(pmult.KindMail)}}}}
+	h := pmulttest.Open(t, e, pmulttest.AllOffer)
+	h.Connect()
+	h.Helo()
+	if r := h.Mail(); r.Verdict != pmult.Reject {
+		t.Fatalf("first message: MAIL = %+v, want the judge's reject (it waits for the setter at MAIL)", r)
+	}
+	h.Abort()
+	if r := h.Mail(); r.Verdict.Objects() {
+		t.Errorf("second message: MAIL = %+v: the first message's macro leaked", r)
+	}
+}
