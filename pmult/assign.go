@@ -42,7 +42,11 @@
 //
 // The MTA's value wins: an assignment of a name the MTA sent in its scope
 // so far (connection stages and the message's, after the engine's [macros]
-// tables) is not shown, unless Assignment.Override. An assignment does
+// tables) is not shown, unless Assignment.Override (then its value takes
+// the place of the MTA's in the stage's set; a name the MTA sent at an
+// earlier stage keeps that value there, but libmilter's smfi_getsymval
+// searches the later stages first, so the override is what a filter
+// reads). An assignment does
 // take the place of a value pmult would derive (MacroSet.Synth: {client_addr}
 // and the like, table defaults). A backend in evaluation mode assigns
 // nothing (kept as a "would_set_macro" policy). Each assignment is kept in
