@@ -65,6 +65,7 @@
 package pmult
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/mailmux/mailmux/macros"
@@ -260,6 +261,31 @@ func withAssigned(set MacroSet, vis []string) MacroSet {
 	}
 	set.Pairs, set.Synth = pairs, synth
 	return set
+}
+
+// assignable returns the macros (normalised) the backends before slot
+// pos may set, from their MacroSetter.
+func (e *Engine) assignable(pos int) []string {
+	e.assignOnce.Do(func() {
+		e.assignBy = make([][]string, len(e.Slots))
+		var acc []string
+		for i, sl := range e.Slots {
+			e.assignBy[i] = acc
+			if ms, ok := sl.Backend.(MacroSetter); ok {
+				next := slices.Clone(acc)
+				for _, n := range ms.SetsMacros() {
+					if n = macros.Normalize(n); !slices.Contains(next, n) {
+						next = append(next, n)
+					}
+				}
+				acc = next
+			}
+		}
+	})
+	if pos < len(e.assignBy) {
+		return e.assignBy[pos]
+	}
+	return nil
 }
 
 // waits reports whether b gets envelope events of kind k only once the

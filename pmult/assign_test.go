@@ -7,9 +7,12 @@ package pmult_test
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	. "github.com/mailmux/mailmux/pmult"
 	"github.com/mailmux/mailmux/pmult/pmulttest"
@@ -283,6 +286,43 @@ func TestAssignWaitEarlierCondition(t *testing.T) {
 		}
 		if wait {
 			wantValues(t, judged, KindMail, "spf_result", "fail")
+		}
+	}
+}
+
+type namedSetter struct {
+	*pmulttest.Backend
+	names []string
+}
+
+func (n namedSetter) SetsMacros() []string { return n.names }
+
+// OpenInfo.Assigned names what the backends before each one may set
+// (MacroSetter).
+func TestAssignableAtOpen(t *testing.T) {
+	a := namedSetter{pmulttest.New("a", pmulttest.Reader), []string{"{x_reputation}", "spf_result"}}
+	b := pmulttest.New("b", pmulttest.Reader)
+	c := namedSetter{pmulttest.New("c", pmulttest.Reader), []string{"{sender_verify}", "x_reputation"}}
+	d := pmulttest.New("d", pmulttest.Reader)
+	var mu sync.Mutex
+	got := map[string][]string{}
+	for _, f := range []*pmulttest.Backend{a.Backend, b, c.Backend, d} {
+		f.OpenHook = func(ctx context.Context, info OpenInfo) error {
+			mu.Lock()
+			got[f.Name()] = info.Assigned
+			mu.Unlock()
+			return nil
+		}
+	}
+	e := &Engine{Slots: []Slot{{Backend: a}, {Backend: b}, {Backend: c}, {Backend: d}}, OpenTimeout: time.Minute}
+	pmulttest.Open(t, e, pmulttest.AllOffer)
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string][]string{"a": nil, "b": {"x_reputation", "spf_result"}, "c": {"x_reputation", "spf_result"},
+		"d": {"x_reputation", "spf_result", "sender_verify"}}
+	for n, w := range want {
+		if !slices.Equal(got[n], w) {
+			t.Errorf("%s: Assigned %q, want %q", n, got[n], w)
 		}
 	}
 }

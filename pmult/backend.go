@@ -51,6 +51,18 @@ type OpenInfo struct {
 	// SMFIR_PROGRESS); the front end relays it to the MTA where allowed.
 	Progress func()
 	Log      *slog.Logger
+	// Assigned are the macros (normalised names, no braces) that the
+	// backends before this one in the chain may set (MacroSetter): a
+	// macro it asks for that the MTA does not send may come from them.
+	Assigned []string
+}
+
+// MacroSetter is implemented by backends whose sessions may set macros
+// for the backends after them (Reply.Macros): SetsMacros names them
+// (with or without braces), so that a later backend that asks for one
+// the MTA does not send is not told to change the MTA's settings.
+type MacroSetter interface {
+	SetsMacros() []string
 }
 
 // BackendSession is one backend's side of one MTA session. Its methods are

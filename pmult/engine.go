@@ -92,6 +92,8 @@ type Engine struct {
 	releasing   atomic.Bool  // a handBack is running
 	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
 	recPool     sync.Pool    // of *recBufs: decision record buffers of closed sessions
+	assignOnce  sync.Once
+	assignBy    [][]string // by slot: the macros the slots before it may set (assign.go)
 }
 
 func (e *Engine) openTimeout() time.Duration {
@@ -288,7 +290,8 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 	octx, cancel := context.WithCancel(ctx)
 	ch := make(chan opened, len(list)) // buffered: a late open never blocks
 	for i, b := range list {
-		info := OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name)}
+		info := OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name),
+			Assigned: s.e.assignable(b.pos)}
 		go func() {
 			o := opened{i: i}
 			defer func() {

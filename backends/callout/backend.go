@@ -175,6 +175,21 @@ func (b *Backend) Verifier() *callout.Verifier {
 	return b.v
 }
 
+// SetsMacros implements pmult.MacroSetter: the tag macros, when a
+// verdict tags.
+func (b *Backend) SetsMacros() []string {
+	if !b.cfg.tags() {
+		return nil
+	}
+	var out []string
+	for _, m := range []string{b.cfg.TagMacro, b.cfg.RecipientTagMacro} {
+		if m != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // DefaultTagHeader is the header of tag verdicts.
 const DefaultTagHeader = "X-Sender-Verify"
 

@@ -114,6 +114,18 @@ func New(name string, rules []Rule, log *slog.Logger) *Filter {
 // Name is the backend's name.
 func (f *Filter) Name() string { return f.name }
 
+// SetsMacros implements pmult.MacroSetter: the macros of its set_macro
+// rules.
+func (f *Filter) SetsMacros() []string {
+	var out []string
+	for _, r := range f.rules {
+		for _, a := range r.Set {
+			out = append(out, a.Name)
+		}
+	}
+	return out
+}
+
 // Open starts a session: no connection, nothing to fail.
 func (f *Filter) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
 	s := &session{f: f, decided: make([]bool, len(f.rules)), lead: info.Offer.LeadingSpace}

@@ -37,6 +37,8 @@ type session struct {
 	bodyRest   []byte       // the unsent rest of an oversize body chunk
 
 	offer  pmult.Offer // what the session was negotiated for (reuse key)
+	// assigned: macros backends before this one may set (OpenInfo.Assigned).
+	assigned []string
 	broken bool        // an error was seen: never reuse
 	inMsg  bool        // MAIL sent, no EOM or ABORT since
 	// endOK: the last command was an EOM answered CONTINUE. That is where

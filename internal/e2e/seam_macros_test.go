@@ -96,6 +96,11 @@ macro = { "{x_reputation}" = "bad 127.0.0.1" }
 	if l := logLine(p.Output(), "msg=decision", "set_macro:rules@helo={x_reputation}"); l == "" {
 		t.Errorf("no set_macro policy on the decision line:\n%s", p.Output())
 	}
+	// mailfromd asks for {x_reputation}, which Postfix never sends: no
+	// warning to change main.cf, the filter before it may set it.
+	if l := logLine(p.Output(), "asked for a macro the MTA did not send", "{x_reputation}"); l != "" {
+		t.Errorf("misleading warning: %s", l)
+	}
 
 	// Postfix's own chain of the same mailfromd: no such macro.
 	direct := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(mfd)})
