@@ -53,6 +53,11 @@
 // the decision record (Record.Macros; "set_macro" policy on the decision
 // line).
 //
+// A backend that may set macros says which (MacroSetter: the rule
+// filter's set_macro names, the callout backend's tag macros); each
+// backend after it learns them at open (OpenInfo.Assigned), so a milter
+// asking for one the MTA does not send is not told to change the MTA.
+//
 // Conditions decide at their stage: a `macro` input on a name pmult does
 // not know decides at MAIL, so a macro set at MAIL is seen by the
 // condition of a later backend only if that backend waits at MAIL (or if

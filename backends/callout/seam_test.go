@@ -51,6 +51,12 @@ func TestTagSetsMacro(t *testing.T) {
 			t.Errorf("%s: before sees {%s} = %q", c.keys, c.name, got)
 		}
 	}
+	if got := backend(t, w.conf(`verdict_not_found = "tag"`)).SetsMacros(); !slices.Equal(got, []string{"{sender_verify}", "{rcpt_verify}"}) {
+		t.Errorf("SetsMacros with a tag verdict: %q", got)
+	}
+	if got := backend(t, w.conf("")).SetsMacros(); got != nil {
+		t.Errorf("SetsMacros without a tag verdict: %q", got)
+	}
 	if _, errs := ParseConfig(func(v any) error { _, err := toml.Decode(`tag_macro = "{bad name}"`, v); return err }); len(errs) == 0 ||
 		!strings.Contains(errs[0].Error(), "tag_macro") {
 		t.Errorf("bad tag_macro: %v", errs)
