@@ -37,10 +37,15 @@ func (c *Config) Engine(log *slog.Logger) (*pmult.Engine, error) {
 			return nil, fmt.Errorf("backend %q: no settings of type %q (not from Parse)", b.Name, b.Type)
 		}
 		be := b.Settings.NewBackend(b.Name, c.MaxBackendPacket, backendLog(log, b.LogLevel))
+		var wait pmult.KindSet
+		for _, st := range b.WaitEarlier {
+			wait = wait.With(WaitStages[st])
+		}
 		e.Slots = append(e.Slots, pmult.Slot{Backend: be, Policy: pmult.Policy{
-			OnFailure: act,
-			Evaluate:  b.Mode == ModeEvaluate,
-			Condition: b.If,
+			OnFailure:   act,
+			Evaluate:    b.Mode == ModeEvaluate,
+			Condition:   b.If,
+			WaitEarlier: wait,
 		}})
 	}
 	return e, nil

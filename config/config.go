@@ -261,6 +261,12 @@ type Backend struct {
 	// (debug, info, warn, error; pmult's client log-level). It cannot go
 	// below the global log_level. Default "": the global level.
 	LogLevel string `toml:"log_level"`
+	// WaitEarlier lists envelope stages (connect, helo, mail, rcpt,
+	// data, unknown) where the backend gets the event only once the
+	// other backends have answered it, so that it, and its condition,
+	// see the macros the backends before it set at that very stage
+	// (pmult/assign.go). It costs their latency there. Default none.
+	WaitEarlier []string `toml:"wait_earlier"`
 
 	// If is the backend's condition (the `if` table, compiled by
 	// internal/cond): which sessions and messages it takes part in. nil
@@ -328,12 +334,13 @@ type rawMilter struct {
 }
 
 type rawBackend struct {
-	Name      any `toml:"name"`
-	Type      any `toml:"type"`
-	OnFailure any `toml:"on_failure"`
-	Mode      any `toml:"mode"`
-	LogLevel  any `toml:"log_level"`
-	If        any `toml:"if"`
+	Name        any `toml:"name"`
+	Type        any `toml:"type"`
+	OnFailure   any `toml:"on_failure"`
+	Mode        any `toml:"mode"`
+	LogLevel    any `toml:"log_level"`
+	WaitEarlier any `toml:"wait_earlier"`
+	If          any `toml:"if"`
 }
 
 // renamed maps the old top-level spellings to the [milter] keys that
@@ -706,6 +713,7 @@ func (v *validator) backend(i int, prim toml.Primitive, maxMessage int, seen map
 		Mode:     sc.enum("mode", rb.Mode, DefaultMode, "mode", ModeEnforce, ModeEvaluate),
 		LogLevel: sc.enum("log_level", rb.LogLevel, "", "level", "debug", "info", "warn", "error"),
 	}
+	b.WaitEarlier = waitEarlier(sc, rb.WaitEarlier)
 	if rb.If != nil {
 		c, errs := cond.Compile("if", rb.If)
 		sc.add("", errs)
@@ -740,6 +748,33 @@ func (v *validator) backend(i int, prim toml.Primitive, maxMessage int, seen map
 	sc.add("", settings.Validate())
 	b.Settings = settings
 	return b
+}
+
+// WaitStages are the stages wait_earlier may name.
+var WaitStages = map[string]pmult.Kind{"connect": pmult.KindConnect, "helo": pmult.KindHelo,
+	"mail": pmult.KindMail, "rcpt": pmult.KindRcpt, "data": pmult.KindData, "unknown": pmult.KindUnknown}
+
+// waitEarlier reads wait_earlier: an array of envelope stage names.
+func waitEarlier(sc scope, val any) []string {
+	if val == nil {
+		return nil
+	}
+	list, ok := val.([]any)
+	if !ok {
+		sc.fail("wait_earlier", syntax.WantErr(`an array of stages (["mail", "rcpt"])`, val))
+		return nil
+	}
+	var out []string
+	for i, x := range list {
+		s, _ := x.(string)
+		s = strings.ToLower(strings.TrimSpace(s))
+		if _, ok := WaitStages[s]; !ok {
+			sc.fail(fmt.Sprintf("wait_earlier[%d]", i), fmt.Errorf("%v: want connect, helo, mail, rcpt, data or unknown", x))
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // listen fills Milter.Listen and Milter.ListenAddrs from the listen key

@@ -51,10 +51,31 @@ type OpenInfo struct {
 	// SMFIR_PROGRESS); the front end relays it to the MTA where allowed.
 	Progress func()
 	Log      *slog.Logger
+	// Assigned are the macros (normalised names, no braces) that the
+	// backends before this one in the chain may set (MacroSetter): a
+	// macro it asks for that the MTA does not send may come from them.
+	Assigned []string
+}
+
+// MacroSetter is implemented by backends whose sessions may set macros
+// for the backends after them (Reply.Macros): SetsMacros names them
+// (with or without braces), so that a later backend that asks for one
+// the MTA does not send is not told to change the MTA's settings.
+type MacroSetter interface {
+	SetsMacros() []string
 }
 
 // BackendSession is one backend's side of one MTA session. Its methods are
 // called from one goroutine at a time.
+//
+// Besides its verdict, text and edits, an answer can set macros for the
+// backends after this one in the chain (Reply.Macros; when and to whom
+// they show: assign.go) and note policies for the decision record
+// (Reply.Notes). That is a Reply field, not an optional interface: the
+// macros are computed while answering an event, Func backends get it
+// for free, and the interface stays these three methods. A backend that
+// must see at an envelope event what the ones before it set at that
+// same event says so in its Caps (WaitEarlier).
 //
 // A session that does its work inside Handle (a lookup, a callout, a
 // function) is run by the engine in a goroutine of its own for each event
@@ -172,6 +193,11 @@ type Policy struct {
 	// Condition, when set, decides which sessions and messages the
 	// backend takes part in (cond.go); nil: all of them.
 	Condition Condition
+	// WaitEarlier: envelope stages where the backend gets the event, and
+	// its condition is asked, only once the other backends have answered
+	// it, so that both see the macros the backends before it set at that
+	// very event (assign.go), as Caps.WaitEarlier (the two are joined).
+	WaitEarlier KindSet
 }
 
 // Slot is a configured backend with its policy, in chain order.

@@ -167,10 +167,25 @@ type Facts struct {
 	// Macros holds every macro value seen in the session, by name
 	// without braces ("daemon_name", "i", "auth_authen").
 	Macros map[string]string
+	// set: the macros earlier backends assigned that the backend whose
+	// condition is asked sees (assign.go), name, value pairs; they come
+	// before Macros (the engine left out those the MTA's value hides).
+	set []string
+	// msgNames: the names in Macros that came with a message stage's
+	// set, forgotten at the next MAIL (a message's macros, the MTA's or
+	// an earlier backend's, last until the message ends).
+	msgNames []string
 }
 
-// Macro returns a macro's value (name with or without braces).
+// Macro returns a macro's value (name with or without braces): what an
+// earlier backend assigned (engine conditions, assign.go), else the
+// MTA's.
 func (f *Facts) Macro(name string) (string, bool) {
+	if len(f.set) > 0 {
+		if v, ok := macros.Lookup(f.set, name); ok {
+			return v, ok
+		}
+	}
 	v, ok := f.Macros[trimBraces(name)]
 	return v, ok
 }
@@ -196,12 +211,24 @@ func (f *Facts) Note(ev *Event) {
 	if f.Macros == nil {
 		f.Macros = make(map[string]string)
 	}
-	if ev.Kind == KindConnect {
+	switch ev.Kind {
+	case KindConnect:
 		clear(f.Macros) // a new SMTP session (after QUIT_NC): nothing of the old one
+		f.msgNames = f.msgNames[:0]
+	case KindMail:
+		for _, n := range f.msgNames {
+			delete(f.Macros, n)
+		}
+		f.msgNames = f.msgNames[:0]
 	}
 	for _, m := range ev.Macros {
+		msg := m.For >= KindMail && m.For <= KindEOM
 		for i := 0; i+1 < len(m.Pairs); i += 2 {
-			f.Macros[trimBraces(m.Pairs[i])] = m.Pairs[i+1]
+			n := trimBraces(m.Pairs[i])
+			if _, had := f.Macros[n]; msg && !had {
+				f.msgNames = append(f.msgNames, n)
+			}
+			f.Macros[n] = m.Pairs[i+1]
 		}
 	}
 	switch ev.Kind {
@@ -272,14 +299,16 @@ func (s *Session) condOpen() {
 
 // condCheck asks every undecided condition at ev's stage (after the
 // facts of ev were noted) and makes the backends whose condition turned
-// false leave.
-func (s *Session) condCheck(ctx context.Context, ev *Event) {
+// false leave. waiting: only those of the backends that wait for the
+// others at this stage (asked after the others answered, assign.go);
+// else only those of the others.
+func (s *Session) condCheck(ctx context.Context, ev *Event, waiting bool) {
 	if !s.hasConds {
 		return
 	}
 	for _, b := range s.bs {
 		c := b.slot.Policy.Condition
-		if c == nil || b.dead || b.condOut || b.doneConn {
+		if c == nil || b.dead || b.condOut || b.doneConn || b.waits(ev.Kind) != waiting {
 			continue
 		}
 		connScope := c.Stage() <= KindHelo
@@ -289,7 +318,13 @@ func (s *Session) condCheck(ctx context.Context, ev *Event) {
 		if !connScope && (b.condMsg || b.doneMsg || ev.Kind == KindConnect || ev.Kind == KindHelo || ev.Kind == KindUnknown) {
 			continue
 		}
-		switch c.Eval(&s.facts) {
+		s.facts.set = nil
+		if len(s.asg) > 0 {
+			s.facts.set = s.visible(b, ev.Kind)
+		}
+		t := c.Eval(&s.facts)
+		s.facts.set = nil
+		switch t {
 		case Yes:
 			if connScope {
 				b.condConn = true

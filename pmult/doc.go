@@ -23,6 +23,9 @@
 // Before fan-out, each event's macros go through the configured macro
 // tables (Engine.Macros, macrotable.go) and the macros the engine can
 // derive are added for the backends that ask for them (MacroSet.Synth).
+// A backend can set macros for the backends after it in the chain
+// (Reply.Macros, assign.go): each of those gets its own copy of a later
+// event with them in its stage's set.
 //
 // The package imports macros (names, tables) and internal/spool only.
 package pmult

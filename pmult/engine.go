@@ -93,6 +93,8 @@ type Engine struct {
 	release     func()       // hands memory back (tests); nil: debug.FreeOSMemory
 	recPool     sync.Pool    // of *recBufs: decision record buffers of closed sessions
 	memo        capsMemo     // each backend's last negotiated Caps (cond.go: deferred open)
+	assignOnce  sync.Once
+	assignBy    [][]string // by slot: the macros the slots before it may set (assign.go)
 }
 
 func (e *Engine) openTimeout() time.Duration {
@@ -174,6 +176,7 @@ type bstate struct {
 	reopen   bool    // closed or failed at QUIT_NC: open again at the next CONNECT
 	skip     Kind    // answered Skip to this kind; cleared by another kind
 	replay   bool    // gets the content phase by replay at EOM
+	cur      *Event  // the event fanout hands it (assign.go: view)
 	condOut  bool    // its condition excluded it from the connection (cond.go)
 	condConn bool    // its connection condition is true
 	condMsg  bool    // its message condition is true for this message
@@ -223,7 +226,12 @@ type Session struct {
 	condClosing sync.WaitGroup
 
 	syn synthState // macro tables and synthesis (macrotable.go)
-	rc  recorder   // the decision record of the message (record.go)
+	// Macro assignments of backends (assign.go), the MTA's pairs by
+	// stage in scope, and whether a message is in progress.
+	asg       []assignment
+	sent      [numKinds][]string
+	inMessage bool
+	rc        recorder // the decision record of the message (record.go)
 
 	hdr       headerModel
 	final     Reply                // terminal verdict reached in the content phase
@@ -291,7 +299,8 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 	octx, cancel := context.WithCancel(ctx)
 	ch := make(chan opened, len(list)) // buffered: a late open never blocks
 	for i, b := range list {
-		info := OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name)}
+		info := OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name),
+			Assigned: s.e.assignable(b.pos)}
 		go func() {
 			o := opened{i: i}
 			defer func() {

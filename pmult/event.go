@@ -73,6 +73,11 @@ func Kinds(ks ...Kind) KindSet {
 //
 // Synth are name, value pairs the engine derived (Engine.Macros) for
 // names the MTA did not send: only for backends that asked for them.
+//
+// In the event a backend gets, the set of the event's own stage also
+// holds, in Pairs after the MTA's, the macros earlier backends in the
+// chain assigned (Reply.Macros, assign.go) that it may see: a backend
+// treats them as the MTA's.
 type MacroSet struct {
 	For   Kind
 	Pairs []string
@@ -157,6 +162,37 @@ type Reply struct {
 	Edits []Edit
 	// From names the backend whose reply this is (merged replies: the winner).
 	From string
+	// Macros are macro assignments for the backends after this one in
+	// the chain (assign.go): valid with any verdict, at any event. The
+	// engine consumes them; merged replies carry none.
+	Macros []Assignment
+	// Notes are policies the backend applied to the event (a check it
+	// skipped, and why), kept in the decision record; the engine
+	// consumes them.
+	Notes []Note
+}
+
+// Assignment is a macro a backend sets for the backends after it in the
+// chain (see assign.go for when and to whom it shows).
+type Assignment struct {
+	// Name is the macro's name, with or without braces ("{x_reputation}",
+	// "x_reputation"; one character: "i").
+	Name  string
+	Value string
+	// From is the first stage whose events show it (KindNone: the next
+	// event on): a connection's assignment with From = KindMail shows
+	// at MAIL and after of every message of the connection.
+	From Kind
+	// Override lets it replace a value the MTA sent (after the [macros]
+	// tables); by default the MTA's value wins.
+	Override bool
+}
+
+// Note is a policy a backend applied to one event, for the decision
+// record (RecPolicy: What, the backend, the stage, Action).
+type Note struct {
+	What   string // one word: "macro_skip"
+	Action string // a short token: "{spf_result}=pass"
 }
 
 // EditKind is the kind of a message modification.
@@ -277,6 +313,11 @@ type Caps struct {
 	// session (milter protocol 6). Without it the engine closes the
 	// backend session at QUIT_NC and opens a new one for the next session.
 	QuitNC bool
+	// WaitEarlier are envelope stages where the backend gets the event
+	// only once the other backends have answered it, so that it sees
+	// the macros the backends before it set at that very event
+	// (assign.go); it costs their latency. Empty: it runs with them.
+	WaitEarlier KindSet
 }
 
 // Negotiated is the merged result of all backends, for the front end to

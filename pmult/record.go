@@ -1,7 +1,8 @@
 // record.go: the decision record of each message: what every backend
 // answered at each stage and how long it took, the edits each one made,
 // every policy that fired (failure action, timeout, breaker skip,
-// evaluation "would have"), and the reply the MTA got from whom. A
+// evaluation "would have"), the macros backends set for the backends
+// after them (assign.go), and the reply the MTA got from whom. A
 // session builds the record in buffers it reuses from message to message;
 // at the end of the message it logs one "decision" line (info level) and
 // copies the record into the process's Recorder ring, where `pmult why`
@@ -72,7 +73,10 @@ type RecPolicy struct {
 	// would_edit (evaluation edit not applied: Action is the edit kind),
 	// discard_ignored (DISCARD at connect or helo), condition (the
 	// backend's condition was false: it left the message or connection,
-	// or was not opened; Action is "skip"; see cond.go).
+	// or was not opened; Action is "skip"; see cond.go), set_macro (the
+	// backend set a macro for the backends after it: Action is its name;
+	// the value is in Record.Macros), would_set_macro (evaluation: not
+	// set), or what a backend noted itself (Reply.Notes, e.g. macro_skip).
 	What    string
 	Backend string
 	Stage   Kind
@@ -101,6 +105,16 @@ type Record struct {
 	Dropped int // events not kept beyond maxRecordEvents
 	Edits   []RecEdit
 	Policy  []RecPolicy
+	Macros  []RecMacro
+}
+
+// RecMacro is one macro a backend set for the backends after it.
+type RecMacro struct {
+	Backend  string
+	Stage    Kind // the event whose answer set it
+	Name     string
+	Value    string // first maxRecordValue bytes
+	Override bool
 }
 
 func (r *Record) client() string {
@@ -127,11 +141,12 @@ func (r *Record) reply() string {
 
 // copyFrom copies src into r, reusing r's slices.
 func (r *Record) copyFrom(src *Record) {
-	ev, ed, po := r.Events[:0], r.Edits[:0], r.Policy[:0]
+	ev, ed, po, ma := r.Events[:0], r.Edits[:0], r.Policy[:0], r.Macros[:0]
 	*r = *src
 	r.Events = append(ev, src.Events...)
 	r.Edits = append(ed, src.Edits...)
 	r.Policy = append(po, src.Policy...)
+	r.Macros = append(ma, src.Macros...)
 }
 
 // WriteText writes the full record, one event a line, with times relative
@@ -183,6 +198,16 @@ func (r *Record) WriteText(w io.Writer) error {
 			}
 			if e.Note != "" {
 				fmt.Fprintf(&b, " (%s)", e.Note)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	if len(r.Macros) > 0 {
+		b.WriteString("  macros set:\n")
+		for _, m := range r.Macros {
+			fmt.Fprintf(&b, "    %-16s %s at %s = %q", m.Backend, m.Name, stageName(m.Stage), m.Value)
+			if m.Override {
+				b.WriteString(" (override)")
 			}
 			b.WriteByte('\n')
 		}
@@ -284,6 +309,7 @@ type recorder struct {
 	open    bool // a message is in progress (MAIL seen, not ended)
 	connLen int  // events of the connection (connect, helo), kept for each message
 	connPol int  // policies of the connection (open, connect, helo), kept likewise
+	connMac int  // macros set at connect and helo, kept likewise
 	stats   [][numKinds]stageStat
 	edits   [][numEdits]int32
 	buf     []byte
@@ -334,6 +360,7 @@ func (s *Session) recRelease() {
 	clear(v.edits[:cap(v.edits)])
 	clear(v.policy[:cap(v.policy)])
 	rc.bufs, rc.rec.Events, rc.rec.Edits, rc.rec.Policy, rc.stats, rc.edits, rc.buf = nil, nil, nil, nil, nil, nil, nil
+	rc.rec.Macros = nil
 	s.e.recPool.Put(v)
 }
 
@@ -347,8 +374,9 @@ func (s *Session) recConnect(ev *Event) {
 	rc := &s.rc
 	rc.rec.Events = rc.rec.Events[:0]
 	rc.rec.Edits = rc.rec.Edits[:0]
+	rc.rec.Macros = rc.rec.Macros[:0]
 	rc.rec.Dropped = 0
-	rc.connLen = 0
+	rc.connLen, rc.connMac = 0, 0
 	rc.rec.Hostname, rc.rec.Addr = ev.Hostname, ev.Address
 	rc.rec.Start = time.Now()
 	for i := range rc.stats {
@@ -367,6 +395,7 @@ func (s *Session) recMail(ev *Event) {
 	rc.rec.Events = rc.rec.Events[:rc.connLen]
 	rc.rec.Edits = rc.rec.Edits[:0]
 	rc.rec.Policy = rc.rec.Policy[:rc.connPol]
+	rc.rec.Macros = rc.rec.Macros[:rc.connMac]
 	rc.rec.Dropped = 0
 	rc.rec.Rcpts, rc.rec.Rejected = 0, 0
 	rc.rec.Sender = ""
@@ -436,12 +465,28 @@ func (s *Session) recPolicy(what string, b *bstate, k Kind, action string) {
 	}
 }
 
+// recMacro keeps a macro b set (assign.go), with a set_macro policy.
+func (s *Session) recMacro(b *bstate, k Kind, name, value string, override bool) {
+	if !s.recording() {
+		return
+	}
+	if len(value) > maxRecordValue {
+		value = value[:maxRecordValue]
+	}
+	s.rc.rec.Macros = append(s.rc.rec.Macros, RecMacro{Backend: b.name, Stage: k, Name: name, Value: value,
+		Override: override})
+	if !s.rc.open {
+		s.rc.connMac = len(s.rc.rec.Macros)
+	}
+	s.recPolicy("set_macro", b, k, name)
+}
+
 // recNewSMTP forgets the connection's record at QUIT_NC: a new SMTP
 // session follows.
 func (s *Session) recNewSMTP() {
 	rc := &s.rc
-	rc.rec.Events, rc.rec.Policy = rc.rec.Events[:0], rc.rec.Policy[:0]
-	rc.connLen, rc.connPol = 0, 0
+	rc.rec.Events, rc.rec.Policy, rc.rec.Macros = rc.rec.Events[:0], rc.rec.Policy[:0], rc.rec.Macros[:0]
+	rc.connLen, rc.connPol, rc.connMac = 0, 0, 0
 	rc.rec.Start = time.Time{}
 }
 
@@ -549,6 +594,7 @@ func (s *Session) recEnd(how string, r Reply, k Kind) {
 	rc.open = false
 	rec.Events = rec.Events[:rc.connLen]
 	rec.Policy = rec.Policy[:rc.connPol]
+	rec.Macros = rec.Macros[:rc.connMac]
 	rec.Start = time.Now()
 	rec.QueueID = ""
 }

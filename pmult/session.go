@@ -16,6 +16,10 @@ import (
 // no reply for them).
 func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	s.rewriteMacros(ev)
+	s.noteSent(ev)
+	if ev.Kind == KindConnect {
+		s.endAssignments(true)
+	}
 	s.noteMacros(ev)
 	s.condFacts(ev)
 	if s.reopenPending && ev.Kind != KindQuit && ev.Kind != KindQuitNC && ev.Kind != KindAbort {
@@ -106,6 +110,14 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		s.res = make([]result, len(targets))
 	}
 	res := s.res[:len(targets)]
+	for _, b := range targets {
+		b.cur = s.view(b, ev) // ev, or its copy with the macros earlier backends set
+	}
+	defer func() {
+		for _, b := range targets {
+			b.cur = nil
+		}
+	}()
 	t0 := time.Now()
 	for i := range res {
 		res[i] = result{at: t0}
@@ -113,7 +125,7 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 	switch {
 	case len(targets) == 0:
 	case len(targets) == 1:
-		res[0].r, res[0].err = targets[0].handle(ctx, ev)
+		res[0].r, res[0].err = targets[0].handle(ctx, targets[0].cur)
 		res[0].done()
 	case ev.Kind == KindEOM:
 		var wg sync.WaitGroup
@@ -121,11 +133,11 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res[i].r, res[i].err = targets[i].handle(ctx, ev)
+				res[i].r, res[i].err = targets[i].handle(ctx, targets[i].cur)
 				res[i].done()
 			}()
 		}
-		res[0].r, res[0].err = targets[0].handle(ctx, ev)
+		res[0].r, res[0].err = targets[0].handle(ctx, targets[0].cur)
 		res[0].done()
 		wg.Wait()
 	default:
@@ -150,7 +162,7 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 			await[i] = false
 			switch {
 			case b.pipe != nil:
-				await[i], res[i].err = b.post(ctx, ev)
+				await[i], res[i].err = b.post(ctx, b.cur)
 				if !await[i] || res[i].err != nil {
 					res[i].done()
 				}
@@ -158,13 +170,13 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					res[i].r, res[i].err = b.handle(ctx, ev)
+					res[i].r, res[i].err = b.handle(ctx, b.cur)
 					res[i].done()
 				}()
 			}
 		}
 		if inline >= 0 {
-			res[inline].r, res[inline].err = targets[inline].handle(ctx, ev)
+			res[inline].r, res[inline].err = targets[inline].handle(ctx, targets[inline].cur)
 			res[inline].done()
 		}
 		for i, b := range targets {
@@ -174,7 +186,7 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 					res[i].done()
 					continue
 				}
-				res[i].r, res[i].err = b.await(ctx, ev)
+				res[i].r, res[i].err = b.await(ctx, b.cur)
 				res[i].done()
 			}
 		}
@@ -222,6 +234,10 @@ func (s *Session) vote(ctx context.Context, b *bstate, ev *Event, r result) Repl
 	b.eomOK = false
 	b.mc.lat[ev.Kind].observe(r.dur)
 	s.recAnswer(b, ev.Kind, &r)
+	if r.err == nil {
+		s.noteReply(b, ev.Kind, &r.r)
+		r.r.Macros, r.r.Notes = nil, nil
+	}
 	if r.err == nil && r.r.Verdict == Discard && (ev.Kind == KindConnect || ev.Kind == KindHelo) {
 		// No message to discard yet. Postfix 3.7 logs "DISCARD action is
 		// not allowed for connect or helo" and goes on as if the milter
@@ -352,13 +368,25 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 			b.inMsg = !b.dead && !b.doneConn
 			b.condMsg = false
 		}
+		s.inMessage = true
 	}
-	s.condCheck(ctx, ev)
+	s.condCheck(ctx, ev, false)
 	targets := s.targets(ev, false)
-	res := s.fanout(ctx, targets, ev)
 	m := s.merger()
-	for i, b := range targets {
+	first, later := waves(targets, ev.Kind)
+	res := s.fanout(ctx, first, ev)
+	for i, b := range first {
 		m.add(b.pos, s.vote(ctx, b, ev, res[i]))
+	}
+	if len(later) > 0 {
+		// Those that wait: their conditions now, with what the first
+		// wave set, then the event.
+		s.condCheck(ctx, ev, true)
+		later = stillIn(later, ev.Kind)
+		res = s.fanout(ctx, later, ev)
+		for i, b := range later {
+			m.add(b.pos, s.vote(ctx, b, ev, res[i]))
+		}
 	}
 	s.sticky(&m)
 	best := m.best
@@ -379,6 +407,8 @@ func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
 func (s *Session) startMessage() {
 	s.hdr.reset()
 	s.resetMessage()
+	s.endAssignments(false)
+	s.inMessage = false
 	s.final = Reply{}
 	for i := range s.cmacros {
 		s.cmacros[i] = nil
@@ -395,7 +425,7 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
-	s.condCheck(ctx, ev)
+	s.condCheck(ctx, ev, false)
 	if !s.keep(ev) {
 		return Reply{}
 	}
@@ -471,6 +501,7 @@ func (s *Session) quitNC(ctx context.Context, ev *Event) {
 		}
 		*b = nb
 	}
+	s.endAssignments(true)
 	s.startMessage()
 }
 
@@ -599,7 +630,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
-	s.condCheck(ctx, ev)
+	s.condCheck(ctx, ev, false)
 	if r, ok := s.storeVerdict(ctx, ev); ok {
 		return r
 	}
@@ -745,7 +776,7 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 			return Reply{}, false
 		}
 		t0 := time.Now()
-		r, err := b.handle(ctx, ev)
+		r, err := b.handle(ctx, s.view(b, ev))
 		at := time.Now()
 		if err == nil && ev.Kind == KindEOM {
 			err = checkEdits(b, r.Edits)

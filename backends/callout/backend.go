@@ -60,6 +60,10 @@ type Config struct {
 	Skip Skip
 	// TagHeader is the header added at end of message for tag verdicts.
 	TagHeader string
+	// TagMacro and RecipientTagMacro are the macros a tag verdict sets
+	// (to the outcome, e.g. "not_found") for the backends after this one
+	// in the chain (pmult/assign.go), for the message; "": none.
+	TagMacro, RecipientTagMacro string
 }
 
 // Target is how one kind of address is verified and answered.
@@ -171,6 +175,21 @@ func (b *Backend) Verifier() *callout.Verifier {
 	return b.v
 }
 
+// SetsMacros implements pmult.MacroSetter: the tag macros, when a
+// verdict tags.
+func (b *Backend) SetsMacros() []string {
+	if !b.cfg.tags() {
+		return nil
+	}
+	var out []string
+	for _, m := range []string{b.cfg.TagMacro, b.cfg.RecipientTagMacro} {
+		if m != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // DefaultTagHeader is the header of tag verdicts.
 const DefaultTagHeader = "X-Sender-Verify"
 
@@ -181,6 +200,10 @@ type session struct {
 	rem    *remote
 	log    *slog.Logger
 	macros map[string]string // every macro the MTA sent so far (names without braces)
+	// msgMacros: the names in macros that came with a message stage,
+	// forgotten at the next MAIL (an earlier backend's {spf_result} is
+	// for its message only).
+	msgMacros []string
 
 	client netip.Addr
 	helo   string
@@ -202,6 +225,10 @@ func (s *session) Caps() pmult.Caps {
 	if cfg.Recipient != nil {
 		want = want.With(pmult.KindRcpt)
 		c.Macros[pmult.KindRcpt] = mail
+	}
+	if cfg.Skip.Macro != "" {
+		// See what the backends before it set at MAIL (and RCPT) itself.
+		c.WaitEarlier = pmult.Kinds(pmult.KindMail, pmult.KindRcpt)
 	}
 	if cfg.tags() {
 		want = want.With(pmult.KindEOM)
@@ -234,9 +261,20 @@ func (c *Config) tags() bool {
 }
 
 func (s *session) noteMacros(ev *pmult.Event) {
+	if ev.Kind == pmult.KindMail {
+		for _, n := range s.msgMacros {
+			delete(s.macros, n)
+		}
+		s.msgMacros = s.msgMacros[:0]
+	}
 	for _, set := range ev.Macros {
+		msg := set.For >= pmult.KindMail && set.For <= pmult.KindEOM
 		for i := 0; i+1 < len(set.Pairs); i += 2 {
-			s.macros[strings.Trim(set.Pairs[i], "{}")] = set.Pairs[i+1]
+			n := strings.Trim(set.Pairs[i], "{}")
+			if _, had := s.macros[n]; msg && !had {
+				s.msgMacros = append(s.msgMacros, n)
+			}
+			s.macros[n] = set.Pairs[i+1]
 		}
 	}
 }
@@ -279,7 +317,11 @@ func (s *session) verify(ctx context.Context, what, addr string, t *Target) (pmu
 	sid := s.macros["i"] // the queue id, for calloutd SID and transcripts (Postfix has none yet at MAIL)
 	if why := s.b.cfg.Skip.why(s, what, addr); why != "" {
 		s.log.Debug("callout skipped", what, addr, "why", why)
-		return pmult.Reply{}, nil
+		var r pmult.Reply
+		if v := s.b.cfg.Skip.vouched(s); v != "" && what == "sender" && strings.HasPrefix(why, "vouched") {
+			r.Notes = []pmult.Note{{What: "macro_skip", Action: v}}
+		}
+		return r, nil
 	}
 	var o Outcome
 	var res checkResult
@@ -319,14 +361,20 @@ func (s *session) verify(ctx context.Context, what, addr string, t *Target) (pmu
 		}
 		s.log.Log(ctx, lvl, "callout", attrs...)
 	}
+	r := a.reply()
 	if a.Kind == ActTag {
 		v := o.String()
+		m := s.b.cfg.TagMacro
 		if what == "recipient" {
 			v = "<" + addr + "> " + v
+			m = s.b.cfg.RecipientTagMacro
 		}
 		s.tags = append(s.tags, v)
+		if m != "" {
+			r.Macros = []pmult.Assignment{{Name: m, Value: o.String()}}
+		}
 	}
-	return a.reply(), nil
+	return r, nil
 }
 
 // outcomeOf maps a probe outcome to the verdict it gets.

@@ -37,6 +37,8 @@
 //	                                 # verdict_temp_failure, verdict_failure, verdict_timeout;
 //	                                 # recipient_verdict_* at RCPT
 //	tag_header = "X-Sender-Verify"
+//	tag_macro = "{sender_verify}"    # set by a tag verdict for the backends after; "none": not set
+//	recipient_tag_macro = "{rcpt_verify}"
 //	skip_clients = []                # CIDR
 //	skip_senders = []                # user@domain, domain, .domain (and subdomains)
 //	skip_macro = ""                  # e.g. "spf_result"
@@ -60,6 +62,7 @@ import (
 	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
 	"github.com/mailmux/mailmux/config/syntax"
+	"github.com/mailmux/mailmux/macros"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -102,6 +105,8 @@ type Settings struct {
 	DomainConc   int
 	DomainRate   int
 	TagHeader    string
+	TagMacro     string // "" none
+	RcptTagMacro string // "" none
 	Skip         Skip
 	hostKeys     [2]string // probe_host / recipient_host value, for Validate
 	modeNames    [2]string
@@ -150,6 +155,8 @@ type rawSettings struct {
 	RVerdictFailure    any `toml:"recipient_verdict_failure"`
 	RVerdictTimeout    any `toml:"recipient_verdict_timeout"`
 	TagHeader          any `toml:"tag_header"`
+	TagMacro           any `toml:"tag_macro"`
+	RecipientTagMacro  any `toml:"recipient_tag_macro"`
 	SkipClients        any `toml:"skip_clients"`
 	SkipSenders        any `toml:"skip_senders"`
 	SkipMacro          any `toml:"skip_macro"`
@@ -307,6 +314,8 @@ func ParseConfig(decode func(v any) error) (*Settings, []error) {
 	} else if strings.ContainsAny(s.TagHeader, ": \t\r\n") {
 		c.Fail("tag_header", fmt.Errorf("%q is not a header name", s.TagHeader))
 	}
+	s.TagMacro = tagMacro(&c, "tag_macro", raw.TagMacro, DefaultTagMacro)
+	s.RcptTagMacro = tagMacro(&c, "recipient_tag_macro", raw.RecipientTagMacro, DefaultRecipientTagMacro)
 	s.Skip.Clients = prefixes(&c, "skip_clients", raw.SkipClients)
 	s.Skip.Senders = strList(&c, "skip_senders", raw.SkipSenders)
 	s.Skip.Macro = strings.Trim(strings.TrimSpace(c.String("skip_macro", raw.SkipMacro)), "{}")
@@ -364,11 +373,35 @@ func (s *Settings) Config(name string, log *slog.Logger) Config {
 		Name: name, Log: log, Sender: s.Sender, Recipient: s.Recipient, Calloutd: s.Calloutd,
 		Prober: p, MaxPending: s.MaxPending, DomainConcurrency: s.DomainConc, DomainRate: rate,
 		Soft: s.Soft, Hard: s.Hard, MaxWait: s.MaxWait, Skip: own, TagHeader: s.TagHeader,
+		TagMacro: s.TagMacro, RecipientTagMacro: s.RcptTagMacro,
 	}
 	if s.Cache != "none" {
 		cfg.OpenCache = s.CacheOpener(name)
 	}
 	return cfg
+}
+
+// Defaults of tag_macro and recipient_tag_macro.
+const (
+	DefaultTagMacro          = "{sender_verify}"
+	DefaultRecipientTagMacro = "{rcpt_verify}"
+)
+
+// tagMacro reads a tag macro key: "" the default, "none" no macro.
+func tagMacro(c *syntax.Checker, key string, val any, def string) string {
+	v := strings.TrimSpace(c.String(key, val))
+	switch {
+	case v == "":
+		return def
+	case strings.EqualFold(v, "none"):
+		return ""
+	}
+	n := strings.TrimSuffix(strings.TrimPrefix(v, "{"), "}")
+	if n == "" || strings.ContainsAny(n, "{} \t\r\n\x00") {
+		c.Fail(key, fmt.Errorf("%q is not a macro name (want e.g. %q, or \"none\")", v, def))
+		return ""
+	}
+	return macros.Wire(n)
 }
 
 // CacheFilePath is the bbolt file of a backend named name.

@@ -4,7 +4,12 @@
 // the prober's source addresses, or the HELO is the prober's EHLO name:
 // mailfromd's "avoiding verification loops"), whitelisted clients (CIDR)
 // and senders (addresses and domains), and senders an earlier check
-// vouched for (a macro with one of the configured values).
+// vouched for (a macro with one of the configured values: from the MTA,
+// or set by a backend before this one in the chain, pmult/assign.go; with
+// a skip macro the backend gets MAIL and RCPT after the others answered
+// them, Caps.WaitEarlier, so it sees a macro they set at MAIL itself). A
+// sender skipped by the macro is logged at debug level and kept as a
+// "macro_skip" policy in the decision record.
 
 package callout
 
@@ -64,13 +69,23 @@ func (k *Skip) why(s *session, what, addr string) string {
 		if m := k.senderListed(addr); m != "" {
 			return "whitelisted sender " + m
 		}
-		if k.Macro != "" {
-			if v, ok := s.macros[k.Macro]; ok {
-				for _, want := range k.MacroValues {
-					if strings.EqualFold(strings.TrimSpace(v), want) {
-						return "vouched for by {" + k.Macro + "}=" + v
-					}
-				}
+		if v := k.vouched(s); v != "" {
+			return "vouched for by " + v
+		}
+	}
+	return ""
+}
+
+// vouched returns "{macro}=value" when the skip macro has one of its
+// values ("" if not).
+func (k *Skip) vouched(s *session) string {
+	if k.Macro == "" {
+		return ""
+	}
+	if v, ok := s.macros[k.Macro]; ok {
+		for _, want := range k.MacroValues {
+			if strings.EqualFold(strings.TrimSpace(v), want) {
+				return "{" + k.Macro + "}=" + v
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -28,10 +29,16 @@ type Settings struct{ Rules []Rule }
 // DefaultBodyMax is how many body bytes a body_regex reads by default.
 const DefaultBodyMax = 64 << 10
 
-var ruleKeys = []string{"match", "body_regex", "body_max", "action", "code", "xcode", "text", "name", "value", "value_regex", "index", "addr", "reason"}
+var ruleKeys = []string{"match", "body_regex", "body_max", "action", "code", "xcode", "text", "name", "value",
+	"value_regex", "index", "addr", "reason", "macro", "macros", "override", "from"}
 
 var actions = []string{"continue", "accept", "reject", "tempfail", "discard", "quarantine", "add_header",
-	"insert_header", "change_header", "delete_header", "change_sender", "add_rcpt", "delete_rcpt"}
+	"insert_header", "change_header", "delete_header", "change_sender", "add_rcpt", "delete_rcpt", "set_macro"}
+
+// macroStages are the stages a set_macro's from may name.
+var macroStages = map[string]pmult.Kind{"connect": pmult.KindConnect, "helo": pmult.KindHelo,
+	"mail": pmult.KindMail, "rcpt": pmult.KindRcpt, "data": pmult.KindData, "eoh": pmult.KindEOH,
+	"eom": pmult.KindEOM}
 
 // ParseConfig reads and compiles the rules; every error is a
 // *syntax.KeyError naming its rule ("rule[2].action").
@@ -131,10 +138,81 @@ func ParseConfig(decode func(any) error) (*Settings, []error) {
 			r.Edit = pmult.Edit{Kind: pmult.EditAddRcpt, Addr: "<" + strings.Trim(need("addr"), "<>") + ">"}
 		case "delete_rcpt":
 			r.Edit = pmult.Edit{Kind: pmult.EditDelRcpt, Addr: "<" + strings.Trim(need("addr"), "<>") + ">"}
+		case "set_macro":
+			r.Set = setMacros(&c, p, m)
+		}
+		if r.Action != "set_macro" {
+			for _, k := range []string{"macro", "macros", "override", "from"} {
+				if m[k] != nil {
+					c.Fail(p+k, fmt.Errorf("only for action set_macro"))
+				}
+			}
 		}
 		s.Rules = append(s.Rules, r)
 	}
 	return s, c.Errs
+}
+
+// setMacros reads a set_macro rule's assignments: macro and value (one),
+// or macros (a table of names and values, several), with override and
+// from.
+func setMacros(c *syntax.Checker, p string, m map[string]any) []pmult.Assignment {
+	override := c.Bool(p+"override", m["override"])
+	var from pmult.Kind
+	if v := c.String(p+"from", m["from"]); v != "" {
+		k, ok := macroStages[strings.ToLower(v)]
+		if !ok {
+			c.Fail(p+"from", fmt.Errorf("%q: want connect, helo, mail, rcpt, data, eoh or eom", v))
+		}
+		from = k
+	}
+	var out []pmult.Assignment
+	add := func(key, name string, val any) {
+		n := strings.TrimSpace(name)
+		if t := strings.TrimSuffix(strings.TrimPrefix(n, "{"), "}"); t == "" || len(t) > 64 ||
+			strings.ContainsAny(t, "{} \t\r\n\x00") {
+			c.Fail(key, fmt.Errorf("%q is not a macro name (want e.g. \"{x_reputation}\")", name))
+			return
+		}
+		v, ok := val.(string)
+		if !ok {
+			c.Fail(key, syntax.WantErr("a string", val))
+			return
+		}
+		if strings.ContainsAny(v, "\x00\r\n") {
+			c.Fail(key, errors.New("a macro value must be one line without NUL"))
+			return
+		}
+		out = append(out, pmult.Assignment{Name: n, Value: v, From: from, Override: override})
+	}
+	if mv, ok := m["macro"]; ok {
+		name := c.String(p+"macro", mv)
+		if m["value"] == nil {
+			c.Fail(p+"value", errors.New("required for action set_macro with macro"))
+		} else {
+			add(p+"macro", name, m["value"])
+		}
+	}
+	if mv, ok := m["macros"]; ok {
+		tab, isTab := mv.(map[string]any)
+		if !isTab || len(tab) == 0 {
+			c.Fail(p+"macros", syntax.WantErr(`a table of macro names and values ({ "{x_reputation}" = "bad" })`, mv))
+		}
+		names := make([]string, 0, len(tab))
+		for n := range tab {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			add(p+"macros."+n, n, tab[n])
+		}
+	} else if m["value"] != nil && m["macro"] == nil {
+		c.Fail(p+"macro", errors.New("required for action set_macro with value"))
+	}
+	if m["macro"] == nil && m["macros"] == nil && m["value"] == nil {
+		c.Fail(p+"macro", errors.New("action set_macro needs macro and value, or macros"))
+	}
+	return out
 }
 
 func slicesContains(l []string, s string) bool {

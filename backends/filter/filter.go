@@ -19,7 +19,17 @@
 // change_header (name, value, index), delete_header (name; value_regex:
 // every instance whose value matches, else every instance),
 // change_sender (addr), add_rcpt (addr), delete_rcpt (addr) (edits,
-// made at end of message).
+// made at end of message), and set_macro: it sets macros for the backends
+// after the filter in the chain (pmult/assign.go), one (macro, value) or
+// several (macros = { "{x_reputation}" = "bad ${client_addr}" }), values
+// ${macro}-expanded; override = true lets them replace a value the MTA
+// sent; from = "mail" (a stage) shows them from that stage on.
+//
+//	[[backend.rule]]
+//	match = { client_file = "/etc/pmult/poor-reputation" }
+//	action = "set_macro"
+//	macro = "{x_reputation}"
+//	value = "bad ${client_addr}"
 //
 // Verdict rules are tried at every stage in order, among those whose
 // match is decided there (a match is decided at the first stage its
@@ -36,6 +46,12 @@
 // The filter's Caps declare NoEvent for the stages no rule reads and
 // NoReply for those where no rule can answer (see narrow), so the MTA is
 // not asked for events nobody wants.
+//
+// Set_macro rules apply at the stage their match is decided true
+// (every one, in order, before the verdict rules of that stage: they are
+// not verdicts), once per message, or per connection for a match decided
+// at CONNECT or HELO (or no match): a macro set at CONNECT or HELO lasts
+// for the connection, one set in a message until it ends.
 package filter
 
 import (
@@ -61,7 +77,11 @@ type Rule struct {
 	// too (decided at end of message).
 	Body    *regexp.Regexp
 	BodyMax int
+	// Set: set_macro's assignments (values are templates).
+	Set []pmult.Assignment
 }
+
+func (r *Rule) setsMacros() bool { return r.Action == "set_macro" }
 
 func (r *Rule) verdict() (pmult.Verdict, bool) {
 	switch r.Action {
@@ -108,7 +128,7 @@ func New(name string, rules []Rule, log *slog.Logger) *Filter {
 		if r.Body != nil {
 			f.bodyMax = max(f.bodyMax, r.BodyMax)
 		}
-		if !ok {
+		if !ok && !r.setsMacros() {
 			f.caps.Actions |= r.Edit.Kind.Need()
 		}
 	}
@@ -141,7 +161,7 @@ func narrow(rules []Rule) (noEvent, noReply pmult.KindSet) {
 			st = r.Match.Stage()
 		}
 		_, isVerdict := r.verdict()
-		if isVerdict {
+		if isVerdict || r.setsMacros() {
 			st = max(st, pmult.KindConnect) // decided at CONNECT at the earliest
 			// Answered at the envelope stages, EOH or EOM: never at a
 			// header or a body chunk (see Handle).
@@ -156,6 +176,11 @@ func narrow(rules []Rule) (noEvent, noReply pmult.KindSet) {
 		}
 		if strings.Contains(r.Reply, "${") || strings.Contains(r.Edit.Value, "${") {
 			need |= upTo(pmult.KindData)
+		}
+		for _, a := range r.Set {
+			if strings.Contains(a.Value, "${") {
+				need |= upTo(pmult.KindData)
+			}
 		}
 	}
 	for _, k := range []pmult.Kind{pmult.KindConnect, pmult.KindHelo, pmult.KindMail, pmult.KindRcpt, pmult.KindData,
@@ -173,6 +198,18 @@ func narrow(rules []Rule) (noEvent, noReply pmult.KindSet) {
 // Name is the backend's name.
 func (f *Filter) Name() string { return f.name }
 
+// SetsMacros implements pmult.MacroSetter: the macros of its set_macro
+// rules.
+func (f *Filter) SetsMacros() []string {
+	var out []string
+	for _, r := range f.rules {
+		for _, a := range r.Set {
+			out = append(out, a.Name)
+		}
+	}
+	return out
+}
+
 // Open starts a session: no connection, nothing to fail.
 func (f *Filter) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
 	s := &session{f: f, decided: make([]bool, len(f.rules)), lead: info.Offer.LeadingSpace}
@@ -186,6 +223,10 @@ type session struct {
 	decided []bool // rule decided in this message (or connection)
 	lead    bool
 	body    []byte // the first bodyMax bytes of the body
+	// derived: the macros pmult derived (MacroSet.Synth: {client_addr}
+	// and the like, which Postfix does not send by default), for ${...}
+	// expansion when the MTA sent no value.
+	derived map[string]string
 }
 
 func (s *session) Caps() pmult.Caps { return s.f.caps }
@@ -193,6 +234,7 @@ func (s *session) Close() error     { return nil }
 
 func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	s.facts.Note(ev)
+	s.noteDerived(ev)
 	switch ev.Kind {
 	case pmult.KindConnect:
 		clear(s.decided)
@@ -224,6 +266,25 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 			return r, nil
 		}
 	}
+	var set []pmult.Assignment
+	for i := range s.f.rules {
+		r := &s.f.rules[i]
+		if !r.setsMacros() || s.decided[i] {
+			continue
+		}
+		t := s.eval(r, ev.Kind)
+		if t == pmult.Unknown {
+			continue
+		}
+		s.decided[i] = true
+		if t == pmult.Yes {
+			s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", ev.Kind.String())
+			for _, a := range r.Set {
+				a.Value = s.expand(a.Value)
+				set = append(set, a)
+			}
+		}
+	}
 	for i := range s.f.rules {
 		m := &s.f.meta[i]
 		if !m.isVerdict || s.decided[i] || (ev.Kind == pmult.KindRcpt && m.perRcpt) {
@@ -238,15 +299,15 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		s.decided[i] = true
 		if t == pmult.Yes {
 			s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", ev.Kind.String())
-			return pmult.Reply{Verdict: v, Text: s.expand(r.Reply)}, nil
+			return pmult.Reply{Verdict: v, Text: s.expand(r.Reply), Macros: set}, nil
 		}
 	}
 	if ev.Kind != pmult.KindEOM {
-		return pmult.Reply{}, nil
+		return pmult.Reply{Macros: set}, nil
 	}
-	var edits []pmult.Edit
+	edits := []pmult.Edit(nil)
 	for i := range s.f.rules {
-		if s.f.meta[i].isVerdict {
+		if s.f.meta[i].isVerdict || s.f.rules[i].setsMacros() {
 			continue
 		}
 		r := &s.f.rules[i]
@@ -263,7 +324,7 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		}
 		edits = append(edits, e)
 	}
-	return pmult.Reply{Edits: edits}, nil
+	return pmult.Reply{Edits: edits, Macros: set}, nil
 }
 
 // perRcpt reports whether r is decided per recipient at RCPT: a verdict
@@ -345,14 +406,32 @@ func (s *session) deletes(r *Rule) []pmult.Edit {
 	return out
 }
 
-// expand replaces ${name} with the macro's value ("" if unknown).
+// noteDerived keeps the derived macros of ev's sets.
+func (s *session) noteDerived(ev *pmult.Event) {
+	if ev.Kind == pmult.KindConnect {
+		clear(s.derived)
+	}
+	for _, set := range ev.Macros {
+		for i := 0; i+1 < len(set.Synth); i += 2 {
+			if s.derived == nil {
+				s.derived = make(map[string]string)
+			}
+			s.derived[strings.Trim(set.Synth[i], "{}")] = set.Synth[i+1]
+		}
+	}
+}
+
+// expand replaces ${name} with the macro's value: the MTA's (or an
+// earlier backend's), else the one pmult derived, else "".
 func (s *session) expand(t string) string {
 	if !strings.Contains(t, "$") {
 		return t
 	}
 	return os.Expand(t, func(name string) string {
-		v, _ := s.facts.Macro(name)
-		return v
+		if v, ok := s.facts.Macro(name); ok {
+			return v
+		}
+		return s.derived[strings.Trim(name, "{}")]
 	})
 }
 

@@ -132,6 +132,7 @@ func (b *Backend) where() string { return b.cfg.Network + ":" + b.cfg.Address }
 // Open implements pmult.Backend: connect and negotiate.
 func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
 	if s := b.reuse(info.Offer); s != nil {
+		s.assigned = info.Assigned
 		s.progress = info.Progress
 		if s.progress == nil {
 			s.progress = func() {}
@@ -173,7 +174,8 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}
-	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer}
+	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer,
+		assigned: info.Assigned}
 	if s.progress == nil {
 		s.progress = func() {}
 	}

@@ -5,7 +5,11 @@
 // derived (pmult.MacroSet.Synth). At a stage it asked nothing for, it gets
 // what the MTA sent (translated). A macro asked for that is neither is
 // logged once per backend and macro, naming the MTA setting that would
-// provide it.
+// provide it, unless a backend before it may set it (OpenInfo.Assigned).
+//
+// Macros an earlier backend in the chain assigned (pmult.Reply.Macros,
+// pmult/assign.go) come in the stage set's Pairs, after the MTA's: they
+// are sent, and translated by this backend's table, exactly as the MTA's.
 //
 // pmult offers SETSYMLIST to every filter, whatever the MTA can do: the
 // lists are honoured here.
@@ -36,11 +40,25 @@ func (s *session) macroPairs(m pmult.MacroSet) []string {
 			out = append(out, macros.Wire(name), v)
 		} else if v, ok := macros.Lookup(m.Synth, name); ok {
 			out = append(out, macros.Wire(name), v)
-		} else {
+		} else if !s.mayBeAssigned(st, name) {
 			s.b.starved(s.offer.Front, st, name)
 		}
 	}
 	return out
+}
+
+// mayBeAssigned reports whether a backend before this one may set name
+// (as this backend's table names it).
+func (s *session) mayBeAssigned(st macros.Stage, name string) bool {
+	if len(s.assigned) == 0 {
+		return false
+	}
+	pairs := make([]string, 0, 2*len(s.assigned))
+	for _, n := range s.assigned {
+		pairs = append(pairs, macros.Wire(n), "")
+	}
+	_, ok := macros.Lookup(s.b.cfg.Macros.Apply(st, pairs), name)
+	return ok
 }
 
 // starved logs, once per macro, that the filter asked for a macro nobody

@@ -36,9 +36,11 @@ type session struct {
 	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
 	bodyRest   []byte       // the unsent rest of an oversize body chunk
 
-	offer  pmult.Offer // what the session was negotiated for (reuse key)
-	broken bool        // an error was seen: never reuse
-	inMsg  bool        // MAIL sent, no EOM or ABORT since
+	offer pmult.Offer // what the session was negotiated for (reuse key)
+	// assigned: macros backends before this one may set (OpenInfo.Assigned).
+	assigned []string
+	broken   bool // an error was seen: never reuse
+	inMsg    bool // MAIL sent, no EOM or ABORT since
 	// endOK: the last command was an EOM answered CONTINUE. That is where
 	// libmilter accepts QUIT_NC (its state ENDM); anywhere else (after
 	// HELO, an ABORT, a rejected or accepted message) it ignores QUIT_NC

@@ -25,7 +25,11 @@ type Step struct {
 	Verdict pmult.Verdict
 	Text    string
 	Edits   []pmult.Edit
-	Err     error
+	// Macros are assignments for the backends after this one.
+	Macros []pmult.Assignment
+	// Notes are policies for the decision record.
+	Notes []pmult.Note
+	Err   error
 	// Delay is waited from delivery before answering (or ctx ends).
 	Delay time.Duration
 	// Wait, when set, is received from before answering (or ctx ends).
@@ -272,7 +276,7 @@ func (s *Session) finish(ctx context.Context, p *pending) (pmult.Reply, error) {
 	if st.Err != nil {
 		return pmult.Reply{}, st.Err
 	}
-	return pmult.Reply{Verdict: st.Verdict, Text: st.Text, Edits: st.Edits}, nil
+	return pmult.Reply{Verdict: st.Verdict, Text: st.Text, Edits: st.Edits, Macros: st.Macros, Notes: st.Notes}, nil
 }
 
 func noAnswer(k pmult.Kind) bool {
@@ -482,4 +486,39 @@ func (h *Harness) Message(hdrs []string, body string) pmult.Reply {
 		}
 	}
 	return h.EOM()
+}
+
+// MacroValues returns, for each event of kind k the backend got, the
+// value of macro name in the event's macro sets ("" where it had none),
+// and "-" where it had no such macro.
+func (f *Backend) MacroValues(k pmult.Kind, name string) []string {
+	var out []string
+	for _, ev := range f.Events() {
+		if ev.Kind != k {
+			continue
+		}
+		v, ok := Macro(&ev, name)
+		if !ok {
+			v = "-"
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// Macro returns the value of macro name (with or without braces) in ev's
+// macro sets (the last one that has it), as a backend reading its events
+// would see it.
+func Macro(ev *pmult.Event, name string) (string, bool) {
+	n := strings.Trim(name, "{}")
+	var v string
+	found := false
+	for _, set := range ev.Macros {
+		for i := 0; i+1 < len(set.Pairs); i += 2 {
+			if strings.Trim(set.Pairs[i], "{}") == n {
+				v, found = set.Pairs[i+1], true
+			}
+		}
+	}
+	return v, found
 }
