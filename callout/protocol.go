@@ -5,6 +5,8 @@
 // Extensions over calloutd, all of which calloutd answers with an error:
 // VRFY options may be written "key value" as in the manual as well as
 // "key=value" as calloutd takes them; host=IP:PORT probes that port.
+// RUN's reply may hold two more progress stages, CACHED and NOHOST (see
+// StageCached).
 // Limits: MaxLineDefault (1023 bytes with CRLF, calloutd's).
 
 package callout
@@ -33,6 +35,18 @@ const (
 	Failure     = smtpprobe.Failure
 	TempFailure = smtpprobe.TempFailure
 	Timeout     = smtpprobe.Timeout
+)
+
+// Progress stages our server adds to calloutd's (INIT, GRTNG, HELO,
+// SENT, RECV), as the last lines of an id in RUN's reply: CACHED RESULT
+// when the answer came from the cache (no host was contacted), NOHOST
+// REASON when the domain has no mail host. mailfromd's calloutd sends
+// neither; a client that does not know them can ignore them (mailfromd,
+// as a client, schedules addresses with VRFY and QUIT and never reads
+// RUN's lines).
+const (
+	StageCached = "CACHED"
+	StageNoHost = "NOHOST"
 )
 
 // Greeting is calloutd's greeting line.

@@ -2,7 +2,9 @@
 // with its own queue of addresses (VRFY), session id (SID) and soft
 // timeouts (TIMEOUT); RUN verifies the queue, several addresses at a time,
 // and reports each one's progress lines in queue order before the final
-// "OK id=result ...". As with calloutd, addresses whose probe ended on a
+// "OK id=result ..." (our extra stages CACHED and NOHOST tell the
+// client an answer came from the cache or found no mail host). As with
+// calloutd, addresses whose probe ended on a
 // network error stay queued for the next RUN, and when the client leaves,
 // those and the ones never run are completed in the background with the
 // hard timeouts (Verifier.Enqueue), unless NoBackground is set.
@@ -372,9 +374,20 @@ func (ses *session) run(ctx context.Context) error {
 				pctx, cancel = context.WithTimeout(ctx, ses.s.ProbeTimeout)
 				defer cancel()
 			}
-			r.out, _ = ses.s.Verifier.Verify(pctx, req, func(ev smtpprobe.Event) {
+			var cached bool
+			r.out, cached = ses.s.Verifier.Verify(pctx, req, func(ev smtpprobe.Event) {
 				r.lines = append(r.lines, "* "+id+" "+ev.Stage+" "+sanitize(ev.Text))
 			})
+			if cached {
+				r.lines = append(r.lines, "* "+id+" "+StageCached+" "+r.out.Result.String())
+			}
+			if r.out.DomainDead {
+				why := "the domain has no mail host"
+				if r.out.Err != nil {
+					why = sanitize(r.out.Err.Error())
+				}
+				r.lines = append(r.lines, "* "+id+" "+StageNoHost+" "+why)
+			}
 		}
 		if len(ses.queue) == 1 {
 			probe() // the common case: no goroutine
