@@ -123,6 +123,9 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		s.chk = &local{v: b.v, soft: b.cfg.Soft, log: b.cfg.Log}
 	} else {
 		r := &remote{addr: b.cfg.Calloutd, soft: b.cfg.Soft, brk: &b.brk}
+		if b.cfg.Prober != nil {
+			r.res = b.cfg.Prober.Resolver
+		}
 		s.chk, s.rem = r, r
 	}
 	b.sessions++
