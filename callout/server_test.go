@@ -170,3 +170,43 @@ func TestBackgroundCompletion(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// A client that goes away in the middle of RUN (pmult when its wait limit
+// expires) does not cancel the probe: it completes and its answer is
+// cached for the next client.
+func TestClientGoneMidRun(t *testing.T) {
+	noLeaks(t)
+	w := newWorld(t, 2525, 0)
+	w.dns.Add(t, "slowish.test. 60 IN MX 10 mx.slowish.test.", "mx.slowish.test. 60 IN A "+w.net.IP(22))
+	slow := callouttest.StartSMTP(t, w.net.Addr(22, 2525), callouttest.SMTPOptions{Delay: 200 * time.Millisecond})
+	v := &Verifier{Prober: w.prober(2 * time.Second), Cache: newMemCache()}
+	addr := startServer(t, &Server{Verifier: v, NoBackground: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Vrfy(ctx, Request{Email: "good@slowish.test"}); err != nil {
+		t.Fatal(err)
+	}
+	// Leave once the probe has reached the target.
+	if _, err := cl.c.Write([]byte("RUN\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for slow.Connections() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cl.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Stats().Results["success"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe did not complete after the client left: %+v", v.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := transcript(t, addr, []string{"VRFY good@slowish.test", "RUN", "QUIT"})
+	if !strings.Contains(out, "S: * 0000000000 CACHED success\nS: OK 0000000000=success\n") || slow.Connections() != 1 {
+		t.Errorf("not answered from the cache (%d connections to the target):\n%s", slow.Connections(), out)
+	}
+}
