@@ -1,16 +1,22 @@
 // control.go: the control socket (control_socket, unix, mode 0600) and
 // the metrics listener's /why, where `pmult why ID` reads the decision
-// record of a recent message from the process's ring; and the count of
-// MTA connections accepted per listener.
+// record of a recent message from the process's ring, and where `pmult
+// callout-cache` administers a running callout backend's cache; and the
+// count of MTA connections accepted per listener.
 //
-// Control protocol: the client sends one line "why ID\n"; pmult answers
-// with the records of ID (queue id or session id, oldest first), or one
-// line "not found: ID", and closes the connection.
+// Control protocol: the client sends one line and pmult answers and
+// closes the connection. "why ID\n": the records of ID (queue id or
+// session id, oldest first), or one line "not found: ID".
+// "callout-cache BACKEND ARG...\n" (ARG: list | show WHAT | flush
+// WHAT|--all): the output of that command on the named callout backend's
+// cache in the running engine, the one its sessions use (a flush applies
+// at once), then a last line "ok", "usage: TEXT" or "error: TEXT".
 
 package service
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -45,10 +52,17 @@ func why(w io.Writer, rec *pmult.Recorder, id string) (bool, error) {
 
 // control serves the control socket.
 type control struct {
-	ln  net.Listener
-	wg  sync.WaitGroup
-	rec *pmult.Recorder
-	log *slog.Logger
+	ln      net.Listener
+	wg      sync.WaitGroup
+	rec     *pmult.Recorder
+	engines *pmult.Switch
+	log     *slog.Logger
+}
+
+// cacheAdmin is a backend whose cache can be administered while pmult
+// runs (the callout backend).
+type cacheAdmin interface {
+	AdminCache(ctx context.Context, args []string, w io.Writer) error
 }
 
 // controlMode is the control socket's mode: pmult's own user only.
@@ -79,12 +93,12 @@ func listenControl(path string) (net.Listener, error) {
 
 // serveControl listens on the unix socket path (mode 0600: the control
 // socket answers pmult's own user only).
-func serveControl(path string, rec *pmult.Recorder, log *slog.Logger) (*control, error) {
+func serveControl(path string, rec *pmult.Recorder, engines *pmult.Switch, log *slog.Logger) (*control, error) {
 	ln, err := listenControl(path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	c := &control{ln: ln, rec: rec, log: log}
+	c := &control{ln: ln, rec: rec, engines: engines, log: log}
 	c.wg.Add(1)
 	go c.serve()
 	log.Info("control socket", "path", path)
@@ -114,15 +128,57 @@ func (c *control) handle(nc net.Conn) {
 		c.log.Warn("control socket: bad request", "err", err)
 		return
 	}
-	cmd, id, _ := strings.Cut(strings.TrimSpace(line), " ")
-	if cmd != "why" || id == "" {
+	f := strings.Fields(line)
+	switch {
+	case len(f) == 2 && f[0] == "why":
+		_, err = why(nc, c.rec, f[1])
+	case len(f) >= 2 && f[0] == "callout-cache":
+		err = c.calloutCache(nc, f[1], f[2:])
+	default:
 		c.log.Warn("control socket: unknown request", "request", strings.TrimSpace(line))
-		fmt.Fprintf(nc, "error: unknown request (want: why ID)\n")
+		fmt.Fprintf(nc, "error: unknown request (want: why ID, or callout-cache BACKEND list|show|flush ...)\n")
 		return
 	}
-	if _, err := why(nc, c.rec, strings.TrimSpace(id)); err != nil {
+	if err != nil {
 		c.log.Warn("control socket: write", "err", err)
 	}
+}
+
+// calloutCache runs a cache administration command on the named
+// backend of the running engine and ends with "ok", "usage: ..." or
+// "error: ...".
+func (c *control) calloutCache(w io.Writer, name string, args []string) error {
+	var adm cacheAdmin
+	if c.engines != nil {
+		for _, sl := range c.engines.Engine().Slots {
+			if sl.Backend.Name() == name {
+				adm, _ = sl.Backend.(cacheAdmin)
+				if adm == nil {
+					_, err := fmt.Fprintf(w, "error: backend %s has no cache to administer (not of type callout)\n", name)
+					return err
+				}
+			}
+		}
+	}
+	if adm == nil {
+		_, err := fmt.Fprintf(w, "error: no backend %s in the running configuration\n", name)
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	bw := bufio.NewWriter(w)
+	err := adm.AdminCache(ctx, args, bw)
+	switch {
+	case errors.Is(err, cache.ErrUsage):
+		fmt.Fprintf(bw, "usage: %s\n", strings.TrimPrefix(err.Error(), "usage: "))
+	case err != nil:
+		c.log.Warn("control socket: callout-cache", "backend", name, "args", strings.Join(args, " "), "err", err)
+		fmt.Fprintf(bw, "error: %v\n", err)
+	default:
+		c.log.Info("control socket: callout-cache", "backend", name, "args", strings.Join(args, " "))
+		fmt.Fprintf(bw, "ok\n")
+	}
+	return bw.Flush()
 }
 
 // Close stops the socket, waits for the requests in progress and removes

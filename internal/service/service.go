@@ -170,7 +170,7 @@ func Run(ctx context.Context, o Options) int {
 		defer ms.Close()
 	}
 	if cfg.ControlSocket != "" {
-		ctl, err := serveControl(cfg.ControlSocket, records, log)
+		ctl, err := serveControl(cfg.ControlSocket, records, engines, log)
 		if err != nil {
 			log.Error("cannot serve the control socket", "err", err)
 			closeAll()
