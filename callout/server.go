@@ -12,7 +12,8 @@
 // Tunables (Server fields) and defaults: Greeting calloutd's; MaxLine 1023
 // bytes; MaxQueue 100 addresses per session; RunParallel 8 probes at once
 // per RUN; IdleTimeout 5 minutes between commands; ProbeTimeout none;
-// MaxConns unlimited (calloutd's max-instances).
+// MaxConns unlimited (calloutd's max-instances). Update changes the
+// settings of a running server (a reload) for new sessions.
 
 package callout
 
@@ -26,6 +27,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailmux/mailmux/callout/smtpprobe"
@@ -71,6 +73,28 @@ type Server struct {
 
 	once sync.Once
 	cs   connserve.Server
+	upd  atomic.Pointer[Server] // the settings of the last Update
+}
+
+// cur returns the settings in force: the last Update's, or s's own.
+func (s *Server) cur() *Server {
+	if u := s.upd.Load(); u != nil {
+		return u
+	}
+	return s
+}
+
+// Update changes the settings of a running Server (a configuration
+// reload) for the sessions that start after it: Ehlo, MailFrom,
+// Timeouts, Greeting, MaxLine, MaxQueue, RunParallel, IdleTimeout,
+// ProbeTimeout, NoBackground and Logger are taken from n, which must not
+// be changed afterwards; the Verifier (see Verifier.Update) and MaxConns
+// stay. Open sessions finish with the settings they began with.
+func (s *Server) Update(n *Server) {
+	u := &Server{Verifier: s.Verifier, Ehlo: n.Ehlo, MailFrom: n.MailFrom, Timeouts: n.Timeouts, Greeting: n.Greeting,
+		MaxLine: n.MaxLine, MaxQueue: n.MaxQueue, RunParallel: n.RunParallel, IdleTimeout: n.IdleTimeout,
+		ProbeTimeout: n.ProbeTimeout, MaxConns: s.MaxConns, NoBackground: n.NoBackground, Logger: n.Logger}
+	s.upd.Store(u)
 }
 
 func (s *Server) log() *slog.Logger {
@@ -124,6 +148,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // session is the state of one connection.
 type session struct {
 	s        *Server
+	cf       *Server // the settings in force when the session began
 	c        net.Conn
 	r        *bufio.Reader
 	w        *bufio.Writer
@@ -147,8 +172,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	v.init()
 	v.c.sessions.Add(1)
 	v.c.sessionsOpen.Add(1)
-	ses := &session{s: s, c: c, r: bufio.NewReaderSize(c, 1024), w: bufio.NewWriterSize(c, 4096),
-		timeouts: s.Timeouts, log: s.log().With("client", c.RemoteAddr().String())}
+	cf := s.cur() // this session's settings
+	ses := &session{s: s, cf: cf, c: c, r: bufio.NewReaderSize(c, 1024), w: bufio.NewWriterSize(c, 4096),
+		timeouts: cf.Timeouts, log: cf.log().With("client", c.RemoteAddr().String())}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
 		stop()
@@ -156,14 +182,14 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		v.c.sessionsOpen.Add(-1)
 		ses.finish()
 	}()
-	g := s.Greeting
+	g := cf.Greeting
 	if g == "" {
 		g = Greeting
 	}
 	if ses.reply(g) != nil {
 		return
 	}
-	idle := s.IdleTimeout
+	idle := cf.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
@@ -196,7 +222,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 // readLine reads one line of at most MaxLine bytes (line end included);
 // a longer one is read to its end and reported tooLong.
 func (ses *session) readLine() (line string, tooLong bool, err error) {
-	max := ses.s.MaxLine
+	max := ses.cf.MaxLine
 	if max <= 0 {
 		max = MaxLineDefault
 	}
@@ -251,7 +277,7 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		if err != nil {
 			return false, fail(err)
 		}
-		max := ses.s.MaxQueue
+		max := ses.cf.MaxQueue
 		if max <= 0 {
 			max = DefaultMaxQueue
 		}
@@ -269,9 +295,9 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		for _, a := range cmd.Args {
 			switch strings.ToLower(a) {
 			case "ehlo":
-				ses.w.WriteString("* ehlo=" + ses.s.ehlo() + "\r\n")
+				ses.w.WriteString("* ehlo=" + ses.cf.ehlo() + "\r\n")
 			case "mailfrom":
-				ses.w.WriteString("* mailfrom=" + ses.s.mailFrom() + "\r\n")
+				ses.w.WriteString("* mailfrom=" + ses.cf.mailFrom() + "\r\n")
 			}
 		}
 		return false, ses.reply("OK")
@@ -287,7 +313,7 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		if err != nil {
 			return false, fail(err)
 		}
-		ses.timeouts = t.Or(ses.s.Timeouts)
+		ses.timeouts = t.Or(ses.cf.Timeouts)
 		return false, ses.reply("OK timeouts set")
 	case "DROP":
 		if len(cmd.Args) != 1 {
@@ -322,7 +348,7 @@ func (s *Server) ehlo() string {
 	if s.Ehlo != "" {
 		return s.Ehlo
 	}
-	if p := s.Verifier.Prober; p != nil && p.Ehlo != "" {
+	if p := s.Verifier.cur().Prober; p != nil && p.Ehlo != "" {
 		return p.Ehlo
 	}
 	return smtpprobe.DefaultEhlo()
@@ -330,8 +356,8 @@ func (s *Server) ehlo() string {
 
 func (s *Server) mailFrom() string {
 	m := s.MailFrom
-	if m == "" && s.Verifier.Prober != nil {
-		m = s.Verifier.Prober.MailFrom
+	if p := s.Verifier.cur().Prober; m == "" && p != nil {
+		m = p.MailFrom
 	}
 	if m == "" {
 		return "<>"
@@ -349,7 +375,7 @@ type runResult struct {
 // run verifies the queue: up to RunParallel addresses at a time, their
 // progress lines written in queue order.
 func (ses *session) run(ctx context.Context) error {
-	par := ses.s.RunParallel
+	par := ses.cf.RunParallel
 	if par <= 0 {
 		par = DefaultRunParallel
 	}
@@ -369,9 +395,9 @@ func (ses *session) run(ctx context.Context) error {
 		probe := func() {
 			defer close(r.done)
 			pctx := ctx
-			if ses.s.ProbeTimeout > 0 {
+			if ses.cf.ProbeTimeout > 0 {
 				var cancel context.CancelFunc
-				pctx, cancel = context.WithTimeout(ctx, ses.s.ProbeTimeout)
+				pctx, cancel = context.WithTimeout(ctx, ses.cf.ProbeTimeout)
 				defer cancel()
 			}
 			var cached bool
@@ -443,7 +469,7 @@ func sanitize(s string) string {
 
 // finish hands what is left in the queue to background completion.
 func (ses *session) finish() {
-	if ses.s.NoBackground || len(ses.queue) == 0 {
+	if ses.cf.NoBackground || len(ses.queue) == 0 {
 		return
 	}
 	for _, e := range ses.queue {
