@@ -296,7 +296,9 @@ func (v *Verifier) probe(ctx context.Context, cf *Verifier, req smtpprobe.Reques
 			v.cacheError(err)
 		}
 		switch {
-		case byDomain && domain != "" && out.DomainDead:
+		case byDomain && domain != "" && out.DomainDead && req.Mode == smtpprobe.MXFirst:
+			// (mxonly finding no MX says nothing of mxfirst, which falls
+			// back to the domain's address; the converse holds.)
 			v.cacheError(cf.Cache.RecordDead(ctx, domain, out.Result))
 		case byDomain && domain != "" && out.Result == smtpprobe.TempFailure && out.Retry && !out.Greeted:
 			v.cacheError(cf.Cache.RecordDown(ctx, domain))
