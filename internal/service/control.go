@@ -2,7 +2,7 @@
 // the metrics listener's /why, where `pmult why ID` reads the decision
 // record of a recent message from the process's ring, and where `pmult
 // callout-cache` administers a running callout backend's cache; and the
-// count of MTA connections accepted per listener.
+// count of MTA connections accepted and SMTP sessions per listener.
 //
 // Control protocol: the client sends one line and pmult answers and
 // closes the connection. "why ID\n": the records of ID (queue id or
@@ -209,25 +209,50 @@ func whyHandler(rec *pmult.Recorder) http.HandlerFunc {
 }
 
 // listenerCounts counts the MTA connections accepted on each listener,
-// for pmult_listener_connections_total{listener}: listeners have no
-// names, the label is the listen address as configured.
+// for pmult_listener_connections_total{listener}, and writes the SMTP
+// sessions the engines counted by listener name (pmult.Metrics) as
+// pmult_listener_sessions_total{listener}. The label is the listener's
+// name, or for an unnamed listener its listen address as configured; the
+// engines cannot tell unnamed listeners apart, so when there are several
+// their sessions are one series, listener="".
 type listenerCounts struct {
-	names []string
-	n     []*atomic.Uint64
+	labels []string
+	names  []string // the listener names ("": unnamed)
+	n      []*atomic.Uint64
 }
 
-// wrap returns ln counting its accepted connections under name.
-func (lc *listenerCounts) wrap(ln net.Listener, name string) net.Listener {
+// wrap returns ln counting its accepted connections under label; name is
+// the listener's name ("": unnamed).
+func (lc *listenerCounts) wrap(ln net.Listener, label, name string) net.Listener {
 	n := new(atomic.Uint64)
+	lc.labels = append(lc.labels, label)
 	lc.names = append(lc.names, name)
 	lc.n = append(lc.n, n)
 	return countingListener{ln, n}
 }
 
-func (lc *listenerCounts) writeText(w io.Writer) {
+func (lc *listenerCounts) writeText(w io.Writer, m *pmult.Metrics) {
 	fmt.Fprintf(w, "# TYPE pmult_listener_connections_total counter\n")
-	for i, name := range lc.names {
-		fmt.Fprintf(w, "pmult_listener_connections_total{listener=%q} %d\n", name, lc.n[i].Load())
+	for i, label := range lc.labels {
+		fmt.Fprintf(w, "pmult_listener_connections_total{listener=%q} %d\n", label, lc.n[i].Load())
+	}
+	unnamed := 0
+	for _, name := range lc.names {
+		if name == "" {
+			unnamed++
+		}
+	}
+	fmt.Fprintf(w, "# TYPE pmult_listener_sessions_total counter\n")
+	for i, label := range lc.labels {
+		switch name := lc.names[i]; {
+		case name != "":
+			fmt.Fprintf(w, "pmult_listener_sessions_total{listener=%q} %d\n", label, m.ListenerSessions(name))
+		case unnamed == 1:
+			fmt.Fprintf(w, "pmult_listener_sessions_total{listener=%q} %d\n", label, m.ListenerSessions(""))
+		}
+	}
+	if unnamed > 1 {
+		fmt.Fprintf(w, "pmult_listener_sessions_total{listener=\"\"} %d\n", m.ListenerSessions(""))
 	}
 }
 
