@@ -78,7 +78,7 @@ func TestCalloutCacheAdminLive(t *testing.T) {
 	if w.ok.Connections() != probes+1 {
 		t.Errorf("the MAIL after the flush did not probe again (%d probes, %d before)", w.ok.Connections(), probes)
 	}
-	if l := logLine(p.Output(), "control socket: callout-cache", "backend=sav", `args="flush bad@ok.test"`); l == "" {
+	if l := waitLogLine(p, 5*time.Second, "control socket: callout-cache", "backend=sav", `args="flush bad@ok.test"`); l == "" {
 		t.Errorf("the flush was not logged")
 	}
 

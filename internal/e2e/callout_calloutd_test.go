@@ -77,7 +77,7 @@ func checkSoftTimeout(t *testing.T, w *savWorld, pf *realpeer.Postfix, p *realpe
 	if el := time.Since(start); el > 20*time.Second {
 		t.Errorf("the soft timeout took %v, more than max_wait", el)
 	}
-	if l := logLine(p.Output(), "msg=callout", "sender=good@slow.test", "result=timeout", "verdict=tempfail"); l == "" {
+	if l := waitLogLine(p, 5*time.Second, "msg=callout", "sender=good@slow.test", "result=timeout", "verdict=tempfail"); l == "" {
 		t.Errorf("no timeout verdict logged")
 	}
 	if !waitFor(30*time.Second, done) {
@@ -99,7 +99,7 @@ func TestCalloutdSoftTimeoutOurs(t *testing.T) {
 	addr, v := startOurCalloutd(t, w)
 	pf, p := savPostfix(t, w.keys()+"calloutd = \"inet://"+addr+"\"\n")
 	checkSoftTimeout(t, w, pf, p, func() bool { return v.Stats().BgDone > 0 && answered(w.slow, "good@slow.test") })
-	if logLine(p.Output(), "sender=good@slow.test", "cached=true", "verdict=continue") == "" {
+	if waitLogLine(p, 5*time.Second, "sender=good@slow.test", "cached=true", "verdict=continue") == "" {
 		t.Errorf("the retry was not answered from the calloutd's cache")
 	}
 }
@@ -140,7 +140,7 @@ func TestCalloutdNoMailHostOurs(t *testing.T) {
 	addr, _ := startOurCalloutd(t, w)
 	pf, p := savPostfix(t, w.keys()+"calloutd = \"inet://"+addr+"\"\n")
 	checkNoMailHost(t, pf)
-	if logLine(p.Output(), "sender=other@nx.test", "result=no_mail_host", "cached=true") == "" {
+	if waitLogLine(p, 5*time.Second, "sender=other@nx.test", "result=no_mail_host", "cached=true") == "" {
 		t.Errorf("the second sender of nx.test was not answered from the calloutd's domain entry")
 	}
 }
