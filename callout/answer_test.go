@@ -38,10 +38,10 @@ func TestAnswerAgainstBothServers(t *testing.T) {
 		{Request{Email: "good@mx1.test"}, want{result: Success}, nil},
 		{Request{Email: "good@mx1.test"}, want{result: Success}, &want{result: Success, cached: true}},
 		{Request{Email: "bad@mx3.test"}, want{result: NotFound}, nil},
-		// A cached not_found: our server says CACHED, mailfromd's says
+		// A cached not_found: our server says cached, mailfromd's says
 		// nothing (it keeps not_found for a few seconds).
 		{Request{Email: "bad@mx3.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, cached: true}},
-		// Domains without mail host: our server says NOHOST, mailfromd's
+		// Domains without mail host: our server says nohost, mailfromd's
 		// contacts no host.
 		{Request{Email: "a@nx.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true}},
 		{Request{Email: "a@noaddr.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true}},

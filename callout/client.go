@@ -263,12 +263,12 @@ type Answer struct {
 }
 
 // Cached reports whether the server said the answer came from its cache
-// (our server's CACHED line; mailfromd's calloutd does not say).
+// (our server's cached line; mailfromd's calloutd does not say).
 func (a Answer) Cached() bool { return a.has(StageCached) }
 
 // NoMailHost reports whether the server said the address's domain has
 // no mail host (NXDOMAIN, no MX and no address, a null MX, MX hosts
-// without addresses): our server's NOHOST line.
+// without addresses): our server's nohost line.
 func (a Answer) NoMailHost() bool { return a.has(StageNoHost) }
 
 // NoHostContacted reports a not_found or failure without any progress
@@ -277,7 +277,7 @@ func (a Answer) NoMailHost() bool { return a.has(StageNoHost) }
 // not_found; a null MX, MX hosts without addresses: failure) or an
 // answer from its cache (it says nothing about that, and keeps not_found
 // for a few seconds), so a client that wants to tell must look at the
-// domain's DNS itself. Our server says which (CACHED, NOHOST), so this is
+// domain's DNS itself. Our server says which (cached, nohost), so this is
 // false for its answers.
 func (a Answer) NoHostContacted() bool {
 	return len(a.Progress) == 0 && (a.Result == NotFound || a.Result == Failure)

@@ -4,7 +4,7 @@
 // and the same in-process DNS server: the transcripts, progress lines
 // included, must be identical. Our Client drives both, so this is also the
 // test of our client against the real server. Our server's extra progress
-// stages (CACHED, NOHOST) are left out of the comparison; the test of
+// stages (cached, nohost) are left out of the comparison; the test of
 // what they say, and of what mailfromd's lines say instead, is
 // TestAnswerAgainstBothServers.
 
@@ -58,6 +58,26 @@ func interopScripts(w *world) map[string][]string {
 			"DROP 20",
 			"RUN",
 			"RUN",
+			"QUIT",
+		},
+		// What mailfromd's own client (callout.mfl) sends: SET of the
+		// session's EHLO, MAILFROM, STARTTLS and TRANSCRIPT, quoted
+		// addresses. (calloutd drops the connection after the "NO bad
+		// assignment" of an unknown name: not compared.)
+		"4-mailfromd-client": {
+			"SID local:",
+			`SET TRANSCRIPT="ON"`,
+			`SET STARTTLS="never"`,
+			`SET EHLO="q\\\"x.test"`,
+			`SET MAILFROM="<v@harness.test>"`,
+			"GET ehlo mailfrom",
+			`VRFY "good41@mx1.test"`,
+			`VRFY "bad41@mx3.test" mode=hostonly host=` + ip(7),
+			"VRFY good42@mx1.test",
+			"RUN",
+			`SET TRANSCRIPT="OFF"`,
+			`SET EHLO=""`,
+			"GET ehlo mailfrom",
 			"QUIT",
 		},
 		"2-errors": {
@@ -130,7 +150,7 @@ func TestInteropWithRealCalloutd(t *testing.T) {
 	ours := startServer(t, &Server{Verifier: &Verifier{Prober: p, Cache: newMemCache()}})
 
 	scripts := interopScripts(w)
-	for _, name := range []string{"1-results", "2-errors", "3-mx"} {
+	for _, name := range []string{"1-results", "2-errors", "3-mx", "4-mailfromd-client"} {
 		t.Run(name, func(t *testing.T) {
 			// --single-process calloutd shares its queue between clients:
 			// one calloutd per session.
@@ -242,7 +262,7 @@ func TestClientAgainstRealCalloutd(t *testing.T) {
 	}
 }
 
-// withoutExtensions removes our extra progress lines (CACHED, NOHOST)
+// withoutExtensions removes our extra progress lines (cached, nohost)
 // from a transcript.
 func withoutExtensions(tr string) string {
 	var b strings.Builder

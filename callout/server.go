@@ -2,7 +2,7 @@
 // with its own queue of addresses (VRFY), session id (SID) and soft
 // timeouts (TIMEOUT); RUN verifies the queue, several addresses at a time,
 // and reports each one's progress lines in queue order before the final
-// "OK id=result ..." (our extra stages CACHED and NOHOST tell the
+// "OK id=result ..." (our extra stages cached and nohost tell the
 // client an answer came from the cache or found no mail host). As with
 // calloutd, addresses whose probe ended on a
 // network error stay queued for the next RUN, and when the client leaves,
@@ -154,9 +154,12 @@ type session struct {
 	w        *bufio.Writer
 	sid      string
 	timeouts smtpprobe.Timeouts
-	queue    []*entry
-	nextID   uint64
-	log      *slog.Logger
+	// SET values (nil: not set): defaults of the session's VRFYs.
+	ehlo, mailFrom *string
+	startTLS       *smtpprobe.StartTLS
+	queue          []*entry
+	nextID         uint64
+	log            *slog.Logger
 }
 
 type entry struct {
@@ -295,10 +298,41 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		for _, a := range cmd.Args {
 			switch strings.ToLower(a) {
 			case "ehlo":
-				ses.w.WriteString("* ehlo=" + ses.cf.ehlo() + "\r\n")
+				e := ses.cf.ehlo()
+				if ses.ehlo != nil {
+					e = *ses.ehlo
+				}
+				ses.w.WriteString("* ehlo=" + e + "\r\n")
 			case "mailfrom":
-				ses.w.WriteString("* mailfrom=" + ses.cf.mailFrom() + "\r\n")
+				m := ses.cf.mailFrom()
+				if ses.mailFrom != nil {
+					m = *ses.mailFrom
+				}
+				ses.w.WriteString("* mailfrom=" + m + "\r\n")
 			}
+		}
+		return false, ses.reply("OK")
+	case "SET":
+		_, rest, _ := strings.Cut(strings.TrimLeft(line, " \t"), " ")
+		name, value, err := ParseSet(rest)
+		if err != nil {
+			return false, fail(err)
+		}
+		switch name {
+		case "EHLO":
+			ses.ehlo = &value
+		case "MAILFROM":
+			ses.mailFrom = &value
+		case "STARTTLS":
+			st, err := smtpprobe.ParseStartTLS(value)
+			if err != nil {
+				return false, ses.no(ErrTLSValue)
+			}
+			ses.startTLS = &st
+		case "TRANSCRIPT":
+			// Accepted; the server's transcript setting decides.
+		default:
+			return false, ses.no(ErrBadAssignment + " " + name + "=" + value)
 		}
 		return false, ses.reply("OK")
 	case "SID":
@@ -385,7 +419,7 @@ func (ses *session) run(ctx context.Context) error {
 	for i, e := range ses.queue {
 		r := &runResult{done: make(chan struct{})}
 		res[i] = r
-		req := e.req
+		req := ses.withSet(e.req)
 		req.Timeouts = ses.timeouts
 		req.Tag = ses.sid
 		if req.Tag == "" {
@@ -459,6 +493,21 @@ func (ses *session) run(ctx context.Context) error {
 	return ses.reply(b.String())
 }
 
+// withSet gives a request the session's SET values where its VRFY set
+// none.
+func (ses *session) withSet(req smtpprobe.Request) smtpprobe.Request {
+	if req.Ehlo == "" && ses.ehlo != nil {
+		req.Ehlo = *ses.ehlo
+	}
+	if req.MailFrom == "" && ses.mailFrom != nil {
+		req.MailFrom = *ses.mailFrom
+	}
+	if req.StartTLS == 0 && ses.startTLS != nil {
+		req.StartTLS = *ses.startTLS
+	}
+	return req
+}
+
 // sanitize keeps a progress text on one line.
 func sanitize(s string) string {
 	if strings.ContainsAny(s, "\r\n") {
@@ -473,7 +522,7 @@ func (ses *session) finish() {
 		return
 	}
 	for _, e := range ses.queue {
-		req := e.req
+		req := ses.withSet(e.req)
 		req.Tag = ses.sid
 		if !ses.s.Verifier.Enqueue(req) {
 			ses.log.Warn("background queue full: address dropped", "email", req.Email)

@@ -207,7 +207,7 @@ func TestClientGoneMidRun(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	out := transcript(t, addr, []string{"VRFY good@slowish.test", "RUN", "QUIT"})
-	if !strings.Contains(out, "S: * 0000000000 CACHED success\nS: OK 0000000000=success\n") || slow.Connections() != 1 {
+	if !strings.Contains(out, "S: * 0000000000 cached success\nS: OK 0000000000=success\n") || slow.Connections() != 1 {
 		t.Errorf("not answered from the cache (%d connections to the target):\n%s", slow.Connections(), out)
 	}
 }
@@ -247,7 +247,7 @@ func TestUpdate(t *testing.T) {
 	for _, want := range []string{
 		"S: * ehlo=reloaded.test\n",
 		// Cached before the update, answered from the cache.
-		"S: * 0000000000 CACHED success\n",
+		"S: * 0000000000 cached success\n",
 		"S: OK 0000000000=success 0000000001=success\n",
 		// Stored for a nanosecond after it: probed again.
 		"S: * 0000000002 INIT mx.fast.test\n",

@@ -10,7 +10,7 @@
 // (QUIT), on which the server probes the address again with its hard
 // timeouts and caches the answer; when the wait limit expires first,
 // pmult drops the connection and the server finishes the probe anyway.
-// A domain without mail host is told by our server's NOHOST line, or,
+// A domain without mail host is told by our server's nohost line, or,
 // when mailfromd's calloutd contacted no host, by the domain's DNS.
 
 package callout
