@@ -26,7 +26,7 @@ UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 INSTALL    ?= install
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-postfix soak clean install deb
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-postfix soak clean install deb systemd-smoke
 
 all: build
 
@@ -95,6 +95,12 @@ install: build
 # no network); see scripts/build-deb.sh.
 deb:
 	GO=$(GO) ./scripts/build-deb.sh $(BIN)
+
+# The .deb under a real systemd: a throwaway systemd-nspawn container on a
+# copy-on-write overlay of this machine (root, systemd-container; not part
+# of make test): install, start and reload pmult.service and calloutd.service.
+systemd-smoke:
+	GO=$(GO) ./scripts/systemd-smoke.sh
 
 clean:
 	rm -rf $(BIN)

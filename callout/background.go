@@ -64,7 +64,6 @@ func (v *Verifier) Enqueue(req smtpprobe.Request) bool {
 func (v *Verifier) bgWorker() {
 	b := &v.bg
 	defer b.wg.Done()
-	hard := v.HardTimeouts.Or(smtpprobe.HardTimeouts())
 	for {
 		select {
 		case <-b.ctx.Done():
@@ -73,7 +72,7 @@ func (v *Verifier) bgWorker() {
 			if !ok {
 				return
 			}
-			req.Timeouts = hard
+			req.Timeouts = v.cur().HardTimeouts.Or(smtpprobe.HardTimeouts())
 			out, _ := v.verify(b.ctx, req, nil, true)
 			v.c.bgDone.Add(1)
 			v.log().Info("background callout", "sid", req.Tag, "email", req.Email, "result", out.Result.String(), "host", out.Host)

@@ -1,6 +1,7 @@
 // client.go: a client of the calloutd protocol, for our own server and
 // for mailfromd's calloutd: VRFY, GET, SID, TIMEOUT, RUN (with progress
-// lines), DROP, QUIT, and Do for any raw line. One Client is one session;
+// lines), DROP, QUIT, Check (one address with what its progress lines
+// say), and Do for any raw line. One Client is one session;
 // it is not safe for concurrent use. Deadlines come from the context of
 // each call. Limits: reply lines up to 64 KiB.
 
@@ -249,18 +250,88 @@ func (cl *Client) Quit(ctx context.Context) error {
 
 // Verify is a one-address convenience: VRFY, RUN, and the result.
 func (cl *Client) Verify(ctx context.Context, req smtpprobe.Request) (Result, error) {
+	a, err := cl.Check(ctx, req)
+	return a.Result, err
+}
+
+// Answer is RUN's answer for one address with the progress lines of its
+// id, which say more than the result word (see its methods).
+type Answer struct {
+	ID       string
+	Result   Result
+	Progress []Progress // the lines of this id, in order
+}
+
+// Cached reports whether the server said the answer came from its cache
+// (our server's cached line; mailfromd's calloutd does not say).
+func (a Answer) Cached() bool { return a.has(StageCached) }
+
+// NoMailHost reports whether the server said the address's domain has
+// no mail host (NXDOMAIN, no MX and no address, a null MX, MX hosts
+// without addresses): our server's nohost line.
+func (a Answer) NoMailHost() bool { return a.has(StageNoHost) }
+
+// NoHostContacted reports a not_found or failure without any progress
+// line: no host was contacted. From mailfromd's calloutd 8.15 this is
+// either a domain without mail host (NXDOMAIN, no MX and no address:
+// not_found; a null MX, MX hosts without addresses: failure) or an
+// answer from its cache (it says nothing about that, and keeps not_found
+// for a few seconds), so a client that wants to tell must look at the
+// domain's DNS itself. Our server says which (cached, nohost), so this is
+// false for its answers.
+func (a Answer) NoHostContacted() bool {
+	return len(a.Progress) == 0 && (a.Result == NotFound || a.Result == Failure)
+}
+
+// NoReply reports whether the answer is temp_failure because the last
+// host contacted did not reply (its last line "RECV nothing": a
+// timeout, or the connection broke), which is how both servers report
+// a soft timeout. Both keep such an address queued and probe it again
+// with their hard timeouts once the client has gone.
+func (a Answer) NoReply() bool {
+	n := len(a.Progress)
+	return a.Result == TempFailure && n > 0 && a.Progress[n-1].Stage == smtpprobe.StageRecv &&
+		a.Progress[n-1].Text == "nothing"
+}
+
+// Unreached reports whether the answer is temp_failure without any host
+// contacted (connection refused, DNS failure; no progress line). Both
+// servers keep such an address queued for background completion, as
+// with NoReply.
+func (a Answer) Unreached() bool { return a.Result == TempFailure && len(a.Progress) == 0 }
+
+func (a Answer) has(stage string) bool {
+	for _, p := range a.Progress {
+		if p.Stage == stage {
+			return true
+		}
+	}
+	return false
+}
+
+// Check queues one address (VRFY), runs the queue (RUN) and returns its
+// answer. Results and lines of other ids (entries left queued by earlier
+// commands, or of other clients on mailfromd's --single-process calloutd)
+// are ignored.
+func (cl *Client) Check(ctx context.Context, req smtpprobe.Request) (Answer, error) {
 	id, err := cl.Vrfy(ctx, req)
 	if err != nil {
-		return 0, err
+		return Answer{}, err
 	}
-	res, err := cl.Run(ctx, nil)
+	a := Answer{ID: id}
+	res, err := cl.Run(ctx, func(p Progress) {
+		if p.ID == id {
+			a.Progress = append(a.Progress, p)
+		}
+	})
 	if err != nil {
-		return 0, err
+		return a, err
 	}
 	for _, r := range res {
 		if r.ID == id {
-			return r.Result, nil
+			a.Result = r.Result
+			return a, nil
 		}
 	}
-	return 0, fmt.Errorf("callout: RUN did not answer id %s", id)
+	return a, fmt.Errorf("callout: RUN did not answer id %s", id)
 }

@@ -38,6 +38,23 @@ func newDomainLimiter(conc int, rate float64, burst int) *domainLimiter {
 	return &domainLimiter{conc: conc, rate: rate, burst: float64(burst), m: map[string]*domainState{}, sweepAt: minSweep}
 }
 
+// set changes the limits (a reload): new domain states get them; idle
+// ones are forgotten now so their next probe does, and domains with probes
+// in flight keep their concurrency until they are idle.
+func (l *domainLimiter) set(conc int, rate float64, burst int) {
+	if burst < 1 {
+		burst = 1
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.conc, l.rate, l.burst = conc, rate, float64(burst)
+	for d, st := range l.m {
+		if st.refs == 0 {
+			delete(l.m, d)
+		}
+	}
+}
+
 // minSweep is the smallest map size at which idle domains are swept.
 const minSweep = 1024
 
@@ -86,12 +103,17 @@ func (l *domainLimiter) acquire(ctx context.Context, domain string) (release fun
 		<-st.sem
 		done()
 	}
-	for l.rate > 0 {
+	for {
 		l.mu.Lock()
+		rate, burst := l.rate, l.burst
+		if rate <= 0 {
+			l.mu.Unlock()
+			break
+		}
 		now := time.Now()
-		st.tokens += now.Sub(st.last).Seconds() * l.rate
-		if st.tokens > l.burst {
-			st.tokens = l.burst
+		st.tokens += now.Sub(st.last).Seconds() * rate
+		if st.tokens > burst {
+			st.tokens = burst
 		}
 		st.last = now
 		if st.tokens >= 1 {
@@ -99,7 +121,7 @@ func (l *domainLimiter) acquire(ctx context.Context, domain string) (release fun
 			l.mu.Unlock()
 			break
 		}
-		wait := time.Duration((1 - st.tokens) / l.rate * float64(time.Second))
+		wait := time.Duration((1 - st.tokens) / rate * float64(time.Second))
 		l.mu.Unlock()
 		waited = true
 		t := time.NewTimer(wait)

@@ -5,6 +5,14 @@
 // Extensions over calloutd, all of which calloutd answers with an error:
 // VRFY options may be written "key value" as in the manual as well as
 // "key=value" as calloutd takes them; host=IP:PORT probes that port.
+// RUN's reply may hold two more progress stages, cached and nohost (see
+// StageCached).
+//
+// Undocumented commands of calloutd 8.15 that mailfromd's own client
+// (callout.mfl) sends, served too: SET NAME="VALUE" for the session's
+// EHLO, MAILFROM, STARTTLS and TRANSCRIPT (quoted, with backslash
+// escapes; an unknown name gets "NO bad assignment NAME=VALUE"), and VRFY
+// "ADDRESS" with the address in double quotes.
 // Limits: MaxLineDefault (1023 bytes with CRLF, calloutd's).
 
 package callout
@@ -33,6 +41,19 @@ const (
 	Failure     = smtpprobe.Failure
 	TempFailure = smtpprobe.TempFailure
 	Timeout     = smtpprobe.Timeout
+)
+
+// Progress stages our server adds to calloutd's (INIT, GRTNG, HELO,
+// SENT, RECV), as the last lines of an id in RUN's reply: "cached RESULT"
+// when the answer came from the cache (no host was contacted), "nohost
+// REASON" when the domain has no mail host. mailfromd's calloutd sends
+// neither. They are in lower case so that mailfromd's own client
+// (callout.mfl, which reads stages matching [A-Z]+ and takes an answer
+// without any as coming from the cache, cache_used) ignores them and
+// reads our answers as it reads calloutd's.
+const (
+	StageCached = "cached"
+	StageNoHost = "nohost"
 )
 
 // Greeting is calloutd's greeting line.
@@ -67,12 +88,12 @@ func perr(text string) error { return &ProtoError{Text: text} }
 
 // Command is one parsed command line.
 type Command struct {
-	Verb string   // upper case: VRFY, GET, SID, TIMEOUT, RUN, DROP, QUIT
+	Verb string   // upper case: VRFY, GET, SID, TIMEOUT, RUN, DROP, QUIT, SET
 	Args []string // split at spaces and tabs
 }
 
 var verbs = map[string]bool{"VRFY": true, "GET": true, "SID": true, "TIMEOUT": true,
-	"RUN": true, "DROP": true, "QUIT": true}
+	"RUN": true, "DROP": true, "QUIT": true, "SET": true}
 
 // ParseLine splits a command line (without its line end) into verb and
 // arguments. Errors are *ProtoError with calloutd's texts.
@@ -99,6 +120,9 @@ func ParseVrfy(args []string) (smtpprobe.Request, error) {
 		return req, perr(ErrInvalidArgs)
 	}
 	req.Email = args[0]
+	if q := req.Email; len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' {
+		req.Email = unescape(q[1 : len(q)-1]) // mailfromd's client quotes it
+	}
 	for i := 1; i < len(args); i++ {
 		k, v, ok := strings.Cut(args[i], "=")
 		if !ok {
@@ -241,4 +265,36 @@ func ParseRunReply(text string) ([]IDResult, error) {
 		out = append(out, IDResult{ID: id, Result: r})
 	}
 	return out, nil
+}
+
+// ErrBadAssignment starts the error text of a SET calloutd does not know.
+const ErrBadAssignment = "bad assignment"
+
+// ParseSet parses the argument of SET (the rest of the line after the
+// verb): NAME="VALUE" or NAME=VALUE. name is upper case; the value has
+// its quotes and backslash escapes removed.
+func ParseSet(rest string) (name, value string, err error) {
+	k, v, ok := strings.Cut(strings.TrimSpace(rest), "=")
+	if !ok || k == "" || strings.ContainsAny(k, " \t") {
+		return "", "", perr(ErrInvalidArgs)
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = unescape(v[1 : len(v)-1])
+	}
+	return strings.ToUpper(k), v, nil
+}
+
+// unescape removes backslash escapes (\x is x).
+func unescape(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

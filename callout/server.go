@@ -2,7 +2,9 @@
 // with its own queue of addresses (VRFY), session id (SID) and soft
 // timeouts (TIMEOUT); RUN verifies the queue, several addresses at a time,
 // and reports each one's progress lines in queue order before the final
-// "OK id=result ...". As with calloutd, addresses whose probe ended on a
+// "OK id=result ..." (our extra stages cached and nohost tell the
+// client an answer came from the cache or found no mail host). As with
+// calloutd, addresses whose probe ended on a
 // network error stay queued for the next RUN, and when the client leaves,
 // those and the ones never run are completed in the background with the
 // hard timeouts (Verifier.Enqueue), unless NoBackground is set.
@@ -10,7 +12,8 @@
 // Tunables (Server fields) and defaults: Greeting calloutd's; MaxLine 1023
 // bytes; MaxQueue 100 addresses per session; RunParallel 8 probes at once
 // per RUN; IdleTimeout 5 minutes between commands; ProbeTimeout none;
-// MaxConns unlimited (calloutd's max-instances).
+// MaxConns unlimited (calloutd's max-instances). Update changes the
+// settings of a running server (a reload) for new sessions.
 
 package callout
 
@@ -24,6 +27,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailmux/mailmux/callout/smtpprobe"
@@ -69,6 +73,28 @@ type Server struct {
 
 	once sync.Once
 	cs   connserve.Server
+	upd  atomic.Pointer[Server] // the settings of the last Update
+}
+
+// cur returns the settings in force: the last Update's, or s's own.
+func (s *Server) cur() *Server {
+	if u := s.upd.Load(); u != nil {
+		return u
+	}
+	return s
+}
+
+// Update changes the settings of a running Server (a configuration
+// reload) for the sessions that start after it: Ehlo, MailFrom,
+// Timeouts, Greeting, MaxLine, MaxQueue, RunParallel, IdleTimeout,
+// ProbeTimeout, NoBackground and Logger are taken from n, which must not
+// be changed afterwards; the Verifier (see Verifier.Update) and MaxConns
+// stay. Open sessions finish with the settings they began with.
+func (s *Server) Update(n *Server) {
+	u := &Server{Verifier: s.Verifier, Ehlo: n.Ehlo, MailFrom: n.MailFrom, Timeouts: n.Timeouts, Greeting: n.Greeting,
+		MaxLine: n.MaxLine, MaxQueue: n.MaxQueue, RunParallel: n.RunParallel, IdleTimeout: n.IdleTimeout,
+		ProbeTimeout: n.ProbeTimeout, MaxConns: s.MaxConns, NoBackground: n.NoBackground, Logger: n.Logger}
+	s.upd.Store(u)
 }
 
 func (s *Server) log() *slog.Logger {
@@ -122,14 +148,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // session is the state of one connection.
 type session struct {
 	s        *Server
+	cf       *Server // the settings in force when the session began
 	c        net.Conn
 	r        *bufio.Reader
 	w        *bufio.Writer
 	sid      string
 	timeouts smtpprobe.Timeouts
-	queue    []*entry
-	nextID   uint64
-	log      *slog.Logger
+	// SET values (nil: not set): defaults of the session's VRFYs.
+	ehlo, mailFrom *string
+	startTLS       *smtpprobe.StartTLS
+	queue          []*entry
+	nextID         uint64
+	log            *slog.Logger
 }
 
 type entry struct {
@@ -145,8 +175,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	v.init()
 	v.c.sessions.Add(1)
 	v.c.sessionsOpen.Add(1)
-	ses := &session{s: s, c: c, r: bufio.NewReaderSize(c, 1024), w: bufio.NewWriterSize(c, 4096),
-		timeouts: s.Timeouts, log: s.log().With("client", c.RemoteAddr().String())}
+	cf := s.cur() // this session's settings
+	ses := &session{s: s, cf: cf, c: c, r: bufio.NewReaderSize(c, 1024), w: bufio.NewWriterSize(c, 4096),
+		timeouts: cf.Timeouts, log: cf.log().With("client", c.RemoteAddr().String())}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
 		stop()
@@ -154,14 +185,14 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		v.c.sessionsOpen.Add(-1)
 		ses.finish()
 	}()
-	g := s.Greeting
+	g := cf.Greeting
 	if g == "" {
 		g = Greeting
 	}
 	if ses.reply(g) != nil {
 		return
 	}
-	idle := s.IdleTimeout
+	idle := cf.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
@@ -194,7 +225,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 // readLine reads one line of at most MaxLine bytes (line end included);
 // a longer one is read to its end and reported tooLong.
 func (ses *session) readLine() (line string, tooLong bool, err error) {
-	max := ses.s.MaxLine
+	max := ses.cf.MaxLine
 	if max <= 0 {
 		max = MaxLineDefault
 	}
@@ -249,7 +280,7 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		if err != nil {
 			return false, fail(err)
 		}
-		max := ses.s.MaxQueue
+		max := ses.cf.MaxQueue
 		if max <= 0 {
 			max = DefaultMaxQueue
 		}
@@ -267,10 +298,41 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		for _, a := range cmd.Args {
 			switch strings.ToLower(a) {
 			case "ehlo":
-				ses.w.WriteString("* ehlo=" + ses.s.ehlo() + "\r\n")
+				e := ses.cf.ehlo()
+				if ses.ehlo != nil {
+					e = *ses.ehlo
+				}
+				ses.w.WriteString("* ehlo=" + e + "\r\n")
 			case "mailfrom":
-				ses.w.WriteString("* mailfrom=" + ses.s.mailFrom() + "\r\n")
+				m := ses.cf.mailFrom()
+				if ses.mailFrom != nil {
+					m = *ses.mailFrom
+				}
+				ses.w.WriteString("* mailfrom=" + m + "\r\n")
 			}
+		}
+		return false, ses.reply("OK")
+	case "SET":
+		_, rest, _ := strings.Cut(strings.TrimLeft(line, " \t"), " ")
+		name, value, err := ParseSet(rest)
+		if err != nil {
+			return false, fail(err)
+		}
+		switch name {
+		case "EHLO":
+			ses.ehlo = &value
+		case "MAILFROM":
+			ses.mailFrom = &value
+		case "STARTTLS":
+			st, err := smtpprobe.ParseStartTLS(value)
+			if err != nil {
+				return false, ses.no(ErrTLSValue)
+			}
+			ses.startTLS = &st
+		case "TRANSCRIPT":
+			// Accepted; the server's transcript setting decides.
+		default:
+			return false, ses.no(ErrBadAssignment + " " + name + "=" + value)
 		}
 		return false, ses.reply("OK")
 	case "SID":
@@ -285,7 +347,7 @@ func (ses *session) command(ctx context.Context, line string) (quit bool, err er
 		if err != nil {
 			return false, fail(err)
 		}
-		ses.timeouts = t.Or(ses.s.Timeouts)
+		ses.timeouts = t.Or(ses.cf.Timeouts)
 		return false, ses.reply("OK timeouts set")
 	case "DROP":
 		if len(cmd.Args) != 1 {
@@ -320,7 +382,7 @@ func (s *Server) ehlo() string {
 	if s.Ehlo != "" {
 		return s.Ehlo
 	}
-	if p := s.Verifier.Prober; p != nil && p.Ehlo != "" {
+	if p := s.Verifier.cur().Prober; p != nil && p.Ehlo != "" {
 		return p.Ehlo
 	}
 	return smtpprobe.DefaultEhlo()
@@ -328,8 +390,8 @@ func (s *Server) ehlo() string {
 
 func (s *Server) mailFrom() string {
 	m := s.MailFrom
-	if m == "" && s.Verifier.Prober != nil {
-		m = s.Verifier.Prober.MailFrom
+	if p := s.Verifier.cur().Prober; m == "" && p != nil {
+		m = p.MailFrom
 	}
 	if m == "" {
 		return "<>"
@@ -347,7 +409,7 @@ type runResult struct {
 // run verifies the queue: up to RunParallel addresses at a time, their
 // progress lines written in queue order.
 func (ses *session) run(ctx context.Context) error {
-	par := ses.s.RunParallel
+	par := ses.cf.RunParallel
 	if par <= 0 {
 		par = DefaultRunParallel
 	}
@@ -357,7 +419,7 @@ func (ses *session) run(ctx context.Context) error {
 	for i, e := range ses.queue {
 		r := &runResult{done: make(chan struct{})}
 		res[i] = r
-		req := e.req
+		req := ses.withSet(e.req)
 		req.Timeouts = ses.timeouts
 		req.Tag = ses.sid
 		if req.Tag == "" {
@@ -367,14 +429,25 @@ func (ses *session) run(ctx context.Context) error {
 		probe := func() {
 			defer close(r.done)
 			pctx := ctx
-			if ses.s.ProbeTimeout > 0 {
+			if ses.cf.ProbeTimeout > 0 {
 				var cancel context.CancelFunc
-				pctx, cancel = context.WithTimeout(ctx, ses.s.ProbeTimeout)
+				pctx, cancel = context.WithTimeout(ctx, ses.cf.ProbeTimeout)
 				defer cancel()
 			}
-			r.out, _ = ses.s.Verifier.Verify(pctx, req, func(ev smtpprobe.Event) {
+			var cached bool
+			r.out, cached = ses.s.Verifier.Verify(pctx, req, func(ev smtpprobe.Event) {
 				r.lines = append(r.lines, "* "+id+" "+ev.Stage+" "+sanitize(ev.Text))
 			})
+			if cached {
+				r.lines = append(r.lines, "* "+id+" "+StageCached+" "+r.out.Result.String())
+			}
+			if r.out.DomainDead {
+				why := "the domain has no mail host"
+				if r.out.Err != nil {
+					why = sanitize(r.out.Err.Error())
+				}
+				r.lines = append(r.lines, "* "+id+" "+StageNoHost+" "+why)
+			}
 		}
 		if len(ses.queue) == 1 {
 			probe() // the common case: no goroutine
@@ -420,6 +493,21 @@ func (ses *session) run(ctx context.Context) error {
 	return ses.reply(b.String())
 }
 
+// withSet gives a request the session's SET values where its VRFY set
+// none.
+func (ses *session) withSet(req smtpprobe.Request) smtpprobe.Request {
+	if req.Ehlo == "" && ses.ehlo != nil {
+		req.Ehlo = *ses.ehlo
+	}
+	if req.MailFrom == "" && ses.mailFrom != nil {
+		req.MailFrom = *ses.mailFrom
+	}
+	if req.StartTLS == 0 && ses.startTLS != nil {
+		req.StartTLS = *ses.startTLS
+	}
+	return req
+}
+
 // sanitize keeps a progress text on one line.
 func sanitize(s string) string {
 	if strings.ContainsAny(s, "\r\n") {
@@ -430,11 +518,11 @@ func sanitize(s string) string {
 
 // finish hands what is left in the queue to background completion.
 func (ses *session) finish() {
-	if ses.s.NoBackground || len(ses.queue) == 0 {
+	if ses.cf.NoBackground || len(ses.queue) == 0 {
 		return
 	}
 	for _, e := range ses.queue {
-		req := e.req
+		req := ses.withSet(e.req)
 		req.Tag = ses.sid
 		if !ses.s.Verifier.Enqueue(req) {
 			ses.log.Warn("background queue full: address dropped", "email", req.Email)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/callout/callouttest"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
 )
@@ -168,5 +169,98 @@ func TestBackgroundCompletion(t *testing.T) {
 	}
 	if st := v.Stats(); st.CacheHits != 2 || st.BgQueued != 2 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// A client that goes away in the middle of RUN (pmult when its wait limit
+// expires) does not cancel the probe: it completes and its answer is
+// cached for the next client.
+func TestClientGoneMidRun(t *testing.T) {
+	noLeaks(t)
+	w := newWorld(t, 2525, 0)
+	w.dns.Add(t, "slowish.test. 60 IN MX 10 mx.slowish.test.", "mx.slowish.test. 60 IN A "+w.net.IP(22))
+	slow := callouttest.StartSMTP(t, w.net.Addr(22, 2525), callouttest.SMTPOptions{Delay: 200 * time.Millisecond})
+	v := &Verifier{Prober: w.prober(2 * time.Second), Cache: newMemCache()}
+	addr := startServer(t, &Server{Verifier: v, NoBackground: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Vrfy(ctx, Request{Email: "good@slowish.test"}); err != nil {
+		t.Fatal(err)
+	}
+	// Leave once the probe has reached the target.
+	if _, err := cl.c.Write([]byte("RUN\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for slow.Connections() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cl.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Stats().Results["success"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe did not complete after the client left: %+v", v.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := transcript(t, addr, []string{"VRFY good@slowish.test", "RUN", "QUIT"})
+	if !strings.Contains(out, "S: * 0000000000 cached success\nS: OK 0000000000=success\n") || slow.Connections() != 1 {
+		t.Errorf("not answered from the cache (%d connections to the target):\n%s", slow.Connections(), out)
+	}
+}
+
+// Update (calloutd's SIGHUP): new sessions get the new server settings
+// (the session queue limit here), new requests the new Verifier settings
+// (the prober's EHLO, the cache lifetimes on the same store), while the
+// session that began before keeps its own.
+func TestUpdate(t *testing.T) {
+	noLeaks(t)
+	w := newWorld(t, 2525, 0)
+	store := &cache.Memory{}
+	v := &Verifier{Prober: w.prober(time.Second), Cache: &cache.Cache{Store: store}}
+	srv := &Server{Verifier: v, MaxQueue: 1, NoBackground: true}
+	addr := startServer(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old, err := Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if rp, _ := old.Do(ctx, "GET ehlo", nil); len(rp.Lines) != 1 || rp.Lines[0] != "ehlo=callout.harness.test" {
+		t.Fatalf("GET ehlo: %+v", rp)
+	}
+	before := transcript(t, addr, []string{"VRFY good@fast.test", "VRFY good2@fast.test", "RUN", "QUIT"})
+	if !strings.Contains(before, "C: VRFY good2@fast.test\nS: NO too many addresses queued\n") {
+		t.Fatalf("session queue of 1:\n%s", before)
+	}
+
+	p := w.prober(time.Second)
+	p.Ehlo = "reloaded.test"
+	v.Update(&Verifier{Prober: p, Cache: &cache.Cache{Store: store, Positive: time.Nanosecond}, Logger: v.Logger})
+	srv.Update(&Server{MaxQueue: 2, NoBackground: true, Logger: srv.Logger})
+
+	after := transcript(t, addr, []string{"GET ehlo", "VRFY good@fast.test", "VRFY good2@fast.test", "RUN", "VRFY good2@fast.test", "RUN", "QUIT"})
+	for _, want := range []string{
+		"S: * ehlo=reloaded.test\n",
+		// Cached before the update, answered from the cache.
+		"S: * 0000000000 cached success\n",
+		"S: OK 0000000000=success 0000000001=success\n",
+		// Stored for a nanosecond after it: probed again.
+		"S: * 0000000002 INIT mx.fast.test\n",
+	} {
+		if !strings.Contains(after, want) {
+			t.Errorf("after Update: missing %q in\n%s", want, after)
+		}
+	}
+	// The session begun before keeps its queue limit.
+	if _, err := old.Vrfy(ctx, Request{Email: "a@fast.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Vrfy(ctx, Request{Email: "b@fast.test"}); !errorsAs(err, new(*ReplyError)) {
+		t.Errorf("old session, second VRFY: %v, want NO (its limit is 1)", err)
 	}
 }

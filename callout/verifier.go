@@ -3,6 +3,8 @@
 // the same address in flight, the global cap on pending probes, per-domain
 // limits, catch-all detection, and recording what probes found.
 //
+// Update changes the settings of a running Verifier (calloutd's reload).
+//
 // Defaults: MaxPending 1000, DomainConcurrency 2, DomainRate 10 per
 // second, DomainBurst 10, CatchAll off, no cache (nil Cache).
 
@@ -14,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailmux/mailmux/callout/cache"
@@ -71,6 +74,7 @@ type Verifier struct {
 	Logger *slog.Logger
 
 	initOnce sync.Once
+	upd      atomic.Pointer[Verifier] // the settings of the last Update
 	limiter  *domainLimiter
 	mu       sync.Mutex
 	inflight map[string]*call
@@ -86,28 +90,56 @@ type call struct {
 
 func (v *Verifier) init() {
 	v.initOnce.Do(func() {
-		conc := v.DomainConcurrency
-		if conc <= 0 {
-			conc = DefaultDomainConcurrency
-		}
-		rate := v.DomainRate
-		if rate == 0 {
-			rate = DefaultDomainRate
-		}
-		burst := v.DomainBurst
-		if burst <= 0 {
-			burst = DefaultDomainBurst
-		}
-		v.limiter = newDomainLimiter(conc, rate, burst)
+		v.limiter = newDomainLimiter(limiterSettings(v))
 		v.inflight = map[string]*call{}
 	})
 }
 
+// limiterSettings are the per-domain limits of v, defaults applied.
+func limiterSettings(v *Verifier) (conc int, rate float64, burst int) {
+	conc, rate, burst = v.DomainConcurrency, v.DomainRate, v.DomainBurst
+	if conc <= 0 {
+		conc = DefaultDomainConcurrency
+	}
+	if rate == 0 {
+		rate = DefaultDomainRate
+	}
+	if burst <= 0 {
+		burst = DefaultDomainBurst
+	}
+	return conc, rate, burst
+}
+
 func (v *Verifier) log() *slog.Logger {
-	if v.Logger != nil {
-		return v.Logger
+	if l := v.cur().Logger; l != nil {
+		return l
 	}
 	return slog.Default()
+}
+
+// cur returns the settings in force: the last Update's, or v's own.
+func (v *Verifier) cur() *Verifier {
+	if u := v.upd.Load(); u != nil {
+		return u
+	}
+	return v
+}
+
+// Update changes the settings of a running Verifier (a configuration
+// reload) for the requests that start after it: Prober, Cache (give it
+// the same Store: only the lifetimes should change), MaxPending, the
+// per-domain limits (domains with probes in flight keep their
+// concurrency until they are idle), CatchAll, MailRefusedFailure,
+// HardTimeouts and Logger are taken from n, which must not be changed
+// afterwards. Probes in flight, their sharing, the counters and
+// background completion go on; BgWorkers and BgQueue keep their values.
+func (v *Verifier) Update(n *Verifier) {
+	v.init()
+	u := &Verifier{Prober: n.Prober, Cache: n.Cache, MaxPending: n.MaxPending, DomainConcurrency: n.DomainConcurrency,
+		DomainRate: n.DomainRate, DomainBurst: n.DomainBurst, CatchAll: n.CatchAll, MailRefusedFailure: n.MailRefusedFailure,
+		HardTimeouts: n.HardTimeouts, BgWorkers: v.BgWorkers, BgQueue: v.BgQueue, Logger: n.Logger}
+	v.limiter.set(limiterSettings(u))
+	v.upd.Store(u)
 }
 
 // Stats returns a snapshot of the counters.
@@ -158,17 +190,18 @@ func (v *Verifier) Verify(ctx context.Context, req smtpprobe.Request, progress f
 func (v *Verifier) verify(ctx context.Context, req smtpprobe.Request, progress func(smtpprobe.Event), background bool) (smtpprobe.Outcome, bool) {
 	v.init()
 	v.c.requests.Add(1)
+	cf := v.cur() // the settings of this request
 	key := CacheKey(req)
 	domain, byDomain := probeDomain(req)
-	if v.Cache != nil && !background {
-		if e, ok, err := v.Cache.Lookup(ctx, key); err != nil {
+	if cf.Cache != nil && !background {
+		if e, ok, err := cf.Cache.Lookup(ctx, key); err != nil {
 			v.cacheError(err)
 		} else if ok {
 			v.c.cacheHits.Add(1)
 			return smtpprobe.Outcome{Result: e.Result}, true
 		}
 		if byDomain && domain != "" {
-			if e, ok, err := v.Cache.LookupDomain(ctx, domain); err != nil {
+			if e, ok, err := cf.Cache.LookupDomain(ctx, domain); err != nil {
 				v.cacheError(err)
 			} else if ok {
 				v.c.domainHits.Add(1)
@@ -198,7 +231,7 @@ func (v *Verifier) verify(ctx context.Context, req smtpprobe.Request, progress f
 		v.mu.Unlock()
 		close(c.done)
 	}()
-	c.out = v.probe(ctx, req, key, domain, byDomain, progress)
+	c.out = v.probe(ctx, cf, req, key, domain, byDomain, progress)
 	return c.out, false
 }
 
@@ -210,8 +243,8 @@ func ctxOutcome(ctx context.Context) smtpprobe.Outcome {
 	return o
 }
 
-func (v *Verifier) probe(ctx context.Context, req smtpprobe.Request, key, domain string, byDomain bool, progress func(smtpprobe.Event)) smtpprobe.Outcome {
-	max := v.MaxPending
+func (v *Verifier) probe(ctx context.Context, cf *Verifier, req smtpprobe.Request, key, domain string, byDomain bool, progress func(smtpprobe.Event)) smtpprobe.Outcome {
+	max := cf.MaxPending
 	if max <= 0 {
 		max = DefaultMaxPending
 	}
@@ -235,21 +268,21 @@ func (v *Verifier) probe(ctx context.Context, req smtpprobe.Request, key, domain
 	defer release()
 
 	knownCatchAll := false
-	if v.CatchAll && v.Cache != nil && req.Domain() != "" {
-		ca, known, err := v.Cache.LookupCatchAll(ctx, req.Domain())
+	if cf.CatchAll && cf.Cache != nil && req.Domain() != "" {
+		ca, known, err := cf.Cache.LookupCatchAll(ctx, req.Domain())
 		if err != nil {
 			v.cacheError(err)
 		}
 		knownCatchAll = known && ca
 		req.CatchAll = !known
 	} else {
-		req.CatchAll = v.CatchAll
+		req.CatchAll = cf.CatchAll
 	}
 	v.c.probes.Add(1)
 	start := time.Now()
-	out := v.Prober.Probe(ctx, req, progress)
+	out := cf.Prober.Probe(ctx, req, progress)
 	v.c.probeNanos.Add(uint64(time.Since(start)))
-	if v.MailRefusedFailure && out.MailRefused && out.Result == smtpprobe.NotFound {
+	if cf.MailRefusedFailure && out.MailRefused && out.Result == smtpprobe.NotFound {
 		out.Result = smtpprobe.Failure
 	}
 	if knownCatchAll && out.Result == smtpprobe.Success {
@@ -258,18 +291,20 @@ func (v *Verifier) probe(ctx context.Context, req smtpprobe.Request, key, domain
 	if out.CatchAll {
 		v.c.catchAll.Add(1)
 	}
-	if v.Cache != nil && ctx.Err() == nil {
-		if _, err := v.Cache.Record(ctx, key, out.Result); err != nil {
+	if cf.Cache != nil && ctx.Err() == nil {
+		if _, err := cf.Cache.Record(ctx, key, out.Result); err != nil {
 			v.cacheError(err)
 		}
 		switch {
-		case byDomain && domain != "" && out.DomainDead:
-			v.cacheError(v.Cache.RecordDead(ctx, domain, out.Result))
+		case byDomain && domain != "" && out.DomainDead && req.Mode == smtpprobe.MXFirst:
+			// (mxonly finding no MX says nothing of mxfirst, which falls
+			// back to the domain's address; the converse holds.)
+			v.cacheError(cf.Cache.RecordDead(ctx, domain, out.Result))
 		case byDomain && domain != "" && out.Result == smtpprobe.TempFailure && out.Retry && !out.Greeted:
-			v.cacheError(v.Cache.RecordDown(ctx, domain))
+			v.cacheError(cf.Cache.RecordDown(ctx, domain))
 		}
 		if req.CatchAll && out.Result == smtpprobe.Success {
-			v.cacheError(v.Cache.RecordCatchAll(ctx, req.Domain(), out.CatchAll))
+			v.cacheError(cf.Cache.RecordCatchAll(ctx, req.Domain(), out.CatchAll))
 		}
 	}
 	return out

@@ -164,3 +164,28 @@ func TestCachePolicyThroughVerifier(t *testing.T) {
 		t.Errorf("hostonly: %v cached=%v", o.Result, cached)
 	}
 }
+
+// mxonly finding no MX says nothing of mxfirst, which falls back to the
+// domain's address: no dead-domain entry (the interop transcript's
+// good@anoly.test came out not_found when the mxonly probe of anoly.test
+// finished first in a parallel RUN).
+func TestMXOnlyNoMXIsNotDeadForMXFirst(t *testing.T) {
+	noLeaks(t)
+	w := newWorld(t, 2525, 0)
+	v := &Verifier{Prober: w.prober(time.Second), Cache: newMemCache()}
+	defer v.Close()
+	ctx := context.Background()
+	if o, _ := v.Verify(ctx, smtpprobe.Request{Email: "good@x.test", Mode: smtpprobe.MXOnly, Host: "anoly.test"}, nil); o.Result != NotFound || !o.DomainDead {
+		t.Fatalf("mxonly of an A-only domain: %+v", o)
+	}
+	if o, cached := v.Verify(ctx, smtpprobe.Request{Email: "good@anoly.test"}, nil); o.Result != Success || cached {
+		t.Errorf("mxfirst after it: %+v cached=%v, want a probe answering success", o, cached)
+	}
+	// A domain without MX and without address is dead for both.
+	if o, _ := v.Verify(ctx, smtpprobe.Request{Email: "a@nullmx.test"}, nil); o.Result != Failure || !o.DomainDead {
+		t.Fatalf("null MX: %+v", o)
+	}
+	if o, cached := v.Verify(ctx, smtpprobe.Request{Email: "b@x.test", Mode: smtpprobe.MXOnly, Host: "nullmx.test"}, nil); !cached || !o.DomainDead {
+		t.Errorf("mxonly of a dead domain: %+v cached=%v, want the domain entry", o, cached)
+	}
+}

@@ -72,6 +72,13 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("pmult.service lacks %q", want)
 		}
 	}
+	cunit, _ := os.ReadFile(filepath.Join(dest, "usr/lib/systemd/system/calloutd.service"))
+	for _, want := range []string{"ExecStart=/usr/sbin/calloutd -c /etc/pmult/calloutd.toml\n", "ExecReload=/bin/kill -HUP $MAINPID\n",
+		"NoNewPrivileges=yes\n", "ProtectSystem=strict\n"} {
+		if !bytes.Contains(cunit, []byte(want)) {
+			t.Errorf("calloutd.service lacks %q", want)
+		}
+	}
 	// The installed binary checks the installed configuration (its spool
 	// directory aside, which the package creates).
 	out, err := exec.Command(filepath.Join(dest, "usr/sbin/pmult"), "check", "-c", filepath.Join(dest, "etc/pmult/pmult.toml")).CombinedOutput()

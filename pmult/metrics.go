@@ -105,6 +105,10 @@ type Metrics struct {
 	// undecided counts the messages no backend's verdict decided.
 	undecided [numReplies]atomic.Uint64
 
+	// lsess counts SMTP sessions (CONNECT events) by listener name
+	// (Offer.Listener): string to *atomic.Uint64.
+	lsess sync.Map
+
 	mu       sync.Mutex
 	byName   map[string]*backendCounters
 	backends []*backendCounters // in the order first seen
@@ -113,6 +117,27 @@ type Metrics struct {
 
 // NewMetrics returns empty counters.
 func NewMetrics() *Metrics { return &Metrics{} }
+
+// listenerSession counts one SMTP session (a CONNECT event) of the
+// listener called name ("": unnamed).
+func (m *Metrics) listenerSession(name string) {
+	c, ok := m.lsess.Load(name)
+	if !ok {
+		c, _ = m.lsess.LoadOrStore(name, new(atomic.Uint64))
+	}
+	c.(*atomic.Uint64).Add(1)
+}
+
+// ListenerSessions returns the number of SMTP sessions (CONNECT events,
+// so each session of a reused MTA connection) of the listener called name
+// ("": the unnamed ones); the process writes it as
+// pmult_listener_sessions_total{listener}.
+func (m *Metrics) ListenerSessions(name string) uint64 {
+	if c, ok := m.lsess.Load(name); ok {
+		return c.(*atomic.Uint64).Load()
+	}
+	return 0
+}
 
 // forBackend returns the counters of the backend called name, made at
 // first use. Engines call it once per slot, not per session.

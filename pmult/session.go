@@ -22,6 +22,9 @@ func (s *Session) Handle(ctx context.Context, ev *Event) Reply {
 	}
 	s.noteMacros(ev)
 	s.condFacts(ev)
+	if ev.Kind == KindConnect {
+		s.m.listenerSession(s.offer.Listener)
+	}
 	if s.reopenPending && ev.Kind != KindQuit && ev.Kind != KindQuitNC && ev.Kind != KindAbort {
 		s.reopen(ctx)
 	}

@@ -8,6 +8,8 @@
 // the first session and closed when a reload retires the backend and its
 // last session has ended. A cache that cannot be opened fails that
 // session's open (the on_failure action); the next session tries again.
+// AdminCache serves `pmult callout-cache` on that same cache while pmult
+// runs (over the control socket).
 
 package callout
 
@@ -15,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -111,22 +114,15 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 	}
 	s := &session{b: b, macros: map[string]string{}}
 	if b.inProcess() {
-		if b.v == nil {
-			var c *cache.Cache
-			if b.cfg.OpenCache != nil {
-				var err error
-				if c, err = b.cfg.OpenCache(ctx); err != nil {
-					return nil, fmt.Errorf("callout backend %s: %w", b.cfg.Name, err)
-				}
-			}
-			b.c = c
-			b.v = &callout.Verifier{Prober: b.cfg.Prober, Cache: c, MaxPending: b.cfg.MaxPending,
-				DomainConcurrency: b.cfg.DomainConcurrency, DomainRate: b.cfg.DomainRate,
-				HardTimeouts: b.cfg.Hard, Logger: b.cfg.Log, MailRefusedFailure: true}
+		if err := b.openLocked(ctx); err != nil {
+			return nil, err
 		}
 		s.chk = &local{v: b.v, soft: b.cfg.Soft, log: b.cfg.Log}
 	} else {
 		r := &remote{addr: b.cfg.Calloutd, soft: b.cfg.Soft, brk: &b.brk}
+		if b.cfg.Prober != nil {
+			r.res = b.cfg.Prober.Resolver
+		}
 		s.chk, s.rem = r, r
 	}
 	b.sessions++
@@ -135,6 +131,53 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		s.log = b.cfg.Log.With("backend", b.cfg.Name)
 	}
 	return s, nil
+}
+
+// openLocked opens the shared in-process state (the cache and the
+// Verifier) once; b.mu is held.
+func (b *Backend) openLocked(ctx context.Context) error {
+	if b.v != nil {
+		return nil
+	}
+	var c *cache.Cache
+	if b.cfg.OpenCache != nil {
+		var err error
+		if c, err = b.cfg.OpenCache(ctx); err != nil {
+			return fmt.Errorf("callout backend %s: %w", b.cfg.Name, err)
+		}
+	}
+	b.c = c
+	b.v = &callout.Verifier{Prober: b.cfg.Prober, Cache: c, MaxPending: b.cfg.MaxPending,
+		DomainConcurrency: b.cfg.DomainConcurrency, DomainRate: b.cfg.DomainRate,
+		HardTimeouts: b.cfg.Hard, Logger: b.cfg.Log, MailRefusedFailure: true}
+	return nil
+}
+
+// AdminCache runs a cache administration command (list, show WHAT,
+// flush WHAT|--all: cache.Admin) on the cache this backend's sessions
+// use, while pmult runs: a flush applies to the next verification at
+// once. It opens the cache when no session has yet. A backend probing
+// through calloutd, or with cache "none", has no cache of its own.
+func (b *Backend) AdminCache(ctx context.Context, args []string, w io.Writer) error {
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return fmt.Errorf("callout backend %s: retired", b.cfg.Name)
+	case !b.inProcess():
+		b.mu.Unlock()
+		return fmt.Errorf("callout backend %s probes through calloutd %s: its cache is calloutd's (calloutd cache)", b.cfg.Name, b.cfg.Calloutd)
+	}
+	err := b.openLocked(ctx)
+	c := b.c
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		return fmt.Errorf("callout backend %s: cache = \"none\": nothing kept", b.cfg.Name)
+	}
+	return cache.Admin(ctx, c.Store, args, w, time.Now())
 }
 
 // Retire implements pmult.Retirer: the cache and background work end

@@ -4,8 +4,14 @@
 // background completion under the hard timeouts, so the client's retry is
 // answered from the cache. Through a calloutd server (ours or mailfromd's
 // calloutd 8.15), the server does the same on its side: pmult sends the
-// soft timeouts (TIMEOUT) and drops the connection when the wait limit
-// expires, which makes the server complete the address in the background.
+// soft timeouts (TIMEOUT); when the answer says the host did not reply in
+// time ("RECV nothing": the soft timeout) or could not be reached, pmult
+// answers the timeout (or temp_failure) verdict and ends the conversation
+// (QUIT), on which the server probes the address again with its hard
+// timeouts and caches the answer; when the wait limit expires first,
+// pmult drops the connection and the server finishes the probe anyway.
+// A domain without mail host is told by our server's nohost line, or,
+// when mailfromd's calloutd contacted no host, by the domain's DNS.
 
 package callout
 
@@ -15,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/mailmux/mailmux/callout"
 	"github.com/mailmux/mailmux/callout/smtpprobe"
@@ -56,7 +63,8 @@ func (l *local) check(ctx context.Context, req smtpprobe.Request) (checkResult, 
 type remote struct {
 	addr syntax.Address
 	soft smtpprobe.Timeouts
-	brk  *breaker.Breaker // the backend's: opens fail fast while calloutd is down
+	brk  *breaker.Breaker    // the backend's: opens fail fast while calloutd is down
+	res  *smtpprobe.Resolver // to tell a domain without mail host (nil: not told)
 
 	mu sync.Mutex
 	cl *callout.Client
@@ -88,10 +96,11 @@ func (r *remote) check(ctx context.Context, req smtpprobe.Request) (checkResult,
 		}
 		r.cl = cl
 	}
-	res, err := r.cl.Verify(ctx, req)
+	a, err := r.cl.Check(ctx, req)
 	if err != nil {
 		// The conversation is in an unknown state: drop it (the server
-		// completes what it was doing in the background).
+		// completes what it was doing, and what is left queued, in the
+		// background).
 		r.cl.Close()
 		r.cl = nil
 		if ctx.Err() != nil {
@@ -103,8 +112,90 @@ func (r *remote) check(ctx context.Context, req smtpprobe.Request) (checkResult,
 		}
 		return checkResult{}, fmt.Errorf("%w %s: %w", errRemote, r.addr, err)
 	}
-	return checkResult{out: smtpprobe.Outcome{Result: res}}, nil
+	out := smtpprobe.Outcome{Result: a.Result}
+	switch {
+	case a.NoReply(), a.Unreached():
+		// The host did not answer within the soft timeouts, or could
+		// not be reached: the server keeps the address queued and probes
+		// it again with its hard timeouts once this client has gone, so
+		// go now (the session's next address opens a new conversation).
+		// The answer is cached there for the sender's retry.
+		out.Retry = true
+		if a.NoReply() {
+			out.Result, out.Err = smtpprobe.Timeout, errNoReply
+		}
+		r.leave(ctx)
+	case a.NoMailHost():
+		out.DomainDead = true
+	case a.NoHostContacted():
+		// mailfromd's calloutd: no host contacted, so a domain without
+		// mail host or its cache; the domain's DNS says which.
+		out.DomainDead = r.noMailHost(ctx, req)
+	}
+	return checkResult{out: out, cached: a.Cached()}, nil
 }
+
+// errNoReply is the error of a soft timeout at the calloutd server.
+var errNoReply = errors.New("calloutd: the host did not reply within the soft timeouts (completing in the background)")
+
+// leave ends the conversation with QUIT, within a second whatever is
+// left of ctx, so the server completes what is queued in the background.
+func (r *remote) leave(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	r.cl.Quit(qctx) // closes the connection in any case
+	r.cl = nil
+}
+
+// noMailHost looks at the DNS of the domain a request probes (modes
+// mxfirst and mxonly) and reports whether it has no mail host: NXDOMAIN,
+// a null MX, no MX and (mxfirst) no address, or MX hosts without
+// addresses. A DNS failure says nothing: false.
+func (r *remote) noMailHost(ctx context.Context, req smtpprobe.Request) bool {
+	if r.res == nil {
+		return false
+	}
+	var domain string
+	switch req.Mode {
+	case smtpprobe.MXFirst:
+		domain = req.Host
+		if domain == "" {
+			domain = req.Domain()
+		}
+	case smtpprobe.MXOnly:
+		domain = req.Host
+	default:
+		return false
+	}
+	mxs, err := r.res.LookupMX(ctx, domain)
+	switch {
+	case errors.Is(err, smtpprobe.ErrNXDomain):
+		return true
+	case err != nil:
+		return false
+	case len(mxs) == 1 && (mxs[0].Host == "" || mxs[0].Host == "."):
+		return true
+	case len(mxs) == 0:
+		if req.Mode == smtpprobe.MXOnly {
+			return true
+		}
+		addrs, err := r.res.LookupHost(ctx, domain)
+		return errors.Is(err, smtpprobe.ErrNXDomain) || err == nil && len(addrs) == 0
+	}
+	for i, mx := range mxs {
+		if i == maxMXChecked {
+			return false // not worth more queries: assume it has one
+		}
+		addrs, err := r.res.LookupHost(ctx, mx.Host)
+		if err == nil && len(addrs) > 0 || err != nil && !errors.Is(err, smtpprobe.ErrNXDomain) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxMXChecked bounds the MX hosts whose addresses noMailHost looks up.
+const maxMXChecked = 5
 
 // open connects and sends the soft timeouts and the session id.
 func (r *remote) open(ctx context.Context, req smtpprobe.Request) (*callout.Client, error) {

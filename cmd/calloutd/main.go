@@ -12,7 +12,7 @@
 // accepted for compatibility). --config-lint checks the file, prints every
 // error and exits 0 or 78. SIGTERM and SIGINT stop it: the listeners
 // close, sessions finish their command (up to 10 s), background probes are
-// cancelled. The configuration is described in config.go and
+// cancelled. SIGHUP re-reads the configuration (reload.go). The configuration is described in config.go and
 // examples/calloutd.toml; metrics are served on metrics_listen at /metrics
 // (Prometheus text) and /stats (JSON).
 package main
@@ -62,7 +62,19 @@ const shutdownGrace = 10 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // one pending reload reads the latest file anyway
+			}
+		}
+	}()
+	code := runWith(ctx, os.Args[1:], os.Stdout, os.Stderr, reload)
+	signal.Stop(hup)
 	stop()
 	os.Exit(code)
 }
@@ -127,6 +139,11 @@ func parseLevel(s string) (slog.Level, error) {
 
 // run is main with its environment passed in; ctx's end is SIGTERM.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runWith(ctx, args, stdout, stderr, nil)
+}
+
+// runWith is run with reload requests (SIGHUP; nil: none).
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-chan struct{}) int {
 	if len(args) > 0 && args[0] == "cache" {
 		return cacheCmd(ctx, args[1:], stdout, stderr)
 	}
@@ -160,12 +177,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK\n", o.config)
 		return 0
 	}
-	log, err := newLogger(o, cfg, stderr)
+	level := new(slog.LevelVar)
+	log, err := newLogger(o, cfg, level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "calloutd: %v\n", err)
 		return exitConfig
 	}
-	return serve(ctx, cfg, log)
+	load := func() (*Config, error) {
+		c, err := loadConfig(o.config)
+		if err == nil {
+			err = applyFlags(c, o)
+		}
+		return c, err
+	}
+	return serve(ctx, cfg, log, &reloader{req: reload, load: load, file: o.config, level: level})
 }
 
 // applyFlags lets command-line options override the file.
@@ -208,11 +233,13 @@ func applyFlags(c *Config, o *options) error {
 	return nil
 }
 
-func newLogger(o *options, c *Config, stderr io.Writer) (*slog.Logger, error) {
-	level, err := parseLevel(c.LogLevel)
+// newLogger returns the log at c's level, held in level (a reload sets it).
+func newLogger(o *options, c *Config, level *slog.LevelVar, stderr io.Writer) (*slog.Logger, error) {
+	l, err := parseLevel(c.LogLevel)
 	if err != nil {
 		return nil, err
 	}
+	level.Set(l)
 	var w io.Writer = stderr
 	if o.syslog && !o.stderr {
 		sw, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, "calloutd")
@@ -225,8 +252,33 @@ func newLogger(o *options, c *Config, stderr io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("prog", "calloutd"), nil
 }
 
-// build wires the configuration into a Server.
+// build wires the configuration into a Server, opening its cache.
 func build(ctx context.Context, c *Config, log *slog.Logger) (*callout.Server, cache.Store, error) {
+	var store cache.Store
+	switch c.CacheType {
+	case "bolt":
+		b, err := cache.OpenBolt(c.CachePath)
+		if err != nil {
+			return nil, nil, err
+		}
+		store = b
+	case "redis":
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		r, err := cache.OpenRedis(rctx, c.RedisURL, c.RedisPrefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		store = r
+	case "memory":
+		store = &cache.Memory{}
+	}
+	return settings(c, log, store), store, nil
+}
+
+// settings returns the Server (and its Verifier) of c on an open store
+// (nil: no cache); a reload hands them to the running ones' Update.
+func settings(c *Config, log *slog.Logger, store cache.Store) *callout.Server {
 	p := &smtpprobe.Prober{
 		Resolver:              &smtpprobe.Resolver{Servers: c.DNSServers, ResolvConf: c.ResolvConf, Timeout: c.DNSTimeout},
 		Port:                  c.SMTPPort,
@@ -248,25 +300,6 @@ func build(ctx context.Context, c *Config, log *slog.Logger) (*callout.Server, c
 			log.Info(dir+" "+line, "sid", tag)
 		}
 	}
-	var store cache.Store
-	switch c.CacheType {
-	case "bolt":
-		b, err := cache.OpenBolt(c.CachePath)
-		if err != nil {
-			return nil, nil, err
-		}
-		store = b
-	case "redis":
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		r, err := cache.OpenRedis(rctx, c.RedisURL, c.RedisPrefix)
-		if err != nil {
-			return nil, nil, err
-		}
-		store = r
-	case "memory":
-		store = &cache.Memory{}
-	}
 	v := &callout.Verifier{
 		Prober: p, MaxPending: c.MaxPending, DomainConcurrency: c.DomainConcurrency,
 		DomainRate: c.DomainRate, DomainBurst: c.DomainBurst, CatchAll: c.CatchAll,
@@ -281,10 +314,10 @@ func build(ctx context.Context, c *Config, log *slog.Logger) (*callout.Server, c
 		MaxQueue: c.SessionQueue, RunParallel: c.RunParallel, IdleTimeout: c.IdleTimeout,
 		ProbeTimeout: c.ProbeTimeout, MaxConns: c.MaxInstances, NoBackground: !c.Background, Logger: log,
 	}
-	return srv, store, nil
+	return srv
 }
 
-func serve(ctx context.Context, c *Config, log *slog.Logger) int {
+func serve(ctx context.Context, c *Config, log *slog.Logger, rl *reloader) int {
 	srv, store, err := build(ctx, c, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -376,12 +409,19 @@ func serve(ctx context.Context, c *Config, log *slog.Logger) int {
 		}()
 	}
 	status := 0
-	select {
-	case <-ctx.Done():
-		log.Info("calloutd terminating")
-	case err := <-errc:
-		log.Error("serve", "err", err)
-		status = exitOSErr
+loop:
+	for {
+		select {
+		case <-rl.req:
+			c = rl.reload(c, srv, store, log)
+		case <-ctx.Done():
+			log.Info("calloutd terminating")
+			break loop
+		case err := <-errc:
+			log.Error("serve", "err", err)
+			status = exitOSErr
+			break loop
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()

@@ -1,8 +1,11 @@
-// calloutcache.go: "pmult callout-cache -c FILE [-b BACKEND] list | show
-// ADDRESS|DOMAIN | flush ADDRESS|DOMAIN|--all": the cache of a callout
-// backend of the configuration (its bbolt file, which a running pmult
-// holds locked, or its Redis, which can be administered live), with why
-// each entry is there and when it expires.
+// calloutcache.go: "pmult callout-cache -c FILE [-b BACKEND] [--socket
+// PATH] list | show ADDRESS|DOMAIN | flush ADDRESS|DOMAIN|--all": the
+// cache of a callout backend of the configuration, with why each entry is
+// there and when it expires. While pmult runs it is asked over its
+// control socket (control_socket, or --socket): the cache its sessions
+// use, so a flush applies at once; when nothing listens there (pmult is
+// not running) the cache is opened directly (its bbolt file, which a
+// running pmult holds locked, or its Redis). The output is the same.
 
 package main
 
@@ -12,6 +15,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	callout "github.com/mailmux/mailmux/backends/callout"
@@ -22,12 +28,13 @@ import (
 func calloutCache(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pmult callout-cache", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var path, name string
+	var path, name, socket string
+	fs.StringVar(&socket, "socket", "", "the running pmult's control socket `path` (default: the configuration's control_socket)")
 	fs.StringVar(&path, "c", "", "configuration `file`")
 	fs.StringVar(&path, "config", "", "configuration `file`")
 	fs.StringVar(&name, "b", "", "the callout `backend` (default: the only one)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pmult callout-cache -c FILE [-b BACKEND] list | show ADDRESS|DOMAIN | flush ADDRESS|DOMAIN|--all")
+		fmt.Fprintln(stderr, "usage: pmult callout-cache -c FILE [-b BACKEND] [--socket PATH] list | show ADDRESS|DOMAIN | flush ADDRESS|DOMAIN|--all")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 64
@@ -67,11 +74,25 @@ func calloutCache(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pmult callout-cache: no callout backend %q (have %v)\n", name, found)
 		return 64
 	}
+	if socket == "" {
+		socket = cfg.ControlSocket
+	}
+	if socket != "" {
+		code, err := askCalloutCache(socket, backend, fs.Args(), stdout, stderr)
+		if err == nil {
+			return code
+		}
+		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {
+			fmt.Fprintf(stderr, "pmult callout-cache: %v\n", err)
+			return 69
+		}
+		// Nothing listens: pmult is not running; open the cache itself.
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := settings.CacheOpener(backend)(ctx)
 	if err != nil {
-		fmt.Fprintf(stderr, "pmult callout-cache: backend %s: %v (a running pmult holds a bolt file locked)\n", backend, err)
+		fmt.Fprintf(stderr, "pmult callout-cache: backend %s: %v (a running pmult holds a bolt file locked: set control_socket to administer it live)\n", backend, err)
 		return 71
 	}
 	if c == nil || settings.Cache == "memory" {
@@ -88,4 +109,52 @@ func calloutCache(args []string, stdout, stderr io.Writer) int {
 		return 71
 	}
 	return 0
+}
+
+// askCalloutCache sends the command to the running pmult's control
+// socket and copies its answer; the last line says how it went ("ok",
+// "usage: ...", "error: ..."). err is the dial error when nothing
+// listens (then nothing was written).
+func askCalloutCache(path, backend string, args []string, stdout, stderr io.Writer) (int, error) {
+	c, err := net.DialTimeout("unix", path, whyTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("control socket: %w", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(whyTimeout))
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\r\n") {
+			fmt.Fprintf(stderr, "pmult callout-cache: argument %q cannot be sent (empty or with white space)\n", a)
+			return 64, nil
+		}
+	}
+	if _, err := fmt.Fprintf(c, "callout-cache %s %s\n", backend, strings.Join(args, " ")); err != nil {
+		fmt.Fprintf(stderr, "pmult callout-cache: control socket %s: %v\n", path, err)
+		return 69, nil
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "pmult callout-cache: control socket %s: %v\n", path, err)
+		return 69, nil
+	}
+	out := strings.TrimSuffix(string(b), "\n")
+	last := out
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		last, out = out[i+1:], out[:i+1]
+	} else {
+		out = ""
+	}
+	io.WriteString(stdout, out)
+	switch {
+	case last == "ok":
+		return 0, nil
+	case strings.HasPrefix(last, "usage: "):
+		fmt.Fprintln(stderr, "usage: pmult callout-cache -c FILE [-b BACKEND] [--socket PATH] list | show ADDRESS|DOMAIN | flush ADDRESS|DOMAIN|--all")
+		return 64, nil
+	case strings.HasPrefix(last, "error: "):
+		fmt.Fprintf(stderr, "pmult callout-cache: %s\n", strings.TrimPrefix(last, "error: "))
+		return 71, nil
+	}
+	fmt.Fprintf(stderr, "pmult callout-cache: control socket %s: the answer ended early (%q)\n", path, last)
+	return 69, nil
 }

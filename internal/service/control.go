@@ -1,16 +1,22 @@
 // control.go: the control socket (control_socket, unix, mode 0600) and
 // the metrics listener's /why, where `pmult why ID` reads the decision
-// record of a recent message from the process's ring; and the count of
-// MTA connections accepted per listener.
+// record of a recent message from the process's ring, and where `pmult
+// callout-cache` administers a running callout backend's cache; and the
+// count of MTA connections accepted and SMTP sessions per listener.
 //
-// Control protocol: the client sends one line "why ID\n"; pmult answers
-// with the records of ID (queue id or session id, oldest first), or one
-// line "not found: ID", and closes the connection.
+// Control protocol: the client sends one line and pmult answers and
+// closes the connection. "why ID\n": the records of ID (queue id or
+// session id, oldest first), or one line "not found: ID".
+// "callout-cache BACKEND ARG...\n" (ARG: list | show WHAT | flush
+// WHAT|--all): the output of that command on the named callout backend's
+// cache in the running engine, the one its sessions use (a flush applies
+// at once), then a last line "ok", "usage: TEXT" or "error: TEXT".
 
 package service
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/pmult"
 )
 
@@ -45,10 +52,17 @@ func why(w io.Writer, rec *pmult.Recorder, id string) (bool, error) {
 
 // control serves the control socket.
 type control struct {
-	ln  net.Listener
-	wg  sync.WaitGroup
-	rec *pmult.Recorder
-	log *slog.Logger
+	ln      net.Listener
+	wg      sync.WaitGroup
+	rec     *pmult.Recorder
+	engines *pmult.Switch
+	log     *slog.Logger
+}
+
+// cacheAdmin is a backend whose cache can be administered while pmult
+// runs (the callout backend).
+type cacheAdmin interface {
+	AdminCache(ctx context.Context, args []string, w io.Writer) error
 }
 
 // controlMode is the control socket's mode: pmult's own user only.
@@ -79,12 +93,12 @@ func listenControl(path string) (net.Listener, error) {
 
 // serveControl listens on the unix socket path (mode 0600: the control
 // socket answers pmult's own user only).
-func serveControl(path string, rec *pmult.Recorder, log *slog.Logger) (*control, error) {
+func serveControl(path string, rec *pmult.Recorder, engines *pmult.Switch, log *slog.Logger) (*control, error) {
 	ln, err := listenControl(path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	c := &control{ln: ln, rec: rec, log: log}
+	c := &control{ln: ln, rec: rec, engines: engines, log: log}
 	c.wg.Add(1)
 	go c.serve()
 	log.Info("control socket", "path", path)
@@ -114,15 +128,57 @@ func (c *control) handle(nc net.Conn) {
 		c.log.Warn("control socket: bad request", "err", err)
 		return
 	}
-	cmd, id, _ := strings.Cut(strings.TrimSpace(line), " ")
-	if cmd != "why" || id == "" {
+	f := strings.Fields(line)
+	switch {
+	case len(f) == 2 && f[0] == "why":
+		_, err = why(nc, c.rec, f[1])
+	case len(f) >= 2 && f[0] == "callout-cache":
+		err = c.calloutCache(nc, f[1], f[2:])
+	default:
 		c.log.Warn("control socket: unknown request", "request", strings.TrimSpace(line))
-		fmt.Fprintf(nc, "error: unknown request (want: why ID)\n")
+		fmt.Fprintf(nc, "error: unknown request (want: why ID, or callout-cache BACKEND list|show|flush ...)\n")
 		return
 	}
-	if _, err := why(nc, c.rec, strings.TrimSpace(id)); err != nil {
+	if err != nil {
 		c.log.Warn("control socket: write", "err", err)
 	}
+}
+
+// calloutCache runs a cache administration command on the named
+// backend of the running engine and ends with "ok", "usage: ..." or
+// "error: ...".
+func (c *control) calloutCache(w io.Writer, name string, args []string) error {
+	var adm cacheAdmin
+	if c.engines != nil {
+		for _, sl := range c.engines.Engine().Slots {
+			if sl.Backend.Name() == name {
+				adm, _ = sl.Backend.(cacheAdmin)
+				if adm == nil {
+					_, err := fmt.Fprintf(w, "error: backend %s has no cache to administer (not of type callout)\n", name)
+					return err
+				}
+			}
+		}
+	}
+	if adm == nil {
+		_, err := fmt.Fprintf(w, "error: no backend %s in the running configuration\n", name)
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	bw := bufio.NewWriter(w)
+	err := adm.AdminCache(ctx, args, bw)
+	switch {
+	case errors.Is(err, cache.ErrUsage):
+		fmt.Fprintf(bw, "usage: %s\n", strings.TrimPrefix(err.Error(), "usage: "))
+	case err != nil:
+		c.log.Warn("control socket: callout-cache", "backend", name, "args", strings.Join(args, " "), "err", err)
+		fmt.Fprintf(bw, "error: %v\n", err)
+	default:
+		c.log.Info("control socket: callout-cache", "backend", name, "args", strings.Join(args, " "))
+		fmt.Fprintf(bw, "ok\n")
+	}
+	return bw.Flush()
 }
 
 // Close stops the socket, waits for the requests in progress and removes
@@ -153,25 +209,50 @@ func whyHandler(rec *pmult.Recorder) http.HandlerFunc {
 }
 
 // listenerCounts counts the MTA connections accepted on each listener,
-// for pmult_listener_connections_total{listener}: listeners have no
-// names, the label is the listen address as configured.
+// for pmult_listener_connections_total{listener}, and writes the SMTP
+// sessions the engines counted by listener name (pmult.Metrics) as
+// pmult_listener_sessions_total{listener}. The label is the listener's
+// name, or for an unnamed listener its listen address as configured; the
+// engines cannot tell unnamed listeners apart, so when there are several
+// their sessions are one series, listener="".
 type listenerCounts struct {
-	names []string
-	n     []*atomic.Uint64
+	labels []string
+	names  []string // the listener names ("": unnamed)
+	n      []*atomic.Uint64
 }
 
-// wrap returns ln counting its accepted connections under name.
-func (lc *listenerCounts) wrap(ln net.Listener, name string) net.Listener {
+// wrap returns ln counting its accepted connections under label; name is
+// the listener's name ("": unnamed).
+func (lc *listenerCounts) wrap(ln net.Listener, label, name string) net.Listener {
 	n := new(atomic.Uint64)
+	lc.labels = append(lc.labels, label)
 	lc.names = append(lc.names, name)
 	lc.n = append(lc.n, n)
 	return countingListener{ln, n}
 }
 
-func (lc *listenerCounts) writeText(w io.Writer) {
+func (lc *listenerCounts) writeText(w io.Writer, m *pmult.Metrics) {
 	fmt.Fprintf(w, "# TYPE pmult_listener_connections_total counter\n")
-	for i, name := range lc.names {
-		fmt.Fprintf(w, "pmult_listener_connections_total{listener=%q} %d\n", name, lc.n[i].Load())
+	for i, label := range lc.labels {
+		fmt.Fprintf(w, "pmult_listener_connections_total{listener=%q} %d\n", label, lc.n[i].Load())
+	}
+	unnamed := 0
+	for _, name := range lc.names {
+		if name == "" {
+			unnamed++
+		}
+	}
+	fmt.Fprintf(w, "# TYPE pmult_listener_sessions_total counter\n")
+	for i, label := range lc.labels {
+		switch name := lc.names[i]; {
+		case name != "":
+			fmt.Fprintf(w, "pmult_listener_sessions_total{listener=%q} %d\n", label, m.ListenerSessions(name))
+		case unnamed == 1:
+			fmt.Fprintf(w, "pmult_listener_sessions_total{listener=%q} %d\n", label, m.ListenerSessions(""))
+		}
+	}
+	if unnamed > 1 {
+		fmt.Fprintf(w, "pmult_listener_sessions_total{listener=\"\"} %d\n", m.ListenerSessions(""))
 	}
 }
 

@@ -136,11 +136,11 @@ func Run(ctx context.Context, o Options) int {
 			closeAll()
 			return ExitOSErr
 		}
-		label := a.Raw // the metric's listener label: its name when it has one
+		label, name := a.Raw, "" // the metric's listener label: its name when it has one
 		if i < len(names) && names[i] != "" {
-			label = names[i]
+			label, name = names[i], names[i]
 		}
-		ln = counts.wrap(ln, label)
+		ln = counts.wrap(ln, label, name)
 		warnWildcard(log, "pmult", a)
 		if i < len(cfg.Milter.ListenAddrs) {
 			lns = append(lns, ln)
@@ -170,7 +170,7 @@ func Run(ctx context.Context, o Options) int {
 		defer ms.Close()
 	}
 	if cfg.ControlSocket != "" {
-		ctl, err := serveControl(cfg.ControlSocket, records, log)
+		ctl, err := serveControl(cfg.ControlSocket, records, engines, log)
 		if err != nil {
 			log.Error("cannot serve the control socket", "err", err)
 			closeAll()
@@ -320,7 +320,7 @@ func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		metrics.WriteText(w)
 		pmult.WriteBackendState(w, engines.Engine())
-		counts.writeText(w)
+		counts.writeText(w, metrics)
 		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
 		writeProcessMetrics(w)
 	})
