@@ -214,3 +214,5 @@ func (r *raw) cmd(line string) string {
 	r.write(line + "\r\n")
 	return r.reply()
 }
+
+var gosmtpError550 = gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
