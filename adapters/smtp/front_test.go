@@ -137,9 +137,9 @@ func TestDiscardAndReject(t *testing.T) {
 
 func TestQuarantineActions(t *testing.T) {
 	for _, tc := range []struct {
-		q        Quarantine
-		reply    string
-		relayed  bool
+		q       Quarantine
+		reply   string
+		relayed bool
 	}{{QuarantineHeader, "250 ", true}, {QuarantineTempfail, "451 4.7.1", false}, {QuarantineReject, "550 5.7.1", false}} {
 		b := pmulttest.New("b", pmult.Caps{Actions: pmult.ActQuarantine})
 		b.On[pmult.KindEOM] = pmulttest.Step{Edits: []pmult.Edit{{Kind: pmult.EditQuarantine, Value: "looks bad"}}}
