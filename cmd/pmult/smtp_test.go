@@ -29,10 +29,10 @@ type hopSink struct {
 type hopSession struct{ s *hopSink }
 
 func (s *hopSink) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) { return hopSession{s}, nil }
-func (hopSession) Reset()                                             {}
-func (hopSession) Logout() error                                      { return nil }
-func (hopSession) Mail(string, *gosmtp.MailOptions) error             { return nil }
-func (hopSession) Rcpt(string, *gosmtp.RcptOptions) error             { return nil }
+func (hopSession) Reset()                                            {}
+func (hopSession) Logout() error                                     { return nil }
+func (hopSession) Mail(string, *gosmtp.MailOptions) error            { return nil }
+func (hopSession) Rcpt(string, *gosmtp.RcptOptions) error            { return nil }
 func (h hopSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
