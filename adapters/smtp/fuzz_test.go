@@ -49,8 +49,8 @@ func FuzzParseCommand(f *testing.F) {
 }
 
 type collect struct {
-	hdrs []string
-	eohs int
+	hdrs  []string
+	eohs  int
 	bodyB []byte
 }
 
