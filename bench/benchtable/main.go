@@ -197,5 +197,17 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	fmt.Printf("MAIL p99 %s vs %s: added %s (target <= 100 µs); CPU per message %s vs %s: added %s (target <= 20 µs)\n",
 		cc.CalloutMailP99.Round(100*time.Nanosecond), cc.BaseMailP99.Round(100*time.Nanosecond), cc.AddedMailP99().Round(100*time.Nanosecond),
 		cc.CalloutCPU.Round(100*time.Nanosecond), cc.BaseCPU.Round(100*time.Nanosecond), cc.AddedCPU().Round(100*time.Nanosecond))
+	return smtpFrontLine(null.Addrs[:3], conc, dur)
+}
+
+// smtpFrontLine prints messages/s through the SMTP front against the
+// milter front, same null backends, same run (target >= 0.9x).
+func smtpFrontLine(backends []string, conc int, dur time.Duration) error {
+	c, err := bench.CompareFronts(backends, conc, dur)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nSMTP front vs milter front, %d null backends, messages/s (SMTP includes the relay to a next hop):\n", c.Backends)
+	fmt.Printf("SMTP %.0f, milter %.0f: %.2fx (target >= 0.9x), %d errors\n", c.SMTPRate, c.MilterMs, c.Ratio(), c.Errors)
 	return nil
 }
