@@ -22,6 +22,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,11 @@ var offer = pmult.Offer{
 	Front:          "smtp",
 }
 
+type begin struct {
+	txn Txn
+	err error
+}
+
 type rcpt struct {
 	path   string // as given, with brackets
 	params []string
@@ -55,8 +61,10 @@ type conn struct {
 	id       string
 	listener string
 	ctx      context.Context
+	cancel   context.CancelFunc
 
-	busy     atomic.Bool // in a transaction
+	bg       sync.WaitGroup // next-hop transactions being dropped
+	busy     atomic.Bool    // in a transaction
 	draining atomic.Bool
 	closed   bool // 221/421 sent: stop
 
@@ -81,6 +89,7 @@ type conn struct {
 	fromPar  []string
 	rcpts    []rcpt
 	discard  bool
+	hopExtra bool // the next hop has a recipient the backends refused
 	txn      Txn
 	msgN     int
 	qid      string
@@ -104,7 +113,7 @@ func (c *conn) Serve(ctx context.Context) {
 	s.sessions.Add(1)
 	defer s.sessions.Add(-1)
 	cctx, cancel := context.WithCancel(ctx)
-	c.ctx = cctx
+	c.ctx, c.cancel = cctx, cancel
 	defer cancel()
 	defer c.nc.Close()
 	defer c.end()
@@ -167,6 +176,8 @@ func (c *conn) newOrigin() {
 // end closes the engine session and any open next-hop transaction.
 func (c *conn) end() {
 	c.abortTxn()
+	defer c.bg.Wait()
+	defer c.cancel() // a next-hop dial still in progress ends now
 	if c.eng != nil {
 		c.eng.Handle(context.WithoutCancel(c.ctx), &pmult.Event{Kind: pmult.KindQuit})
 		c.eng = nil
@@ -609,7 +620,24 @@ func (c *conn) mail(cmd command) {
 		c.reply("552 5.3.4 Message size exceeds fixed limit")
 		return
 	}
+	// The next hop is dialled while the backends take CONNECT, HELO and
+	// MAIL: its transaction is dropped if they object.
+	begun := make(chan begin, 1)
+	go func() {
+		txn, err := c.srv.NextHop.Begin(c.ctx, c.origin, unbracket(path), opts)
+		begun <- begin{txn, err}
+	}()
+	drop := func() {
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			if b := <-begun; b.txn != nil {
+				b.txn.Abort()
+			}
+		}()
+	}
 	if r := c.engine(); r.Verdict.Objects() {
+		drop()
 		c.answerVerdict(r)
 		return
 	}
@@ -622,22 +650,25 @@ func (c *conn) mail(cmd command) {
 	ev.Macros = []pmult.MacroSet{{For: pmult.KindMail, Pairs: c.mailMacros()}}
 	r := c.eng.Handle(c.ctx, ev)
 	if r.Verdict.Objects() && r.Verdict != pmult.Discard {
+		drop()
 		c.answerVerdict(r)
 		c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindAbort})
 		return
 	}
 	c.busy.Store(true)
 	c.inMail, c.from, c.fromPar, c.discard = true, path, params, r.Verdict == pmult.Discard
-	if !c.discard {
-		txn, err := c.srv.NextHop.Begin(c.ctx, c.origin, unbracket(path), opts)
-		if err != nil {
-			t := c.hopReply(err)
-			c.log.Warn("next hop refused or failed at MAIL", "reply", t, "err", err)
+	if c.discard {
+		drop()
+	} else {
+		b := <-begun
+		if b.err != nil {
+			t := c.hopReply(b.err)
+			c.log.Warn("next hop refused or failed at MAIL", "reply", t, "err", b.err)
 			c.reply(t)
 			c.resetTxn()
 			return
 		}
-		c.txn = txn
+		c.txn = b.txn
 	}
 	c.reply("250 2.1.0 Ok")
 }
@@ -674,22 +705,34 @@ func (c *conn) rcpt(cmd command) {
 		c.reply("452 4.5.3 Error: too many recipients")
 		return
 	}
+	// The next hop gets the recipient while the backends do; one they
+	// refuse but the next hop took is dropped at end of data, when the
+	// next-hop envelope is replayed without it.
+	var hop chan error
+	if c.txn != nil {
+		hop = make(chan error, 1)
+		txn := c.txn
+		go func() { hop <- txn.Rcpt(c.ctx, unbracket(path), opts) }()
+	}
 	r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindRcpt, Args: append([]string{path}, params...),
 		Macros: []pmult.MacroSet{{For: pmult.KindRcpt, Pairs: []string{"i", c.qid}}}})
+	var herr error
+	if hop != nil {
+		herr = <-hop
+	}
 	if r.Verdict == pmult.Discard {
 		c.discard = true
 		c.abortTxn()
 	} else if r.Verdict.Objects() {
+		c.hopExtra = c.hopExtra || hop != nil && herr == nil
 		c.answerVerdict(r)
 		return
 	}
-	if c.txn != nil {
-		if err := c.txn.Rcpt(c.ctx, unbracket(path), opts); err != nil {
-			t := c.hopReply(err)
-			c.log.Info("next hop refused a recipient", "rcpt", path, "reply", t)
-			c.reply(t)
-			return
-		}
+	if herr != nil && !c.discard {
+		t := c.hopReply(herr)
+		c.log.Info("next hop refused a recipient", "rcpt", path, "reply", t)
+		c.reply(t)
+		return
 	}
 	c.rcpts = append(c.rcpts, rcpt{path: path, params: params})
 	c.reply("250 2.1.5 Ok")
@@ -701,7 +744,7 @@ func (c *conn) resetTxn() {
 		c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindAbort})
 	}
 	c.abortTxn()
-	c.inMail, c.from, c.fromPar, c.rcpts, c.discard = false, "", nil, c.rcpts[:0], false
+	c.inMail, c.from, c.fromPar, c.rcpts, c.discard, c.hopExtra = false, "", nil, c.rcpts[:0], false, false
 	c.msg.reset()
 	c.busy.Store(false)
 }
@@ -740,7 +783,9 @@ type message struct {
 	headers pmult.HeaderList
 	body    *spool.Spool
 	size    int64
-	chunk   []byte
+	chunk   []byte // body bytes not yet kept nor given to the engine
+	hdr     []byte // the header block as relayed (reused)
+	out     []byte // a small body as relayed (reused)
 }
 
 func (m *message) reset() {

@@ -8,7 +8,7 @@
 package smtp
 
 import (
-	"context"
+	"bytes"
 	"errors"
 	"io"
 	"strings"
@@ -63,9 +63,22 @@ func (d *dataState) eoh() {
 }
 
 func (d *dataState) body(p []byte) {
+	m := &d.c.msg
+	if d.tooBig {
+		return
+	}
+	m.chunk = append(m.chunk, p...)
+	if len(m.chunk) >= bodyChunk {
+		d.flushBody()
+	}
+}
+
+// flushBody keeps the body bytes gathered so far (internal/spool) and
+// gives them to the engine as one body event.
+func (d *dataState) flushBody() {
 	c := d.c
 	m := &c.msg
-	if d.tooBig {
+	if len(m.chunk) == 0 {
 		return
 	}
 	if m.body == nil {
@@ -75,19 +88,8 @@ func (d *dataState) body(p []byte) {
 		}
 		m.body = spool.New(spool.Config{Memory: mem, Dir: c.srv.SpoolDir, Budget: c.srv.budget})
 	}
-	m.body.Write(p)
-	if !d.live() || d.noBody {
-		return
-	}
-	m.chunk = append(m.chunk, p...)
-	if len(m.chunk) >= bodyChunk {
-		d.flushBody()
-	}
-}
-
-func (d *dataState) flushBody() {
-	m := &d.c.msg
-	if len(m.chunk) > 0 && d.live() && !d.noBody {
+	m.body.Write(m.chunk)
+	if d.live() && !d.noBody {
 		d.handle(&pmult.Event{Kind: pmult.KindBody, Chunk: m.chunk})
 	}
 	m.chunk = m.chunk[:0]
@@ -217,15 +219,28 @@ func (c *conn) endData(d *dataState) {
 		c.reply("250 2.0.0 Ok: discarded")
 		return
 	}
-	c.reply(c.relay(edits))
+	t, txn := c.relay(edits)
+	c.reply(t)
+	if txn != nil {
+		// QUIT to the next hop while the client goes on (its answer is
+		// the next hop's, already in); the connection's end waits for it.
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			if err := txn.Close(); err != nil {
+				c.log.Debug("next hop QUIT", "err", err)
+			}
+		}()
+	}
 }
 
 // relay applies the edits and sends the message to the next hop; it
-// returns the client's reply.
-func (c *conn) relay(edits []pmult.Edit) string {
+// returns the client's reply, and the transaction to close once the
+// client has it (nil: none).
+func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 	from, fromPar := c.from, c.fromPar
 	rcpts := append([]rcpt(nil), c.rcpts...)
-	envChanged := false
+	envChanged := c.hopExtra
 	var newBody []byte
 	replaced := false
 	var quarantine *pmult.Edit
@@ -263,21 +278,21 @@ func (c *conn) relay(edits []pmult.Edit) string {
 		c.log.Info("message quarantined", "reason", reason, "action", [...]string{"header", "tempfail", "reject"}[c.srv.Quarantine])
 		switch c.srv.Quarantine {
 		case QuarantineTempfail:
-			return "451 4.7.1 Message held for review"
+			return "451 4.7.1 Message held for review", nil
 		case QuarantineReject:
-			return "550 5.7.1 Message rejected: quarantined"
+			return "550 5.7.1 Message rejected: quarantined", nil
 		}
 		c.msg.headers.Fields = append(c.msg.headers.Fields, pmult.Header{Name: c.srv.QuarantineHeader, Value: " " + reason})
 	}
 	if len(rcpts) == 0 {
 		c.log.Info("every recipient deleted by the backends: message dropped")
-		return "250 2.0.0 Ok: no recipients left"
+		return "250 2.0.0 Ok: no recipients left", nil
 	}
 	if c.srv.LoopMarker != "-" {
 		c.msg.headers.Fields = append(c.msg.headers.Fields, pmult.Header{Name: c.srv.LoopMarker, Value: " " + c.srv.Hostname})
 	}
 	if c.txn == nil {
-		return "451 4.4.1 Next hop not available"
+		return "451 4.4.1 Next hop not available", nil
 	}
 	ctx := c.ctx
 	if envChanged {
@@ -286,7 +301,7 @@ func (c *conn) relay(edits []pmult.Edit) string {
 			opts = &gosmtp.MailOptions{}
 		}
 		if err := c.txn.Reset(ctx, unbracket(from), opts); err != nil {
-			return c.hopFailed("MAIL (edited envelope)", err)
+			return c.hopFailed("MAIL (edited envelope)", err), nil
 		}
 		for _, r := range rcpts {
 			ro, err := rcptOptions(r.params)
@@ -294,11 +309,11 @@ func (c *conn) relay(edits []pmult.Edit) string {
 				ro = &gosmtp.RcptOptions{}
 			}
 			if err := c.txn.Rcpt(ctx, unbracket(r.path), ro); err != nil {
-				return c.hopFailed("RCPT (edited envelope)", err)
+				return c.hopFailed("RCPT (edited envelope)", err), nil
 			}
 		}
 	}
-	hdr := make([]byte, 0, 4096)
+	hdr := c.msg.hdr[:0]
 	for _, f := range c.msg.headers.Fields {
 		hdr = append(hdr, f.Name...)
 		hdr = append(hdr, ':')
@@ -306,31 +321,30 @@ func (c *conn) relay(edits []pmult.Edit) string {
 		hdr = append(hdr, '\r', '\n')
 	}
 	hdr = append(hdr, '\r', '\n')
+	c.msg.hdr = hdr
 	var body io.Reader
 	var stop func()
 	if replaced {
-		body = strings.NewReader(string(appendCRLF(nil, newBody)))
+		body = bytes.NewReader(appendCRLF(nil, newBody))
 	} else {
-		body, stop = spoolReader(c.msg.body)
+		body, stop = c.spoolReader(c.msg.body)
 	}
-	perRcpt, err := c.txn.Data(ctx, io.MultiReader(strings.NewReader(string(hdr)), body))
+	perRcpt, err := c.txn.Data(ctx, io.MultiReader(bytes.NewReader(hdr), body))
 	if stop != nil {
 		stop()
 	}
 	if err != nil {
-		return c.hopFailed("DATA", err)
+		return c.hopFailed("DATA", err), nil
 	}
 	for _, e := range perRcpt {
 		if e != nil {
-			return c.hopFailed("DATA (LMTP recipient)", e)
+			return c.hopFailed("DATA (LMTP recipient)", e), nil
 		}
 	}
-	if err := c.txn.Close(); err != nil {
-		c.log.Debug("next hop QUIT", "err", err)
-	}
+	txn := c.txn
 	c.txn = nil
 	c.log.Info("message relayed", "from", from, "rcpts", len(rcpts), "edits", len(edits))
-	return "250 2.0.0 Ok: queued as " + c.qid
+	return "250 2.0.0 Ok: queued as " + c.qid, txn
 }
 
 func (c *conn) hopFailed(stage string, err error) string {
@@ -346,11 +360,21 @@ func bracket(a string) string {
 	return "<" + a + ">"
 }
 
-// spoolReader reads a spool's chunks (nil: empty); stop must be called
-// when the reader is no longer read.
-func spoolReader(sp *spool.Spool) (io.Reader, func()) {
+// spoolReader reads a spool's chunks (nil: empty); stop, when not nil,
+// must be called when the reader is no longer read. A small body kept in
+// memory is copied out; a bigger one is read as the relay takes it.
+func (c *conn) spoolReader(sp *spool.Spool) (io.Reader, func()) {
 	if sp == nil {
-		return strings.NewReader(""), nil
+		return bytes.NewReader(nil), nil
+	}
+	if !sp.Spilled() && sp.Len() <= bodyChunk {
+		b := c.msg.out[:0]
+		err := sp.Range(func(chunk []byte) bool { b = append(b, chunk...); return true })
+		c.msg.out = b
+		if err != nil {
+			return io.MultiReader(bytes.NewReader(b), errReader{err}), nil
+		}
+		return bytes.NewReader(b), nil
 	}
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
@@ -371,4 +395,7 @@ func spoolReader(sp *spool.Spool) (io.Reader, func()) {
 	}
 }
 
-var _ = context.Background
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

@@ -33,6 +33,7 @@ type fakeTxn struct {
 	rcpts   []string
 	msg     string
 	resets  int
+	sent    bool // Data succeeded
 	closed  bool
 	aborted bool
 }
@@ -61,7 +62,7 @@ func (h *fakeHop) delivered() []*fakeTxn {
 	defer h.mu.Unlock()
 	var out []*fakeTxn
 	for _, t := range h.txns {
-		if t.closed {
+		if t.sent {
 			out = append(out, t)
 		}
 	}
@@ -96,7 +97,7 @@ func (t *fakeTxn) Data(ctx context.Context, msg io.Reader) ([]error, error) {
 	if t.h.dataErr != nil {
 		return nil, t.h.dataErr
 	}
-	t.msg = string(b)
+	t.msg, t.sent = string(b), true
 	return nil, nil
 }
 

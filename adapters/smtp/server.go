@@ -194,7 +194,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	id := strconv.FormatUint(s.nextID.Add(1), 10)
 	nc, listener := connserve.Unname(nc)
 	c := &conn{srv: s, nc: nc, id: id, listener: listener}
-	c.br = bufio.NewReaderSize(nc, 64<<10)
+	// Room for the longest command line; message lines longer than the
+	// buffer are read in pieces.
+	c.br = bufio.NewReaderSize(nc, max(8<<10, orDefault(s.MaxLine, DefaultMaxLine)+2))
 	c.bw = bufio.NewWriterSize(nc, 4<<10)
 	c.log = s.Log.With("front", "smtp", "conn", id, "client", connserve.PeerName(nc))
 	return c
