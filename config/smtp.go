@@ -42,6 +42,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mailmux/mailmux/adapters/smtp/relay"
 )
 
 // Defaults of [smtp].
@@ -287,4 +289,17 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
+}
+
+// Relay returns the next hop's relay.Config.
+func (s *Smtp) Relay() relay.Config {
+	return relay.Config{
+		Address:        s.NextHopAddr.String(),
+		LMTP:           s.LMTP,
+		HeloName:       s.HeloName,
+		ConnectTimeout: s.NextHopConnectTimeout.Duration,
+		CommandTimeout: s.NextHopCommandTimeout.Duration,
+		DataTimeout:    s.NextHopDataTimeout.Duration,
+		XForward:       s.XForward,
+	}
 }
