@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -190,6 +191,50 @@ func TestSMTPFrontProxySameAsChain(t *testing.T) {
 	// ... and so did the next hop.
 	if !regexp.MustCompile(`postfix/reinject/smtpd\[\d+\]: \w+: client=\S+, orig_client=[^\s\[]*\[127\.0\.0\.2\]`).MatchString(pf.Log()) {
 		t.Errorf("the next hop did not get the client 127.0.0.2 by XFORWARD:\n%s", tailString(pf.Log(), 6000))
+	}
+}
+
+// TestSMTPFrontXCLIENT: a client (swaks) sends XCLIENT to the front,
+// which trusts loopback: the backend sees the forwarded client, and the
+// next hop, a Postfix that allows XCLIENT but not XFORWARD, gets it by
+// XCLIENT.
+func TestSMTPFrontXCLIENT(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "swaks", "pymilter")
+	specA, logA := realpeer.StartPyMilter(t, otherPlan)
+	hop := realpeer.StartPostfix(t, realpeer.PostfixOptions{ExtraMain: map[string]string{
+		"smtpd_authorized_xforward_hosts": "",
+		"mynetworks":                      "127.0.0.0/8 192.0.2.0/24", // the forwarded client may relay
+	}})
+	front := startSMTPFront(t, "before", hop.Addr(), "", backend{"A", specA, ""})
+	swaks, err := realpeer.ToolPath("swaks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(swaks, "--server", front.addr, "--from", "sender@example.org", "--to", "rcpt@example.com",
+		"--xclient-addr", "192.0.2.7", "--xclient-name", "client.example", "--xclient-helo", "client-helo.example",
+		"--header", "Subject: xclient").CombinedOutput()
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s\npmult log:\n%s", err, out, tailString(front.p.Output(), 6000))
+	}
+	d := hop.WaitDelivered(t, 1, deliverTimeout)[0]
+	if d.Header("X-Other") != "yes" {
+		t.Errorf("not filtered: %s", d.Raw)
+	}
+	var saw bool
+	for _, e := range pyEvents(t, logA) {
+		if e.Stage == "connect" && strings.Contains(strings.Join(e.Args, " "), "192.0.2.7") {
+			saw = true
+		}
+	}
+	if !saw {
+		t.Errorf("the backend never saw the client 192.0.2.7: %v", pyEvents(t, logA))
+	}
+	if !regexp.MustCompile(`postfix/smtpd\[\d+\]: \w+: client=client\.example\[192\.0\.2\.7\]`).MatchString(hop.Log()) {
+		t.Errorf("the next hop did not take the client 192.0.2.7 by XCLIENT:\n%s", tailString(hop.Log(), 6000))
+	}
+	if !strings.Contains(d.Header("Received"), "(client.example [192.0.2.7])") {
+		t.Errorf("Received %q: want the client's name and address", d.Header("Received"))
 	}
 }
 

@@ -102,6 +102,7 @@ type Origin struct {
 	Helo  string
 	Proto string // "SMTP" / "ESMTP"
 	Ident string // queue id upstream, when known
+	Login string // SASL login name (XCLIENT LOGIN), "" when none; XFORWARD has no such attribute
 }
 
 // Relay dials one configured next hop; it is safe for concurrent use (each
@@ -402,6 +403,9 @@ func (t *Txn) forward(ctx context.Context) error {
 		{"PORT", portAttr(o.Port)},
 		{"PROTO", orUnavailable(o.Proto)},
 		{"HELO", orUnavailable(o.Helo)},
+	}
+	if o.Login != "" {
+		vals = append(vals, attr{"LOGIN", o.Login})
 	}
 	for _, line := range attrLines("XCLIENT", offered(vals, attrs)) {
 		if err := t.raw(ctx, StageXClient, line, 220); err != nil {

@@ -444,7 +444,7 @@ func TestRelayXClient(t *testing.T) {
 	addr, lines := startScript(t, script{greet: "220 next.test ESMTP", answer: basic("XCLIENT NAME ADDR PORT PROTO HELO LOGIN")})
 	r := newRelay(t, Config{Address: addr, XForward: true})
 	ctx := context.Background()
-	o := Origin{Addr: "192.0.2.7", Port: 25, Name: "client.example", Helo: "client.example", Proto: "ESMTP"}
+	o := Origin{Addr: "192.0.2.7", Port: 25, Name: "client.example", Helo: "client.example", Proto: "ESMTP", Login: "joe"}
 	tx, err := r.Begin(ctx, o, "a@example.org", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +458,7 @@ func TestRelayXClient(t *testing.T) {
 		}
 	}
 	if len(seq) < 4 || seq[0] != "EHLO front.test" ||
-		seq[1] != "XCLIENT NAME=client.example ADDR=192.0.2.7 PORT=25 PROTO=ESMTP HELO=client.example" ||
+		seq[1] != "XCLIENT NAME=client.example ADDR=192.0.2.7 PORT=25 PROTO=ESMTP HELO=client.example LOGIN=joe" ||
 		seq[2] != "EHLO client.example" || !strings.HasPrefix(seq[3], "MAIL FROM:<a@example.org>") {
 		t.Fatalf("commands:\n%s", strings.Join(got, "\n"))
 	}
