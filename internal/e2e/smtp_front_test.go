@@ -406,28 +406,63 @@ func TestSMTPFrontNextHopFailsAfterQueue(t *testing.T) {
 }
 
 // TestSMTPFrontNextHopFailsBeforeQueue: Postfix smtpd_proxy_filter
-// through the front with the next hop down: the client gets 451 and
-// nothing is accepted (the client keeps the message).
+// through the front. With the next hop down, or refusing at connect, the
+// client gets 451 and nothing is accepted (the client keeps the message);
+// a recipient the next hop refuses is refused to the client with the next
+// hop's answer, and the others are delivered.
 func TestSMTPFrontNextHopFailsBeforeQueue(t *testing.T) {
 	t.Parallel()
 	realpeer.Require(t, "postfix", "swaks")
-	hop := realpeer.FreePort(t) // nothing listens
-	front := startSMTPFront(t, "before", "127.0.0.1:"+strconv.Itoa(hop), "")
-	pf := realpeer.StartPostfixFilter(t, realpeer.PostfixOptions{}, realpeer.PostfixFilter{
-		Mode: realpeer.FilterBeforeQueue, Filter: front.addr, ReinjectPort: realpeer.FreePort(t)})
-	out, err := pf.Send(t, "--header", "Subject: refused")
-	if err == nil || !strings.Contains(out, "451 4.4.1") {
-		t.Errorf("want 451 4.4.1 to the client, got (err %v):\n%s", err, out)
+	for _, c := range []struct {
+		name  string
+		start func(t *testing.T, port int)
+	}{
+		{"down", func(*testing.T, int) {}},
+		{"refusing", func(t *testing.T, port int) { startRefuser(t, port, "554 5.3.2 not now") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			hop := realpeer.FreePort(t)
+			c.start(t, hop)
+			front := startSMTPFront(t, "before", "127.0.0.1:"+strconv.Itoa(hop), "")
+			pf := realpeer.StartPostfixFilter(t, realpeer.PostfixOptions{}, realpeer.PostfixFilter{
+				Mode: realpeer.FilterBeforeQueue, Filter: front.addr, ReinjectPort: realpeer.FreePort(t)})
+			out, err := pf.Send(t, "--header", "Subject: refused")
+			if err == nil || !strings.Contains(out, "451 4.4.1") {
+				t.Errorf("want 451 4.4.1 to the client, got (err %v):\n%s", err, out)
+			}
+			if q := pf.Queue(); strings.Contains(q, "sender@example.org") {
+				t.Errorf("Postfix queued a message the next hop never took:\n%s", q)
+			}
+			if ds := pf.Deliveries(t); len(ds) != 0 {
+				t.Errorf("delivered %d messages with the next hop failing", len(ds))
+			}
+			if n := strings.Count(front.p.Output(), "next hop failed"); n == 0 {
+				t.Errorf("pmult logged no next-hop failure:\n%s", tailString(front.p.Output(), 4000))
+			}
+		})
 	}
-	if q := pf.Queue(); strings.Contains(q, "sender@example.org") {
-		t.Errorf("Postfix queued a message the next hop never took:\n%s", q)
-	}
-	if ds := pf.Deliveries(t); len(ds) != 0 {
-		t.Errorf("delivered %d messages with the next hop down", len(ds))
-	}
-	if n := strings.Count(front.p.Output(), "next hop failed"); n == 0 {
-		t.Errorf("pmult logged no next-hop failure:\n%s", tailString(front.p.Output(), 4000))
-	}
+	t.Run("refusing a recipient", func(t *testing.T) {
+		t.Parallel()
+		reinject := realpeer.FreePort(t)
+		front := startSMTPFront(t, "before", "127.0.0.1:"+strconv.Itoa(reinject), "")
+		pf := realpeer.StartPostfixFilter(t, realpeer.PostfixOptions{}, realpeer.PostfixFilter{
+			Mode: realpeer.FilterBeforeQueue, Filter: front.addr, ReinjectPort: reinject,
+			ReinjectOptions: map[string]string{
+				"smtpd_recipient_restrictions": "check_recipient_access,inline:{nobody@example.com=REJECT},permit_mynetworks,reject",
+			}})
+		out, err := pf.Send(t, "--to", "good@example.com,nobody@example.com", "--header", "Subject: one refused")
+		if err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		if !regexp.MustCompile(`RCPT TO:<nobody@example.com>\s*\n<\*\* 554 5\.7\.1 <nobody@example.com>: Recipient address rejected`).MatchString(out) {
+			t.Errorf("the client did not get the next hop's refusal of nobody@:\n%s", out)
+		}
+		ds := pf.WaitDelivered(t, 1, deliverTimeout)
+		if len(ds) != 1 || ds[0].Recipient != "good@example.com" {
+			t.Errorf("want one delivery to good@, got:\n%s", describe(ds))
+		}
+	})
 }
 
 // TestSMTPFrontBackendFailure: a backend that is not there, with
