@@ -663,8 +663,7 @@ func (t *Txn) Data(ctx context.Context, msg io.Reader) (perRcpt []error, err err
 		if rerr != nil {
 			// The message could not be read: the next hop must not get
 			// a truncated one, so the connection is dropped unfinished.
-			t.broken = &Error{Hop: t.r.addr.String(), Stage: StageData, Err: fmt.Errorf("reading the message: %w", rerr)}
-			return nil, t.broken
+			return nil, t.failed(ctx, StageData, fmt.Errorf("reading the message: %w", rerr))
 		}
 	}
 	t.conn.SetDeadline(time.Now().Add(t.r.cfg.CommandTimeout)) // the last bytes and the dot

@@ -657,6 +657,50 @@ func TestRelayMisbehavingNextHop(t *testing.T) {
 	})
 }
 
+// badReader fails after some bytes, as a spool read error would.
+type badReader struct{ n int }
+
+func (b *badReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, errors.New("spool read failed")
+	}
+	n := min(len(p), b.n)
+	for i := range p[:n] {
+		p[i] = 'x'
+		if i%80 == 79 {
+			p[i] = '\n'
+		}
+	}
+	b.n -= n
+	return n, nil
+}
+
+// TestRelayMessageReadError: a message that cannot be read is not
+// finished: the next hop never gets the final dot, stores nothing, and
+// the client gets 451.
+func TestRelayMessageReadError(t *testing.T) {
+	s := &sink{}
+	r := newRelay(t, Config{Address: startSink(t, s, false)})
+	ctx := context.Background()
+	tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt(ctx, "b@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Data(ctx, &badReader{n: 100000})
+	if rep := ClientReply(err); rep == nil || rep.Code != 451 || !strings.Contains(err.Error(), "spool read failed") {
+		t.Fatalf("Data with a failing message: %v -> %+v", err, rep)
+	}
+	if err := tx.Abort(); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if got := s.got(t); len(got) != 0 {
+		t.Fatalf("the next hop stored a truncated message")
+	}
+}
+
 func TestRelayConfig(t *testing.T) {
 	if _, err := New(Config{Address: "nonsense:"}, nil); err == nil {
 		t.Error("bad address accepted")
