@@ -102,6 +102,7 @@ type Origin struct {
 	Helo  string
 	Proto string // "SMTP" / "ESMTP"
 	Ident string // queue id upstream, when known
+	Login string // SASL login name (XCLIENT LOGIN), "" when none; XFORWARD has no such attribute
 }
 
 // Relay dials one configured next hop; it is safe for concurrent use (each
@@ -403,6 +404,9 @@ func (t *Txn) forward(ctx context.Context) error {
 		{"PROTO", orUnavailable(o.Proto)},
 		{"HELO", orUnavailable(o.Helo)},
 	}
+	if o.Login != "" {
+		vals = append(vals, attr{"LOGIN", o.Login})
+	}
 	for _, line := range attrLines("XCLIENT", offered(vals, attrs)) {
 		if err := t.raw(ctx, StageXClient, line, 220); err != nil {
 			return err
@@ -659,8 +663,7 @@ func (t *Txn) Data(ctx context.Context, msg io.Reader) (perRcpt []error, err err
 		if rerr != nil {
 			// The message could not be read: the next hop must not get
 			// a truncated one, so the connection is dropped unfinished.
-			t.broken = &Error{Hop: t.r.addr.String(), Stage: StageData, Err: fmt.Errorf("reading the message: %w", rerr)}
-			return nil, t.broken
+			return nil, t.failed(ctx, StageData, fmt.Errorf("reading the message: %w", rerr))
 		}
 	}
 	t.conn.SetDeadline(time.Now().Add(t.r.cfg.CommandTimeout)) // the last bytes and the dot

@@ -444,7 +444,7 @@ func TestRelayXClient(t *testing.T) {
 	addr, lines := startScript(t, script{greet: "220 next.test ESMTP", answer: basic("XCLIENT NAME ADDR PORT PROTO HELO LOGIN")})
 	r := newRelay(t, Config{Address: addr, XForward: true})
 	ctx := context.Background()
-	o := Origin{Addr: "192.0.2.7", Port: 25, Name: "client.example", Helo: "client.example", Proto: "ESMTP"}
+	o := Origin{Addr: "192.0.2.7", Port: 25, Name: "client.example", Helo: "client.example", Proto: "ESMTP", Login: "joe"}
 	tx, err := r.Begin(ctx, o, "a@example.org", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +458,7 @@ func TestRelayXClient(t *testing.T) {
 		}
 	}
 	if len(seq) < 4 || seq[0] != "EHLO front.test" ||
-		seq[1] != "XCLIENT NAME=client.example ADDR=192.0.2.7 PORT=25 PROTO=ESMTP HELO=client.example" ||
+		seq[1] != "XCLIENT NAME=client.example ADDR=192.0.2.7 PORT=25 PROTO=ESMTP HELO=client.example LOGIN=joe" ||
 		seq[2] != "EHLO client.example" || !strings.HasPrefix(seq[3], "MAIL FROM:<a@example.org>") {
 		t.Fatalf("commands:\n%s", strings.Join(got, "\n"))
 	}
@@ -655,6 +655,50 @@ func TestRelayMisbehavingNextHop(t *testing.T) {
 		}
 		want451(t, err, smtp.EnhancedCode{4, 4, 2}, StageRcpt)
 	})
+}
+
+// badReader fails after some bytes, as a spool read error would.
+type badReader struct{ n int }
+
+func (b *badReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, errors.New("spool read failed")
+	}
+	n := min(len(p), b.n)
+	for i := range p[:n] {
+		p[i] = 'x'
+		if i%80 == 79 {
+			p[i] = '\n'
+		}
+	}
+	b.n -= n
+	return n, nil
+}
+
+// TestRelayMessageReadError: a message that cannot be read is not
+// finished: the next hop never gets the final dot, stores nothing, and
+// the client gets 451.
+func TestRelayMessageReadError(t *testing.T) {
+	s := &sink{}
+	r := newRelay(t, Config{Address: startSink(t, s, false)})
+	ctx := context.Background()
+	tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt(ctx, "b@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Data(ctx, &badReader{n: 100000})
+	if rep := ClientReply(err); rep == nil || rep.Code != 451 || !strings.Contains(err.Error(), "spool read failed") {
+		t.Fatalf("Data with a failing message: %v -> %+v", err, rep)
+	}
+	if err := tx.Abort(); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if got := s.got(t); len(got) != 0 {
+		t.Fatalf("the next hop stored a truncated message")
+	}
 }
 
 func TestRelayConfig(t *testing.T) {
