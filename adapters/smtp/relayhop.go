@@ -17,7 +17,7 @@ type relayHop struct{ r *relay.Relay }
 
 func (h relayHop) Begin(ctx context.Context, o Origin, from string, opts *gosmtp.MailOptions) (Txn, error) {
 	t, err := h.r.Begin(ctx, relay.Origin{Addr: o.Addr, Port: o.Port, Name: o.Name, Helo: o.Helo, Proto: o.Proto,
-		Ident: o.Ident}, from, opts)
+		Ident: o.Ident, Login: o.Login}, from, opts)
 	if err != nil {
 		return nil, err
 	}
