@@ -27,6 +27,7 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/mailmux/mailmux/internal/spool"
 	"github.com/mailmux/mailmux/pmult"
@@ -69,6 +70,7 @@ type conn struct {
 	closed   bool // 221/421 sent: stop
 
 	peer    netip.AddrPort // the TCP (or PROXY) peer
+	tls     []string       // TLS macro pairs from a PROXY v2 SSL TLV
 	trusted bool
 	origin  Origin
 	esmtp   bool // EHLO: PIPELINING and the extensions are in effect
@@ -159,6 +161,25 @@ func (c *conn) readProxy() bool {
 	if ap, err := netip.ParseAddrPort(h.SourceAddr.String()); err == nil {
 		c.peer = ap
 		c.log = c.log.With("proxied_client", ap.String())
+	}
+	// A TLS-terminating proxy (HAProxy send-proxy-v2-ssl) says how the
+	// client connected: the backends get it as Postfix's TLS macros.
+	if tlvs, err := h.TLVs(); err == nil {
+		if ssl, ok := tlvparse.FindSSL(tlvs); ok && ssl.ClientSSL() {
+			v, _ := ssl.SSLVersion()
+			ci, _ := ssl.SSLCipher()
+			c.tls = []string{"{tls_version}", v, "{cipher}", ci}
+			if cn, ok := ssl.ClientCN(); ok {
+				c.tls = append(c.tls, "{cert_subject}", cn)
+				verify := "FAIL"
+				if ssl.Verified() {
+					verify = "OK"
+				}
+				c.tls = append(c.tls, "{verify}", verify)
+			}
+		}
+	} else {
+		c.log.Warn("PROXY header with malformed TLVs: TLS details ignored", "err", err)
 	}
 	return true
 }
@@ -530,7 +551,11 @@ func (c *conn) engine() pmult.Reply {
 	}
 	if !c.engHelo && c.helo != "" {
 		c.engHelo = true
-		if r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindHelo, Arg: c.helo}); r.Verdict.Objects() {
+		ev := &pmult.Event{Kind: pmult.KindHelo, Arg: c.helo}
+		if c.tls != nil {
+			ev.Macros = []pmult.MacroSet{{For: pmult.KindHelo, Pairs: c.tls}}
+		}
+		if r := c.eng.Handle(c.ctx, ev); r.Verdict.Objects() {
 			r.From = "helo"
 			c.sticky = r
 			return r

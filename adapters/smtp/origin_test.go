@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/mailmux/mailmux/pmult"
 	"github.com/mailmux/mailmux/pmult/pmulttest"
@@ -96,13 +97,31 @@ func TestProxyProtocol(t *testing.T) {
 		r := dialRaw(t, ln.Addr().String())
 		h := proxyproto.HeaderProxyFromAddrs(version, &net.TCPAddr{IP: net.ParseIP("198.51.100.9"), Port: 5555},
 			&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 25})
+		if version == 2 {
+			// HAProxy's send-proxy-v2-ssl: the client's TLS details.
+			tlv, err := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, TLV: []proxyproto.TLV{
+				{Type: proxyproto.PP2_SUBTYPE_SSL_VERSION, Value: []byte("TLSv1.3")},
+				{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte("TLS_AES_256_GCM_SHA384")}}}.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.SetTLVs([]proxyproto.TLV{tlv})
+		}
 		if _, err := h.WriteTo(r.nc); err != nil {
 			t.Fatal(err)
 		}
 		r.reply()
 		session(t, r, "EHLO c.example", "MAIL FROM:<a@example.org>")
-		if ev := b.Events(); ev[0].Address != "198.51.100.9" || ev[0].Port != 5555 {
+		ev := b.Events()
+		if ev[0].Address != "198.51.100.9" || ev[0].Port != 5555 {
 			t.Errorf("v%d: connect %+v", version, ev[0])
+		}
+		var helo []string
+		for _, m := range ev[1].Macros {
+			helo = append(helo, m.Pairs...)
+		}
+		if version == 2 && strings.Join(helo, " ") != "{tls_version} TLSv1.3 {cipher} TLS_AES_256_GCM_SHA384" {
+			t.Errorf("v2: TLS macros at HELO %q", helo)
 		}
 		// Without the header, the connection is closed with a log line.
 		r2 := dialRaw(t, ln.Addr().String())
