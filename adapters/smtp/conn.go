@@ -232,6 +232,10 @@ func (c *conn) closeWith(text string) {
 func (c *conn) readLine() (string, error) {
 	max := orDefault(c.srv.MaxLine, DefaultMaxLine)
 	c.nc.SetReadDeadline(time.Now().Add(orDefault(c.srv.CommandTimeout, DefaultCommandTimeout)))
+	if c.draining.Load() && !c.inMail && c.br.Buffered() == 0 {
+		// Drain came before this deadline was set: it did not cut the read.
+		return "", errDraining
+	}
 	var long []byte
 	tooLong := false
 	for {
@@ -259,6 +263,7 @@ func (c *conn) readLine() (string, error) {
 var (
 	errLineTooLong = errors.New("line too long")
 	errBareLF      = errors.New("bare LF")
+	errDraining    = errors.New("shutting down")
 )
 
 // lastInGroup: commands after which a client must wait for the reply
@@ -648,8 +653,9 @@ func (c *conn) mail(cmd command) {
 	// The next hop is dialled while the backends take CONNECT, HELO and
 	// MAIL: its transaction is dropped if they object.
 	begun := make(chan begin, 1)
+	origin := c.origin
 	go func() {
-		txn, err := c.srv.NextHop.Begin(c.ctx, c.origin, unbracket(path), opts)
+		txn, err := c.srv.NextHop.Begin(c.ctx, origin, unbracket(path), opts)
 		begun <- begin{txn, err}
 	}()
 	drop := func() {

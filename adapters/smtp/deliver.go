@@ -167,11 +167,16 @@ func (c *conn) data(cmd command) {
 	c.endData(d)
 }
 
-// endData answers the end of the message.
+// endData answers the end of the message. The engine gets EOM, or ABORT
+// for a message that ends otherwise (once: a loop-marked message was
+// aborted when its marker came).
 func (c *conn) endData(d *dataState) {
-	defer c.resetTxn()
+	defer func() {
+		c.inMail = false // the engine's message is over: no second ABORT
+		c.resetTxn()
+	}()
 	abort := func() {
-		if d.live() {
+		if !d.bypass {
 			c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindAbort})
 		}
 	}
@@ -191,7 +196,7 @@ func (c *conn) endData(d *dataState) {
 		c.reply("550 5.5.2 Error: bare <LF> received")
 		return
 	case d.verdict.Verdict.Objects():
-		c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindAbort})
+		abort()
 		if d.verdict.Verdict == pmult.Discard {
 			c.log.Info("message discarded", "backend", d.verdict.From)
 			c.reply("250 2.0.0 Ok: discarded")

@@ -211,3 +211,33 @@ func TestCommandTimeout(t *testing.T) {
 	}
 	logged(t, f, "timeout waiting for the client")
 }
+
+func TestShutdownDrains(t *testing.T) {
+	f := startFront(t, nil, pmulttest.New("b", pmult.Caps{}))
+	idle := open(t, f, true)
+	busy := open(t, f, true)
+	busy.cmd("MAIL FROM:<a@example.org>")
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Shutdown(t.Context()) }()
+	// The idle session is told at once; the busy one finishes its message.
+	if got := idle.reply(); !strings.HasPrefix(got, "421 4.3.2") {
+		t.Errorf("idle session at shutdown: %q", got)
+	}
+	for _, c := range []string{"RCPT TO:<x@example.com>", "DATA"} {
+		if got := busy.cmd(c); !strings.HasPrefix(got, "250") && !strings.HasPrefix(got, "354") {
+			t.Fatalf("%s during shutdown: %q", c, got)
+		}
+	}
+	if got := busy.cmd("Subject: s\r\n\r\nb\r\n."); !strings.HasPrefix(got, "250") {
+		t.Errorf("message during shutdown: %q", got)
+	}
+	if got := busy.cmd("MAIL FROM:<a@example.org>"); !strings.HasPrefix(got, "421 4.3.2") {
+		t.Errorf("next transaction during shutdown: %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if len(f.hop.delivered()) != 1 {
+		t.Errorf("the message in progress was not relayed")
+	}
+}
