@@ -24,7 +24,14 @@
 //   MaxConnections   0        concurrent clients (0: no limit)
 //   Quarantine       header   what a quarantine edit does (see Quarantine)
 //   QuarantineHeader X-Mailmux-Quarantine
-//   LoopMarker       X-Mailmux-Filtered (value: Hostname); "" none
+//   LoopMarker       X-Mailmux-Filtered (value: Hostname); "-" none
+//   Mode             BeforeQueue (AfterQueue: our loop marker is trusted)
+//   Trusted          none: XCLIENT/XFORWARD refused (550 5.7.0)
+//   SpoolMemory      1 MiB of each message in memory, the rest in a file
+//                    in SpoolDir (internal/spool; <0: file only)
+//   MemoryBudget     256 MiB for all messages held by the front (<0: none;
+//                    its own budget, beside the engine's)
+//   SpoolDir         os.TempDir()
 
 package smtp
 
