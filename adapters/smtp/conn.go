@@ -110,6 +110,15 @@ func (c *conn) Drain() {
 
 func (c *conn) Close() { c.nc.Close() }
 
+// release closes the connection and hands its buffers back.
+func (c *conn) release() {
+	c.nc.Close()
+	c.br.Reset(nil)
+	c.bw.Reset(nil)
+	c.srv.readers.Put(c.br)
+	c.srv.writers.Put(c.bw)
+}
+
 func (c *conn) Serve(ctx context.Context) {
 	s := c.srv
 	s.sessions.Add(1)
@@ -117,7 +126,7 @@ func (c *conn) Serve(ctx context.Context) {
 	cctx, cancel := context.WithCancel(ctx)
 	c.ctx, c.cancel = cctx, cancel
 	defer cancel()
-	defer c.nc.Close()
+	defer c.release()
 	defer c.end()
 	defer func() {
 		if v := recover(); v != nil {

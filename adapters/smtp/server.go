@@ -152,6 +152,8 @@ type Server struct {
 	budget   *spool.Budget
 	sessions atomic.Int64
 	nextID   atomic.Uint64
+	// Buffers of ended connections, for new ones.
+	readers, writers sync.Pool
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -203,8 +205,18 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, id: id, listener: listener}
 	// Room for the longest command line; message lines longer than the
 	// buffer are read in pieces.
-	c.br = bufio.NewReaderSize(nc, max(8<<10, orDefault(s.MaxLine, DefaultMaxLine)+2))
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	if br, ok := s.readers.Get().(*bufio.Reader); ok {
+		br.Reset(nc)
+		c.br = br
+	} else {
+		c.br = bufio.NewReaderSize(nc, max(8<<10, orDefault(s.MaxLine, DefaultMaxLine)+2))
+	}
+	if bw, ok := s.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(nc)
+		c.bw = bw
+	} else {
+		c.bw = bufio.NewWriterSize(nc, 4<<10)
+	}
 	c.log = s.Log.With("front", "smtp", "conn", id, "client", connserve.PeerName(nc))
 	return c
 }
