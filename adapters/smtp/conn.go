@@ -301,6 +301,13 @@ func (c *conn) command() {
 		return
 	}
 	cmd, err := parseCommand(line)
+	if forbidden(line) {
+		// Postfix's smtpd_forbidden_commands: a web client or a message
+		// sent as commands.
+		c.log.Warn("forbidden command: connection closed", "command", truncate(line, 40))
+		c.closeWith("221 2.7.0 Error: I can break rules, too. Goodbye.")
+		return
+	}
 	if err != nil {
 		c.log.Warn("bad command", "err", err)
 		c.badCommand("502 5.5.2 Error: command not recognized")
@@ -347,6 +354,17 @@ func (c *conn) command() {
 	default:
 		c.unknown(cmd)
 	}
+}
+
+// forbidden reports the commands Postfix's smtpd_forbidden_commands
+// disconnects at: CONNECT, GET, POST, and a header ("Label:").
+func forbidden(line string) bool {
+	w, _, _ := strings.Cut(strings.TrimLeft(line, " \t"), " ")
+	switch strings.ToUpper(w) {
+	case "CONNECT", "GET", "POST":
+		return true
+	}
+	return len(w) > 1 && w[len(w)-1] == ':' && headerName([]byte(w)) == len(w)-1
 }
 
 func (c *conn) peek() string {
@@ -801,17 +819,15 @@ func (c *conn) abortTxn() {
 // unknown runs a command the front does not implement: the backends get
 // it as an Unknown event; the client gets their objection, else 502.
 func (c *conn) unknown(cmd command) {
-	if c.helo != "" {
-		if r := c.engine(); r.Verdict.Objects() {
-			c.answerVerdict(r)
-			return
-		}
-		if r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindUnknown, Arg: cmd.line}); r.Verdict.Objects() &&
-			r.Verdict != pmult.Discard {
-			c.errors++
-			c.answerVerdict(r)
-			return
-		}
+	if r := c.engine(); r.Verdict.Objects() {
+		c.answerVerdict(r)
+		return
+	}
+	if r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindUnknown, Arg: cmd.line}); r.Verdict.Objects() &&
+		r.Verdict != pmult.Discard {
+		c.errors++
+		c.answerVerdict(r)
+		return
 	}
 	c.log.Info("unrecognised command", "command", truncate(cmd.verb, 20))
 	c.badCommand("502 5.5.2 Error: command not recognized")

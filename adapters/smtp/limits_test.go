@@ -241,3 +241,17 @@ func TestShutdownDrains(t *testing.T) {
 		t.Errorf("the message in progress was not relayed")
 	}
 }
+
+func TestForbiddenCommands(t *testing.T) {
+	f := startFront(t, nil, pmulttest.New("b", pmult.Caps{}))
+	for _, line := range []string{"GET / HTTP/1.1", "Subject: hello", "post /x"} {
+		r := open(t, f, false)
+		if got := r.cmd(line); got != "221 2.7.0 Error: I can break rules, too. Goodbye." {
+			t.Errorf("%q: %q", line, got)
+		}
+		if got := r.reply(); got != "" {
+			t.Errorf("%q: connection not closed: %q", line, got)
+		}
+	}
+	logged(t, f, "forbidden command")
+}
