@@ -143,6 +143,13 @@ func (c *conn) Serve(ctx context.Context) {
 	}
 	c.trusted = c.peer.IsValid() && s.trusted(c.peer.Addr())
 	c.newOrigin()
+	if !s.AllowPipelining && (c.br.Buffered() > 0 || pending(c.nc) > 0) {
+		// It talked before the greeting: a bot that does not wait for
+		// answers (Postfix postscreen's PREGREET, without the pause).
+		c.log.Warn("client sent before the greeting: connection closed", "unexpected", truncate(c.peek(), 60))
+		c.closeWith("554 5.5.0 Error: SMTP protocol synchronization")
+		return
+	}
 	c.reply("220 " + s.Hostname + " ESMTP mailmux")
 	if !c.flush() {
 		return

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -254,4 +255,33 @@ func TestForbiddenCommands(t *testing.T) {
 		}
 	}
 	logged(t, f, "forbidden command")
+}
+
+func TestPregreet(t *testing.T) {
+	f := startFront(t, nil, pmulttest.New("b", pmult.Caps{}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	r := dialRaw(t, ln.Addr().String())
+	r.write("EHLO bot.example\r\nMAIL FROM:<spam@example.net>\r\n")
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The connection is served once its bytes are queued: they came
+	// before any greeting.
+	for pending(nc) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); f.srv.newConn(nc).Serve(t.Context()) }()
+	if got := r.reply(); got != "554 5.5.0 Error: SMTP protocol synchronization" {
+		t.Errorf("pregreet: %q", got)
+	}
+	<-done
+	if !strings.Contains(f.log.String(), "client sent before the greeting") {
+		t.Errorf("no log line:\n%s", f.log.String())
+	}
 }
