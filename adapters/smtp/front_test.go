@@ -164,3 +164,23 @@ func TestQuarantineActions(t *testing.T) {
 		}
 	}
 }
+
+// The queue id the front gives (macro i, the 250 text) finds the
+// message's decision record (pmult why).
+func TestDecisionRecordByQueueID(t *testing.T) {
+	b := pmulttest.New("b", pmult.Caps{})
+	rec := pmult.NewRecorder(10)
+	f := startFront(t, func(s *Server) { s.Engine.Records = rec }, b)
+	r := dialRaw(t, f.addr)
+	r.reply()
+	session(t, r, "EHLO c.example", "MAIL FROM:<a@example.org>", "RCPT TO:<x@example.com>", "DATA")
+	got := r.cmd("Subject: s\r\n\r\nb\r\n.")
+	qid := strings.TrimPrefix(got, "250 2.0.0 Ok: queued as ")
+	if qid == got || qid == "" {
+		t.Fatalf("no queue id in %q", got)
+	}
+	recs := rec.Find(qid)
+	if len(recs) != 1 || recs[0].Sender != "a@example.org" || recs[0].Addr != "127.0.0.1" {
+		t.Fatalf("records for %s: %+v", qid, recs)
+	}
+}
