@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -861,4 +860,3 @@ func (m *message) reset() {
 	m.chunk = m.chunk[:0]
 }
 
-var _ = os.Getpid
