@@ -859,4 +859,3 @@ func (m *message) reset() {
 	m.size = 0
 	m.chunk = m.chunk[:0]
 }
-
