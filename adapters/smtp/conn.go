@@ -78,11 +78,11 @@ type conn struct {
 	sessN   int // SMTP sessions on this connection (XCLIENT starts one)
 
 	// The engine session.
-	eng       *pmult.Session
-	engConn   bool        // CONNECT sent in this SMTP session
-	engHelo   bool        // HELO sent since the last EHLO/HELO
-	sticky    pmult.Reply // an objecting CONNECT/HELO verdict
-	connMacro []string
+	eng        *pmult.Session
+	engConn    bool        // CONNECT sent in this SMTP session
+	engHelo    bool        // HELO sent since the last EHLO/HELO
+	sticky     pmult.Reply // an objecting CONNECT/HELO verdict
+	stickyHelo bool        // it was HELO's
 
 	// The transaction.
 	inMail   bool
@@ -417,8 +417,8 @@ func (c *conn) hello(cmd command) {
 	if c.esmtp {
 		c.origin.Proto = "ESMTP"
 	}
-	if c.sticky.From == "helo" {
-		c.sticky = pmult.Reply{}
+	if c.stickyHelo {
+		c.sticky, c.stickyHelo = pmult.Reply{}, false // a new HELO is judged anew
 	}
 	if !c.esmtp {
 		c.reply("250 " + c.srv.Hostname)
@@ -548,7 +548,7 @@ func (c *conn) endEngineSession() {
 	if c.eng != nil && c.engConn {
 		c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindQuitNC})
 	}
-	c.engConn, c.engHelo, c.sticky = false, false, pmult.Reply{}
+	c.engConn, c.engHelo, c.sticky, c.stickyHelo = false, false, pmult.Reply{}, false
 }
 
 // engine sends the pending CONNECT and HELO; it returns an objecting
@@ -582,7 +582,6 @@ func (c *conn) engine() pmult.Reply {
 		}
 		ev.Macros = []pmult.MacroSet{{For: pmult.KindConnect, Pairs: pairs}}
 		if r := c.eng.Handle(c.ctx, ev); r.Verdict.Objects() {
-			r.From = "connect"
 			c.sticky = r
 			return r
 		}
@@ -594,8 +593,7 @@ func (c *conn) engine() pmult.Reply {
 			ev.Macros = []pmult.MacroSet{{For: pmult.KindHelo, Pairs: c.tls}}
 		}
 		if r := c.eng.Handle(c.ctx, ev); r.Verdict.Objects() {
-			r.From = "helo"
-			c.sticky = r
+			c.sticky, c.stickyHelo = r, true
 			return r
 		}
 	}
@@ -648,7 +646,8 @@ func (c *conn) fits(r pmult.Reply, class byte) string {
 // answerVerdict answers an objecting verdict (Shutdown also closes).
 func (c *conn) answerVerdict(r pmult.Reply) {
 	t := c.verdictText(r)
-	if r.Verdict == pmult.Shutdown {
+	if r.Verdict == pmult.Shutdown || strings.HasPrefix(t, "421") {
+		// 421 closes the session, as Postfix does for a milter's 421.
 		c.closeWith(t)
 		return
 	}

@@ -184,3 +184,47 @@ func TestDecisionRecordByQueueID(t *testing.T) {
 		t.Fatalf("records for %s: %+v", qid, recs)
 	}
 }
+
+// CONNECT and HELO verdicts answer MAIL (the events go out once the real
+// client is known), for every MAIL of the session; a new HELO is judged
+// anew.
+func TestConnectAndHeloVerdicts(t *testing.T) {
+	b := pmulttest.New("b", pmult.Caps{})
+	b.Hook = func(ev *pmult.Event) (pmulttest.Step, bool) {
+		switch {
+		case ev.Kind == pmult.KindHelo && ev.Arg == "bad.example":
+			return pmulttest.Step{Verdict: pmult.Reject, Text: "550 5.7.1 bad helo"}, true
+		case ev.Kind == pmult.KindConnect && ev.Hostname == "blocked.example":
+			return pmulttest.Step{Verdict: pmult.Tempfail, Text: "421 4.7.0 go away"}, true
+		}
+		return pmulttest.Step{}, false
+	}
+	f := startFront(t, nil, b)
+	r := dialRaw(t, f.addr)
+	r.reply()
+	r.cmd("EHLO bad.example")
+	for i := 0; i < 2; i++ {
+		if got := r.cmd("MAIL FROM:<a@example.org>"); got != "550 5.7.1 bad helo" {
+			t.Errorf("MAIL after a refused HELO: %q", got)
+		}
+	}
+	r.cmd("EHLO good.example")
+	if got := r.cmd("MAIL FROM:<a@example.org>"); !strings.HasPrefix(got, "250") {
+		t.Errorf("MAIL after a new HELO: %q", got)
+	}
+	if len(f.hop.delivered()) != 0 {
+		t.Error("delivered")
+	}
+
+	r = dialRaw(t, f.addr)
+	r.reply()
+	r.cmd("EHLO proxy.example")
+	r.cmd("XCLIENT NAME=blocked.example ADDR=192.0.2.1")
+	r.cmd("EHLO x.example")
+	if got := r.cmd("MAIL FROM:<a@example.org>"); got != "421 4.7.0 go away" {
+		t.Errorf("MAIL after a refused CONNECT: %q", got)
+	}
+	if got := r.reply(); got != "" {
+		t.Errorf("421 did not close the connection: %q", got)
+	}
+}
