@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -131,17 +132,46 @@ func StartPostfixFilter(t testing.TB, opt PostfixOptions, f PostfixFilter) *Post
 		t.Fatalf("realpeer: postfix filter: %v", err)
 	}
 	// The master rereads master.cf on SIGHUP and opens the new service's
-	// socket; the running services are kept.
+	// socket; the running services are kept. Its SIGHUP handler is set
+	// only after it opened the listeners StartPostfix waited for
+	// (master_config, then master_sigsetup), and a SIGHUP before that
+	// kills it: wait until the kernel shows SIGHUP caught.
+	deadline := time.Now().Add(20 * time.Second)
+	for !catches(pf.PID(), syscall.SIGHUP) {
+		if time.Now().After(deadline) || !pf.master.Running() {
+			t.Fatalf("realpeer: postfix filter: the master does not catch SIGHUP\nmaillog:\n%s", tail(pf.Log(), 8000))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := syscall.Kill(pf.PID(), syscall.SIGHUP); err != nil {
 		t.Fatalf("realpeer: postfix filter: reload: %v", err)
 	}
 	out := &PostfixFiltered{Postfix: pf, ReinjectPort: port}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for !Listening("tcp", out.ReinjectAddr()) {
+		if !pf.master.Running() {
+			t.Fatalf("realpeer: postfix filter: the master exited at reload: %v\nmaillog:\n%s", pf.master.ExitErr(), tail(pf.Log(), 8000))
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("realpeer: postfix filter: reinjection smtpd not listening on %s\nmaillog:\n%s", out.ReinjectAddr(), tail(pf.Log(), 8000))
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 	return out
+}
+
+// catches reports whether process pid has a handler for sig (the SigCgt
+// mask of /proc/PID/status).
+func catches(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return err == nil && m&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
