@@ -1,12 +1,12 @@
 package smtp
 
 import (
-	"context"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -160,5 +160,39 @@ func TestRelayDown(t *testing.T) {
 	if got := r.cmd("MAIL FROM:<a@example.org>"); !strings.HasPrefix(got, "451 4.4.1") {
 		t.Errorf("next hop down: %q", got)
 	}
-	_ = context.Background
+
+}
+
+// A next hop that accepts the connection and never answers: the client
+// gets 451 at MAIL, nothing is accepted, and the front goes on.
+func TestRelaySilentNextHop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the test ends
+		}
+	}()
+	rl, err := relay.New(relay.Config{Address: "inet:" + ln.Addr().String(), CommandTimeout: 200 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFront(t, func(s *Server) { s.NextHop = RelayHop(rl) }, pmulttest.New("b", pmult.Caps{}))
+	r := dialRaw(t, f.addr)
+	r.reply()
+	r.cmd("EHLO c.example")
+	if got := r.cmd("MAIL FROM:<a@example.org>"); !strings.HasPrefix(got, "451 4.4.") {
+		t.Errorf("silent next hop: %q", got)
+	}
+	logged(t, f, "next hop refused or failed at MAIL")
+	if got := r.cmd("NOOP"); !strings.HasPrefix(got, "250") {
+		t.Errorf("session after the failure: %q", got)
+	}
 }
