@@ -221,6 +221,10 @@ func (c *conn) end() {
 }
 
 func (c *conn) reply(lines string) {
+	if c.bw.Available() < len(lines)+2 {
+		// The buffer will be written out now: with a fresh deadline.
+		c.nc.SetWriteDeadline(time.Now().Add(orDefault(c.srv.WriteTimeout, DefaultWriteTimeout)))
+	}
 	c.bw.WriteString(lines)
 	c.bw.WriteString("\r\n")
 }
@@ -434,13 +438,18 @@ func (c *conn) hello(cmd command) {
 	if c.trusted {
 		lines = append(lines, "XCLIENT "+strings.Join(xclientAttrs, " "), "XFORWARD "+strings.Join(xforwardAttrs, " "))
 	}
+	var b strings.Builder
 	for i, l := range lines {
 		sep := "-"
 		if i == len(lines)-1 {
 			sep = " "
 		}
-		c.bw.WriteString("250" + sep + l + "\r\n")
+		if i > 0 {
+			b.WriteString("\r\n")
+		}
+		b.WriteString("250" + sep + l)
 	}
+	c.reply(b.String())
 }
 
 func (c *conn) xclient(cmd command) {
