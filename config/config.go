@@ -179,6 +179,9 @@ type Config struct {
 	// Meta1 is the [meta1] table: the MeTA1 (pmilter) front end; see
 	// meta1.go. Absent: no MeTA1 front (the zero value).
 	Meta1 Meta1 `toml:"meta1"`
+	// Smtp is the [smtp] table: the SMTP front end and its next hop; see
+	// smtp.go. Absent: no SMTP front (the zero value).
+	Smtp Smtp `toml:"smtp"`
 	// ProgressInterval is how often SMFIR_PROGRESS goes to the MTA while
 	// the end of message is pending (the MTA's timer restarts on it);
 	// 0: never. Default 5s. See mta.go.
@@ -308,6 +311,7 @@ type rawConfig struct {
 	ControlSocket    any              `toml:"control_socket"`
 	Backends         []toml.Primitive `toml:"backend"`
 	Meta1            *rawMeta1        `toml:"meta1"`
+	Smtp             *rawSmtp         `toml:"smtp"`
 
 	// The MTA side (mta.go).
 	ProgressInterval any            `toml:"progress_interval"`
@@ -664,8 +668,9 @@ func (v *validator) build(raw *rawConfig) *Config {
 		top.fail("metrics_pprof", errors.New("needs metrics_listen (the profiles are served on the metrics listener)"))
 	}
 	f, val = v.renamedKey("listen", raw.Listen, "listen", rm.Listen)
-	v.listen(cfg, f, val, raw.Meta1 != nil && raw.Meta1.Listen != nil)
+	v.listen(cfg, f, val, raw.Meta1 != nil && raw.Meta1.Listen != nil || raw.Smtp != nil && raw.Smtp.Listen != nil)
 	v.meta1(cfg, raw.Meta1)
+	v.smtp(cfg, raw.Smtp)
 	v.mtaSide(cfg, raw.ProgressInterval, raw.MTAMacros)
 	v.daemon(cfg, raw)
 	v.macroTables(cfg, raw.Macros)
@@ -779,8 +784,8 @@ func waitEarlier(sc scope, val any) []string {
 
 // listen fills Milter.Listen and Milter.ListenAddrs from the listen key
 // (field names it): absent means DefaultListen; a string is one address;
-// an array must not be empty, unless the MeTA1 front listens (meta1: a
-// MeTA1-only pmult).
+// an array must not be empty, unless the MeTA1 or the SMTP front listens
+// (meta1: a pmult without a milter front).
 func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 	top := scope{v: v, backend: -1}
 	type item struct {
@@ -915,6 +920,8 @@ func (v *validator) unknownKeys(data []byte, md toml.MetaData) {
 			known = tomlKeys(rawConfig{})
 		} else if len(k) == 2 && k[0] == "meta1" {
 			known = tomlKeys(rawMeta1{})
+		} else if len(k) == 2 && k[0] == "smtp" {
+			known = tomlKeys(rawSmtp{})
 		} else if len(k) == 2 && k[0] == "milter" {
 			known = tomlKeys(rawMilter{})
 		} else if len(k) == 2 && k[0] == "mta_macros" {

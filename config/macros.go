@@ -48,10 +48,13 @@ type Macros struct {
 func (m Macros) Tables(version string) *pmult.MacroTables {
 	t := &pmult.MacroTables{Global: m.Global, Listener: m.Listener, Version: version,
 		Dialect: map[string]*macros.Table{}}
-	for _, front := range []string{"milter", "meta1"} {
+	for _, front := range []string{"milter", "meta1", "smtp"} {
 		d := m.Dialect
 		if d == "" || d == "auto" {
 			d = front
+			if front == "smtp" {
+				d = "milter" // the SMTP front sends milter (Postfix) macro names
+			}
 		}
 		t.Dialect[front], _ = macros.Builtin(d)
 	}
@@ -98,7 +101,8 @@ func (v *validator) macroTables(cfg *Config, raw map[string]any) {
 				top.fail(field, wantErr("a table", l[n]))
 				continue
 			}
-			if !slices.Contains(cfg.Milter.ListenNames, n) && !slices.Contains(cfg.Meta1.ListenNames, n) {
+			if !slices.Contains(cfg.Milter.ListenNames, n) && !slices.Contains(cfg.Meta1.ListenNames, n) &&
+				!slices.Contains(cfg.Smtp.ListenNames, n) {
 				top.fail(field, fmt.Errorf("no listener is named %q (name one in listen: \"%s=inet:...\")", n, n))
 			}
 			t, errs := macros.ParseTable(sub)

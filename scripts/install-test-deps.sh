@@ -3,7 +3,8 @@
 # run (see internal/realpeer): Postfix, swaks, mailfromd (with mtasim and
 # calloutd), pymilter for Debian's /usr/bin/python3, OpenDKIM and Redis.
 #
-# It also prepares a private Sendmail 8.17 (last section below).
+# It also prepares a private Sendmail 8.17 and a private Exim 4
+# (exim4-daemon-light; the last sections below).
 #
 # Idempotent: when everything is already present it exits at once without
 # touching apt. Must be run as root on Debian 12 (bookworm) or similar.
@@ -62,6 +63,46 @@ fi
 # missing; this prepares it ahead. Layout and steps must match
 # internal/realpeer/sendmail.go (prepareSendmail).
 # ---------------------------------------------------------------------------
+# ---------------------------------------------------------------------------
+# Private Exim 4 (internal/realpeer/exim.go): Debian's exim4-daemon-light
+# conflicts with Postfix (both are mail-transport-agent), so, as for
+# Sendmail, it is only downloaded and unpacked into
+# $EXIM_CACHE/<version>/, usable once it holds a READY file. Layout and
+# steps must match internal/realpeer/exim.go (prepareExim).
+# ---------------------------------------------------------------------------
+EXIM_CACHE=/var/tmp/mailmux-exim
+exim_ready() {
+	for f in "$EXIM_CACHE"/*/READY; do
+		[ -f "$f" ] && return 0
+	done
+	return 1
+}
+if exim_ready; then
+	echo "install-test-deps: private Exim present"
+elif [ "$(id -u)" -ne 0 ]; then
+	echo "install-test-deps: must run as root to prepare the private Exim" >&2
+	exit 1
+else
+	mkdir -p "$EXIM_CACHE"
+	(
+		flock 9 # the same lock the Go side takes
+		exim_ready && exit 0
+		tmp=$(mktemp -d "$EXIM_CACHE/.fetch-XXXXXXXX")
+		trap 'rm -rf "$tmp"' EXIT
+		cd "$tmp"
+		if ! apt-get download -q -o APT::Sandbox::User=root exim4-daemon-light; then
+			[ -n "$apt_updated" ] || { apt-get update; apt_updated=1; }
+			apt-get download -q -o APT::Sandbox::User=root exim4-daemon-light
+		fi
+		dpkg -x ./exim4-daemon-light_*.deb root
+		ls ./*.deb | sed 's|^\./||' >root/READY
+		version=$(ls exim4-daemon-light_*.deb | cut -d_ -f2 | sed 's/%3a/:/g')
+		rm -rf "${EXIM_CACHE:?}/$version"
+		mv root "$EXIM_CACHE/$version"
+		echo "install-test-deps: private Exim unpacked in $EXIM_CACHE/$version"
+	) 9>"$EXIM_CACHE/.lock"
+fi
+
 SENDMAIL_CACHE=/var/tmp/mailmux-sendmail
 sendmail_ready() {
 	for f in "$SENDMAIL_CACHE"/*/READY; do

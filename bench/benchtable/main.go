@@ -216,5 +216,18 @@ func run(dur time.Duration, conc int, asJSON bool) error {
 	fmt.Printf("\nrule filter, 100 rules and a 10,000-entry CIDR list (in process, vs one continue backend):\n")
 	fmt.Printf("CPU per message %s vs %s: added %s (target <= 20 µs)\n",
 		fb.CPU.Round(100*time.Nanosecond), fb.BaseCPU.Round(100*time.Nanosecond), fb.Added().Round(100*time.Nanosecond))
+	return smtpFrontLine(null.Addrs[:3], conc, dur)
+}
+
+// smtpFrontLine prints messages/s through the SMTP front against the
+// milter front, same null backends, same run (target >= 0.9x).
+func smtpFrontLine(backends []string, conc int, dur time.Duration) error {
+	c, err := bench.CompareFronts(backends, conc, dur)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nSMTP front vs milter front, %d null backends, messages/s, same run (target >= 0.9x):\n", c.Backends)
+	fmt.Printf("SMTP %.0f (relaying each message to a next hop), milter %.0f: %.2fx; SMTP without the next hop %.0f: %.2fx; %d errors\n",
+		c.SMTPRate, c.MilterRate, c.Ratio(), c.NoHopRate, c.NoHopRatio(), c.Errors)
 	return nil
 }

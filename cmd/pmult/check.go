@@ -55,6 +55,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: a backend is unreachable or asks for a macro nobody provides (NOBODY above)\n", o.config)
 		return 1
 	}
+	checkSmtp(cfg, o.config, stdout, stderr)
 	fmt.Fprintf(stdout, "%s: OK (%d listen address(es), %d MeTA1 listen address(es), %d backend(s))\n",
 		o.config, len(cfg.Milter.ListenAddrs), len(cfg.Meta1.ListenAddrs), len(cfg.Backends))
 	return 0

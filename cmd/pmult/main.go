@@ -7,7 +7,7 @@
 //	pmult [-c FILE] [--url URL] [--meta1-url URL] [-s|--stderr] [--syslog]
 //	      [-x|--debug[=LEVEL]] [--log-tag TAG] [--pidfile FILE] [--no-signal-handler]
 //	pmult check -c FILE      validate FILE, report every error (and old key spellings), exit 78 if bad
-//	pmult mta-config postfix|sendmail|meta1 [-c FILE]   print the MTA-side snippet
+//	pmult mta-config postfix|sendmail|meta1|exim [-c FILE]   print the MTA-side snippet
 //	pmult import -c /etc/mailfromd.conf [-o FILE]   convert a mailfromd pmult configuration
 //	pmult callout-cache -c FILE [-b NAME] list|show|flush ...   a callout backend's cache
 //	pmult why [-c FILE] [--socket PATH|--metrics HOST:PORT] QUEUEID|SESSION

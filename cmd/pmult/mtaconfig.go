@@ -11,6 +11,8 @@
 // directory (--queue-directory, default /var/spool/postfix) is printed
 // relative to it, which works with Debian's chrooted smtpd and without a
 // chroot; one outside it gets a comment on the chroot it needs off.
+// With an [smtp] table, postfix also prints the SMTP front's services and
+// exim its router and transport (mtaconfig_smtp.go).
 
 package main
 
@@ -28,8 +30,8 @@ import (
 )
 
 func mtaConfig(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "postfix" && args[0] != "sendmail" && args[0] != "meta1") {
-		fmt.Fprintln(stderr, "usage: pmult mta-config postfix|sendmail|meta1 [-c FILE]")
+	if len(args) == 0 || (args[0] != "postfix" && args[0] != "sendmail" && args[0] != "meta1" && args[0] != "exim") {
+		fmt.Fprintln(stderr, "usage: pmult mta-config postfix|sendmail|meta1|exim [-c FILE]")
 		return 64
 	}
 	mta := args[0]
@@ -49,6 +51,13 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	if mta == "meta1" {
 		return meta1Config(cfg, stdout, stderr)
+	}
+	if mta == "exim" {
+		return smtpExim(cfg, stdout, stderr)
+	}
+	if mta == "postfix" && len(cfg.Milter.ListenAddrs) == 0 && len(cfg.Smtp.ListenAddrs) > 0 {
+		smtpPostfix(cfg, stdout) // an SMTP-front-only pmult: no milter lines
+		return 0
 	}
 	eng, err := cfg.Engine(nil)
 	if err != nil {
@@ -127,6 +136,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s = %s\n", macros.PostfixParam[st], strings.Join(lists[st], " "))
 		}
 		postfixListeners(cfg, o.queueDir, stdout)
+		smtpPostfix(cfg, stdout)
 	case "sendmail":
 		spec := listen
 		for _, a := range cfg.Milter.ListenAddrs {

@@ -1,12 +1,16 @@
 // Package realpeer runs real mail software from Go tests: private Postfix
-// and Sendmail instances, the scriptable pymilter milter
+// (also with an SMTP filter before or after its queue: StartPostfixFilter),
+// Sendmail and Exim instances, the scriptable pymilter milter
 // testdata/pymilter/actions.py, mailfromd as a milter, OpenDKIM,
 // mailfromd's mtasim, calloutd and Redis. It is a test helper for the
 // project's end-to-end tests, not production code.
 //
 // Everything a test starts lives in a private directory under the system
 // temp directory (see Dir), listens on free loopback ports (see FreePort),
-// and is stopped by PID in t.Cleanup. Nothing under /etc or /var is used.
+// and is stopped by PID in t.Cleanup. Nothing under /etc or /var is used,
+// except the unpacked Sendmail and Exim packages cached in /var/tmp (Exim
+// sees a private copy of /etc/passwd and /etc/group, bind-mounted in a
+// mount namespace of its own).
 //
 // The software must be installed first: scripts/install-test-deps.sh does
 // that on Debian 12 (as root). Tests call Require, which fails (never skips)

@@ -1,5 +1,5 @@
-// service.go: pmult as a running service: listeners, pidfile, the two
-// front ends on one engine Switch, process-owned metrics, reload and
+// service.go: pmult as a running service: listeners, pidfile, the
+// front ends (milter, MeTA1, SMTP) on one engine Switch, process-owned metrics, reload and
 // drain. cmd/pmult parses flags, sets up logging and signals, and calls
 // Run.
 
@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailmux/mailmux/adapters/meta1"
 	adapter "github.com/mailmux/mailmux/adapters/milter"
+	"github.com/mailmux/mailmux/adapters/smtp"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/connserve"
 	"github.com/mailmux/mailmux/pmult"
@@ -59,7 +60,7 @@ type Options struct {
 // status. A reload builds a new engine from Load and stores it in the
 // Switch both front ends share: new sessions use it, open ones finish on
 // theirs, and counters (owned here, keyed by backend name) go on.
-// Listen addresses, progress_interval, [mta_macros], user, group and the
+// Listen addresses, [smtp], progress_interval, [mta_macros], user, group and the
 // socket keys apply from the start only (a reload changing them is warned
 // about). Started as root with user set, Run switches to that account
 // once the sockets, the pidfile and the metrics listener are open (see
@@ -113,6 +114,11 @@ func Run(ctx context.Context, o Options) int {
 		SoftSessions:   cfg.Meta1.MaxSessionsSoft,
 		MaxConnections: cfg.Meta1.MaxConnections,
 	}
+	ssrv, err := smtpFront(cfg, engines, log)
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		return ExitConfig
+	}
 	id, err := ResolveIdentity(cfg)
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -120,11 +126,11 @@ func Run(ctx context.Context, o Options) int {
 		}
 		return ExitConfig
 	}
-	addrs := append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...)
-	names := append(slices.Clone(cfg.Milter.ListenNames), cfg.Meta1.ListenNames...)
-	var lns, mlns []net.Listener
+	addrs := append(append(slices.Clone(cfg.Milter.ListenAddrs), cfg.Meta1.ListenAddrs...), cfg.Smtp.ListenAddrs...)
+	names := append(append(slices.Clone(cfg.Milter.ListenNames), cfg.Meta1.ListenNames...), cfg.Smtp.ListenNames...)
+	var lns, mlns, slns []net.Listener
 	closeAll := func() {
-		for _, l := range append(lns, mlns...) {
+		for _, l := range append(append(lns, mlns...), slns...) {
 			l.Close()
 		}
 	}
@@ -142,10 +148,13 @@ func Run(ctx context.Context, o Options) int {
 		}
 		ln = counts.wrap(ln, label, name)
 		warnWildcard(log, "pmult", a)
-		if i < len(cfg.Milter.ListenAddrs) {
+		switch {
+		case i < len(cfg.Milter.ListenAddrs):
 			lns = append(lns, ln)
-		} else {
+		case i < len(cfg.Milter.ListenAddrs)+len(cfg.Meta1.ListenAddrs):
 			mlns = append(mlns, ln)
+		default:
+			slns = append(slns, ln)
 		}
 	}
 	if cfg.PIDFile != "" {
@@ -185,7 +194,7 @@ func Run(ctx context.Context, o Options) int {
 		return ExitOSErr
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, len(lns)+len(mlns))
+	errc := make(chan error, len(lns)+len(mlns)+len(slns))
 	for i, ln := range lns {
 		log.Info("listening", "address", cfg.Milter.ListenAddrs[i].String(), "backends", len(eng.Slots), "version", o.Version)
 		wg.Add(1)
@@ -203,6 +212,17 @@ func Run(ctx context.Context, o Options) int {
 		go func() {
 			defer wg.Done()
 			if err := msrv.Serve(connserve.Named(ln, cfg.Meta1.ListenNames[i])); err != nil && !errors.Is(err, meta1.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	for i, ln := range slns {
+		log.Info("listening for SMTP", "address", cfg.Smtp.ListenAddrs[i].String(), "mode", cfg.Smtp.Mode,
+			"next_hop", cfg.Smtp.NextHopAddr.String(), "backends", len(eng.Slots), "version", o.Version)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ssrv.Serve(connserve.Named(ln, cfg.Smtp.ListenNames[i])); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 				errc <- err
 			}
 		}()
@@ -233,6 +253,15 @@ loop:
 			log.Warn("shutdown", "err", err)
 		}
 	}()
+	if ssrv != nil {
+		sdwg.Add(1)
+		go func() {
+			defer sdwg.Done()
+			if err := ssrv.Shutdown(sctx); err != nil {
+				log.Warn("shutdown", "err", err)
+			}
+		}()
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
@@ -275,6 +304,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 			}
 			if ncfg.DecisionRing != cfg.DecisionRing || ncfg.ControlSocket != cfg.ControlSocket {
 				log.Warn("decision_ring or control_socket changed: restart pmult to apply them")
+			}
+			if smtpChanged(cfg, ncfg) {
+				log.Warn("[smtp] changed: restart pmult to apply it (new sessions use the reloaded backends)")
 			}
 			if frontChanged(cfg, ncfg) {
 				log.Warn("progress_interval or [mta_macros] changed: restart pmult to apply them")

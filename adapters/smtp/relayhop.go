@@ -1,0 +1,27 @@
+// relayhop.go: package relay as the front's NextHop.
+
+package smtp
+
+import (
+	"context"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailmux/mailmux/adapters/smtp/relay"
+)
+
+// RelayHop makes a relay.Relay the front's NextHop.
+func RelayHop(r *relay.Relay) NextHop { return relayHop{r} }
+
+type relayHop struct{ r *relay.Relay }
+
+func (h relayHop) Begin(ctx context.Context, o Origin, from string, opts *gosmtp.MailOptions) (Txn, error) {
+	t, err := h.r.Begin(ctx, relay.Origin{Addr: o.Addr, Port: o.Port, Name: o.Name, Helo: o.Helo, Proto: o.Proto,
+		Ident: o.Ident, Login: o.Login}, from, opts)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (h relayHop) ClientReply(err error) *gosmtp.SMTPError { return relay.ClientReply(err) }

@@ -1,0 +1,468 @@
+// exim.go: a private Exim 4 daemon for one test, run beside the system's
+// Postfix. Debian's exim4-daemon-light is not installed (it would replace
+// Postfix as the system MTA): it is downloaded once with "apt-get
+// download", unpacked with "dpkg -x" into a per-machine cache
+// (EximCacheDir) and run from there with a private configuration, spool
+// and log directory on loopback. The binary looks up its compiled-in user
+// Debian-exim at start: it runs in a mount namespace of its own where a
+// private copy of /etc/passwd and /etc/group (the system's plus that user,
+// mapped to nobody) is bind-mounted over the system's files, which stay
+// untouched.
+//
+// The instance has two SMTP ports: mail received on Port is queued and
+// delivered over SMTP to EximOptions.Next (pmult's SMTP front, after the
+// queue), mail received on ReturnPort (what the front relays back) or made
+// by Exim itself (bounces) is delivered into a maildir, one file per
+// recipient with Return-path: and Envelope-to:, read with Deliveries and
+// WaitDelivered.
+
+package realpeer
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EximCacheDir holds the unpacked exim4-daemon-light package, one
+// directory per version, usable once it holds a READY file.
+// scripts/install-test-deps.sh prepares it too.
+const EximCacheDir = "/var/tmp/mailmux-exim"
+
+const (
+	eximPackage = "exim4-daemon-light"
+	eximBinRel  = "usr/sbin/exim4"
+	eximUser    = "Debian-exim" // compiled into Debian's binary
+)
+
+// EximOptions configures StartExim.
+type EximOptions struct {
+	// Next is the "HOST:PORT" mail received on Port is delivered to over
+	// SMTP (pmult's SMTP front). Empty: Port delivers locally as well.
+	Next string
+	// ReturnPort is the port of the second SMTP service (the next hop for
+	// pmult's front); 0 takes a free one.
+	ReturnPort int
+	// ExtraMain are more lines for the main section of the configuration
+	// (after the generated ones; Exim takes the last setting).
+	ExtraMain []string
+	// ExtraTransport are more option lines for the SMTP transport to Next
+	// (for example "hosts_try_chunking = *").
+	ExtraTransport []string
+}
+
+// Exim is a running private Exim daemon (exim -bdf -q1s).
+type Exim struct {
+	Dir        string // private directory: exim.conf, spool/, log/, out/
+	Port       int    // SMTP on 127.0.0.1: queued, delivered to Next
+	ReturnPort int    // SMTP on 127.0.0.1: delivered into out/
+	Root       string // the unpacked package (in EximCacheDir)
+
+	proc *Process
+	mu   sync.Mutex
+	seen map[string]bool // delivery files already returned
+}
+
+// StartExim writes a private configuration into a fresh Dir and runs the
+// daemon in the foreground (a child of the test) with a queue run every
+// second, retrying a deferred delivery at every run (retry rule
+// F,2h,1s), and waits until both ports listen. The daemon is stopped in
+// t.Cleanup. The first use on a machine downloads the package; later
+// ones start in a few milliseconds.
+func StartExim(t testing.TB, opt EximOptions) *Exim {
+	t.Helper()
+	Require(t, "unshare")
+	root, err := eximRoot()
+	if err != nil {
+		t.Fatalf("realpeer: exim: %v", err)
+	}
+	dir := Dir(t)
+	ex := &Exim{Dir: dir, Port: FreePort(t), ReturnPort: opt.ReturnPort, Root: root, seen: map[string]bool{}}
+	if ex.ReturnPort == 0 {
+		ex.ReturnPort = FreePort(t)
+	}
+	for _, d := range []string{"spool", "log", "out"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatalf("realpeer: exim: %v", err)
+		}
+		chownUser(t, filepath.Join(dir, d), "nobody")
+	}
+	writeEximPasswd(t, dir)
+
+	route := fmt.Sprintf("${if eq{$received_port}{%d}}", ex.Port)
+	var host, port string
+	if opt.Next != "" {
+		var ok bool
+		host, port, ok = strings.Cut(opt.Next, ":")
+		if !ok {
+			t.Fatalf("realpeer: exim: Next %q is not HOST:PORT", opt.Next)
+		}
+	} else {
+		route = "false"
+		host, port = "127.0.0.1", "25"
+	}
+	var conf strings.Builder
+	fmt.Fprintf(&conf, `# exim.conf written by realpeer.StartExim
+exim_path = %s
+keep_environment =
+primary_hostname = exim.test.local
+qualify_domain = exim.test.local
+exim_user = nobody
+exim_group = nogroup
+spool_directory = %s
+log_file_path = %s/%%slog
+pid_file_path = %s/exim.pid
+daemon_smtp_ports = %d : %d
+local_interfaces = 127.0.0.1
+host_lookup =
+rfc1413_hosts =
+tls_advertise_hosts =
+acl_smtp_rcpt = accept
+message_size_limit = 100M
+smtp_accept_max = 100
+queue_run_max = 10
+remote_max_parallel = 10
+`, filepath.Join(root, eximBinRel), filepath.Join(dir, "spool"), filepath.Join(dir, "log"), dir, ex.Port, ex.ReturnPort)
+	for _, l := range opt.ExtraMain {
+		conf.WriteString(l + "\n")
+	}
+	fmt.Fprintf(&conf, `
+begin routers
+to_next:
+  driver = manualroute
+  condition = %s
+  route_list = * %s
+  transport = to_next
+  self = send
+local:
+  driver = accept
+  transport = maildir
+
+begin transports
+to_next:
+  driver = smtp
+  port = %s
+  allow_localhost
+  hosts_avoid_tls = *
+  hosts_try_chunking =
+  hosts_try_prdr =
+  hosts_try_fastopen =
+`, route, host, port)
+	for _, l := range opt.ExtraTransport {
+		conf.WriteString("  " + l + "\n")
+	}
+	fmt.Fprintf(&conf, `maildir:
+  driver = appendfile
+  directory = %s
+  maildir_format
+  user = nobody
+  group = nogroup
+  return_path_add
+  envelope_to_add
+  delivery_date_add
+
+begin retry
+* * F,2h,1s
+`, filepath.Join(dir, "out"))
+	cf := filepath.Join(dir, "exim.conf")
+	if err := os.WriteFile(cf, []byte(conf.String()), 0o644); err != nil {
+		t.Fatalf("realpeer: exim: %v", err)
+	}
+	cmd := exec.Command(mustTool(t, "unshare"), eximArgs(filepath.Join(root, eximBinRel), "-C", cf, "-bdf", "-q1s")...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "EX_DIR="+dir)
+	ex.proc = StartProcess(t, "exim", cmd)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("realpeer: exim logs (%s):\n%s", dir, tail(ex.Log(), 12000))
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !Listening("tcp", ex.Addr()) || !Listening("tcp", ex.ReturnAddr()) {
+		if !ex.proc.Running() {
+			t.Fatalf("realpeer: exim exited at start: %v\n%s\nexim.conf:\n%s", ex.proc.ExitErr(), ex.Log(), conf.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("realpeer: exim not listening on %s and %s after 20s\n%s", ex.Addr(), ex.ReturnAddr(), ex.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ex
+}
+
+// eximArgs runs bin args in a private mount namespace with the passwd and
+// group files of $EX_DIR (set in the command's environment) bind-mounted over the system's.
+func eximArgs(bin string, args ...string) []string {
+	return append([]string{"--mount", "sh", "-c",
+		`mount --bind "$EX_DIR/passwd" /etc/passwd && mount --bind "$EX_DIR/group" /etc/group && exec "$@"`,
+		"sh", bin}, args...)
+}
+
+// writeEximPasswd writes dir/passwd and dir/group: the system's files
+// plus the user and group Debian-exim, as nobody and nogroup.
+func writeEximPasswd(t testing.TB, dir string) {
+	t.Helper()
+	uid, gid := lookupIDs(t, "nobody")
+	for _, f := range []struct{ src, dst, line string }{
+		{"/etc/passwd", "passwd", fmt.Sprintf("%s:x:%d:%d::/nonexistent:/usr/sbin/nologin\n", eximUser, uid, gid)},
+		{"/etc/group", "group", fmt.Sprintf("%s:x:%d:\n", eximUser, gid)},
+	} {
+		b, err := os.ReadFile(f.src)
+		if err != nil {
+			t.Fatalf("realpeer: exim: %v", err)
+		}
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			b = append(b, '\n')
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.dst), append(b, f.line...), 0o644); err != nil {
+			t.Fatalf("realpeer: exim: %v", err)
+		}
+	}
+}
+
+// Addr returns the receiving SMTP address "127.0.0.1:Port".
+func (ex *Exim) Addr() string { return "127.0.0.1:" + strconv.Itoa(ex.Port) }
+
+// ReturnAddr returns the SMTP address "127.0.0.1:ReturnPort" (the next hop
+// for pmult's front).
+func (ex *Exim) ReturnAddr() string { return "127.0.0.1:" + strconv.Itoa(ex.ReturnPort) }
+
+// PID returns the daemon's process id.
+func (ex *Exim) PID() int { return ex.proc.PID() }
+
+// Stop stops the daemon (SIGTERM to its PID). It also runs in t.Cleanup.
+func (ex *Exim) Stop() { ex.proc.Stop() }
+
+// Log returns Exim's mainlog, rejectlog and paniclog and the daemon's output.
+func (ex *Exim) Log() string {
+	var b strings.Builder
+	for _, f := range []string{"mainlog", "rejectlog", "paniclog"} {
+		data, err := os.ReadFile(filepath.Join(ex.Dir, "log", f))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "--- %s:\n%s", f, data)
+	}
+	b.WriteString("--- exim output:\n" + ex.proc.Output())
+	return b.String()
+}
+
+// Send runs swaks against Addr (Port), with the defaults of Postfix.Send.
+func (ex *Exim) Send(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	swaks := mustTool(t, "swaks")
+	full := []string{"--server", ex.Addr(), "--timeout", "60"}
+	if !hasFlag(args, "--from", "-f") {
+		full = append(full, "--from", "sender@example.org")
+	}
+	if !hasFlag(args, "--to", "-t") {
+		full = append(full, "--to", "rcpt@example.com")
+	}
+	full = append(full, args...)
+	r := runCmd(120*time.Second, "", swaks, full...)
+	out := r.stdout + r.stderr
+	if r.err != nil {
+		return out, fmt.Errorf("swaks %s: %v (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
+	}
+	return out, nil
+}
+
+// Queued returns the ids of the messages in Exim's queue (spool/input/*-H).
+func (ex *Exim) Queued(t testing.TB) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(ex.Dir, "spool", "input"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("realpeer: exim: %v", err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), "-H"); ok {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Deliveries returns every delivered file not yet returned by
+// WaitDelivered, in delivery order, without waiting or consuming them.
+// Recipient is the Envelope-to: address.
+func (ex *Exim) Deliveries(t testing.TB) []Delivered {
+	t.Helper()
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.pending(t)
+}
+
+func (ex *Exim) pending(t testing.TB) []Delivered {
+	t.Helper()
+	dir := filepath.Join(ex.Dir, "out", "new")
+	ents, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("realpeer: exim: %v", err)
+	}
+	type file struct {
+		name string
+		mod  time.Time
+	}
+	var fs []file
+	for _, e := range ents {
+		if ex.seen[e.Name()] || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatalf("realpeer: exim: %v", err)
+		}
+		fs = append(fs, file{e.Name(), fi.ModTime()})
+	}
+	sort.Slice(fs, func(i, j int) bool {
+		if !fs[i].mod.Equal(fs[j].mod) {
+			return fs[i].mod.Before(fs[j].mod)
+		}
+		return fs[i].name < fs[j].name
+	})
+	var ds []Delivered
+	for _, f := range fs {
+		p := filepath.Join(dir, f.name)
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("realpeer: exim: %v", err)
+		}
+		d := ParseDelivered(raw)
+		d.File = p
+		if d.Recipient == "" {
+			d.Recipient = d.Header("Envelope-to")
+		}
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// WaitDelivered waits until at least n delivered files exist that no
+// earlier WaitDelivered call returned and returns them all, marking them
+// returned; it fails the test after timeout with the logs and the queue.
+func (ex *Exim) WaitDelivered(t testing.TB, n int, timeout time.Duration) []Delivered {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	for {
+		ds := ex.pending(t)
+		if len(ds) >= n {
+			for _, d := range ds {
+				ex.seen[filepath.Base(d.File)] = true
+			}
+			return ds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("realpeer: exim: %d of %d deliveries after %v; queue %v\n%s",
+				len(ds), n, timeout, ex.Queued(t), tail(ex.Log(), 8000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var (
+	exOnce sync.Once
+	exRoot string
+	exErr  error
+)
+
+// eximRoot returns the unpacked package's root in EximCacheDir,
+// downloading and unpacking it first when the cache has none (once per
+// process; concurrent test processes serialize on a lock file).
+func eximRoot() (string, error) {
+	exOnce.Do(func() {
+		exRoot, exErr = prepareExim()
+	})
+	return exRoot, exErr
+}
+
+func readyEximRoot() string {
+	ready, _ := filepath.Glob(filepath.Join(EximCacheDir, "*", "READY"))
+	sort.Strings(ready)
+	if len(ready) == 0 {
+		return ""
+	}
+	return filepath.Dir(ready[len(ready)-1])
+}
+
+func prepareExim() (string, error) {
+	if root := readyEximRoot(); root != "" {
+		return root, nil
+	}
+	if err := os.MkdirAll(EximCacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("cache %s: %v (sh %s prepares it as root)", EximCacheDir, err, InstallScript)
+	}
+	lock, err := os.OpenFile(filepath.Join(EximCacheDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("cache lock: %v", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("cache lock: %v", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if root := readyEximRoot(); root != "" {
+		return root, nil
+	}
+	aptGet, err := ToolPath("apt-get")
+	if err != nil {
+		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %v", EximCacheDir, err)
+	}
+	dpkg, err := ToolPath("dpkg")
+	if err != nil {
+		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %v", EximCacheDir, err)
+	}
+	tmp, err := os.MkdirTemp(EximCacheDir, ".fetch-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	dl := exec.Command(aptGet, "download", "-q", "-o", "APT::Sandbox::User=root", eximPackage)
+	dl.Dir = tmp
+	if out, err := runWithTimeout(dl, 5*time.Minute); err != nil {
+		return "", fmt.Errorf("no Exim in %s, and apt-get download %s failed: %v\n%s\n(run sh %s as root; it runs apt-get update first)",
+			EximCacheDir, eximPackage, err, out, InstallScript)
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, eximPackage+"_*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("apt-get download %s gave %v", eximPackage, debs)
+	}
+	version := ""
+	if parts := strings.Split(filepath.Base(debs[0]), "_"); len(parts) == 3 {
+		version, _ = url.PathUnescape(parts[1])
+	}
+	root := filepath.Join(tmp, "root")
+	if out, err := runWithTimeout(exec.Command(dpkg, "-x", debs[0], root), time.Minute); err != nil {
+		return "", fmt.Errorf("dpkg -x %s: %v\n%s", debs[0], err, out)
+	}
+	if _, err := os.Stat(filepath.Join(root, eximBinRel)); err != nil {
+		return "", fmt.Errorf("unpacked %s has no %s: %v", eximPackage, eximBinRel, err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "READY"), []byte(filepath.Base(debs[0])+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	final := filepath.Join(EximCacheDir, strings.ReplaceAll(version, "/", "_"))
+	os.RemoveAll(final)
+	if err := os.Rename(root, final); err != nil {
+		return "", err
+	}
+	return final, nil
+}

@@ -1,0 +1,65 @@
+// smtp_test.go: the SMTP front as built from [smtp], and what a reload
+// of it needs.
+
+package service
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/mailmux/mailmux/adapters/smtp"
+	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/pmult"
+)
+
+func parseSmtpConfig(t *testing.T, s string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(s), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestSmtpFrontFromConfig(t *testing.T) {
+	cfg := parseSmtpConfig(t, `
+[smtp]
+listen = ["edge=inet:127.0.0.1:10025"]
+mode = "after"
+next_hop = "inet:127.0.0.1:10026"
+trusted = ["127.0.0.1"]
+proxy_protocol = ["edge"]
+max_message = 0
+data_deadline = "1m"
+bare_lf = "reject"
+forbid_unauth_pipelining = false
+quarantine = "reject"
+`)
+	srv, err := smtpFront(cfg, pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Mode != smtp.AfterQueue || srv.BareLF != smtp.BareLFReject || !srv.AllowPipelining || srv.Quarantine != smtp.QuarantineReject ||
+		!srv.Proxy["edge"] || len(srv.Trusted) != 1 || srv.MaxMessage != -1 || srv.DataDeadline != time.Minute ||
+		srv.LoopMarker != config.DefaultSMTPLoopMarker || srv.NextHop == nil {
+		t.Errorf("server %+v", srv)
+	}
+	none, err := smtpFront(parseSmtpConfig(t, ""), pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+	if err != nil || none != nil {
+		t.Errorf("no [smtp]: %v %v", none, err)
+	}
+}
+
+func TestSmtpChanged(t *testing.T) {
+	base := `[smtp]
+listen = ["inet:127.0.0.1:10025"]
+next_hop = "inet:127.0.0.1:10026"
+`
+	if smtpChanged(parseSmtpConfig(t, base), parseSmtpConfig(t, base)) {
+		t.Error("same [smtp] reported changed")
+	}
+	if !smtpChanged(parseSmtpConfig(t, base), parseSmtpConfig(t, base+"max_recipients = 5\n")) {
+		t.Error("changed [smtp] not reported")
+	}
+}
