@@ -196,8 +196,8 @@ func TestSMTPFrontProxySameAsChain(t *testing.T) {
 
 // TestSMTPFrontXCLIENT: a client (swaks) sends XCLIENT to the front,
 // which trusts loopback: the backend sees the forwarded client, and the
-// next hop, a Postfix that allows XCLIENT but not XFORWARD, gets it by
-// XCLIENT.
+// next hop, a Postfix that allows XCLIENT but not XFORWARD, gets it
+// (address, name, login) by XCLIENT.
 func TestSMTPFrontXCLIENT(t *testing.T) {
 	t.Parallel()
 	realpeer.Require(t, "postfix", "swaks", "pymilter")
@@ -212,7 +212,7 @@ func TestSMTPFrontXCLIENT(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(swaks, "--server", front.addr, "--from", "sender@example.org", "--to", "rcpt@example.com",
-		"--xclient-addr", "192.0.2.7", "--xclient-name", "client.example", "--xclient-helo", "client-helo.example",
+		"--xclient-addr", "192.0.2.7", "--xclient-name", "client.example", "--xclient-helo", "client-helo.example", "--xclient-login", "joe",
 		"--header", "Subject: xclient").CombinedOutput()
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s\npmult log:\n%s", err, out, tailString(front.p.Output(), 6000))
@@ -232,6 +232,9 @@ func TestSMTPFrontXCLIENT(t *testing.T) {
 	}
 	if !regexp.MustCompile(`postfix/smtpd\[\d+\]: \w+: client=client\.example\[192\.0\.2\.7\]`).MatchString(hop.Log()) {
 		t.Errorf("the next hop did not take the client 192.0.2.7 by XCLIENT:\n%s", tailString(hop.Log(), 6000))
+	}
+	if !regexp.MustCompile(`client=client\.example\[192\.0\.2\.7\], sasl_method=XCLIENT, sasl_username=joe`).MatchString(hop.Log()) {
+		t.Errorf("the next hop did not get the login joe by XCLIENT:\n%s", tailString(hop.Log(), 6000))
 	}
 	if !strings.Contains(d.Header("Received"), "(client.example [192.0.2.7])") {
 		t.Errorf("Received %q: want the client's name and address", d.Header("Received"))
