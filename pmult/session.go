@@ -528,7 +528,7 @@ func (s *Session) fits(b *bstate) error {
 			problems = append(problems, fmt.Sprintf("wants %s events, which the MTA does not send", k))
 		}
 		live := !b.replay || k.Envelope()
-		if live && !b.caps.NoEvent.Has(k) && !b.caps.NoReply.Has(k) && s.neg.NoReply.Has(k) {
+		if live && !deferred.Has(k) && !b.caps.NoEvent.Has(k) && !b.caps.NoReply.Has(k) && s.neg.NoReply.Has(k) {
 			problems = append(problems, fmt.Sprintf("answers %s events, for which the MTA reads no reply", k))
 		}
 	}
