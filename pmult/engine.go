@@ -176,7 +176,16 @@ type bstate struct {
 	condOut  bool    // its condition excluded it from the connection (cond.go)
 	condConn bool    // its connection condition is true
 	condMsg  bool    // its message condition is true for this message
-	mc       *backendCounters
+	// owed are content events posted ahead to it (a Batcher, the MTA
+	// reading no reply) whose answers are not read yet; see settle.
+	owed []*Event
+	mc   *backendCounters
+}
+
+// batcher returns the session as a Batcher, or nil.
+func (b *bstate) batcher() Batcher {
+	bt, _ := b.pipe.(Batcher)
+	return bt
 }
 
 func (b *bstate) modifies() bool {
@@ -432,7 +441,7 @@ func (s *Session) negotiate() Negotiated {
 		if !wanted.Has(k) {
 			n.NoEvent = n.NoEvent.With(k)
 		}
-		if s.offer.NoReply.Has(k) && (!replyNeeded.Has(k) || deferred.Has(k)) {
+		if s.offer.NoReply.Has(k) && (!replyNeeded.Has(k) || (s.offer.DeferContent && deferred.Has(k))) {
 			n.NoReply = n.NoReply.With(k)
 		}
 	}

@@ -263,6 +263,11 @@ type Offer struct {
 	// Listener is the name of the listener the MTA connected to ("" when
 	// unnamed): its macro table applies, and {listener} is derived from it.
 	Listener string
+	// DeferContent: the MTA acts on a verdict given to a header, EOH or
+	// body chunk only at end of message (Postfix, Sendmail), so the
+	// engine lets it leave those unanswered (within NoReply) even where
+	// backends answer them, and gives the verdict at EOM (see deferred).
+	DeferContent bool
 }
 
 // Caps is what one backend negotiated, in engine terms.

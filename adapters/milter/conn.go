@@ -297,6 +297,7 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		Version:       int(o.Version),
 		Front:         "milter",
 		Listener:      c.listener,
+		DeferContent:  !c.srv.WaitContent,
 	}
 	for _, k := range negKinds {
 		if f := mp.NoReplyFlag(milterkind.Cmd(k)); f != 0 && c.mtaProt&f != 0 {

@@ -137,6 +137,7 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 			s.progress = func() {}
 		}
 		conn := s.conn
+		s.ctx = ctx
 		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 		return s, nil
 	}
@@ -173,7 +174,7 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}
-	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer}
+	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer, ctx: ctx}
 	if s.progress == nil {
 		s.progress = func() {}
 	}

@@ -36,6 +36,22 @@ type session struct {
 	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
 	bodyRest   []byte       // the unsent rest of an oversize body chunk
 
+	// Batching (pmult.Batcher): hold keeps Posts' packets in wbuf until
+	// Flush or Await; expect is the number of final replies owed for each
+	// answered event posted and not awaited, oldest first (more than one
+	// for a body chunk sent in pieces).
+	hold   bool
+	expect []int
+	// skew: the filter gave a verdict that ends the message while
+	// answers to later commands were owed. libmilter ignores those
+	// commands; a filter that answers them would be read out of step, so
+	// the connection is replaced (reconnect) before the next command.
+	skew bool
+	// env are the CONNECT and HELO events of the SMTP session, replayed
+	// on a new connection by reconnect.
+	env []pmult.Event
+	ctx context.Context // of Open: stops the connection's I/O when it ends
+
 	offer  pmult.Offer // what the session was negotiated for (reuse key)
 	broken bool        // an error was seen: never reuse
 	inMsg  bool        // MAIL sent, no EOM or ABORT since
@@ -120,7 +136,30 @@ func (s *session) write(b []byte) error {
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	_, err := s.conn.Write(b)
 	s.wbuf = b[:0]
+	if cap(s.wbuf) > maxHeld {
+		s.wbuf = nil // a big replay must not stay pinned
+	}
 	return err
+}
+
+// maxHeld is how much a held batch may grow before it is written anyway
+// (the answers are still read later): it bounds the memory of a batch.
+const maxHeld = 64 << 10
+
+// Hold implements pmult.Batcher.
+func (s *session) Hold() { s.hold = true }
+
+// Flush implements pmult.Batcher.
+func (s *session) Flush() error {
+	s.hold = false
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	if err := s.write(s.wbuf); err != nil {
+		s.broken = true
+		return fmt.Errorf("%s: send: %w", s.b.where(), err)
+	}
+	return nil
 }
 
 // Handle implements pmult.BackendSession: Post, then Await if an answer
@@ -143,6 +182,27 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
 		return false, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
 	}
+	if s.skew {
+		switch ev.Kind {
+		case pmult.KindAbort, pmult.KindQuit:
+			// The message is over for the filter already; the
+			// connection is replaced before the next command.
+			s.inMsg = false
+			return false, nil
+		case pmult.KindQuitNC:
+			return false, fmt.Errorf("%s: SMFIC_QUIT_NC on a connection out of step", s.b.where())
+		}
+		if err := s.reconnect(ctx); err != nil {
+			s.broken = true
+			return false, err
+		}
+	}
+	switch ev.Kind {
+	case pmult.KindConnect:
+		s.env = append(s.env[:0], *ev)
+	case pmult.KindHelo:
+		s.env = append(s.env, *ev)
+	}
 	switch ev.Kind {
 	case pmult.KindMail:
 		s.inMsg = true
@@ -159,7 +219,7 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 		s.inMsg = false
 	}
 	s.endOK = false
-	buf := s.wbuf[:0]
+	buf := s.wbuf // what Hold kept (empty otherwise)
 	for _, m := range ev.Macros {
 		c := milterkind.Cmd(m.For)
 		if c == 0 {
@@ -174,21 +234,120 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 		buf = mp.FinishPacket(mp.Macro{Cmd: c, Pairs: pairs}.Append(buf), at)
 	}
 	want := s.proto.Wants(cmd)
+	replies := 1
 	if want {
-		buf = s.appendEvent(buf, cmd, ev)
+		buf, replies = s.appendEvent(buf, cmd, ev)
 	}
-	if len(buf) > 0 {
+	if s.hold && len(buf) <= maxHeld {
+		s.wbuf = buf
+	} else if len(buf) > 0 {
 		if err := s.write(buf); err != nil {
 			s.broken = true
 			return false, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
 	}
-	return want && s.proto.Replies(cmd), nil
+	answer := want && s.proto.Replies(cmd)
+	if answer {
+		s.expect = append(s.expect, replies)
+	}
+	return answer, nil
 }
 
-// Await implements pmult.Pipeliner.
+// ends reports whether v ends the message (or the session) for a
+// libmilter filter: after it, libmilter ignores the message's commands.
+func ends(v pmult.Verdict) bool {
+	switch v {
+	case pmult.Accept, pmult.Reject, pmult.Tempfail, pmult.Discard, pmult.Shutdown:
+		return true
+	}
+	return false
+}
+
+// reconnect replaces a connection out of step (skew): QUIT and close, then
+// a new connection negotiated for the same offer, which must give the
+// same capabilities, and the SMTP session's CONNECT and HELO replayed,
+// which must be answered CONTINUE.
+func (s *session) reconnect(ctx context.Context) error {
+	s.stop()
+	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
+	s.conn.Close()
+	s.skew, s.expect, s.hold, s.wbuf, s.bodyRest = false, nil, false, nil, nil
+	deadline := time.Now().Add(s.b.cfg.ConnectTimeout)
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
+	conn, err := d.DialContext(ctx, s.b.cfg.Network, s.b.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("reconnect %s (out of step after a verdict in the content phase): %w", s.b.where(), err)
+	}
+	s.conn, s.r = conn, mp.NewReader(conn, s.b.cfg.MaxPacket)
+	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	caps, env := s.caps, s.env
+	s.env = nil // Post keeps them again
+	if err := s.negotiate(s.offer, deadline); err != nil {
+		return fmt.Errorf("%s: reconnect: %w", s.b.where(), err)
+	}
+	if !sameCaps(caps, s.caps) {
+		return fmt.Errorf("%s: reconnect: the filter negotiated differently", s.b.where())
+	}
+	for i := range env {
+		ev := &env[i]
+		answer, err := s.Post(ctx, ev)
+		if err != nil {
+			return err
+		}
+		if !answer {
+			continue
+		}
+		r, err := s.Await(ctx, ev)
+		if err != nil {
+			return err
+		}
+		if r.Verdict != pmult.Continue {
+			return fmt.Errorf("%s: reconnect: the filter answered %s to the replayed %s", s.b.where(), r.Verdict, ev.Kind)
+		}
+	}
+	return nil
+}
+
+func sameCaps(a, b pmult.Caps) bool {
+	if a.Actions != b.Actions || a.NoEvent != b.NoEvent || a.NoReply != b.NoReply || a.Skip != b.Skip ||
+		a.RejectedRcpts != b.RejectedRcpts || a.QuitNC != b.QuitNC || len(a.Macros) != len(b.Macros) {
+		return false
+	}
+	for k, l := range a.Macros {
+		if strings.Join(l, " ") != strings.Join(b.Macros[k], " ") {
+			return false
+		}
+	}
+	return true
+}
+
+// Await implements pmult.Pipeliner: the answer to the oldest answered
+// event posted and not awaited yet (Post's order).
 func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	cmd := milterkind.Cmd(ev.Kind)
+	if err := s.Flush(); err != nil {
+		s.bodyRest = nil
+		return pmult.Reply{}, err
+	}
+	n := 1
+	if len(s.expect) > 0 {
+		n = s.expect[0]
+		s.expect = s.expect[1:]
+	}
+	skipped := false
+	for ; n > 1; n-- { // the pieces of a body chunk sent at once
+		r, err := s.readReply(cmd)
+		if err != nil {
+			s.broken = true
+			return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+		if r.Verdict != pmult.Continue && r.Verdict != pmult.Skip {
+			s.ended(r.Verdict, n-1)
+			return r, nil
+		}
+		skipped = skipped || r.Verdict == pmult.Skip
+	}
 	for {
 		r, err := s.readReply(cmd)
 		if err != nil {
@@ -199,6 +358,10 @@ func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 		if len(s.bodyRest) == 0 || r.Verdict != pmult.Continue {
 			s.bodyRest = nil
 			s.endOK = cmd == mp.CmdEOB && r.Verdict == pmult.Continue
+			s.ended(r.Verdict, 0)
+			if skipped && r.Verdict == pmult.Continue {
+				r.Verdict = pmult.Skip
+			}
 			return r, nil
 		}
 		c := s.bodyRest
@@ -215,21 +378,37 @@ func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 	}
 }
 
-func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
+// ended notes a verdict read with owed more answers to commands posted
+// after it (owed, plus those of later events): if it ends the message,
+// the filter may ignore them (libmilter) or not, so the connection is out
+// of step.
+func (s *session) ended(v pmult.Verdict, owed int) {
+	if ends(v) && owed+len(s.expect) > 0 {
+		s.skew = true
+		s.expect = nil
+	}
+}
+
+// appendEvent appends ev's packets and returns how many final replies
+// they are answered with.
+func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) ([]byte, int) {
 	if ev.Kind == pmult.KindBody {
-		// A chunk larger than the filter accepts goes out in pieces, each
-		// answered before the next (Await sends the rest).
+		// A chunk larger than the filter accepts goes out in pieces: held
+		// (batching), all at once, each answered; otherwise each answered
+		// before the next (Await sends the rest).
 		c := ev.Chunk
+		n := 1
 		for len(c) > s.maxChunk {
-			if s.proto.Replies(cmd) {
+			if s.proto.Replies(cmd) && !s.hold {
 				s.bodyRest = c[s.maxChunk:]
 				c = c[:s.maxChunk]
 				break
 			}
 			buf = mp.AppendPacket(buf, cmd, c[:s.maxChunk])
 			c = c[s.maxChunk:]
+			n++
 		}
-		return mp.AppendPacket(buf, cmd, c)
+		return mp.AppendPacket(buf, cmd, c), n
 	}
 	buf, at := mp.StartPacket(buf, cmd)
 	switch ev.Kind {
@@ -246,7 +425,7 @@ func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
 		}
 		buf = mp.AppendStrings(buf, ev.Name, v)
 	}
-	return mp.FinishPacket(buf, at)
+	return mp.FinishPacket(buf, at), 1
 }
 
 // readReply reads the answer to cmd: PROGRESS packets, at EOM any number
