@@ -7,6 +7,10 @@
 package e2e
 
 import (
+	"fmt"
+	"net"
+	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -98,4 +102,121 @@ func strip(rep string) string {
 		return rep[:i]
 	}
 	return rep
+}
+
+// headerRejectMFL makes mailfromd reject a message with an X-Trigger
+// header at that header, and add a header to the others.
+const headerRejectMFL = `prog header
+do
+  if $1 = "X-Trigger"
+    reject 550 5.7.1 "trigger refused by mailfromd"
+  fi
+done
+
+prog eom
+do
+  header_add("X-Mailfromd", "yes")
+done
+`
+
+// TestPerfPipelinedTwoMessages: one SMTP session, two messages. The first
+// has a header a milter rejects at that header (pymilter, libmilter; or
+// mailfromd, gacopyz), while pmult has posted the rest of the message
+// ahead to it; the second must be served in step: the same replies and
+// the same delivered headers as Postfix's own chain of the same milters.
+// The other milter (pymilter) is replayed by pmult, in one batch.
+func TestPerfPipelinedTwoMessages(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "pymilter", "mailfromd")
+	for _, kind := range []string{"pymilter", "mailfromd"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var specA string
+			if kind == "pymilter" {
+				specA, _ = realpeer.StartPyMilter(t, realpeer.PyPlan{
+					Stages: map[string]realpeer.PyStage{"header": {Action: "reject", Match: "X-Trigger: yes",
+						Reply: &realpeer.PyReply{Code: "550", XCode: "5.7.1", Lines: []string{"trigger refused by pymilter"}}}},
+					EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-A", Value: "by A"}},
+				})
+			} else {
+				specA = realpeer.StartMailfromd(t, headerRejectMFL)
+			}
+			specB, _ := realpeer.StartPyMilter(t, realpeer.PyPlan{
+				EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-B", Value: "by B"}},
+			})
+			chain := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(specA) + " " + realpeer.PostfixMilter(specB)})
+			pf, p := muxPostfix(t, "", backend{"A", specA, ""}, backend{"B", specB, ""})
+			var reps [2][]string
+			for i, side := range []*realpeer.Postfix{chain, pf} {
+				r, err := twoMessages(side.Addr())
+				if err != nil {
+					t.Fatalf("SMTP: %v\nmaillog:\n%s", err, side.Log())
+				}
+				reps[i] = r
+			}
+			for i := range reps[0] {
+				if strip(reps[0][i]) != strip(reps[1][i]) {
+					t.Errorf("reply %d: chain %q, pmult %q", i, reps[0][i], reps[1][i])
+				}
+			}
+			if !strings.HasPrefix(reps[1][0], "550") || !strings.HasPrefix(reps[1][1], "250") {
+				t.Errorf("replies to the two end of DATA %q, want 550 then 250", reps[1])
+			}
+			cds, mds := chain.WaitDelivered(t, 1, deliverTimeout), pf.WaitDelivered(t, 1, deliverTimeout)
+			if len(cds) != 1 || len(mds) != 1 {
+				t.Fatalf("deliveries: chain %d, pmult %d", len(cds), len(mds))
+			}
+			if c, m := visibleHeaders(cds[0]), visibleHeaders(mds[0]); !reflect.DeepEqual(c, m) {
+				t.Errorf("headers differ\nchain: %q\npmult: %q", c, m)
+			}
+			if l := logLine(p.Output(), "backend failed"); l != "" {
+				t.Errorf("pmult: %s", l)
+			}
+		})
+	}
+}
+
+// twoMessages sends two messages in one SMTP session to addr, the first
+// with "X-Trigger: yes", and returns the replies to their end of DATA.
+func twoMessages(addr string) ([]string, error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	tp := textproto.NewConn(c)
+	cmd := func(code int, f string, a ...any) (string, error) {
+		id, err := tp.Cmd(f, a...)
+		if err != nil {
+			return "", err
+		}
+		tp.StartResponse(id)
+		defer tp.EndResponse(id)
+		got, msg, err := tp.ReadResponse(code)
+		return fmt.Sprintf("%d %s", got, msg), err
+	}
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return nil, err
+	}
+	if _, err := cmd(250, "EHLO client.example"); err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, extra := range []string{"X-Trigger: yes\r\n", ""} {
+		if _, err := cmd(250, "MAIL FROM:<sender@example.org>"); err != nil {
+			return nil, err
+		}
+		if _, err := cmd(250, "RCPT TO:<rcpt@example.com>"); err != nil {
+			return nil, err
+		}
+		if _, err := cmd(354, "DATA"); err != nil {
+			return nil, err
+		}
+		msg := fmt.Sprintf("From: <sender@example.org>\r\nTo: <rcpt@example.com>\r\nSubject: message %d\r\n%sX-After: more\r\n\r\nbody %d\r\n.", i+1, extra, i+1)
+		rep, _ := cmd(0, "%s", msg)
+		out = append(out, rep)
+	}
+	cmd(221, "QUIT")
+	return out, nil
 }
