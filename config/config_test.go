@@ -108,6 +108,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 				EOMTimeout:     Duration{Duration: 300 * time.Second},
 				MilterVersion:  6,
 				MaxBody:        64 << 20,
+				Reuse:          true,
 				Addr:           Address{Network: "tcp", Addr: "127.0.0.1:8891", Raw: "inet:8891@127.0.0.1"},
 			},
 		}, {
@@ -123,6 +124,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 				EOMTimeout:     Duration{Duration: 2*time.Hour + 35*time.Second},
 				MilterVersion:  6,
 				MaxBody:        64 << 20,
+				Reuse:          true,
 				Addr:           Address{Network: "unix", Addr: "/run/spamass/spamass.sock", Raw: "unix:///run/spamass/spamass.sock"},
 			},
 		}},

@@ -68,3 +68,25 @@ func TestGoMilterServerBatchedReject(t *testing.T) {
 		t.Errorf("%d connections, want 2 (the one out of step replaced)", n)
 	}
 }
+
+// reuse = true (the default) with go-milter, a protocol version 2 filter:
+// never kept (QUIT_NC is version 6), every session on its own connection,
+// each served.
+func TestGoMilterServerReuseOn(t *testing.T) {
+	rec := &gmRec{eom: func(m *gomilter.Modifier) gomilter.Response { return gomilter.RespContinue }}
+	addr, tl := startGoMilter(t, rec, 0, 0)
+	b := backend.New(backend.Config{Name: "gomilter", Network: "tcp", Address: addr, Reuse: true,
+		ConnectTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, EOMTimeout: 5 * time.Second})
+	e := &pmult.Engine{Slots: pmulttest.Slots(b)}
+	for i := 0; i < 3; i++ {
+		h := pmulttest.Open(t, e, gmV6Offer)
+		h.EnvelopeToData()
+		if r := h.Message([]string{"Subject", " hi"}, "body\r\n"); r.Verdict.Objects() {
+			t.Fatalf("session %d: %+v", i, r)
+		}
+		h.Do(&pmult.Event{Kind: pmult.KindQuit})
+	}
+	if n := len(tl.accepted()); n != 3 {
+		t.Errorf("%d connections, want 3", n)
+	}
+}

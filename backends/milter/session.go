@@ -51,6 +51,12 @@ type session struct {
 	// on a new connection by reconnect.
 	env []pmult.Event
 	ctx context.Context // of Open: stops the connection's I/O when it ends
+	// probation: the connection was kept for reuse and no reply has been
+	// read on it since; since holds the events posted meanwhile. If it
+	// turns out dead (the filter closed it after QUIT_NC), a new
+	// connection takes over and they are sent again (retry).
+	probation bool
+	since     []pmult.Event
 
 	offer  pmult.Offer // what the session was negotiated for (reuse key)
 	broken bool        // an error was seen: never reuse
@@ -106,7 +112,7 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 		Actions:       pmult.Actions(s.actions) &^ pmult.ActSetSymList,
 		Skip:          s.proto&mp.ProtoSkip != 0,
 		RejectedRcpts: s.proto&mp.ProtoRcptRej != 0,
-		QuitNC:        s.version >= 6,
+		QuitNC:        s.version >= 6 && !s.b.noQuitNC.Load(),
 	}
 	for k := pmult.KindConnect; k <= pmult.KindUnknown; k++ {
 		cmd := milterkind.Cmd(k)
@@ -175,9 +181,56 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 // Post implements pmult.Pipeliner: it writes the event's macro
 // packets and the event itself (if the filter wants it) in one write.
 func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
+	if !s.probation {
+		return s.post(ctx, ev)
+	}
+	s.since = append(s.since, *ev)
+	answer, err := s.post(ctx, ev)
+	if err != nil {
+		return s.retry(ctx, err)
+	}
+	return answer, nil
+}
+
+// retry, after the first command on a reused connection failed: the
+// filter closed it after QUIT_NC, which it does not take (see
+// Backend.noQuitNC). The events posted since the reuse go out again on a
+// new connection; nothing was answered on the old one.
+func (s *session) retry(ctx context.Context, cause error) (bool, error) {
+	s.probation = false
+	evs := s.since
+	s.since = nil
+	s.b.noQuitNC.Store(true)
+	s.broken = false // a new connection takes over
+	if s.b.cfg.Log != nil {
+		s.b.cfg.Log.Info("reused connection closed by the filter: it does not take SMFIC_QUIT_NC, connections are no longer kept",
+			"backend", s.b.cfg.Name, "err", cause)
+	}
+	s.env = nil
+	if err := s.reconnect(ctx); err != nil {
+		return false, err
+	}
+	answer := false
+	for i := range evs {
+		a, err := s.post(ctx, &evs[i])
+		if err != nil {
+			return false, err
+		}
+		answer = a
+	}
+	return answer, nil
+}
+
+func (s *session) post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	cmd := milterkind.Cmd(ev.Kind)
 	if cmd == 0 {
 		return false, fmt.Errorf("event %s has no milter command", ev.Kind)
+	}
+	if ev.Kind == pmult.KindQuitNC && s.b.noQuitNC.Load() {
+		// Opened before the filter was found not to take QUIT_NC: the
+		// next SMTP session gets a new connection instead.
+		s.skew, s.env, s.inMsg = true, nil, false
+		return false, nil
 	}
 	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
 		return false, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
@@ -190,7 +243,8 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 			s.inMsg = false
 			return false, nil
 		case pmult.KindQuitNC:
-			return false, fmt.Errorf("%s: SMFIC_QUIT_NC on a connection out of step", s.b.where())
+			s.env = nil // the next SMTP session starts on a new connection
+			return false, nil
 		}
 		if err := s.reconnect(ctx); err != nil {
 			s.broken = true
@@ -277,7 +331,7 @@ func (s *session) reconnect(ctx context.Context) error {
 	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
 	conn, err := d.DialContext(ctx, s.b.cfg.Network, s.b.cfg.Address)
 	if err != nil {
-		return fmt.Errorf("reconnect %s (out of step after a verdict in the content phase): %w", s.b.where(), err)
+		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
 	}
 	s.conn, s.r = conn, mp.NewReader(conn, s.b.cfg.MaxPacket)
 	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
@@ -311,7 +365,7 @@ func (s *session) reconnect(ctx context.Context) error {
 
 func sameCaps(a, b pmult.Caps) bool {
 	if a.Actions != b.Actions || a.NoEvent != b.NoEvent || a.NoReply != b.NoReply || a.Skip != b.Skip ||
-		a.RejectedRcpts != b.RejectedRcpts || a.QuitNC != b.QuitNC || len(a.Macros) != len(b.Macros) {
+		a.RejectedRcpts != b.RejectedRcpts || len(a.Macros) != len(b.Macros) {
 		return false
 	}
 	for k, l := range a.Macros {
@@ -325,6 +379,25 @@ func sameCaps(a, b pmult.Caps) bool {
 // Await implements pmult.Pipeliner: the answer to the oldest answered
 // event posted and not awaited yet (Post's order).
 func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	if !s.probation {
+		return s.await(ctx, ev)
+	}
+	r, err := s.await(ctx, ev)
+	if err == nil {
+		s.probation, s.since = false, nil
+		return r, nil
+	}
+	if ctx.Err() != nil {
+		return r, err
+	}
+	if _, err := s.retry(ctx, err); err != nil {
+		s.broken = true
+		return pmult.Reply{}, err
+	}
+	return s.await(ctx, ev)
+}
+
+func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	cmd := milterkind.Cmd(ev.Kind)
 	if err := s.Flush(); err != nil {
 		s.bodyRest = nil

@@ -220,3 +220,61 @@ func twoMessages(addr string) ([]string, error) {
 	cmd(221, "QUIT")
 	return out, nil
 }
+
+// reuseMFL: mailfromd rejects one recipient and adds a header.
+const reuseMFL = `prog envrcpt
+do
+  if $1 = "<nobody@example.com>"
+    reject 550 5.1.1 "no such user"
+  fi
+done
+
+prog eom
+do
+  header_add("X-Mailfromd", "yes")
+done
+`
+
+// TestPerfReuseOpenDKIMMailfromd: connection reuse (QUIT_NC) with
+// OpenDKIM (libmilter) and mailfromd (gacopyz) behind pmult, as with
+// pymilter in TestReuseLibmilter: five SMTP sessions, the fourth's only
+// recipient rejected by mailfromd (a session ending without an end of
+// message). Every delivered message carries both milters' work, and no
+// backend fails (a connection left in a state where the milter ignores
+// QUIT_NC and the next CONNECT would time out and fail it).
+func TestPerfReuseOpenDKIMMailfromd(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "swaks", "opendkim", "opendkim-genkey", "mailfromd")
+	key := realpeer.GenerateDKIMKey(t, "example.org", "test")
+	signer := realpeer.StartOpenDKIM(t, realpeer.OpenDKIMOptions{Mode: "s", Key: key})
+	mfd := realpeer.StartMailfromd(t, reuseMFL)
+	extra := "reuse = true\nread_timeout = \"3s\""
+	pf, p := muxPostfix(t, "", backend{"dkim", signer, extra}, backend{"mfd", mfd, extra})
+	const n = 5
+	for i := 1; i <= n; i++ {
+		args := []string{"--from", "sender@example.org", "--header", fmt.Sprintf("Subject: session %d", i)}
+		if i == 4 {
+			args = append(args, "--to", "nobody@example.com")
+		}
+		out, err := pf.Send(t, args...)
+		if i == 4 {
+			if rep := replyTo(out, "RCPT TO:"); !strings.HasPrefix(rep, "<** 550") {
+				t.Errorf("session 4: reply to RCPT %q, want 550", rep)
+			}
+		} else if err != nil {
+			t.Fatalf("session %d: swaks: %v\n%s", i, err, out)
+		}
+	}
+	ds := pf.WaitDelivered(t, n-1, deliverTimeout)
+	if len(ds) != n-1 {
+		t.Fatalf("want %d deliveries, got:\n%s", n-1, describe(ds))
+	}
+	for _, d := range ds {
+		if d.Header("X-Mailfromd") != "yes" || !strings.Contains(d.Header("DKIM-Signature"), "d=example.org") {
+			t.Errorf("%s: X-Mailfromd %q, DKIM-Signature %q", d.Header("Subject"), d.Header("X-Mailfromd"), d.Header("DKIM-Signature"))
+		}
+	}
+	if l := logLine(p.Output(), "backend failed"); l != "" {
+		t.Errorf("pmult: %s", l)
+	}
+}
