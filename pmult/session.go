@@ -463,6 +463,17 @@ func (s *Session) postAhead(ctx context.Context, targets []*bstate, ev *Event, m
 func (s *Session) settle(ctx context.Context) {
 	m := s.merger()
 	owed := false
+	// Every batch goes out before any answer is awaited: the backends
+	// work in parallel.
+	for _, b := range s.bs {
+		if len(b.owed) > 0 && b.pipe != nil {
+			if err := b.batcher().Flush(); err != nil {
+				at := time.Now()
+				m.add(b.pos, s.vote(ctx, b, b.owed[0], result{err: err, at: at}))
+				b.owed = nil
+			}
+		}
+	}
 	for _, b := range s.bs {
 		if len(b.owed) == 0 {
 			continue
@@ -484,7 +495,7 @@ func (s *Session) settle(ctx context.Context) {
 			}
 		}
 	}
-	if !owed {
+	if !owed && !m.objects() {
 		return
 	}
 	s.sticky(&m)
