@@ -102,7 +102,9 @@ type Event struct {
 	// Header: name and raw value. The value includes its leading space
 	// (exact bytes after the colon) and "\n" between folded lines.
 	Name, Value string
-	// Body: one chunk, shared, read-only.
+	// Body: one chunk, shared, read-only, valid only until the Handle
+	// (or Post) call that delivers it returns: the milter front reads
+	// the next packet into the same buffer, so a backend keeps a copy.
 	Chunk []byte
 }
 

@@ -181,7 +181,7 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}
-	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer, ctx: ctx}
+	s := &session{b: b, conn: conn, r: newReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer, ctx: ctx}
 	if s.progress == nil {
 		s.progress = func() {}
 	}

@@ -4,6 +4,7 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -333,7 +334,7 @@ func (s *session) reconnect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
 	}
-	s.conn, s.r = conn, mp.NewReader(conn, s.b.cfg.MaxPacket)
+	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket)
 	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	caps, env := s.caps, s.env
 	s.env = nil // Post keeps them again
@@ -509,9 +510,10 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		timeout = s.b.cfg.EOMTimeout
 	}
 	var rep pmult.Reply
-	// The replacement body's packets, joined once at the end: each
-	// packet's Data is its own allocation, so appending them to one
-	// growing slice would copy the body several times over.
+	// The replacement body's packets, joined once at the end: each is
+	// copied out of the Reader's buffer (newReader) into its own
+	// allocation, so appending them to one growing slice would copy the
+	// body several times over.
 	var body [][]byte
 	bodyLen := 0
 	haveBody := false
@@ -585,7 +587,7 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 					return rep, fmt.Errorf("replacement body over the limit of %d bytes (max_body): %d bytes so far",
 						s.b.cfg.MaxBody, bodyLen)
 				}
-				body = append(body, p.Data)
+				body = append(body, bytes.Clone(p.Data))
 				haveBody = true
 				continue
 			}
@@ -607,6 +609,15 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		}
 		return rep, nil
 	}
+}
+
+// newReader is the session's packet reader: its packets' Data is reused
+// (no allocation per reply); readReply copies what it keeps (the
+// replacement body), the parsers copy the strings.
+func newReader(c net.Conn, maxData int) *mp.Reader {
+	r := mp.NewReader(c, maxData)
+	r.Reuse()
+	return r
 }
 
 // join concatenates the packets of a replacement body (n bytes in all)
