@@ -67,6 +67,19 @@ func NewReader(r io.Reader, maxData int) *Reader {
 // not yet returned as packets.
 func (r *Reader) Buffered() int { return r.r.Buffered() }
 
+// Ready reports whether a whole packet is buffered, so that ReadPacket
+// will not read from the stream (and no read deadline can matter).
+func (r *Reader) Ready() bool {
+	if r.r.Buffered() < 5 {
+		return false
+	}
+	b, err := r.r.Peek(4)
+	if err != nil {
+		return false
+	}
+	return uint64(r.r.Buffered()) >= 4+uint64(binary.BigEndian.Uint32(b))
+}
+
 // Peek waits until at least one byte of the next packet is buffered and
 // returns nil, or returns the stream's error (io.EOF when the peer closed
 // it, a timeout after a read deadline). It consumes nothing: a packet read

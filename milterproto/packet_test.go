@@ -345,3 +345,27 @@ func TestReaderReuse(t *testing.T) {
 		t.Fatalf("big packet: %d bytes %v, in the reused buffer %v", len(p3.Data), err, &p3.Data[0] == first)
 	}
 }
+
+// Ready is true exactly when a whole packet is buffered.
+func TestReaderReady(t *testing.T) {
+	var stream []byte
+	stream = AppendPacket(stream, CmdHeader, []byte("Subject\x00hi\x00"))
+	stream = AppendPacket(stream, CmdEOH)
+	for _, tc := range []struct {
+		name  string
+		cut   int // bytes of the second packet in the stream
+		ready bool
+	}{{"whole", 5, true}, {"length only", 4, false}, {"partial length", 2, false}, {"nothing", 0, false}} {
+		first := len(stream) - 5
+		r := NewReader(bytes.NewReader(stream[:first+tc.cut]), 1<<20)
+		if r.Ready() {
+			t.Fatalf("%s: ready before any read", tc.name)
+		}
+		if _, err := r.ReadPacket(); err != nil { // buffers what the reader has
+			t.Fatal(err)
+		}
+		if got := r.Ready(); got != tc.ready {
+			t.Errorf("%s: Ready %v with %d bytes buffered, want %v", tc.name, got, r.Buffered(), tc.ready)
+		}
+	}
+}

@@ -86,7 +86,9 @@ func (c *conn) Serve(ctx context.Context) {
 		if c.sess == nil {
 			timeout = orDefault(c.srv.NegotiateTimeout, 30*time.Second)
 		}
-		c.nc.SetReadDeadline(time.Now().Add(timeout))
+		if !c.r.Ready() { // a packet already buffered needs no timer
+			c.nc.SetReadDeadline(time.Now().Add(timeout))
+		}
 		p, err := c.r.ReadPacket()
 		if err != nil {
 			c.readError(err, timeout)

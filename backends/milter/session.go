@@ -517,9 +517,12 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 	var body [][]byte
 	bodyLen := 0
 	haveBody := false
-	defer s.conn.SetReadDeadline(time.Time{})
 	for {
-		s.conn.SetReadDeadline(time.Now().Add(timeout))
+		// The timeout runs from each packet to the next, as the MTAs
+		// time it; a packet already buffered needs no timer.
+		if !s.r.Ready() {
+			s.conn.SetReadDeadline(time.Now().Add(timeout))
+		}
 		p, err := s.r.ReadPacket()
 		if err != nil {
 			if errors.Is(err, mp.ErrZeroLength) || errors.Is(err, mp.ErrTooLarge) {
