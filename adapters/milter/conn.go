@@ -206,8 +206,14 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 	if err != nil {
 		return err
 	}
+	noReply := !c.proto.Replies(p.Code)
+	if noReply && c.r.Buffered() == 0 {
+		// No reply carries our ACK: Postfix's next header (written
+		// without TCP_NODELAY) would wait for the delayed one (~40 ms).
+		sockopt.QuickAck(c.nc)
+	}
 	rep := c.sess.Handle(ctx, ev)
-	if !c.proto.Replies(p.Code) {
+	if noReply {
 		return nil
 	}
 	return c.reply(p.Code, rep)

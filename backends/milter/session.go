@@ -412,6 +412,7 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 	skipped := false
 	for ; n > 1; n-- { // the pieces of a body chunk sent at once
 		r, err := s.readReply(cmd)
+		s.ackOwed(true)
 		if err != nil {
 			s.broken = true
 			return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
@@ -424,6 +425,7 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 	}
 	for {
 		r, err := s.readReply(cmd)
+		s.ackOwed(false)
 		if err != nil {
 			s.broken = true
 			s.bodyRest = nil
@@ -449,6 +451,16 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 			s.bodyRest = nil
 			return pmult.Reply{}, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
+	}
+}
+
+// ackOwed sends our ACK at once when more replies are owed (more, or
+// events posted ahead) and none is buffered: libmilter writes each reply
+// on its own without TCP_NODELAY, so its next one waits for our ACK,
+// which no data of ours carries while we only read (~40 ms delayed).
+func (s *session) ackOwed(more bool) {
+	if (more || len(s.expect) > 0) && s.r.Buffered() == 0 {
+		sockopt.QuickAck(s.conn)
 	}
 }
 
