@@ -534,6 +534,11 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		// time it; a packet already buffered needs no timer.
 		if !s.r.Ready() {
 			s.conn.SetReadDeadline(time.Now().Add(timeout))
+			// The session's end sets a past deadline (stop): if it came
+			// before the line above, that deadline was overwritten.
+			if s.ctx != nil && s.ctx.Err() != nil {
+				return rep, s.ctx.Err()
+			}
 		}
 		p, err := s.r.ReadPacket()
 		if err != nil {
