@@ -4,7 +4,9 @@
 package milter
 
 import (
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mailmux/mailmux/internal/testmilter"
 	mp "github.com/mailmux/mailmux/milterproto"
@@ -45,5 +47,37 @@ func TestWaitContent(t *testing.T) {
 		if r := m.cmd(mp.CmdEOB); codes(r) != "r" {
 			t.Errorf("WaitContent %v: reply at EOM %q, want the header's reject", wait, codes(r))
 		}
+	}
+}
+
+// Content posted ahead to several live backends reaches all of them
+// before any answer is awaited: b1 answers its header only once b2 has
+// its own (in the buggy order b2 got it only after b1's answer: b1
+// timed out, tempfail).
+func TestPostedAheadReachesEveryBackend(t *testing.T) {
+	b2got := make(chan struct{})
+	var once sync.Once
+	b1 := &testmilter.Server{Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+		if p.Code == mp.CmdHeader {
+			select {
+			case <-b2got:
+			case <-time.After(5 * time.Second):
+				return []mp.Packet{{Code: mp.RespTempfail}}
+			}
+		}
+		return nil
+	}}
+	b2 := &testmilter.Server{Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
+		if p.Code == mp.CmdHeader {
+			once.Do(func() { close(b2got) })
+		}
+		return nil
+	}}
+	addr, _ := startMux(t, false, slot{m: b1, read: 10 * time.Second}, slot{m: b2, read: 10 * time.Second})
+	m := dialMTA(t, addr, 6, mp.ActAllMask, allProto)
+	toEOH(m)
+	m.cmd(mp.CmdBody, []byte("x\r\n"))
+	if r := m.cmd(mp.CmdEOB); codes(r) != "c" {
+		t.Fatalf("reply at EOM %q, want c", codes(r))
 	}
 }
