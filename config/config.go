@@ -221,6 +221,7 @@ type Config struct {
 //	listen = ["inet:127.0.0.1:7357"]  # default; old spelling: top-level listen
 //	max_connections = 0               # concurrent MTA connections (0: no limit); old: top-level max_sessions
 //	max_packet = 1048576              # bytes of packet data from the MTA; old: top-level max_packet
+//	defer_content = true              # the MTA need not wait for replies to headers, EOH, body chunks
 type Milter struct {
 	// Listen holds the addresses the MTA connects to, in any dialect
 	// ParseAddress accepts, each optionally named: "inbound=inet:...". Default [DefaultListen]; an empty array is
@@ -233,6 +234,13 @@ type Milter struct {
 	// MaxPacket is the largest milter packet data, in bytes, accepted from
 	// the MTA. Default 1 MiB, at least MinPacket.
 	MaxPacket int `toml:"max_packet"`
+	// DeferContent (default true) lets the MTA not wait for the replies
+	// to headers, EOH and body chunks (NR_HDR, NR_EOH, NR_BODY, where it
+	// offers them) even when backends answer them: a verdict given there
+	// reaches the MTA at end of message, where Postfix and Sendmail act on
+	// it anyway. false: for an MTA that offers those flags but waits for
+	// the replies regardless (mailfromd's mtasim).
+	DeferContent bool `toml:"defer_content"`
 
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
@@ -335,6 +343,7 @@ type rawMilter struct {
 	Listen         any `toml:"listen"`
 	MaxConnections any `toml:"max_connections"`
 	MaxPacket      any `toml:"max_packet"`
+	DeferContent   any `toml:"defer_content"`
 }
 
 type rawBackend struct {
@@ -620,6 +629,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	front.MaxConnections = top.integer(f, val, 0, 0, math.MaxInt)
 	f, val = v.renamedKey("max_packet", raw.MaxPacket, "max_packet", rm.MaxPacket)
 	front.MaxPacket = top.integer(f, val, DefaultMaxPacket, MinPacket, math.MaxInt)
+	front.DeferContent = rm.DeferContent == nil || top.boolean("milter.defer_content", rm.DeferContent)
 	cfg := &Config{
 		Milter:           front,
 		PIDFile:          pidfile,

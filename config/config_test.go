@@ -67,6 +67,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 			Listen:         []string{"inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"},
 			MaxConnections: 0,
 			MaxPacket:      1 << 20,
+			DeferContent:   true,
 			ListenAddrs: []Address{
 				{Network: "tcp", Addr: "127.0.0.1:7357", Raw: "inet:127.0.0.1:7357"},
 				{Network: "unix", Addr: "/run/pmult/pmult.sock", Raw: "unix:/run/pmult/pmult.sock"},
@@ -107,6 +108,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 				EOMTimeout:     Duration{Duration: 300 * time.Second},
 				MilterVersion:  6,
 				MaxBody:        64 << 20,
+				Reuse:          true,
 				Addr:           Address{Network: "tcp", Addr: "127.0.0.1:8891", Raw: "inet:8891@127.0.0.1"},
 			},
 		}, {
@@ -122,6 +124,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 				EOMTimeout:     Duration{Duration: 2*time.Hour + 35*time.Second},
 				MilterVersion:  6,
 				MaxBody:        64 << 20,
+				Reuse:          true,
 				Addr:           Address{Network: "unix", Addr: "/run/spamass/spamass.sock", Raw: "unix:///run/spamass/spamass.sock"},
 			},
 		}},
@@ -176,6 +179,9 @@ func TestDefaults(t *testing.T) {
 		if !slices.Equal(m.Listen, []string{"inet:127.0.0.1:7357"}) ||
 			len(m.ListenAddrs) != 1 || m.ListenAddrs[0].Network != "tcp" || m.ListenAddrs[0].Addr != "127.0.0.1:7357" {
 			t.Errorf("%s: listen %v %v", name, m.Listen, m.ListenAddrs)
+		}
+		if !m.DeferContent {
+			t.Errorf("%s: milter.defer_content false, want true by default", name)
 		}
 		if m.MaxPacket != DefaultMaxPacket || cfg.MaxBackendPacket != DefaultMaxBackendPacket ||
 			cfg.MaxMessage != 0 || m.MaxConnections != 0 ||
@@ -596,5 +602,25 @@ func TestMetricsPprofKey(t *testing.T) {
 	_, err = Parse([]byte("metrics_listen = \"9100\"\nmetrics_pprof = \"yes\"\n"), "t")
 	if n := len(Errors(err)); n != 1 {
 		t.Errorf("metrics_pprof = \"yes\": want 1 error, got %d: %v", n, err)
+	}
+}
+
+// [milter] defer_content: true by default, false when set so, and a
+// non-boolean is an error naming the key.
+func TestMilterDeferContent(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want bool
+	}{{"", true}, {"[milter]\ndefer_content = true\n", true}, {"[milter]\ndefer_content = false\n", false}} {
+		cfg, err := Parse([]byte(tc.text), "t.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.text, err)
+		}
+		if cfg.Milter.DeferContent != tc.want {
+			t.Errorf("%q: defer_content %v, want %v", tc.text, cfg.Milter.DeferContent, tc.want)
+		}
+	}
+	if _, err := Parse([]byte("[milter]\ndefer_content = \"yes\"\n"), "t.toml"); err == nil || !strings.Contains(err.Error(), "milter.defer_content") {
+		t.Errorf("defer_content = \"yes\": %v, want an error naming milter.defer_content", err)
 	}
 }

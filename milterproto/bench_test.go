@@ -8,7 +8,12 @@ import (
 
 // BenchmarkReadPacket reads a Postfix-like session (16 packets) plus one
 // full 65535-byte body chunk per iteration.
-func BenchmarkReadPacket(b *testing.B) {
+func BenchmarkReadPacket(b *testing.B) { benchReadPacket(b, false) }
+
+// BenchmarkReadPacketReuse is BenchmarkReadPacket with Reader.Reuse.
+func BenchmarkReadPacketReuse(b *testing.B) { benchReadPacket(b, true) }
+
+func benchReadPacket(b *testing.B, reuse bool) {
 	stream := seedStream()
 	stream = AppendPacket(stream, CmdBody, bytes.Repeat([]byte("0123456789abcde\n"), MaxChunk/16+1)[:MaxChunk])
 	br := bytes.NewReader(stream)
@@ -17,6 +22,9 @@ func BenchmarkReadPacket(b *testing.B) {
 	for b.Loop() {
 		br.Reset(stream)
 		r := NewReader(br, MDS64K)
+		if reuse {
+			r.Reuse()
+		}
 		for {
 			if _, err := r.ReadPacket(); err != nil {
 				if err != io.EOF {

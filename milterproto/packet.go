@@ -25,9 +25,10 @@ var (
 	ErrTooLarge = errors.New("milter: packet too large")
 )
 
-// Reader reads packets from a stream. The Data of each packet it returns is
-// freshly allocated and owned by the caller, so it may be shared (for
-// example between several backends) without copying.
+// Reader reads packets from a stream. By default the Data of each packet
+// it returns is freshly allocated and owned by the caller, so it may be
+// shared (for example between several backends) without copying; after
+// Reuse it is the Reader's and valid only until the next ReadPacket.
 //
 // The Reader buffers its input (one read system call usually brings a
 // whole packet, or several), so it must be the only reader of r.
@@ -35,7 +36,19 @@ type Reader struct {
 	r       *bufio.Reader
 	maxData int
 	hdr     [5]byte
+	reuse   bool
+	buf     []byte // the packet data buffer, after Reuse
 }
+
+// maxReused is the largest packet data buffer a Reader keeps after Reuse
+// (one body chunk of the default size); bigger packets get their own.
+const maxReused = MDS64K
+
+// Reuse makes the Reader return every packet's Data in one buffer of its
+// own (up to maxReused bytes), overwritten by the next ReadPacket: no
+// allocation per packet. The caller must copy whatever it keeps (parsed
+// strings are copies already).
+func (r *Reader) Reuse() { r.reuse = true }
 
 // readBufSize is the Reader's buffer: large enough for any envelope
 // packet; body chunks bigger than it are read straight into their slice.
@@ -53,6 +66,19 @@ func NewReader(r io.Reader, maxData int) *Reader {
 // Buffered returns the number of bytes already read from the stream and
 // not yet returned as packets.
 func (r *Reader) Buffered() int { return r.r.Buffered() }
+
+// Ready reports whether a whole packet is buffered, so that ReadPacket
+// will not read from the stream (and no read deadline can matter).
+func (r *Reader) Ready() bool {
+	if r.r.Buffered() < 5 {
+		return false
+	}
+	b, err := r.r.Peek(4)
+	if err != nil {
+		return false
+	}
+	return uint64(r.r.Buffered()) >= 4+uint64(binary.BigEndian.Uint32(b))
+}
 
 // Peek waits until at least one byte of the next packet is buffered and
 // returns nil, or returns the stream's error (io.EOF when the peer closed
@@ -90,7 +116,14 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	}
 	p := Packet{Code: r.hdr[4]}
 	if n > 1 {
-		p.Data = make([]byte, n-1)
+		if r.reuse && int(n-1) <= maxReused {
+			if cap(r.buf) < int(n-1) {
+				r.buf = make([]byte, max(int(n-1), 512))
+			}
+			p.Data = r.buf[: n-1 : n-1]
+		} else {
+			p.Data = make([]byte, n-1)
+		}
 		if _, err := io.ReadFull(r.r, p.Data); err != nil {
 			return Packet{}, unexpected(err)
 		}

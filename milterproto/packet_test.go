@@ -316,3 +316,56 @@ func TestReaderPeek(t *testing.T) {
 		t.Fatalf("Peek after close: %v, want io.EOF", err)
 	}
 }
+
+// After Reuse, packets up to maxReused bytes share the Reader's buffer
+// (capped at their end: an append cannot reach the next packet's bytes);
+// a bigger one gets its own.
+func TestReaderReuse(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), maxReused+1)
+	var stream []byte
+	stream = AppendPacket(stream, CmdHeader, []byte("Subject\x00hi\x00"))
+	stream = AppendPacket(stream, CmdBody, []byte("body\r\n"))
+	stream = AppendPacket(stream, CmdBody, big)
+	r := NewReader(bytes.NewReader(stream), 1<<20)
+	r.Reuse()
+	p1, err := r.ReadPacket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &p1.Data[0]
+	if string(p1.Data) != "Subject\x00hi\x00" || cap(p1.Data) != len(p1.Data) {
+		t.Fatalf("first packet %q cap %d", p1.Data, cap(p1.Data))
+	}
+	p2, err := r.ReadPacket()
+	if err != nil || string(p2.Data) != "body\r\n" || &p2.Data[0] != first {
+		t.Fatalf("second packet %q %v: not in the reused buffer", p2.Data, err)
+	}
+	p3, err := r.ReadPacket()
+	if err != nil || !bytes.Equal(p3.Data, big) || &p3.Data[0] == first {
+		t.Fatalf("big packet: %d bytes %v, in the reused buffer %v", len(p3.Data), err, &p3.Data[0] == first)
+	}
+}
+
+// Ready is true exactly when a whole packet is buffered.
+func TestReaderReady(t *testing.T) {
+	var stream []byte
+	stream = AppendPacket(stream, CmdHeader, []byte("Subject\x00hi\x00"))
+	stream = AppendPacket(stream, CmdEOH)
+	for _, tc := range []struct {
+		name  string
+		cut   int // bytes of the second packet in the stream
+		ready bool
+	}{{"whole", 5, true}, {"length only", 4, false}, {"partial length", 2, false}, {"nothing", 0, false}} {
+		first := len(stream) - 5
+		r := NewReader(bytes.NewReader(stream[:first+tc.cut]), 1<<20)
+		if r.Ready() {
+			t.Fatalf("%s: ready before any read", tc.name)
+		}
+		if _, err := r.ReadPacket(); err != nil { // buffers what the reader has
+			t.Fatal(err)
+		}
+		if got := r.Ready(); got != tc.ready {
+			t.Errorf("%s: Ready %v with %d bytes buffered, want %v", tc.name, got, r.Buffered(), tc.ready)
+		}
+	}
+}

@@ -109,6 +109,23 @@ type Pipeliner interface {
 	Await(ctx context.Context, ev *Event) (Reply, error)
 }
 
+// Batcher is implemented by Pipeliners that can send several events in
+// one write. After Hold, the Posts that follow leave their packets in a
+// buffer (written early only when it grows large) until Flush or the next
+// Await, which flushes first. The engine uses it where it need not wait
+// for an answer before the next event: the content phase when the MTA
+// reads no reply to it, and the replay to later backends at end of
+// message; it awaits the answers in order after. Once a backend answers
+// one of them with a verdict that ends the message for it (accept,
+// reject, tempfail, discard), the engine awaits none of the rest: libmilter
+// ignores every command of the message after such a verdict (engine.c:
+// it falls back to its HELO state), and a Batcher must itself keep a
+// filter that answers them anyway from being read out of step.
+type Batcher interface {
+	Hold()
+	Flush() error
+}
+
 // Func returns a stateless Backend whose sessions answer every event with
 // f, as http.HandlerFunc makes a Handler of a function: each MTA session
 // gets a session that negotiated caps and calls f from Handle; Close does

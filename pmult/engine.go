@@ -181,7 +181,16 @@ type bstate struct {
 	condConn bool    // its connection condition is true
 	condMsg  bool    // its message condition is true for this message
 	deferred bool    // its open waits for CONNECT, with remembered caps (cond.go)
-	mc       *backendCounters
+	// owed are content events posted ahead to it (a Batcher, the MTA
+	// reading no reply) whose answers are not read yet; see settle.
+	owed []*Event
+	mc   *backendCounters
+}
+
+// batcher returns the session as a Batcher, or nil.
+func (b *bstate) batcher() Batcher {
+	bt, _ := b.pipe.(Batcher)
+	return bt
 }
 
 func (b *bstate) modifies() bool {
@@ -456,7 +465,7 @@ func (s *Session) negotiate() Negotiated {
 		if !wanted.Has(k) {
 			n.NoEvent = n.NoEvent.With(k)
 		}
-		if s.offer.NoReply.Has(k) && !replyNeeded.Has(k) {
+		if s.offer.NoReply.Has(k) && (!replyNeeded.Has(k) || (s.offer.DeferContent && deferred.Has(k))) {
 			n.NoReply = n.NoReply.With(k)
 		}
 	}
@@ -467,6 +476,18 @@ func (s *Session) negotiate() Negotiated {
 	}
 	return n
 }
+
+// deferred are the events whose verdict the MTA acts on only at the end
+// of the message: Postfix (milter8.c, cleanup_milter.c) and Sendmail
+// (milter.c, milter_data) report a reject, tempfail or discard given to a
+// header, EOH or body chunk at the end of DATA, and stop sending the
+// message to the milters. So the engine lets the MTA not wait for these
+// replies (its NR_HDR, NR_EOH, NR_BODY) even when backends answer them: a
+// backend's verdict is kept (Session.final) and given at end of message,
+// where the MTA would have acted on it. What changes is only that the MTA
+// sends the whole message, and cannot be told to skip the rest of the
+// body (SKIP needs a reply).
+const deferred = KindSet(1<<KindHeader | 1<<KindEOH | 1<<KindBody)
 
 func union(have []string, list []string) []string {
 	for _, name := range list {

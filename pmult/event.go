@@ -107,7 +107,9 @@ type Event struct {
 	// Header: name and raw value. The value includes its leading space
 	// (exact bytes after the colon) and "\n" between folded lines.
 	Name, Value string
-	// Body: one chunk, shared, read-only.
+	// Body: one chunk, shared, read-only, valid only until the Handle
+	// (or Post) call that delivers it returns: the milter front reads
+	// the next packet into the same buffer, so a backend keeps a copy.
 	Chunk []byte
 }
 
@@ -299,6 +301,11 @@ type Offer struct {
 	// Listener is the name of the listener the MTA connected to ("" when
 	// unnamed): its macro table applies, and {listener} is derived from it.
 	Listener string
+	// DeferContent: the MTA acts on a verdict given to a header, EOH or
+	// body chunk only at end of message (Postfix, Sendmail), so the
+	// engine lets it leave those unanswered (within NoReply) even where
+	// backends answer them, and gives the verdict at EOM (see deferred).
+	DeferContent bool
 }
 
 // Caps is what one backend negotiated, in engine terms.

@@ -357,6 +357,7 @@ func (s *Session) allDone(msg bool) bool {
 }
 
 func (s *Session) envelope(ctx context.Context, ev *Event) Reply {
+	s.settle(ctx) // nothing owed in protocol order (ABORT or EOM came first)
 	switch ev.Kind {
 	case KindConnect:
 		s.recConnect(ev)
@@ -433,8 +434,11 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 		return Reply{}
 	}
 	targets := s.targets(ev, true)
-	res := s.fanout(ctx, targets, ev)
 	m := s.merger()
+	if s.neg.NoReply.Has(ev.Kind) {
+		targets = s.postAhead(ctx, targets, ev, &m)
+	}
+	res := s.fanout(ctx, targets, ev)
 	for i, b := range targets {
 		m.add(b.pos, s.vote(ctx, b, ev, res[i]))
 	}
@@ -458,7 +462,84 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 	return best
 }
 
+// postAhead posts ev, a content event the MTA reads no reply to, to
+// every target that batches, without waiting for the answers (settle
+// reads them before the next event that needs them), and returns the
+// other targets. A failed post votes into m.
+func (s *Session) postAhead(ctx context.Context, targets []*bstate, ev *Event, m *merger) []*bstate {
+	rest := targets[:0]
+	for _, b := range targets {
+		bt := b.batcher()
+		if bt == nil {
+			rest = append(rest, b)
+			continue
+		}
+		bt.Hold()
+		t0 := time.Now()
+		answer, err := b.post(ctx, ev)
+		if err != nil {
+			at := time.Now()
+			m.add(b.pos, s.vote(ctx, b, ev, result{err: err, at: at, dur: at.Sub(t0)}))
+			continue
+		}
+		if answer {
+			b.owed = append(b.owed, ev)
+		}
+	}
+	return rest
+}
+
+// settle reads the answers owed for content events posted ahead, in
+// order, voting each as if it had come at once; a backend's answers stop
+// at the first that ends the message for it (it ignores the rest, see
+// Batcher). An objection becomes the message's verdict (final), given at
+// end of message, where the MTA acts on it.
+func (s *Session) settle(ctx context.Context) {
+	m := s.merger()
+	owed := false
+	// Every batch goes out before any answer is awaited: the backends
+	// work in parallel.
+	for _, b := range s.bs {
+		if len(b.owed) > 0 && b.pipe != nil {
+			if err := b.batcher().Flush(); err != nil {
+				at := time.Now()
+				m.add(b.pos, s.vote(ctx, b, b.owed[0], result{err: err, at: at}))
+				b.owed = nil
+			}
+		}
+	}
+	for _, b := range s.bs {
+		if len(b.owed) == 0 {
+			continue
+		}
+		owed = true
+		evs := b.owed
+		b.owed = nil
+		for _, ev := range evs {
+			if b.dead || b.pipe == nil {
+				break
+			}
+			t0 := time.Now()
+			r, err := b.await(ctx, ev)
+			at := time.Now()
+			c := s.vote(ctx, b, ev, result{r: r, err: err, at: at, dur: at.Sub(t0)})
+			m.add(b.pos, c)
+			if c.Verdict.Objects() || b.doneMsg || b.dead {
+				break
+			}
+		}
+	}
+	if !owed && !m.objects() {
+		return
+	}
+	s.sticky(&m)
+	if m.objects() && !s.final.Verdict.Objects() {
+		s.final = m.best
+	}
+}
+
 func (s *Session) abort(ctx context.Context, ev *Event) {
+	s.settle(ctx) // the answers come before the ABORT is read
 	for _, b := range s.bs {
 		if b.dead || b.doneConn || !b.inMsg {
 			continue
@@ -587,7 +668,7 @@ func (s *Session) fits(b *bstate) error {
 			problems = append(problems, fmt.Sprintf("wants %s events, which the MTA does not send", k))
 		}
 		live := !b.replay || k.Envelope()
-		if live && !b.caps.NoEvent.Has(k) && !b.caps.NoReply.Has(k) && s.neg.NoReply.Has(k) {
+		if live && !(s.offer.DeferContent && deferred.Has(k)) && !b.caps.NoEvent.Has(k) && !b.caps.NoReply.Has(k) && s.neg.NoReply.Has(k) {
 			problems = append(problems, fmt.Sprintf("answers %s events, for which the MTA reads no reply", k))
 		}
 	}
@@ -630,6 +711,7 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 		s.cmacros[KindEOM] = ev.Macros
 	}
 	defer s.startMessage()
+	s.settle(ctx)
 	if s.final.Verdict.Objects() {
 		return s.final
 	}
@@ -794,6 +876,9 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		return r, true
 	}
 	b.skip = KindNone
+	if bt := b.batcher(); bt != nil {
+		return s.replayAhead(ctx, b, bt, replaced)
+	}
 	var c Reply
 	ok := true
 	s.hdr.visible(func(f hfield) bool {
@@ -826,4 +911,77 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 		return nil, r
 	}
 	return r.Edits, Reply{}
+}
+
+// replayAhead is replay for a backend that batches: the whole content
+// phase and EOM go out at once (in one write when it fits the buffer),
+// then the answers are read in order, up to the first that ends the
+// message for the backend (it ignores the rest, see Batcher). Nothing is
+// sent after EOM before its answer.
+func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replaced []Edit) ([]Edit, Reply) {
+	var owed []*Event
+	var c Reply
+	ok := true
+	post := func(ev *Event) (Reply, bool) {
+		if ctx.Err() != nil {
+			return Reply{}, false
+		}
+		t0 := time.Now()
+		answer, err := b.post(ctx, ev)
+		if err != nil {
+			at := time.Now()
+			return s.vote(ctx, b, ev, result{err: err, at: at, dur: at.Sub(t0)}), false
+		}
+		if answer {
+			owed = append(owed, ev)
+		}
+		return Reply{}, true
+	}
+	bt.Hold()
+	s.hdr.visible(func(f hfield) bool {
+		c, ok = post(&Event{Kind: KindHeader, Name: f.name, Value: f.value, Macros: s.cmacros[KindHeader]})
+		return ok
+	})
+	if ok {
+		c, ok = post(&Event{Kind: KindEOH, Macros: s.cmacros[KindEOH]})
+	}
+	if ok {
+		send := func(chunk []byte) (Reply, bool) {
+			return post(&Event{Kind: KindBody, Chunk: chunk, Macros: s.cmacros[KindBody]})
+		}
+		if len(replaced) > 0 {
+			if nb := crlf(replaced[0].Body); len(nb) > 0 {
+				c, ok = send(nb)
+			}
+		} else {
+			c, ok = s.replayBody(ctx, b, send)
+		}
+	}
+	if ok {
+		c, ok = post(&Event{Kind: KindEOM, Macros: s.cmacros[KindEOM]})
+	}
+	if !ok {
+		// A post failed (the backend is dropped) or the MTA went away:
+		// nothing of it is read.
+		return nil, c
+	}
+	for _, ev := range owed {
+		if ctx.Err() != nil {
+			return nil, Reply{}
+		}
+		t0 := time.Now()
+		r, err := b.await(ctx, ev)
+		at := time.Now()
+		if err == nil && ev.Kind == KindEOM {
+			err = checkEdits(b, r.Edits)
+		}
+		c := s.vote(ctx, b, ev, result{r: r, err: err, at: at, dur: at.Sub(t0)})
+		if err != nil || c.Verdict.Objects() || (b.doneMsg && ev.Kind != KindEOM) {
+			return nil, c
+		}
+		if ev.Kind == KindEOM {
+			return r.Edits, Reply{}
+		}
+	}
+	return nil, Reply{}
 }

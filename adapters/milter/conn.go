@@ -86,7 +86,9 @@ func (c *conn) Serve(ctx context.Context) {
 		if c.sess == nil {
 			timeout = orDefault(c.srv.NegotiateTimeout, 30*time.Second)
 		}
-		c.nc.SetReadDeadline(time.Now().Add(timeout))
+		if !c.r.Ready() { // a packet already buffered needs no timer
+			c.nc.SetReadDeadline(time.Now().Add(timeout))
+		}
 		p, err := c.r.ReadPacket()
 		if err != nil {
 			c.readError(err, timeout)
@@ -204,8 +206,14 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 	if err != nil {
 		return err
 	}
+	noReply := !c.proto.Replies(p.Code)
+	if noReply && c.r.Buffered() == 0 {
+		// No reply carries our ACK: Postfix's next header (written
+		// without TCP_NODELAY) would wait for the delayed one (~40 ms).
+		sockopt.QuickAck(c.nc)
+	}
 	rep := c.sess.Handle(ctx, ev)
-	if !c.proto.Replies(p.Code) {
+	if noReply {
 		return nil
 	}
 	return c.reply(p.Code, rep)
@@ -297,6 +305,7 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		Version:       int(o.Version),
 		Front:         "milter",
 		Listener:      c.listener,
+		DeferContent:  !c.srv.WaitContent,
 	}
 	for _, k := range negKinds {
 		if f := mp.NoReplyFlag(milterkind.Cmd(k)); f != 0 && c.mtaProt&f != 0 {

@@ -29,7 +29,7 @@ func toEOH(m *mta) {
 		code byte
 		data []byte
 	}{{mp.CmdRcpt, s("<b@example.com>")}, {mp.CmdData, nil}, {mp.CmdHeader, s("Subject", " hi")}, {mp.CmdEOH, nil}} {
-		if r := m.cmd(st.code, st.data); codes(r) != "c" {
+		if r := m.cmd(st.code, st.data); !m.cont(r, st.code) {
 			m.t.Fatalf("%s: %q", mp.CmdName(st.code), codes(r))
 		}
 	}
@@ -284,7 +284,7 @@ func TestPermissiveOrders(t *testing.T) {
 	}{{mp.CmdUnknown, s("XFOO")}, {mp.CmdRcpt, s("<b@example.com>")}, {mp.CmdUnknown, s("XBAR")},
 		{mp.CmdHeader, s("Subject", " no DATA")}, {mp.CmdHeader, s("To", " b")}, {mp.CmdEOH, nil}, {mp.CmdBody, []byte("b\r\n")}} {
 		m.send(mp.CmdMacro, []byte{st.code}, s("i", "Q1"))
-		if r := m.cmd(st.code, st.data); codes(r) != "c" {
+		if r := m.cmd(st.code, st.data); !m.cont(r, st.code) {
 			t.Fatalf("%s: %q", mp.CmdName(st.code), codes(r))
 		}
 	}
@@ -361,8 +361,12 @@ func TestLargeWriteBufferNotKept(t *testing.T) {
 
 	m := &mta{t: t, c: mtaSide, r: mp.NewReader(mtaSide, 1<<24)}
 	m.send(mp.CmdOptNeg, mp.OptNeg{Version: 6, Actions: mp.ActAllMask, Protocol: allProto}.Append(nil))
-	if p := m.read(); p.Code != mp.RespOptNeg {
+	p := m.read()
+	if p.Code != mp.RespOptNeg {
 		t.Fatalf("optneg reply %q", p.Code)
+	}
+	if m.ng, err = mp.ParseOptNeg(p.Data); err != nil {
+		t.Fatal(err)
 	}
 	toEOH(m)
 	r := m.cmd(mp.CmdEOB)

@@ -184,9 +184,15 @@ func TestGoMilterClientNegotiation(t *testing.T) {
 			}
 		}
 		// (NR_DATA/NR_UNKN may come with NODATA/NOUNKNOWN: nobody gets those.)
-		answered := gomilter.OptProtocol(mp.ProtoNoReplyMask &^ (mp.ProtoNRData | mp.ProtoNRUnknown))
+		// Headers, EOH and body chunks: no reply wanted from the MTA
+		// whatever the backends answer (their verdict waits for EOM).
+		content := gomilter.OptProtocol(mp.ProtoNRHeader | mp.ProtoNREOH | mp.ProtoNRBody)
+		answered := gomilter.OptProtocol(mp.ProtoNoReplyMask&^(mp.ProtoNRData|mp.ProtoNRUnknown)) &^ content
 		if nr := p & answered; nr != 0 {
 			t.Errorf("NR bits 0x%x granted although a v2 backend answers those events", uint32(nr))
+		}
+		if p&content != content {
+			t.Errorf("protocol 0x%x lacks the content NR bits 0x%x", uint32(p), uint32(content))
 		}
 		act, err := sess.Conn("client.example", gomilter.FamilyInet, 25, "192.0.2.1")
 		gmWant(t, "conn", act, err, gomilter.ActContinue)

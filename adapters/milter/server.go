@@ -10,6 +10,9 @@
 //                            is closed to make room for a new one
 //   ProgressInterval 5s      SMFIR_PROGRESS keep-alive during end of message (<0: off)
 //   MTAMacros        MTA defaults  per-stage macros the MTA sends without a list
+//   WaitContent      false   true: the MTA waits for replies to headers, EOH
+//                            and body chunks (no NR_HDR/NR_EOH/NR_BODY unless
+//                            no backend answers them)
 
 package milter
 
@@ -55,6 +58,13 @@ type Server struct {
 	// that the other backends keep what they would get. A nil entry means
 	// the union of Postfix's and Sendmail's default lists.
 	MTAMacros [mp.NumStages][]string
+	// WaitContent keeps the MTA waiting for the replies to headers, EOH
+	// and body chunks unless no backend answers them (pmult.Offer's
+	// DeferContent off): for an MTA that offers NR_HDR, NR_EOH, NR_BODY
+	// but waits for those replies regardless (mailfromd's mtasim). By
+	// default the MTA is let off them: Postfix and Sendmail act on a
+	// verdict given there only at end of message, where pmult gives it.
+	WaitContent bool
 
 	once   sync.Once
 	cs     connserve.Server
@@ -98,6 +108,11 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	}
 	nc, listener := connserve.Unname(nc)
 	c := &conn{srv: s, nc: nc, id: id, r: mp.NewReader(nc, max), listener: listener}
+	// No allocation per packet: a packet's data lives until the next one
+	// is read, and nothing keeps it (parsed strings are copies; a body
+	// chunk is copied by the spool and by each backend's write before the
+	// engine returns).
+	c.r.Reuse()
 	c.log = s.Log.With("session", id, "mta", connserve.PeerName(nc))
 	return c
 }

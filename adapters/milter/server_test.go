@@ -133,10 +133,16 @@ func (m *mta) read() mp.Packet {
 	return p
 }
 
-// cmd sends a command and returns its reply (all packets up to the final one).
+// cmd sends a command and returns its reply (all packets up to the final
+// one), or nothing for a command pmult negotiated no reply for (NR_*:
+// pmult asks for no reply to headers, EOH and body chunks whenever the MTA
+// offers it, see pmult's deferred kinds).
 func (m *mta) cmd(code byte, data ...[]byte) []mp.Packet {
 	m.t.Helper()
 	m.send(code, data...)
+	if !m.ng.Protocol.Replies(code) {
+		return nil
+	}
 	var out []mp.Packet
 	for {
 		p := m.read()
@@ -147,6 +153,15 @@ func (m *mta) cmd(code byte, data ...[]byte) []mp.Packet {
 			return out
 		}
 	}
+}
+
+// cont reports whether r is what a command the backends let through gets:
+// CONTINUE, or no reply at all where none was negotiated.
+func (m *mta) cont(r []mp.Packet, code byte) bool {
+	if !m.ng.Protocol.Replies(code) {
+		return len(r) == 0
+	}
+	return codes(r) == "c"
 }
 
 func codes(ps []mp.Packet) string {
@@ -383,8 +398,13 @@ func TestNegotiationRules(t *testing.T) {
 	if p&mp.ProtoNoUnknown == 0 {
 		t.Error("NOUNKNOWN not set although nobody wants UNKNOWN")
 	}
-	if p&mp.ProtoNRHeader != 0 {
-		t.Error("NR_HDR set although b2 (v2) must answer headers")
+	// Headers: b2 answers them, but the MTA acts on a header verdict only
+	// at end of message, so it need not wait (pmult's deferred kinds).
+	if p&mp.ProtoNRHeader == 0 {
+		t.Error("NR_HDR not set although the engine defers header verdicts to EOM")
+	}
+	if p&(mp.ProtoNRConnect|mp.ProtoNRMail|mp.ProtoNRRcpt) != 0 {
+		t.Error("envelope NR bits set although b2 (v2) must answer them")
 	}
 	if p&mp.ProtoHdrLeadSpc == 0 {
 		t.Error("HDR_LEADSPC not requested")

@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailmux/mailmux/internal/breaker"
@@ -89,6 +90,11 @@ type Backend struct {
 	mu      sync.Mutex
 	idle    []*session // reusable connections, most recent last
 	retired bool       // Retire was called: keep nothing for reuse
+	// noQuitNC: a connection kept for reuse was found dead at its first
+	// command: the filter does not take QUIT_NC (mailfromd's gacopyz
+	// answers "unknown command: K" and closes), so nothing is kept any
+	// more and later sessions do not offer the engine QUIT_NC.
+	noQuitNC atomic.Bool
 
 	brk    breaker.Breaker
 	warned sync.Map // "stage name" of macros asked for and never provided, logged once (macros.go)
@@ -138,7 +144,9 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 			s.progress = func() {}
 		}
 		conn := s.conn
+		s.ctx = ctx
 		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+		s.probation = true
 		return s, nil
 	}
 	// One budget for connect and negotiation: connect_timeout, or the
@@ -174,7 +182,7 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}
-	s := &session{b: b, conn: conn, r: mp.NewReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer,
+	s := &session{b: b, conn: conn, r: newReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer, ctx: ctx,
 		assigned: info.Assigned}
 	if s.progress == nil {
 		s.progress = func() {}

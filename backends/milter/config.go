@@ -11,7 +11,7 @@
 //	eom_timeout = "300s"             # the end-of-message replies
 //	milter_version = 6               # highest version offered, 2..6; old spelling: protocol
 //	max_body = 0                     # largest replacement body; default max_message
-//	reuse = false                    # keep connections across sessions (QUIT_NC)
+//	reuse = true                     # keep connections across sessions (QUIT_NC)
 //	[backend.macros]                 # this backend's own macro table (macros/table.go), after [macros]
 //	rename = { "{auth_type}" = "{auth_method}" }
 
@@ -81,9 +81,12 @@ type Settings struct {
 	MaxBody int
 	// Reuse keeps a backend connection after its SMTP session ended (it
 	// is sent QUIT_NC, protocol 6 only) for the next session, saving a
-	// connect and a negotiation each time. libmilter-based milters support
-	// it; MTAs never use it, so enable it per backend once tested.
-	// Default false.
+	// connect and a negotiation each time. Tested with libmilter
+	// (pymilter, OpenDKIM), mailfromd and emersion/go-milter: a filter
+	// that does not take QUIT_NC (mailfromd closes the connection) is
+	// found out at the first reuse, that session's commands go to a new
+	// connection, and nothing is kept for it any more; a version 2 filter
+	// (go-milter) is never kept. Default true.
 	Reuse bool
 	// Macros is the backend's own macro table (rename, alias, default,
 	// set, drop), applied after the [macros] tables to what this backend
@@ -147,7 +150,7 @@ func ParseConfig(decode func(v any) error, maxMessage int) (*Settings, []error) 
 	vk, vv := pick(&c, s, "milter_version", raw.MilterVersion, "protocol", raw.Protocol)
 	s.MilterVersion = c.Int(vk, vv, DefaultMilterVersion, MinMilterVersion, DefaultMilterVersion)
 	s.MaxBody = c.Int("max_body", raw.MaxBody, maxMessage, MinMaxBody, math.MaxInt)
-	s.Reuse = c.Bool("reuse", raw.Reuse)
+	s.Reuse = raw.Reuse == nil || c.Bool("reuse", raw.Reuse)
 	switch m := raw.Macros.(type) {
 	case nil:
 	case map[string]any:

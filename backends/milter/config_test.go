@@ -42,7 +42,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if s.ConnectTimeout.Duration != DefaultConnectTimeout || s.ReadTimeout.Duration != DefaultReadTimeout ||
 		s.WriteTimeout.Duration != DefaultWriteTimeout || s.EOMTimeout.Duration != DefaultEOMTimeout ||
-		s.MilterVersion != 6 || s.MaxBody != 1<<20 || s.Reuse || s.Old != nil ||
+		s.MilterVersion != 6 || s.MaxBody != 1<<20 || !s.Reuse || s.Old != nil ||
 		s.Addr.Network != "tcp" || s.Addr.Addr != "127.0.0.1:8891" {
 		t.Errorf("%+v", s)
 	}
@@ -57,8 +57,8 @@ func TestParseConfigDefaults(t *testing.T) {
 }
 
 func TestParseConfigOldSpellingsAndErrors(t *testing.T) {
-	s, errs := parseTable(t, "url = \"unix:/run/m.sock\"\nprotocol = 4\nreuse = true\n", 0)
-	if len(errs) != 0 || s.MilterVersion != 4 || !s.Reuse || s.Addr.Addr != "/run/m.sock" || !slices.Equal(s.Old, []string{"url", "protocol"}) {
+	s, errs := parseTable(t, "url = \"unix:/run/m.sock\"\nprotocol = 4\nreuse = false\n", 0)
+	if len(errs) != 0 || s.MilterVersion != 4 || s.Reuse || s.Addr.Addr != "/run/m.sock" || !slices.Equal(s.Old, []string{"url", "protocol"}) {
 		t.Errorf("old spellings: %+v %v", s, errs)
 	}
 	_, errs = parseTable(t, `

@@ -116,8 +116,9 @@ type gmRec struct {
 	chunks    []int
 	body      []byte
 
-	rcpt func(rcpt string, m *gomilter.Modifier) gomilter.Response // nil: continue
-	eom  func(m *gomilter.Modifier) gomilter.Response              // nil: accept
+	rcpt   func(rcpt string, m *gomilter.Modifier) gomilter.Response // nil: continue
+	header func(name string) gomilter.Response                       // nil: continue
+	eom    func(m *gomilter.Modifier) gomilter.Response              // nil: accept
 }
 
 func (r *gmRec) note(stage string, m *gomilter.Modifier, format string, args ...any) {
@@ -176,6 +177,11 @@ func (f gmFilter) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	f.r.mu.Lock()
 	f.r.headers = append(f.r.headers, [2]string{name, value})
 	f.r.mu.Unlock()
+	if f.r.header != nil {
+		if resp := f.r.header(name); resp != nil {
+			return resp, nil
+		}
+	}
 	return gomilter.RespContinue, nil
 }
 

@@ -51,7 +51,7 @@ func (s *session) alive() bool {
 // release keeps an ended session for reuse if it can be; it reports
 // whether it did.
 func (b *Backend) release(s *session) bool {
-	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 || !s.endOK {
+	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 || !s.endOK || s.skew || len(s.expect) > 0 || b.noQuitNC.Load() {
 		return false
 	}
 	b.mu.Lock()

@@ -4,6 +4,7 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,28 @@ type session struct {
 
 	quarantine []pmult.Edit // QUARANTINE received before EOM (Postfix allows it)
 	bodyRest   []byte       // the unsent rest of an oversize body chunk
+
+	// Batching (pmult.Batcher): hold keeps Posts' packets in wbuf until
+	// Flush or Await; expect is the number of final replies owed for each
+	// answered event posted and not awaited, oldest first (more than one
+	// for a body chunk sent in pieces).
+	hold   bool
+	expect []int
+	// skew: the filter gave a verdict that ends the message while
+	// answers to later commands were owed. libmilter ignores those
+	// commands; a filter that answers them would be read out of step, so
+	// the connection is replaced (reconnect) before the next command.
+	skew bool
+	// env are the CONNECT and HELO events of the SMTP session, replayed
+	// on a new connection by reconnect.
+	env []pmult.Event
+	ctx context.Context // of Open: stops the connection's I/O when it ends
+	// probation: the connection was kept for reuse and no reply has been
+	// read on it since; since holds the events posted meanwhile. If it
+	// turns out dead (the filter closed it after QUIT_NC), a new
+	// connection takes over and they are sent again (retry).
+	probation bool
+	since     []pmult.Event
 
 	offer pmult.Offer // what the session was negotiated for (reuse key)
 	// assigned: macros backends before this one may set (OpenInfo.Assigned).
@@ -92,7 +115,7 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 		Actions:       pmult.Actions(s.actions) &^ pmult.ActSetSymList,
 		Skip:          s.proto&mp.ProtoSkip != 0,
 		RejectedRcpts: s.proto&mp.ProtoRcptRej != 0,
-		QuitNC:        s.version >= 6,
+		QuitNC:        s.version >= 6 && !s.b.noQuitNC.Load(),
 	}
 	for k := pmult.KindConnect; k <= pmult.KindUnknown; k++ {
 		cmd := milterkind.Cmd(k)
@@ -122,7 +145,30 @@ func (s *session) write(b []byte) error {
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	_, err := s.conn.Write(b)
 	s.wbuf = b[:0]
+	if cap(s.wbuf) > maxHeld {
+		s.wbuf = nil // a big replay must not stay pinned
+	}
 	return err
+}
+
+// maxHeld is how much a held batch may grow before it is written anyway
+// (the answers are still read later): it bounds the memory of a batch.
+const maxHeld = 64 << 10
+
+// Hold implements pmult.Batcher.
+func (s *session) Hold() { s.hold = true }
+
+// Flush implements pmult.Batcher.
+func (s *session) Flush() error {
+	s.hold = false
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	if err := s.write(s.wbuf); err != nil {
+		s.broken = true
+		return fmt.Errorf("%s: send: %w", s.b.where(), err)
+	}
+	return nil
 }
 
 // Handle implements pmult.BackendSession: Post, then Await if an answer
@@ -138,12 +184,81 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 // Post implements pmult.Pipeliner: it writes the event's macro
 // packets and the event itself (if the filter wants it) in one write.
 func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
+	if !s.probation {
+		return s.post(ctx, ev)
+	}
+	s.since = append(s.since, *ev)
+	answer, err := s.post(ctx, ev)
+	if err != nil {
+		return s.retry(ctx, err)
+	}
+	return answer, nil
+}
+
+// retry, after the first command on a reused connection failed: the
+// filter closed it after QUIT_NC, which it does not take (see
+// Backend.noQuitNC). The events posted since the reuse go out again on a
+// new connection; nothing was answered on the old one.
+func (s *session) retry(ctx context.Context, cause error) (bool, error) {
+	s.probation = false
+	evs := s.since
+	s.since = nil
+	s.b.noQuitNC.Store(true)
+	s.broken = false // a new connection takes over
+	if s.b.cfg.Log != nil {
+		s.b.cfg.Log.Info("reused connection closed by the filter: it does not take SMFIC_QUIT_NC, connections are no longer kept",
+			"backend", s.b.cfg.Name, "err", cause)
+	}
+	s.env = nil
+	if err := s.reconnect(ctx); err != nil {
+		return false, err
+	}
+	answer := false
+	for i := range evs {
+		a, err := s.post(ctx, &evs[i])
+		if err != nil {
+			return false, err
+		}
+		answer = a
+	}
+	return answer, nil
+}
+
+func (s *session) post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	cmd := milterkind.Cmd(ev.Kind)
 	if cmd == 0 {
 		return false, fmt.Errorf("event %s has no milter command", ev.Kind)
 	}
+	if ev.Kind == pmult.KindQuitNC && s.b.noQuitNC.Load() {
+		// Opened before the filter was found not to take QUIT_NC: the
+		// next SMTP session gets a new connection instead.
+		s.skew, s.env, s.inMsg = true, nil, false
+		return false, nil
+	}
 	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
 		return false, fmt.Errorf("%s: SMFIC_QUIT_NC needs protocol version 6, filter speaks %d", s.b.where(), s.version)
+	}
+	if s.skew {
+		switch ev.Kind {
+		case pmult.KindAbort, pmult.KindQuit:
+			// The message is over for the filter already; the
+			// connection is replaced before the next command.
+			s.inMsg = false
+			return false, nil
+		case pmult.KindQuitNC:
+			s.env = nil // the next SMTP session starts on a new connection
+			return false, nil
+		}
+		if err := s.reconnect(ctx); err != nil {
+			s.broken = true
+			return false, err
+		}
+	}
+	switch ev.Kind {
+	case pmult.KindConnect:
+		s.env = append(s.env[:0], *ev)
+	case pmult.KindHelo:
+		s.env = append(s.env, *ev)
 	}
 	switch ev.Kind {
 	case pmult.KindMail:
@@ -161,7 +276,7 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 		s.inMsg = false
 	}
 	s.endOK = false
-	buf := s.wbuf[:0]
+	buf := s.wbuf // what Hold kept (empty otherwise)
 	for _, m := range ev.Macros {
 		c := milterkind.Cmd(m.For)
 		if c == 0 {
@@ -176,23 +291,143 @@ func (s *session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 		buf = mp.FinishPacket(mp.Macro{Cmd: c, Pairs: pairs}.Append(buf), at)
 	}
 	want := s.proto.Wants(cmd)
+	replies := 1
 	if want {
-		buf = s.appendEvent(buf, cmd, ev)
+		buf, replies = s.appendEvent(buf, cmd, ev)
 	}
-	if len(buf) > 0 {
+	if s.hold && len(buf) <= maxHeld {
+		s.wbuf = buf
+	} else if len(buf) > 0 {
 		if err := s.write(buf); err != nil {
 			s.broken = true
 			return false, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
 	}
-	return want && s.proto.Replies(cmd), nil
+	answer := want && s.proto.Replies(cmd)
+	if answer {
+		s.expect = append(s.expect, replies)
+	}
+	return answer, nil
 }
 
-// Await implements pmult.Pipeliner.
+// ends reports whether v ends the message (or the session) for a
+// libmilter filter: after it, libmilter ignores the message's commands.
+func ends(v pmult.Verdict) bool {
+	switch v {
+	case pmult.Accept, pmult.Reject, pmult.Tempfail, pmult.Discard, pmult.Shutdown:
+		return true
+	}
+	return false
+}
+
+// reconnect replaces a connection out of step (skew): QUIT and close, then
+// a new connection negotiated for the same offer, which must give the
+// same capabilities, and the SMTP session's CONNECT and HELO replayed,
+// which must be answered CONTINUE.
+func (s *session) reconnect(ctx context.Context) error {
+	s.stop()
+	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
+	s.conn.Close()
+	s.skew, s.expect, s.hold, s.wbuf, s.bodyRest = false, nil, false, nil, nil
+	deadline := time.Now().Add(s.b.cfg.ConnectTimeout)
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
+	conn, err := d.DialContext(ctx, s.b.cfg.Network, s.b.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
+	}
+	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket)
+	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	caps, env := s.caps, s.env
+	s.env = nil // Post keeps them again
+	if err := s.negotiate(s.offer, deadline); err != nil {
+		return fmt.Errorf("%s: reconnect: %w", s.b.where(), err)
+	}
+	if !sameCaps(caps, s.caps) {
+		return fmt.Errorf("%s: reconnect: the filter negotiated differently", s.b.where())
+	}
+	for i := range env {
+		ev := &env[i]
+		answer, err := s.Post(ctx, ev)
+		if err != nil {
+			return err
+		}
+		if !answer {
+			continue
+		}
+		r, err := s.Await(ctx, ev)
+		if err != nil {
+			return err
+		}
+		if r.Verdict != pmult.Continue {
+			return fmt.Errorf("%s: reconnect: the filter answered %s to the replayed %s", s.b.where(), r.Verdict, ev.Kind)
+		}
+	}
+	return nil
+}
+
+func sameCaps(a, b pmult.Caps) bool {
+	if a.Actions != b.Actions || a.NoEvent != b.NoEvent || a.NoReply != b.NoReply || a.Skip != b.Skip ||
+		a.RejectedRcpts != b.RejectedRcpts || len(a.Macros) != len(b.Macros) {
+		return false
+	}
+	for k, l := range a.Macros {
+		if strings.Join(l, " ") != strings.Join(b.Macros[k], " ") {
+			return false
+		}
+	}
+	return true
+}
+
+// Await implements pmult.Pipeliner: the answer to the oldest answered
+// event posted and not awaited yet (Post's order).
 func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	if !s.probation {
+		return s.await(ctx, ev)
+	}
+	r, err := s.await(ctx, ev)
+	if err == nil {
+		s.probation, s.since = false, nil
+		return r, nil
+	}
+	if ctx.Err() != nil {
+		return r, err
+	}
+	if _, err := s.retry(ctx, err); err != nil {
+		s.broken = true
+		return pmult.Reply{}, err
+	}
+	return s.await(ctx, ev)
+}
+
+func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
 	cmd := milterkind.Cmd(ev.Kind)
+	if err := s.Flush(); err != nil {
+		s.bodyRest = nil
+		return pmult.Reply{}, err
+	}
+	n := 1
+	if len(s.expect) > 0 {
+		n = s.expect[0]
+		s.expect = s.expect[1:]
+	}
+	skipped := false
+	for ; n > 1; n-- { // the pieces of a body chunk sent at once
+		r, err := s.readReply(cmd)
+		s.ackOwed(true)
+		if err != nil {
+			s.broken = true
+			return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
+		}
+		if r.Verdict != pmult.Continue && r.Verdict != pmult.Skip {
+			s.ended(r.Verdict, n-1)
+			return r, nil
+		}
+		skipped = skipped || r.Verdict == pmult.Skip
+	}
 	for {
 		r, err := s.readReply(cmd)
+		s.ackOwed(false)
 		if err != nil {
 			s.broken = true
 			s.bodyRest = nil
@@ -201,6 +436,10 @@ func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 		if len(s.bodyRest) == 0 || r.Verdict != pmult.Continue {
 			s.bodyRest = nil
 			s.endOK = cmd == mp.CmdEOB && r.Verdict == pmult.Continue
+			s.ended(r.Verdict, 0)
+			if skipped && r.Verdict == pmult.Continue {
+				r.Verdict = pmult.Skip
+			}
 			return r, nil
 		}
 		c := s.bodyRest
@@ -217,21 +456,47 @@ func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 	}
 }
 
-func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
+// ackOwed sends our ACK at once when more replies are owed (more, or
+// events posted ahead) and none is buffered: libmilter writes each reply
+// on its own without TCP_NODELAY, so its next one waits for our ACK,
+// which no data of ours carries while we only read (~40 ms delayed).
+func (s *session) ackOwed(more bool) {
+	if (more || len(s.expect) > 0) && s.r.Buffered() == 0 {
+		sockopt.QuickAck(s.conn)
+	}
+}
+
+// ended notes a verdict read with owed more answers to commands posted
+// after it (owed, plus those of later events): if it ends the message,
+// the filter may ignore them (libmilter) or not, so the connection is out
+// of step.
+func (s *session) ended(v pmult.Verdict, owed int) {
+	if ends(v) && owed+len(s.expect) > 0 {
+		s.skew = true
+		s.expect = nil
+	}
+}
+
+// appendEvent appends ev's packets and returns how many final replies
+// they are answered with.
+func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) ([]byte, int) {
 	if ev.Kind == pmult.KindBody {
-		// A chunk larger than the filter accepts goes out in pieces, each
-		// answered before the next (Await sends the rest).
+		// A chunk larger than the filter accepts goes out in pieces: held
+		// (batching), all at once, each answered; otherwise each answered
+		// before the next (Await sends the rest).
 		c := ev.Chunk
+		n := 1
 		for len(c) > s.maxChunk {
-			if s.proto.Replies(cmd) {
+			if s.proto.Replies(cmd) && !s.hold {
 				s.bodyRest = c[s.maxChunk:]
 				c = c[:s.maxChunk]
 				break
 			}
 			buf = mp.AppendPacket(buf, cmd, c[:s.maxChunk])
 			c = c[s.maxChunk:]
+			n++
 		}
-		return mp.AppendPacket(buf, cmd, c)
+		return mp.AppendPacket(buf, cmd, c), n
 	}
 	buf, at := mp.StartPacket(buf, cmd)
 	switch ev.Kind {
@@ -248,7 +513,7 @@ func (s *session) appendEvent(buf []byte, cmd byte, ev *pmult.Event) []byte {
 		}
 		buf = mp.AppendStrings(buf, ev.Name, v)
 	}
-	return mp.FinishPacket(buf, at)
+	return mp.FinishPacket(buf, at), 1
 }
 
 // readReply reads the answer to cmd: PROGRESS packets, at EOM any number
@@ -259,15 +524,24 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		timeout = s.b.cfg.EOMTimeout
 	}
 	var rep pmult.Reply
-	// The replacement body's packets, joined once at the end: each
-	// packet's Data is its own allocation, so appending them to one
-	// growing slice would copy the body several times over.
+	// The replacement body's packets, joined once at the end: each is
+	// copied out of the Reader's buffer (newReader) into its own
+	// allocation, so appending them to one growing slice would copy the
+	// body several times over.
 	var body [][]byte
 	bodyLen := 0
 	haveBody := false
-	defer s.conn.SetReadDeadline(time.Time{})
 	for {
-		s.conn.SetReadDeadline(time.Now().Add(timeout))
+		// The timeout runs from each packet to the next, as the MTAs
+		// time it; a packet already buffered needs no timer.
+		if !s.r.Ready() {
+			s.conn.SetReadDeadline(time.Now().Add(timeout))
+			// The session's end sets a past deadline (stop): if it came
+			// before the line above, that deadline was overwritten.
+			if s.ctx != nil && s.ctx.Err() != nil {
+				return rep, s.ctx.Err()
+			}
+		}
 		p, err := s.r.ReadPacket()
 		if err != nil {
 			if errors.Is(err, mp.ErrZeroLength) || errors.Is(err, mp.ErrTooLarge) {
@@ -335,7 +609,7 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 					return rep, fmt.Errorf("replacement body over the limit of %d bytes (max_body): %d bytes so far",
 						s.b.cfg.MaxBody, bodyLen)
 				}
-				body = append(body, p.Data)
+				body = append(body, bytes.Clone(p.Data))
 				haveBody = true
 				continue
 			}
@@ -357,6 +631,15 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		}
 		return rep, nil
 	}
+}
+
+// newReader is the session's packet reader: its packets' Data is reused
+// (no allocation per reply); readReply copies what it keeps (the
+// replacement body), the parsers copy the strings.
+func newReader(c net.Conn, maxData int) *mp.Reader {
+	r := mp.NewReader(c, maxData)
+	r.Reuse()
+	return r
 }
 
 // join concatenates the packets of a replacement body (n bytes in all)

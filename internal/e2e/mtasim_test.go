@@ -64,7 +64,9 @@ func TestMtasimThroughPmult(t *testing.T) {
 		EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Py", Value: "1"}},
 	})
 	specM := realpeer.StartMailfromd(t, tempMFL)
-	spec, p := startPmult(t, "", backend{"py", specP, ""}, backend{"mfd", specM, ""})
+	// mtasim offers NR_HDR, NR_EOH and NR_BODY but waits for those
+	// replies all the same: pmult must not accept the offer.
+	spec, p := startPmult(t, "[milter]\ndefer_content = false", backend{"py", specP, ""}, backend{"mfd", specM, ""})
 	logPmultOnFailure(t, p)
 
 	stdout, stderr, code := realpeer.RunMtasim(t, spec, mtasimMuxScript)

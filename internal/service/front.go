@@ -19,6 +19,7 @@ func frontSettings(srv *adapter.Server, cfg *config.Config) {
 		srv.ProgressInterval = -1 // progress_interval = 0: no keep-alive
 	}
 	srv.MTAMacros = cfg.MTAMacros.Stages()
+	srv.WaitContent = !cfg.Milter.DeferContent
 }
 
 // TimerWarnings says which backends' failure actions cannot act in time:

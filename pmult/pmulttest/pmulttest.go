@@ -48,6 +48,11 @@ type Backend struct {
 	// Sync makes the sessions synchronous: they do not implement
 	// pmult.Pipeliner, so the engine runs them in goroutines.
 	Sync bool
+	// Batch makes the sessions pmult.Batchers: Posts may run ahead of
+	// Awaits; answers are awaited in order, and after one that ends the
+	// message (accept, reject, tempfail, discard, shutdown) the events
+	// posted after it are dropped unanswered, as libmilter does.
+	Batch bool
 	// OpenErr, when set, fails every Open.
 	OpenErr error
 	// On is the answer per event kind (default: Continue).
@@ -95,6 +100,9 @@ func (f *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 	f.sessions = append(f.sessions, s)
 	if f.Sync {
 		return syncSession{s}, nil
+	}
+	if f.Batch {
+		return batchSession{s}, nil
 	}
 	return s, nil
 }
@@ -204,8 +212,9 @@ type Session struct {
 	offer   pmult.Offer
 	got     []pmult.Event
 	closed  int
-	pending *pending // posted, not yet awaited
-	posts   int      // events delivered by Post
+	pending []*pending // posted, not yet awaited, in order
+	holds   int        // Hold calls (Batch)
+	posts   int        // events delivered by Post
 }
 
 // pending is an event delivered and not yet answered.
@@ -304,18 +313,31 @@ func (s *Session) Post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	if noAnswer(ev.Kind) {
 		return false, p.st.Err
 	}
-	s.pending = p
+	s.pending = append(s.pending, p)
 	return true, nil
 }
 
-// Await implements pmult.Pipeliner.
+// Await implements pmult.Pipeliner: the answer to the oldest event
+// posted and not awaited yet.
 func (s *Session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
-	p := s.pending
-	s.pending = nil
-	if p == nil {
+	if len(s.pending) == 0 {
 		return pmult.Reply{}, errors.New("pmulttest: Await without Post")
 	}
-	return s.finish(ctx, p)
+	p := s.pending[0]
+	s.pending = s.pending[1:]
+	r, err := s.finish(ctx, p)
+	switch r.Verdict {
+	case pmult.Accept, pmult.Reject, pmult.Tempfail, pmult.Discard, pmult.Shutdown:
+		s.pending = nil // what was posted after it is ignored (libmilter)
+	}
+	return r, err
+}
+
+// Holds returns how many times the engine called Hold (Batch sessions).
+func (s *Session) Holds() int {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	return s.holds
 }
 
 // Close implements pmult.BackendSession.
@@ -334,6 +356,17 @@ func (s syncSession) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, 
 	return s.s.Handle(ctx, ev)
 }
 func (s syncSession) Close() error { return s.s.Close() }
+
+// batchSession is a Session that is a pmult.Batcher.
+type batchSession struct{ *Session }
+
+func (s batchSession) Hold() {
+	s.f.mu.Lock()
+	s.holds++
+	s.f.mu.Unlock()
+}
+
+func (s batchSession) Flush() error { return nil }
 
 // LogBuffer is a concurrency-safe buffer for a text slog handler.
 type LogBuffer struct {
