@@ -326,3 +326,31 @@ func TestAssignableAtOpen(t *testing.T) {
 		}
 	}
 }
+
+// Backends that batch (content posted ahead while the MTA reads no reply,
+// the replay in one write) see the assignments like the others: live
+// content and the replay at end of message carry them.
+func TestAssignBatchedContentAndReplay(t *testing.T) {
+	setter := pmulttest.New("setter", pmulttest.Editor) // the first editor: live
+	live := pmulttest.New("live", pmulttest.Reader)     // read-only, live
+	replayed := pmulttest.New("replayed", pmulttest.Editor)
+	for _, f := range []*pmulttest.Backend{setter, live, replayed} {
+		f.Batch = true
+	}
+	setAt(setter, KindMail, Assignment{Name: "{x_reputation}", Value: "bad"})
+	setter.On[KindEOM] = step{Macros: []Assignment{{Name: "spam_score", Value: "7.5"}}}
+	offer := pmulttest.AllOffer
+	offer.NoReply = Kinds(KindHeader, KindEOH, KindBody)
+	offer.DeferContent = true
+	e := &Engine{ReadOnlyLive: true, Slots: pmulttest.Slots(setter, live, replayed)}
+	h := pmulttest.Open(t, e, offer)
+	h.EnvelopeToData()
+	if r := h.Message([]string{"Subject", " hi"}, "body\r\n"); r.Verdict.Objects() {
+		t.Fatalf("EOM: %+v", r)
+	}
+	for _, f := range []*pmulttest.Backend{live, replayed} {
+		wantValues(t, f, KindEOH, "x_reputation", "bad")
+		wantValues(t, f, KindEOM, "x_reputation", "bad")
+	}
+	wantValues(t, replayed, KindEOM, "spam_score", "7.5")
+}

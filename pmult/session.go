@@ -476,14 +476,15 @@ func (s *Session) postAhead(ctx context.Context, targets []*bstate, ev *Event, m
 		}
 		bt.Hold()
 		t0 := time.Now()
-		answer, err := b.post(ctx, ev)
+		v := s.view(b, ev) // ev, or its copy with the macros earlier backends set
+		answer, err := b.post(ctx, v)
 		if err != nil {
 			at := time.Now()
 			m.add(b.pos, s.vote(ctx, b, ev, result{err: err, at: at, dur: at.Sub(t0)}))
 			continue
 		}
 		if answer {
-			b.owed = append(b.owed, ev)
+			b.owed = append(b.owed, v)
 		}
 	}
 	return rest
@@ -927,13 +928,14 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 			return Reply{}, false
 		}
 		t0 := time.Now()
-		answer, err := b.post(ctx, ev)
+		v := s.view(b, ev) // as replay's step: the macros earlier backends set
+		answer, err := b.post(ctx, v)
 		if err != nil {
 			at := time.Now()
 			return s.vote(ctx, b, ev, result{err: err, at: at, dur: at.Sub(t0)}), false
 		}
 		if answer {
-			owed = append(owed, ev)
+			owed = append(owed, v)
 		}
 		return Reply{}, true
 	}
