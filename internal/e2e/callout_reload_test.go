@@ -42,9 +42,10 @@ func TestCalloutCacheSurvivesReload(t *testing.T) {
 			}
 			spec := "inet:" + strconv.Itoa(realpeer.FreePort(t)) + "@127.0.0.1"
 			cfg := filepath.Join(dir, "pmult.toml")
+			ctl := filepath.Join(dir, "pmult.ctl")
 			conf := func(ioTimeout string) []byte {
-				return []byte(fmt.Sprintf("listen = [%q]\nshutdown_timeout = \"2s\"\n[[backend]]\nname = \"sav\"\ntype = \"callout\"\n%s%sconnect_timeout = %q\n",
-					spec, w.keys(), ckeys, ioTimeout))
+				return []byte(fmt.Sprintf("listen = [%q]\nshutdown_timeout = \"2s\"\ncontrol_socket = %q\n[[backend]]\nname = \"sav\"\ntype = \"callout\"\n%s%sconnect_timeout = %q\n",
+					spec, ctl, w.keys(), ckeys, ioTimeout))
 			}
 			if err := os.WriteFile(cfg, conf("10s"), 0o644); err != nil {
 				t.Fatal(err)
@@ -106,6 +107,11 @@ func TestCalloutCacheSurvivesReload(t *testing.T) {
 				}
 				if n := w.ok.Connections(); n != 1 {
 					t.Errorf("after reload %d: %d probes of ok.test, want 1 (answered from the cache kept across the reload)", i, n)
+				}
+				// The running pmult administers the same store (control socket).
+				out, err := exec.Command(pmultBin, "callout-cache", "-c", cfg, "list").CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "address   bad@ok.test not_found stored ") {
+					t.Errorf("callout-cache list after reload %d: %v\n%s", i, err, out)
 				}
 			}
 			fmt.Fprintf(held, "QUIT\r\n")
