@@ -6,7 +6,9 @@
 //
 // The shared state (the Verifier and its cache, in process) is opened at
 // the first session and closed when a reload retires the backend and its
-// last session has ended. A cache that cannot be opened fails that
+// last session has ended. Under pmult the cache store itself is the
+// process's (ShareCaches: one open store per location, kept across
+// reloads while a backend uses it). A cache that cannot be opened fails that
 // session's open (the on_failure action); the next session tries again.
 // AdminCache serves `pmult callout-cache` on that same cache while pmult
 // runs (over the control socket).
@@ -48,11 +50,18 @@ type Config struct {
 	// Calloutd is the calloutd server to ask; zero: probe in process.
 	Calloutd syntax.Address
 	// Prober and Verifier settings, in process.
-	Prober            *smtpprobe.Prober
-	OpenCache         func(ctx context.Context) (*cache.Cache, error) // nil: no cache
-	MaxPending        int
-	DomainConcurrency int
-	DomainRate        float64
+	Prober    *smtpprobe.Prober
+	OpenCache func(ctx context.Context) (*cache.Cache, error) // nil: no cache
+	// CacheLocation names where the cache lives (Settings.CacheLocation);
+	// with it, OpenStore and the lifetimes, ShareCaches can hand the
+	// backend the process's open store of that location instead of
+	// OpenCache opening one of its own.
+	CacheLocation                string
+	OpenStore                    func(ctx context.Context) (cache.Store, error)
+	CachePositive, CacheNegative time.Duration
+	MaxPending                   int
+	DomainConcurrency            int
+	DomainRate                   float64
 	// Soft are the per-stage timeouts while the client waits; Hard those
 	// of background completion.
 	Soft, Hard smtpprobe.Timeouts
@@ -84,6 +93,7 @@ type Backend struct {
 	mu       sync.Mutex
 	v        *callout.Verifier // in process, once opened
 	c        *cache.Cache
+	claim    *cache.Claim // ShareCaches: the process's store of the location
 	sessions int
 	retired  bool
 	closed   bool
@@ -133,6 +143,21 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 	return s, nil
 }
 
+// ShareCaches makes the backend use the store of its cache location
+// kept in h (the process's, across reloads) instead of opening and
+// closing one of its own: it claims the location now, before a reload
+// retires the backend it replaces, and releases it when retired and idle
+// (the last release closes the store). Call it before the first Open; a
+// backend probing through calloutd, or without a cache, claims nothing.
+func (b *Backend) ShareCaches(h *cache.Handles) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h == nil || b.claim != nil || b.closed || !b.inProcess() || b.cfg.CacheLocation == "" || b.cfg.OpenStore == nil {
+		return
+	}
+	b.claim = h.Claim(b.cfg.CacheLocation)
+}
+
 // openLocked opens the shared in-process state (the cache and the
 // Verifier) once; b.mu is held.
 func (b *Backend) openLocked(ctx context.Context) error {
@@ -140,7 +165,13 @@ func (b *Backend) openLocked(ctx context.Context) error {
 		return nil
 	}
 	var c *cache.Cache
-	if b.cfg.OpenCache != nil {
+	if b.claim != nil {
+		st, err := b.claim.Open(ctx, b.cfg.OpenStore)
+		if err != nil {
+			return fmt.Errorf("callout backend %s: %w", b.cfg.Name, err)
+		}
+		c = &cache.Cache{Store: st, Positive: b.cfg.CachePositive, Negative: b.cfg.CacheNegative}
+	} else if b.cfg.OpenCache != nil {
 		var err error
 		if c, err = b.cfg.OpenCache(ctx); err != nil {
 			return fmt.Errorf("callout backend %s: %w", b.cfg.Name, err)
@@ -198,15 +229,20 @@ func (b *Backend) release(n int) {
 		return
 	}
 	b.closed = true
-	v, c := b.v, b.c
+	v, c, claim := b.v, b.c, b.claim
 	b.mu.Unlock()
 	if v != nil {
 		v.Close()
 	}
-	if c != nil && c.Store != nil {
-		if err := c.Store.Close(); err != nil {
-			b.cfg.Log.Warn("callout cache close", "backend", b.cfg.Name, "err", err)
-		}
+	var err error
+	switch {
+	case claim != nil: // the process's store: closed by the last release
+		err = claim.Release()
+	case c != nil && c.Store != nil:
+		err = c.Store.Close()
+	}
+	if err != nil {
+		b.cfg.Log.Warn("callout cache close", "backend", b.cfg.Name, "err", err)
 	}
 }
 

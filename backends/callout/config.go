@@ -55,6 +55,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -377,6 +378,8 @@ func (s *Settings) Config(name string, log *slog.Logger) Config {
 	}
 	if s.Cache != "none" {
 		cfg.OpenCache = s.CacheOpener(name)
+		cfg.OpenStore, cfg.CacheLocation = s.StoreOpener(name), s.CacheLocation(name)
+		cfg.CachePositive, cfg.CacheNegative = s.Positive, s.Negative
 	}
 	return cfg
 }
@@ -412,30 +415,65 @@ func (s *Settings) CacheFilePath(name string) string {
 	return DefaultCacheDir + "/callout-" + name + ".db"
 }
 
-// CacheOpener returns the function that opens the configured cache
-// (for the backend and for cache administration).
-func (s *Settings) CacheOpener(name string) func(ctx context.Context) (*cache.Cache, error) {
+// CacheLocation names where the cache of a backend named name lives, the
+// key of the process's open stores (cache.Handles): "bolt:" and the
+// absolute file, "redis:" the URL and the prefix, "memory:" the backend's
+// name (a memory cache is kept across reloads while a backend of that
+// name uses it), "" for cache "none".
+func (s *Settings) CacheLocation(name string) string {
+	switch s.Cache {
+	case "none":
+		return ""
+	case "memory":
+		return "memory:" + name
+	case "redis":
+		p := s.RedisPrefix
+		if p == "" {
+			p = cache.DefaultRedisPrefix
+		}
+		return "redis:" + s.RedisURL + " " + p
+	}
+	f := s.CacheFilePath(name)
+	if abs, err := filepath.Abs(f); err == nil {
+		f = abs
+	}
+	return "bolt:" + f
+}
+
+// StoreOpener returns the function that opens the configured store (nil
+// store for cache "none").
+func (s *Settings) StoreOpener(name string) func(ctx context.Context) (cache.Store, error) {
 	kind, file, url, prefix := s.Cache, s.CacheFilePath(name), s.RedisURL, s.RedisPrefix
-	pos, neg := s.Positive, s.Negative
-	return func(ctx context.Context) (*cache.Cache, error) {
-		var st cache.Store
+	return func(ctx context.Context) (cache.Store, error) {
 		switch kind {
 		case "memory":
-			st = &cache.Memory{}
+			return &cache.Memory{}, nil
 		case "redis":
 			r, err := cache.OpenRedis(ctx, url, prefix)
 			if err != nil {
 				return nil, err
 			}
-			st = r
+			return r, nil
 		case "none":
 			return nil, nil
-		default:
-			b, err := cache.OpenBolt(file)
-			if err != nil {
-				return nil, err
-			}
-			st = b
+		}
+		b, err := cache.OpenBolt(file)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+}
+
+// CacheOpener returns the function that opens the configured cache
+// (for the backend outside pmult's process-owned stores, and for cache
+// administration from the file).
+func (s *Settings) CacheOpener(name string) func(ctx context.Context) (*cache.Cache, error) {
+	open, pos, neg := s.StoreOpener(name), s.Positive, s.Negative
+	return func(ctx context.Context) (*cache.Cache, error) {
+		st, err := open(ctx)
+		if err != nil || st == nil {
+			return nil, err
 		}
 		return &cache.Cache{Store: st, Positive: pos, Negative: neg}, nil
 	}

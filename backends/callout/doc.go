@@ -9,7 +9,9 @@
 // Verifier (package callout: cache, in-flight sharing, per-domain limits,
 // background completion), or through a calloutd server (ours, or
 // mailfromd's calloutd 8.15: the same protocol). The cache is a bbolt
-// file by default, Redis when several hosts share it, or memory.
+// file by default, Redis when several hosts share it, or memory; under
+// pmult its open store is the process's (ShareCaches), kept across
+// reloads.
 //
 // Soft and hard timeouts are mailfromd's: the client waits at most the
 // soft per-stage timeouts (and max_wait in all); when they expire it gets

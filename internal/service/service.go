@@ -1,7 +1,7 @@
 // service.go: pmult as a running service: listeners, pidfile, the
-// front ends (milter, MeTA1, SMTP) on one engine Switch, process-owned metrics, reload and
-// drain. cmd/pmult parses flags, sets up logging and signals, and calls
-// Run.
+// front ends (milter, MeTA1, SMTP) on one engine Switch, process-owned
+// metrics and callout caches (caches.go), reload and drain. cmd/pmult
+// parses flags, sets up logging and signals, and calls Run.
 
 package service
 
@@ -21,6 +21,7 @@ import (
 	"github.com/mailmux/mailmux/adapters/meta1"
 	adapter "github.com/mailmux/mailmux/adapters/milter"
 	"github.com/mailmux/mailmux/adapters/smtp"
+	"github.com/mailmux/mailmux/callout/cache"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/connserve"
 	"github.com/mailmux/mailmux/pmult"
@@ -59,7 +60,8 @@ type Options struct {
 // ShutdownTimeout to finish) or a listener fails, and returns the exit
 // status. A reload builds a new engine from Load and stores it in the
 // Switch both front ends share: new sessions use it, open ones finish on
-// theirs, and counters (owned here, keyed by backend name) go on.
+// theirs, and counters (owned here, keyed by backend name) go on, as do
+// the callout backends' open caches (owned here, one per location).
 // Listen addresses, [smtp], progress_interval, [mta_macros], user, group and the
 // socket keys apply from the start only (a reload changing them is warned
 // about). Started as root with user set, Run switches to that account
@@ -81,6 +83,9 @@ func Run(ctx context.Context, o Options) int {
 		return ExitConfig
 	}
 	eng.Counters, eng.Records = metrics, records
+	caches := &cache.Handles{} // the callout caches, process-owned like metrics
+	defer closeCaches(caches, log)
+	shareCaches(eng, caches)
 	eng.Macros.Version = o.Version // {mult_version}
 	if len(eng.Slots) == 0 {
 		log.Warn("no backends configured: every message is accepted unfiltered")
@@ -232,7 +237,7 @@ loop:
 	for {
 		select {
 		case <-o.Reload:
-			reload(cfg, o.File, o.Load, engines, metrics, records, log)
+			reload(cfg, o.File, o.Load, engines, metrics, records, log, caches)
 		case <-ctx.Done():
 			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
 				"deadline", cfg.ShutdownTimeout.Duration.String())
@@ -280,7 +285,7 @@ loop:
 // reload builds an engine from a freshly loaded configuration and stores
 // it; on error the running one stays. Listen addresses stay.
 func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics,
-	records *pmult.Recorder, log *slog.Logger) {
+	records *pmult.Recorder, log *slog.Logger, caches *cache.Handles) {
 	if load == nil {
 		log.Info("SIGHUP: no configuration file to reload")
 		return
@@ -290,6 +295,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 		var ne *pmult.Engine
 		if ne, err = ncfg.Engine(log); err == nil {
 			ne.Counters, ne.Records = metrics, records
+			shareCaches(ne, caches) // claimed before the old engine's backends release theirs
 			ne.Macros.Version = engines.Engine().Macros.Version
 			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
 			for _, w := range ncfg.Warnings {
