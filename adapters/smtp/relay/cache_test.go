@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -256,13 +257,13 @@ func TestRelayCacheDeadConnectionRedialled(t *testing.T) {
 		{"closed at XFORWARD", func(l string) bool { return strings.HasPrefix(l, "XFORWARD") }, []string{"XFORWARD NAME ADDR"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			seen := 0
+			var seen atomic.Int32
 			hang := func(l string) bool { // the first time only (the next hop gives up an idle connection)
 				if !tc.hangUp(l) {
 					return false
 				}
-				seen++
-				return seen == 1 && l == "." || seen == 2 && l != "."
+				n := seen.Add(1)
+				return n == 1 && l == "." || n == 2 && l != "."
 			}
 			h := startHopWith(t, hang, tc.ext...)
 			r := newRelay(t, Config{Address: h.addr, Cache: true, XForward: true})
