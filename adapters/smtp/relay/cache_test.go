@@ -487,3 +487,22 @@ func TestRelayDataNoBufferPerMessage(t *testing.T) {
 		t.Fatalf("%d bytes allocated per message (client and next hop together), want < %d", per, copyBuffer)
 	}
 }
+
+// TestRelayXForwardAddressLiteralName: a client without a verified name
+// (the front's "[address]") is forwarded as NAME=[UNAVAILABLE]: Postfix's
+// smtpd answers 501 Bad NAME syntax to NAME=[192.0.2.1].
+func TestRelayXForwardAddressLiteralName(t *testing.T) {
+	for _, ext := range []string{"XFORWARD NAME ADDR", "XCLIENT NAME ADDR"} {
+		h := startHop(t, ext)
+		r := newRelay(t, Config{Address: h.addr, XForward: true})
+		tx, err := r.Begin(context.Background(), Origin{Addr: "192.0.2.1", Name: "[192.0.2.1]"}, "a@example.org", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.Abort()
+		verb, _, _ := strings.Cut(ext, " ")
+		if got := h.seen(); count(got, verb+" NAME=[UNAVAILABLE] ADDR=192.0.2.1") != 1 {
+			t.Errorf("%s:\n%s", verb, strings.Join(got, "\n"))
+		}
+	}
+}

@@ -587,7 +587,7 @@ func (t *Txn) forward(ctx context.Context) error {
 	}
 	o := t.origin
 	vals := []attr{
-		{"NAME", orUnavailable(o.Name)},
+		{"NAME", nameAttr(o.Name)},
 		{"ADDR", addrAttr(o.Addr)},
 		{"PORT", portAttr(o.Port)},
 		{"PROTO", orUnavailable(o.Proto)},
@@ -625,6 +625,17 @@ func orUnavailable(s string) string {
 		return "[UNAVAILABLE]"
 	}
 	return s
+}
+
+// nameAttr is the NAME attribute: the client's verified name, or
+// [UNAVAILABLE] when there is none ("", or an address literal such as
+// "[192.0.2.1]", the milter convention the front uses, which Postfix's
+// smtpd refuses as "Bad NAME syntax").
+func nameAttr(n string) string {
+	if strings.HasPrefix(n, "[") && strings.HasSuffix(n, "]") {
+		return "[UNAVAILABLE]"
+	}
+	return orUnavailable(n)
 }
 
 func addrAttr(a string) string {
@@ -757,7 +768,7 @@ func (t *Txn) mail(ctx context.Context, from string, opts *smtp.MailOptions) err
 	if t.fwd == "XFORWARD" {
 		o := t.origin
 		vals := []attr{
-			{"NAME", orUnavailable(o.Name)},
+			{"NAME", nameAttr(o.Name)},
 			{"ADDR", addrAttr(o.Addr)},
 			{"PORT", portAttr(o.Port)},
 			{"PROTO", orUnavailable(o.Proto)},
