@@ -506,3 +506,30 @@ func TestRelayXForwardAddressLiteralName(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayCacheLMTP(t *testing.T) {
+	s := &sink{}
+	r := newRelay(t, Config{Address: startSink(t, s, true), LMTP: true, Cache: true})
+	defer r.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rcpt(ctx, "b@example.com", nil); err != nil {
+			t.Fatal(err)
+		}
+		per, err := tx.Data(ctx, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
+		if err != nil || FoldLMTP(per) != nil {
+			t.Fatalf("message %d: %v %v", i, err, per)
+		}
+		tx.Close()
+		if r.Idle() != 1 {
+			t.Fatalf("message %d: %d idle connections, want 1", i, r.Idle())
+		}
+	}
+	if got := s.got(t); len(got) != 3 {
+		t.Fatalf("%d messages delivered", len(got))
+	}
+}

@@ -68,7 +68,8 @@
 //   - Data copies the message through a buffer of 32 KiB taken from a pool
 //     of the Relay (none is allocated per message).
 //   - quitWait (10s, at most CommandTimeout): how long Close and Abort wait for
-//     the answer to QUIT before closing the connection anyway.
+//     the answer to RSET (before caching) or QUIT before closing the
+//     connection anyway; also each QUIT of an idle cached connection.
 //   - xforwardLine (512 bytes): XFORWARD/XCLIENT attributes are split over
 //     several commands to keep each line within it, as Postfix's client does.
 //   - Every call's context bounds it further: its deadline and its
@@ -168,7 +169,8 @@ type session struct {
 	xclient bool      // XCLIENT changed the session: never cached
 	born    time.Time // when it was dialled
 	uses    int       // transactions begun on it
-	timer   *time.Timer
+	timer   *time.Timer // its idle timer, while cached
+	cached  uint64      // how many times it was cached: names the current timer
 }
 
 // New checks cfg, fills in its defaults and returns the Relay; a nil log
@@ -420,15 +422,18 @@ func (r *Relay) put(s *session) bool {
 		return false
 	}
 	r.idle = append(r.idle, s)
-	s.timer = time.AfterFunc(r.cfg.IdleTimeout, func() { r.expire(s) })
+	s.cached++
+	gen := s.cached
+	s.timer = time.AfterFunc(r.cfg.IdleTimeout, func() { r.expire(s, gen) })
 	return true
 }
 
-// expire closes s when its idle time is up, unless it was taken meanwhile.
-func (r *Relay) expire(s *session) {
+// expire closes s when its idle time is up, unless it was taken meanwhile
+// (and maybe cached again: then a later timer is current).
+func (r *Relay) expire(s *session, gen uint64) {
 	r.mu.Lock()
 	i := slices.Index(r.idle, s)
-	if i < 0 || r.closed {
+	if i < 0 || s.cached != gen || r.closed {
 		r.mu.Unlock()
 		return
 	}
