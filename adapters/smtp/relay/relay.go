@@ -164,11 +164,11 @@ type Relay struct {
 type session struct {
 	conn    *ctxConn
 	c       *smtp.Client
-	fwd     string    // "XFORWARD" or "" (XCLIENT is sent once, at Begin)
-	fwdExt  string    // the attributes the next hop offered for XFORWARD
-	xclient bool      // XCLIENT changed the session: never cached
-	born    time.Time // when it was dialled
-	uses    int       // transactions begun on it
+	fwd     string      // "XFORWARD" or "" (XCLIENT is sent once, at Begin)
+	fwdExt  string      // the attributes the next hop offered for XFORWARD
+	xclient bool        // XCLIENT changed the session: never cached
+	born    time.Time   // when it was dialled
+	uses    int         // transactions begun on it
 	timer   *time.Timer // its idle timer, while cached
 	cached  uint64      // how many times it was cached: names the current timer
 }
