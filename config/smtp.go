@@ -12,6 +12,11 @@
 //	next_hop_connect_timeout = "30s"
 //	next_hop_command_timeout = "5m"
 //	next_hop_data_timeout = "10m"
+//	next_hop_cache = true       # reuse next-hop connections (Postfix smtp(8)'s connection cache)
+//	next_hop_cache_size = 16    # idle next-hop connections kept at most
+//	next_hop_reuse_limit = 0    # times a connection is reused at most (0: no limit; smtp_connection_reuse_count_limit)
+//	next_hop_reuse_time = "300s"  # a connection this old is not reused (smtp_connection_reuse_time_limit)
+//	next_hop_idle = "2s"        # an idle cached connection is closed after (smtp_connection_cache_time_limit)
 //	hostname = ""               # greeting, macro j, loop marker value (default: os.Hostname)
 //	trusted = []                # networks whose XCLIENT/XFORWARD are believed ("127.0.0.1", "10.0.0.0/8")
 //	proxy_protocol = []         # listener names whose connections start with a PROXY v1/v2 header
@@ -60,6 +65,9 @@ const (
 	DefaultSMTPConnectTimeout   = 30 * time.Second
 	DefaultSMTPCommandTimeout   = 5 * time.Minute
 	DefaultSMTPHopDataTimeout   = 10 * time.Minute
+	DefaultSMTPHopCacheSize     = relay.DefaultCacheSize
+	DefaultSMTPHopReuseTime     = relay.DefaultReuseTime
+	DefaultSMTPHopIdle          = relay.DefaultIdleTimeout
 	DefaultSMTPBareLF           = "normalize"
 	DefaultSMTPQuarantine       = "header"
 	DefaultSMTPQuarantineHeader = "X-Mailmux-Quarantine"
@@ -77,6 +85,11 @@ type Smtp struct {
 	NextHopConnectTimeout  Duration `toml:"next_hop_connect_timeout"`
 	NextHopCommandTimeout  Duration `toml:"next_hop_command_timeout"`
 	NextHopDataTimeout     Duration `toml:"next_hop_data_timeout"`
+	NextHopCache           bool     `toml:"next_hop_cache"`
+	NextHopCacheSize       int      `toml:"next_hop_cache_size"`
+	NextHopReuseLimit      int      `toml:"next_hop_reuse_limit"`
+	NextHopReuseTime       Duration `toml:"next_hop_reuse_time"`
+	NextHopIdle            Duration `toml:"next_hop_idle"`
 	Hostname               string   `toml:"hostname"`
 	Trusted                []string `toml:"trusted"`
 	ProxyProtocol          []string `toml:"proxy_protocol"`
@@ -115,6 +128,11 @@ type rawSmtp struct {
 	NextHopConnectTimeout  any `toml:"next_hop_connect_timeout"`
 	NextHopCommandTimeout  any `toml:"next_hop_command_timeout"`
 	NextHopDataTimeout     any `toml:"next_hop_data_timeout"`
+	NextHopCache           any `toml:"next_hop_cache"`
+	NextHopCacheSize       any `toml:"next_hop_cache_size"`
+	NextHopReuseLimit      any `toml:"next_hop_reuse_limit"`
+	NextHopReuseTime       any `toml:"next_hop_reuse_time"`
+	NextHopIdle            any `toml:"next_hop_idle"`
 	Hostname               any `toml:"hostname"`
 	Trusted                any `toml:"trusted"`
 	ProxyProtocol          any `toml:"proxy_protocol"`
@@ -171,6 +189,11 @@ func (v *validator) smtp(cfg *Config, raw *rawSmtp) {
 	m.NextHopConnectTimeout = top.timeout(f("next_hop_connect_timeout"), raw.NextHopConnectTimeout, DefaultSMTPConnectTimeout)
 	m.NextHopCommandTimeout = top.timeout(f("next_hop_command_timeout"), raw.NextHopCommandTimeout, DefaultSMTPCommandTimeout)
 	m.NextHopDataTimeout = top.timeout(f("next_hop_data_timeout"), raw.NextHopDataTimeout, DefaultSMTPHopDataTimeout)
+	m.NextHopCache = raw.NextHopCache == nil || top.boolean(f("next_hop_cache"), raw.NextHopCache)
+	m.NextHopCacheSize = top.integer(f("next_hop_cache_size"), raw.NextHopCacheSize, DefaultSMTPHopCacheSize, 1, 100000)
+	m.NextHopReuseLimit = top.integer(f("next_hop_reuse_limit"), raw.NextHopReuseLimit, 0, 0, math.MaxInt)
+	m.NextHopReuseTime = top.timeout(f("next_hop_reuse_time"), raw.NextHopReuseTime, DefaultSMTPHopReuseTime)
+	m.NextHopIdle = top.timeout(f("next_hop_idle"), raw.NextHopIdle, DefaultSMTPHopIdle)
 	m.Hostname = top.str(f("hostname"), raw.Hostname)
 	m.MaxConnections = top.integer(f("max_connections"), raw.MaxConnections, 0, 0, math.MaxInt)
 	m.MaxMessage = top.integer(f("max_message"), raw.MaxMessage, DefaultSMTPMaxMessage, 0, math.MaxInt)
@@ -301,5 +324,10 @@ func (s *Smtp) Relay() relay.Config {
 		CommandTimeout: s.NextHopCommandTimeout.Duration,
 		DataTimeout:    s.NextHopDataTimeout.Duration,
 		XForward:       s.XForward,
+		Cache:          s.NextHopCache,
+		CacheSize:      s.NextHopCacheSize,
+		ReuseLimit:     s.NextHopReuseLimit,
+		ReuseTime:      s.NextHopReuseTime.Duration,
+		IdleTimeout:    s.NextHopIdle.Duration,
 	}
 }

@@ -25,3 +25,19 @@ func (h relayHop) Begin(ctx context.Context, o Origin, from string, opts *gosmtp
 }
 
 func (h relayHop) ClientReply(err error) *gosmtp.SMTPError { return relay.ClientReply(err) }
+
+// FlushNextHop closes the idle cached connections of a RelayHop (at
+// reload); other NextHops are left alone.
+func FlushNextHop(h NextHop) {
+	if rh, ok := h.(relayHop); ok {
+		rh.r.Flush()
+	}
+}
+
+// CloseNextHop closes a RelayHop's cached connections and stops caching
+// (after the server's Shutdown); other NextHops are left alone.
+func CloseNextHop(h NextHop) {
+	if rh, ok := h.(relayHop); ok {
+		rh.r.Close()
+	}
+}

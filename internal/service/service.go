@@ -238,6 +238,9 @@ loop:
 		select {
 		case <-o.Reload:
 			reload(cfg, o.File, o.Load, engines, metrics, records, log, caches)
+			if ssrv != nil {
+				smtp.FlushNextHop(ssrv.NextHop) // idle next-hop connections: new ones from now on
+			}
 		case <-ctx.Done():
 			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
 				"deadline", cfg.ShutdownTimeout.Duration.String())
@@ -271,6 +274,9 @@ loop:
 		log.Warn("shutdown", "err", err)
 	}
 	sdwg.Wait()
+	if ssrv != nil {
+		smtp.CloseNextHop(ssrv.NextHop) // the cached next-hop connections (QUIT)
+	}
 	wg.Wait()
 	engines.Retire()
 	for _, a := range addrs {

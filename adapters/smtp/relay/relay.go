@@ -4,10 +4,22 @@
 // else XCLIENT) when the next hop offers it, and maps every failure to the
 // reply the front's own client should get.
 //
-// One Txn is one connection to the next hop and one transaction on it
-// (Begin dials, greets and sends MAIL; Rcpt, Reset and Data follow; Close or
-// Abort end it). A Txn is not safe for concurrent use: cancel the context of
-// the call in progress to interrupt it.
+// One Txn is one transaction with the next hop (Begin sends MAIL; Rcpt,
+// Reset and Data follow; Close or Abort end it). A Txn is not safe for
+// concurrent use: cancel the context of the call in progress to interrupt it.
+//
+// Connection cache (Config.Cache, as Postfix smtp(8)'s connection cache):
+// Begin takes an idle connection to the next hop when one is cached, else it
+// dials, greets and sends EHLO/LHLO. When a transaction ends, Close (after a
+// delivered message) and Abort (a refused or dropped one: RSET first, and
+// only a 250 answer to it keeps the connection) put the connection back into
+// a bounded cache instead of sending QUIT, unless it is broken (any error but
+// the next hop's refusal of MAIL, RCPT, RSET or DATA), used XCLIENT (the
+// session is the forwarded client's now), or has reached the reuse count or
+// time limit. A cached connection found dead when used (an error or a 421 to
+// XFORWARD or MAIL, before anything of the new message was accepted) is
+// dropped quietly and a fresh one dialled, once. Idle connections get QUIT
+// after Config.IdleTimeout, at Flush and at Close.
 //
 // Replies (ClientReply): the next hop's own 4xx/5xx answers to MAIL, RCPT,
 // RSET and DATA pass through (code, enhanced code, text), except 421, which
@@ -42,8 +54,22 @@
 //     is written, each write must make progress within CommandTimeout.
 //   - Config.DataTimeout (10m): the answer after the final dot (each LMTP
 //     answer together).
+//   - Config.Cache (off here; [smtp] next_hop_cache defaults to on): reuse
+//     connections for later transactions.
+//   - Config.CacheSize (16): idle connections kept at most; a connection
+//     ending its transaction when the cache is full gets QUIT.
+//   - Config.ReuseLimit (0: no limit, as Postfix's
+//     smtp_connection_reuse_count_limit): how many times a connection is
+//     reused at most.
+//   - Config.ReuseTime (300s, as smtp_connection_reuse_time_limit): a
+//     connection older than this (since it was dialled) is not cached again.
+//   - Config.IdleTimeout (2s, as smtp_connection_cache_time_limit): an idle
+//     cached connection gets QUIT after this long.
+//   - Data copies the message through a buffer of 32 KiB taken from a pool
+//     of the Relay (none is allocated per message).
 //   - quitWait (10s, at most CommandTimeout): how long Close and Abort wait for
-//     the answer to QUIT before closing the connection anyway.
+//     the answer to RSET (before caching) or QUIT before closing the
+//     connection anyway; also each QUIT of an idle cached connection.
 //   - xforwardLine (512 bytes): XFORWARD/XCLIENT attributes are split over
 //     several commands to keep each line within it, as Postfix's client does.
 //   - Every call's context bounds it further: its deadline and its
@@ -60,6 +86,7 @@ import (
 	"net"
 	"net/textproto"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,11 +103,15 @@ const (
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultCommandTimeout = 5 * time.Minute
 	DefaultDataTimeout    = 10 * time.Minute
+	DefaultCacheSize      = 16
+	DefaultReuseTime      = 300 * time.Second
+	DefaultIdleTimeout    = 2 * time.Second
 )
 
 const (
 	quitWait     = 10 * time.Second
 	xforwardLine = 512
+	copyBuffer   = 32 << 10
 )
 
 // Config of one next hop.
@@ -92,6 +123,12 @@ type Config struct {
 	CommandTimeout time.Duration // each envelope command; default 5m (Postfix smtp_*_timeout)
 	DataTimeout    time.Duration // end-of-data answer; default 10m
 	XForward       bool          // forward the origin (XFORWARD when offered, else XCLIENT when offered)
+
+	Cache       bool          // keep connections for later transactions (see the package documentation)
+	CacheSize   int           // idle connections kept at most; default 16
+	ReuseLimit  int           // times a connection is reused at most; 0: no limit
+	ReuseTime   time.Duration // a connection this old is not cached again; default 300s
+	IdleTimeout time.Duration // an idle cached connection is closed after; default 2s
 }
 
 // Origin is the client as the front saw it (after XCLIENT/XFORWARD/PROXY).
@@ -105,14 +142,35 @@ type Origin struct {
 	Login string // SASL login name (XCLIENT LOGIN), "" when none; XFORWARD has no such attribute
 }
 
-// Relay dials one configured next hop; it is safe for concurrent use (each
-// Begin is its own connection).
+// Relay dials one configured next hop and caches its idle connections; it
+// is safe for concurrent use (each Txn has a connection of its own). Close
+// it when done: it closes the cached connections.
 type Relay struct {
 	cfg    Config
 	addr   syntax.Address
 	log    *slog.Logger
 	noFwd  atomic.Bool // the "next hop offers no XFORWARD/XCLIENT" warning was logged
 	dialer net.Dialer
+	bufs   sync.Pool // *[]byte of copyBuffer bytes, for Data
+
+	mu     sync.Mutex
+	idle   []*session     // cached connections, the most recently used last
+	closed bool           // Close was called: nothing is cached any more
+	bye    sync.WaitGroup // QUITs of idle connections in progress
+}
+
+// session is one connection to the next hop, over one or more
+// transactions.
+type session struct {
+	conn    *ctxConn
+	c       *smtp.Client
+	fwd     string      // "XFORWARD" or "" (XCLIENT is sent once, at Begin)
+	fwdExt  string      // the attributes the next hop offered for XFORWARD
+	xclient bool        // XCLIENT changed the session: never cached
+	born    time.Time   // when it was dialled
+	uses    int         // transactions begun on it
+	timer   *time.Timer // its idle timer, while cached
+	cached  uint64      // how many times it was cached: names the current timer
 }
 
 // New checks cfg, fills in its defaults and returns the Relay; a nil log
@@ -131,6 +189,8 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		{"connect timeout", &cfg.ConnectTimeout, DefaultConnectTimeout},
 		{"command timeout", &cfg.CommandTimeout, DefaultCommandTimeout},
 		{"data timeout", &cfg.DataTimeout, DefaultDataTimeout},
+		{"reuse time", &cfg.ReuseTime, DefaultReuseTime},
+		{"idle timeout", &cfg.IdleTimeout, DefaultIdleTimeout},
 	} {
 		switch {
 		case *d.v < 0:
@@ -138,6 +198,15 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		case *d.v == 0:
 			*d.v = d.def
 		}
+	}
+	switch {
+	case cfg.CacheSize < 0:
+		errs = append(errs, fmt.Errorf("relay: cache size %d is negative", cfg.CacheSize))
+	case cfg.CacheSize == 0:
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.ReuseLimit < 0 {
+		errs = append(errs, fmt.Errorf("relay: reuse limit %d is negative", cfg.ReuseLimit))
 	}
 	if strings.ContainsAny(cfg.HeloName, " \t\r\n") {
 		errs = append(errs, fmt.Errorf("relay: helo name %q contains white space", cfg.HeloName))
@@ -156,6 +225,7 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 	}
 	r := &Relay{cfg: cfg, addr: addr, log: log.With("next_hop", addr.String())}
 	r.dialer.Timeout = cfg.ConnectTimeout
+	r.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
 	return r, nil
 }
 
@@ -257,34 +327,56 @@ func FoldLMTP(perRcpt []error) error {
 	return nil
 }
 
-// Txn is one transaction with the next hop on its own connection.
+// Txn is one transaction with the next hop, on a connection of its own
+// for as long as it lasts.
 type Txn struct {
+	*session
 	r      *Relay
-	conn   *ctxConn
-	c      *smtp.Client
 	origin Origin
-	fwd    string   // "XFORWARD" or "" (XCLIENT is sent once, at Begin)
-	fwdExt string   // the attributes the next hop offered for XFORWARD
 	rcpts  []string // recipients the next hop accepted, in order
 	broken error    // the connection's state is unknown: only Abort/Close remain
 	closed bool
+	open   bool // MAIL was accepted and the transaction has not ended at the next hop
+	quiet  bool // a cached connection before MAIL: its failure is logged at Debug (Begin retries)
 }
 
-// Begin dials the next hop (EHLO/LHLO, origin forwarding) and sends MAIL.
+// Begin sends MAIL on a cached connection to the next hop, or on a new one
+// (dialled, EHLO/LHLO, origin forwarding).
 func (r *Relay) Begin(ctx context.Context, o Origin, from string, opts *smtp.MailOptions) (*Txn, error) {
+	if s := r.take(); s != nil {
+		s.uses++
+		t := &Txn{session: s, r: r, origin: o, quiet: true}
+		err := t.mail(ctx, from, opts)
+		t.quiet = false
+		if err == nil {
+			return t, nil
+		}
+		t.Abort()
+		if t.broken == nil || ctx.Err() != nil {
+			return nil, err // the next hop's answer, or the caller gave up
+		}
+		// Dead (closed by the next hop while idle, 421): nothing of the
+		// message was accepted; dial a fresh connection, once.
+		r.log.Debug("cached connection to the next hop failed: dialling a new one", "err", err)
+	}
+	return r.dial(ctx, o, from, opts)
+}
+
+func (r *Relay) dial(ctx context.Context, o Origin, from string, opts *smtp.MailOptions) (*Txn, error) {
 	nc, err := r.dialer.DialContext(ctx, r.addr.Network, r.addr.Addr)
 	if err != nil {
 		return nil, r.fail(StageConnect, ctx, err)
 	}
 	cc := &ctxConn{Conn: nc}
-	t := &Txn{r: r, conn: cc, origin: o}
+	s := &session{conn: cc, born: time.Now(), uses: 1}
+	t := &Txn{session: s, r: r, origin: o}
 	if r.cfg.LMTP {
-		t.c = smtp.NewClientLMTP(cc)
+		s.c = smtp.NewClientLMTP(cc)
 	} else {
-		t.c = smtp.NewClient(cc)
+		s.c = smtp.NewClient(cc)
 	}
-	t.c.CommandTimeout = r.cfg.CommandTimeout
-	t.c.SubmissionTimeout = r.cfg.DataTimeout
+	s.c.CommandTimeout = r.cfg.CommandTimeout
+	s.c.SubmissionTimeout = r.cfg.DataTimeout
 	if err := t.hello(ctx, r.cfg.HeloName); err != nil {
 		t.Abort()
 		return nil, err
@@ -302,9 +394,109 @@ func (r *Relay) Begin(ctx context.Context, o Origin, from string, opts *smtp.Mai
 	return t, nil
 }
 
+// take returns a cached connection, the most recently used, or nil.
+func (r *Relay) take() *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.idle)
+	if n == 0 {
+		return nil
+	}
+	s := r.idle[n-1]
+	r.idle[n-1] = nil
+	r.idle = r.idle[:n-1]
+	s.timer.Stop() // a timer that fired finds it gone and leaves it alone
+	return s
+}
+
+// put caches s, if the cache is on, has room and s is within its limits;
+// false: s is the caller's to close.
+func (r *Relay) put(s *session) bool {
+	if !r.cfg.Cache || s.xclient || r.cfg.ReuseLimit > 0 && s.uses > r.cfg.ReuseLimit ||
+		time.Since(s.born) >= r.cfg.ReuseTime {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || len(r.idle) >= r.cfg.CacheSize {
+		return false
+	}
+	r.idle = append(r.idle, s)
+	s.cached++
+	gen := s.cached
+	s.timer = time.AfterFunc(r.cfg.IdleTimeout, func() { r.expire(s, gen) })
+	return true
+}
+
+// expire closes s when its idle time is up, unless it was taken meanwhile
+// (and maybe cached again: then a later timer is current).
+func (r *Relay) expire(s *session, gen uint64) {
+	r.mu.Lock()
+	i := slices.Index(r.idle, s)
+	if i < 0 || s.cached != gen || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.idle = slices.Delete(r.idle, i, i+1)
+	r.bye.Add(1)
+	r.mu.Unlock()
+	defer r.bye.Done()
+	r.goodbye(s)
+}
+
+// goodbye sends QUIT on an idle connection and closes it.
+func (r *Relay) goodbye(s *session) {
+	(&Txn{session: s, r: r, closed: true}).quitAndClose()
+}
+
+// Idle is the number of cached connections.
+func (r *Relay) Idle() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.idle)
+}
+
+// Flush closes every idle cached connection (QUIT) and waits for them;
+// connections in use are cached again when their transactions end.
+func (r *Relay) Flush() { r.drain(false) }
+
+// Close closes every idle cached connection and waits for them (and for
+// those whose idle time is up); from then on, no connection is cached:
+// each ends with QUIT when its transaction does. Begin still works.
+func (r *Relay) Close() error {
+	r.drain(true)
+	return nil
+}
+
+func (r *Relay) drain(closing bool) {
+	r.mu.Lock()
+	if closing {
+		r.closed = true
+	}
+	idle := r.idle
+	r.idle = nil
+	for _, s := range idle {
+		s.timer.Stop()
+	}
+	r.bye.Add(len(idle))
+	r.mu.Unlock()
+	for _, s := range idle {
+		go func() {
+			defer r.bye.Done()
+			r.goodbye(s)
+		}()
+	}
+	r.bye.Wait()
+}
+
 // fail builds the Error of a stage, logs it at Warn when it is the relay's
 // failure (not a refusal of the transaction) and returns it.
 func (r *Relay) fail(stage string, ctx context.Context, err error) *Error {
+	return r.failLog(stage, ctx, err, false)
+}
+
+// failLog is fail, logging at Debug only when quiet.
+func (r *Relay) failLog(stage string, ctx context.Context, err error, quiet bool) *Error {
 	if ce := ctx.Err(); ce != nil && !errors.Is(err, ce) {
 		err = fmt.Errorf("%w: %w", ce, err)
 	}
@@ -315,6 +507,8 @@ func (r *Relay) fail(stage string, ctx context.Context, err error) *Error {
 		r.log.Debug("next hop refused", "stage", stage, "code", se.Code, "reply", se.Message)
 	case stage == StageQuit:
 		r.log.Debug("next hop failed at QUIT", "err", err)
+	case quiet:
+		r.log.Debug("cached connection to the next hop failed", "stage", stage, "err", err)
 	default:
 		r.log.Warn("next hop failed", "stage", stage, "err", err)
 	}
@@ -349,7 +543,7 @@ func (t *Txn) guard(ctx context.Context) func() {
 // failed records err at stage: anything but the next hop's answer leaves the
 // connection in an unknown state.
 func (t *Txn) failed(ctx context.Context, stage string, err error) error {
-	e := t.r.fail(stage, ctx, err)
+	e := t.r.failLog(stage, ctx, err, t.quiet)
 	if !refusal(stage, err) {
 		t.broken = e
 	}
@@ -398,7 +592,7 @@ func (t *Txn) forward(ctx context.Context) error {
 	}
 	o := t.origin
 	vals := []attr{
-		{"NAME", orUnavailable(o.Name)},
+		{"NAME", nameAttr(o.Name)},
 		{"ADDR", addrAttr(o.Addr)},
 		{"PORT", portAttr(o.Port)},
 		{"PROTO", orUnavailable(o.Proto)},
@@ -407,6 +601,7 @@ func (t *Txn) forward(ctx context.Context) error {
 	if o.Login != "" {
 		vals = append(vals, attr{"LOGIN", o.Login})
 	}
+	t.xclient = true // from here on the session is the client's
 	for _, line := range attrLines("XCLIENT", offered(vals, attrs)) {
 		if err := t.raw(ctx, StageXClient, line, 220); err != nil {
 			return err
@@ -435,6 +630,17 @@ func orUnavailable(s string) string {
 		return "[UNAVAILABLE]"
 	}
 	return s
+}
+
+// nameAttr is the NAME attribute: the client's verified name, or
+// [UNAVAILABLE] when there is none ("", or an address literal such as
+// "[192.0.2.1]", the milter convention the front uses, which Postfix's
+// smtpd refuses as "Bad NAME syntax").
+func nameAttr(n string) string {
+	if strings.HasPrefix(n, "[") && strings.HasSuffix(n, "]") {
+		return "[UNAVAILABLE]"
+	}
+	return orUnavailable(n)
 }
 
 func addrAttr(a string) string {
@@ -567,7 +773,7 @@ func (t *Txn) mail(ctx context.Context, from string, opts *smtp.MailOptions) err
 	if t.fwd == "XFORWARD" {
 		o := t.origin
 		vals := []attr{
-			{"NAME", orUnavailable(o.Name)},
+			{"NAME", nameAttr(o.Name)},
 			{"ADDR", addrAttr(o.Addr)},
 			{"PORT", portAttr(o.Port)},
 			{"PROTO", orUnavailable(o.Proto)},
@@ -596,6 +802,7 @@ func (t *Txn) mail(ctx context.Context, from string, opts *smtp.MailOptions) err
 	if err := t.c.Mail(from, opts); err != nil {
 		return t.failed(ctx, StageMail, err)
 	}
+	t.open = true
 	t.rcpts = t.rcpts[:0]
 	return nil
 }
@@ -626,6 +833,7 @@ func (t *Txn) Reset(ctx context.Context, from string, opts *smtp.MailOptions) er
 		}
 		return err
 	}
+	t.open = false
 	t.rcpts = t.rcpts[:0]
 	if err := t.mail(ctx, from, opts); err != nil {
 		if t.broken == nil {
@@ -648,7 +856,9 @@ func (t *Txn) Data(ctx context.Context, msg io.Reader) (perRcpt []error, err err
 	if err != nil {
 		return nil, t.failed(ctx, StageData, err)
 	}
-	buf := make([]byte, 32*1024)
+	bp := t.r.bufs.Get().(*[]byte)
+	defer t.r.bufs.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := msg.Read(buf)
 		if n > 0 {
@@ -668,7 +878,9 @@ func (t *Txn) Data(ctx context.Context, msg io.Reader) (perRcpt []error, err err
 	}
 	t.conn.SetDeadline(time.Now().Add(t.r.cfg.CommandTimeout)) // the last bytes and the dot
 	if !t.r.cfg.LMTP {
-		if _, err := w.CloseWithResponse(); err != nil {
+		_, err := w.CloseWithResponse()
+		t.open = false // the answer after the dot ends the transaction either way
+		if err != nil {
 			return nil, t.failed(ctx, StageData, err)
 		}
 		t.rcpts = t.rcpts[:0]
@@ -681,6 +893,7 @@ func (t *Txn) Data(ctx context.Context, msg io.Reader) (perRcpt []error, err err
 	if err != nil && !onlyRefusals {
 		return nil, t.failed(ctx, StageData, err)
 	}
+	t.open = false
 	perRcpt = make([]error, len(t.rcpts))
 	for i, rc := range t.rcpts {
 		if se, ok := lerr[rc]; ok {
@@ -693,19 +906,41 @@ func (t *Txn) Data(ctx context.Context, msg io.Reader) (perRcpt []error, err err
 	return perRcpt, nil
 }
 
-// Close ends the transaction (QUIT); Abort drops it without delivering (RSET/QUIT).
-// Both wait at most quitWait for the answer to QUIT, then close the connection.
-func (t *Txn) Close() error { return t.quit() }
+// Close ends the transaction: the connection goes back to the Relay's cache
+// (RSET first if a transaction is still open at the next hop), or gets
+// QUIT. Close and Abort wait at most quitWait for the answer to RSET or
+// QUIT, then close the connection.
+func (t *Txn) Close() error { return t.end() }
 
-// Abort drops the transaction without delivering: QUIT ends it undelivered
-// (no RSET is needed), and a broken connection is just closed.
-func (t *Txn) Abort() error { return t.quit() }
+// Abort drops the transaction without delivering: RSET ends it undelivered
+// and the connection is cached, or QUIT (no RSET is needed); a broken
+// connection is just closed.
+func (t *Txn) Abort() error { return t.end() }
 
-func (t *Txn) quit() error {
+func (t *Txn) end() error {
 	if t.closed {
 		return nil
 	}
 	t.closed = true
+	if t.broken == nil && t.r.cfg.Cache && !t.xclient {
+		if t.open {
+			wait := min(quitWait, t.r.cfg.CommandTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			err := t.raw(ctx, StageRset, "RSET", 250)
+			cancel()
+			if err == nil {
+				t.open = false
+			}
+		}
+		if t.broken == nil && !t.open && t.r.put(t.session) {
+			return nil
+		}
+	}
+	return t.quitAndClose()
+}
+
+// quitAndClose sends QUIT (unless the connection is broken) and closes it.
+func (t *Txn) quitAndClose() error {
 	if t.broken == nil {
 		wait := min(quitWait, t.r.cfg.CommandTimeout)
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
