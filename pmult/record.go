@@ -1,8 +1,9 @@
 // record.go: the decision record of each message: what every backend
 // answered at each stage and how long it took, the edits each one made,
 // every policy that fired (failure action, timeout, breaker skip,
-// evaluation "would have"), the macros backends set for the backends
-// after them (assign.go), and the reply the MTA got from whom. A
+// evaluation "would have", what a front noted: Session.Note), the macros
+// backends set for the backends after them (assign.go), and the reply the
+// MTA got from whom. A
 // session builds the record in buffers it reuses from message to message;
 // at the end of the message it logs one "decision" line (info level) and
 // copies the record into the process's Recorder ring, where `pmult why`
@@ -76,7 +77,10 @@ type RecPolicy struct {
 	// or was not opened; Action is "skip"; see cond.go), set_macro (the
 	// backend set a macro for the backends after it: Action is its name;
 	// the value is in Record.Macros), would_set_macro (evaluation: not
-	// set), or what a backend noted itself (Reply.Notes, e.g. macro_skip).
+	// set), what a backend noted itself (Reply.Notes, e.g. macro_skip),
+	// or what the front noted (Session.Note, Backend "pmult": loop_marker,
+	// the SMTP front relayed a message carrying its own loop marker
+	// unfiltered, Action "unfiltered").
 	What    string
 	Backend string
 	Stage   Kind
@@ -457,12 +461,26 @@ func (s *Session) recAnswer(b *bstate, k Kind, r *result) {
 }
 
 func (s *Session) recPolicy(what string, b *bstate, k Kind, action string) {
+	s.addPolicy(RecPolicy{What: what, Backend: b.name, Stage: k, Action: action})
+}
+
+func (s *Session) addPolicy(p RecPolicy) {
 	if s.recording() {
-		s.rc.rec.Policy = append(s.rc.rec.Policy, RecPolicy{What: what, Backend: b.name, Stage: k, Action: action})
+		s.rc.rec.Policy = append(s.rc.rec.Policy, p)
 		if !s.rc.open {
 			s.rc.connPol = len(s.rc.rec.Policy)
 		}
 	}
+}
+
+// Note records a policy the front itself applied at stage k (the SMTP
+// front's loop_marker: a message relayed without filtering) in the
+// decision record, under the name "pmult" (as Record.By for pmult's own
+// replies). Within a message it belongs to that message; before MAIL, to
+// the connection (every message of it shows it). Call it from the
+// goroutine that calls Handle, before the event that ends the message.
+func (s *Session) Note(k Kind, n Note) {
+	s.addPolicy(RecPolicy{What: n.What, Backend: "pmult", Stage: k, Action: n.Action})
 }
 
 // recMacro keeps a macro b set (assign.go), with a set_macro policy.

@@ -48,6 +48,7 @@ func (d *dataState) header(name, value string) {
 		strings.TrimSpace(value) == c.srv.Hostname && d.live() {
 		d.bypass = true
 		c.log.Debug("message carries our loop marker: relayed without filtering", "marker", name)
+		c.eng.Note(pmult.KindHeader, pmult.Note{What: "loop_marker", Action: "unfiltered"})
 		c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindAbort})
 		return
 	}
