@@ -63,3 +63,20 @@ next_hop = "inet:127.0.0.1:10026"
 		t.Error("changed [smtp] not reported")
 	}
 }
+
+func TestSmtpRelayConfig(t *testing.T) {
+	cfg := parseSmtpConfig(t, `
+[smtp]
+listen = ["inet:127.0.0.1:10025"]
+next_hop = "inet:127.0.0.1:10026"
+lmtp = true
+helo_name = "filter.example"
+next_hop_data_timeout = "2m"
+`)
+	rc := relayConfig(&cfg.Smtp)
+	if rc.Address != cfg.Smtp.NextHopAddr.String() || !rc.LMTP || rc.HeloName != "filter.example" || !rc.XForward ||
+		rc.DataTimeout != 2*time.Minute || rc.ConnectTimeout != config.DefaultSMTPConnectTimeout ||
+		rc.CommandTimeout != config.DefaultSMTPCommandTimeout {
+		t.Errorf("relay config %+v", rc)
+	}
+}
