@@ -52,4 +52,9 @@
 // gives it the built-in milter table ([macros] dialect auto; config's
 // Macros.Tables), then the global and listener tables apply, and the
 // engine derives {client_addr} and the rest.
+//
+// It imports pmult, internal/connserve (the accept loop), internal/spool
+// (messages held for the relay) and adapters/smtp/relay (relayhop.go
+// only: the relay as a NextHop); of others, go-smtp, go-proxyproto and
+// x/sys/unix (pending_linux.go).
 package smtp

@@ -19,8 +19,9 @@
 //   DataDeadline     30m      the whole DATA stage (a client that drips)
 //   WriteTimeout     300s     each write to the client
 //   BareLF           normalize  (smtpd_forbid_bare_newline)
-//   Pipelining       forbid unauthorised pipelining (true: 554 5.5.0 and
-//                             close, smtpd_forbid_unauth_pipelining)
+//   AllowPipelining  false: unauthorised pipelining, or talking before
+//                             the greeting, gets 554 5.5.0 and close
+//                             (smtpd_forbid_unauth_pipelining = yes)
 //   MaxConnections   0        concurrent clients (0: no limit)
 //   Quarantine       header   what a quarantine edit does (see Quarantine)
 //   QuarantineHeader X-Mailmux-Quarantine
