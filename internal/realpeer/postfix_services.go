@@ -116,7 +116,7 @@ func (pf *Postfix) SendVia(t testing.TB, name string, args ...string) (string, e
 	r := runCmd(90*time.Second, "", swaks, full...)
 	out := r.stdout + r.stderr
 	if r.err != nil {
-		return out, fmt.Errorf("swaks %s: %v (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
+		return out, fmt.Errorf("swaks %s: %w (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
 	}
 	return out, nil
 }
