@@ -97,7 +97,6 @@ type conn struct {
 	dr       dataReader
 	sp       splitter
 	msg      message
-	skipBody bool
 }
 
 func (c *conn) Drain() {

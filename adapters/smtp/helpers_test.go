@@ -156,7 +156,6 @@ func (f *front) send(t *testing.T, from string, to []string, msg string) error {
 type raw struct {
 	t  *testing.T
 	nc net.Conn
-	rd *bytes.Buffer
 	b  []byte
 }
 
