@@ -272,8 +272,11 @@ func TestPregreet(t *testing.T) {
 	}
 	// The connection is served once its bytes are queued: they came
 	// before any greeting.
-	for pending(nc) == 0 {
-		time.Sleep(time.Millisecond)
+	// (A kernel state with no event to wait on: polled, with a bound.)
+	for deadline := time.Now().Add(5 * time.Second); pending(nc) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's bytes never showed in the receive queue (SIOCINQ)")
+		}
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); f.srv.newConn(nc).Serve(t.Context()) }()
