@@ -259,21 +259,7 @@ func (ex *Exim) Log() string {
 // Send runs swaks against Addr (Port), with the defaults of Postfix.Send.
 func (ex *Exim) Send(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	swaks := mustTool(t, "swaks")
-	full := []string{"--server", ex.Addr(), "--timeout", "60"}
-	if !hasFlag(args, "--from", "-f") {
-		full = append(full, "--from", "sender@example.org")
-	}
-	if !hasFlag(args, "--to", "-t") {
-		full = append(full, "--to", "rcpt@example.com")
-	}
-	full = append(full, args...)
-	r := runCmd(120*time.Second, "", swaks, full...)
-	out := r.stdout + r.stderr
-	if r.err != nil {
-		return out, fmt.Errorf("swaks %s: %w (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
-	}
-	return out, nil
+	return swaks(t, ex.Addr(), 120*time.Second, args)
 }
 
 // Queued returns the ids of the messages in Exim's queue (spool/input/*-H).
