@@ -225,7 +225,7 @@ func (c *conn) endData(d *dataState) {
 		c.reply("250 2.0.0 Ok: discarded")
 		return
 	}
-	t, txn := c.relay(edits)
+	t, txn := c.relay(edits, d.bypass)
 	c.reply(t)
 	if txn != nil {
 		// QUIT to the next hop while the client goes on (its answer is
@@ -242,8 +242,9 @@ func (c *conn) endData(d *dataState) {
 
 // relay applies the edits and sends the message to the next hop; it
 // returns the client's reply, and the transaction to close once the
-// client has it (nil: none).
-func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
+// client has it (nil: none). marked: the message carries our loop marker
+// already (relayed unfiltered), which is not added again.
+func (c *conn) relay(edits []pmult.Edit, marked bool) (string, Txn) {
 	from, fromPar := c.from, c.fromPar
 	rcpts := append([]rcpt(nil), c.rcpts...)
 	envChanged := c.hopExtra
@@ -294,7 +295,7 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 		c.log.Info("every recipient deleted by the backends: message dropped")
 		return "250 2.0.0 Ok: no recipients left", nil
 	}
-	if c.srv.LoopMarker != "-" {
+	if c.srv.LoopMarker != "-" && !marked {
 		c.msg.headers.Fields = append(c.msg.headers.Fields, pmult.Header{Name: c.srv.LoopMarker, Value: " " + c.srv.Hostname})
 	}
 	if c.txn == nil {
