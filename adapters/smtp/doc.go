@@ -42,7 +42,9 @@
 // 250, else the first refusal; our own 250 text carries the front's queue
 // id, the one `pmult why` finds). The message is held (internal/spool)
 // only until then. After the queue it is the same path; a message with
-// our own loop marker (LoopMarker: Hostname) is relayed unfiltered.
+// our own loop marker (LoopMarker: Hostname) is relayed unfiltered, with
+// that one marker, and its decision record says so (Session.Note: the
+// policy "loop_marker:pmult@header=unfiltered" on the decision line).
 //
 // Macros are sent with milter (Postfix) names: j, {daemon_name} (the
 // listener's name), {daemon_addr}, {daemon_port} at CONNECT; {tls_version},
