@@ -4,6 +4,7 @@
 package service
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -78,5 +79,42 @@ next_hop_data_timeout = "2m"
 		rc.DataTimeout != 2*time.Minute || rc.ConnectTimeout != config.DefaultSMTPConnectTimeout ||
 		rc.CommandTimeout != config.DefaultSMTPCommandTimeout {
 		t.Errorf("relay config %+v", rc)
+	}
+}
+
+// [smtp]'s defaults (config, plain data) are the front's own
+// (adapters/smtp): one set of numbers, held equal here, where both are
+// imported.
+func TestSmtpDefaultsAgree(t *testing.T) {
+	for _, c := range []struct {
+		key       string
+		cfg, smtp any
+	}{
+		{"max_message", config.DefaultSMTPMaxMessage, smtp.DefaultMaxMessage},
+		{"max_header", config.DefaultSMTPMaxHeader, smtp.DefaultMaxHeader},
+		{"max_recipients", config.DefaultSMTPMaxRecipients, smtp.DefaultMaxRecipients},
+		{"max_line", config.DefaultSMTPMaxLine, smtp.DefaultMaxLine},
+		{"max_errors", config.DefaultSMTPMaxErrors, smtp.DefaultMaxErrors},
+		{"timeout", config.DefaultSMTPTimeout, smtp.DefaultCommandTimeout},
+		{"timeout (writes)", config.DefaultSMTPTimeout, smtp.DefaultWriteTimeout},
+		{"data_timeout", config.DefaultSMTPDataTimeout, smtp.DefaultDataTimeout},
+		{"data_deadline", config.DefaultSMTPDataDeadline, smtp.DefaultDataDeadline},
+		{"quarantine_header", config.DefaultSMTPQuarantineHeader, smtp.DefaultQuarantineHeader},
+		{"loop_marker", config.DefaultSMTPLoopMarker, smtp.DefaultLoopMarker},
+	} {
+		if fmt.Sprint(c.cfg) != fmt.Sprint(c.smtp) {
+			t.Errorf("%s: config default %v, adapters/smtp default %v", c.key, c.cfg, c.smtp)
+		}
+	}
+	// And a Server built from an empty [smtp] (listen and next_hop only)
+	// has the front's defaults where it matters.
+	srv, err := smtpFront(parseSmtpConfig(t, "[smtp]\nlisten = [\"inet:127.0.0.1:10025\"]\nnext_hop = \"inet:127.0.0.1:10026\"\n"),
+		pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.MaxMessage != smtp.DefaultMaxMessage || srv.MaxLine != smtp.DefaultMaxLine || srv.CommandTimeout != smtp.DefaultCommandTimeout ||
+		srv.AllowPipelining || srv.Mode != smtp.BeforeQueue {
+		t.Errorf("defaults: %+v", srv)
 	}
 }
