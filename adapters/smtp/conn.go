@@ -571,6 +571,7 @@ func (c *conn) engine() pmult.Reply {
 		o := offer
 		o.Listener = c.listener
 		c.eng.Open(c.ctx, o, nil)
+		c.eng.HoldDecisions() // a message's end is the next hop's reply (endMessage)
 	}
 	if !c.engConn {
 		c.engConn = true

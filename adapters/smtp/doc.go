@@ -45,6 +45,11 @@
 // our own loop marker (LoopMarker: Hostname) is relayed unfiltered, with
 // that one marker, and its decision record says so (Session.Note: the
 // policy "loop_marker:pmult@header=unfiltered" on the decision line).
+// The decision record of a message ends with the client's reply after the
+// relay (pmult.Session.HoldDecisions): a next-hop refusal or failure
+// (policy next_hop) or a quarantine carried out as 451 or 550 (policy
+// quarantine) shows as that reply, by "pmult", not as the backends'
+// accept.
 //
 // Macros are sent with milter (Postfix) names: j, {daemon_name} (the
 // listener's name), {daemon_addr}, {daemon_port} at CONNECT; {tls_version},
