@@ -254,18 +254,17 @@ func (c *conn) readLine() (string, error) {
 		// Drain came before this deadline was set: it did not cut the read.
 		return "", errDraining
 	}
-	var long []byte
 	tooLong := false
 	for {
 		frag, err := c.br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			tooLong = true
+			tooLong = true // longer than the buffer: read on to its end
 			continue
 		}
 		if err != nil {
 			return "", err
 		}
-		if tooLong || len(long)+len(frag) > max+2 {
+		if tooLong || len(frag) > max+2 {
 			return "", errLineTooLong
 		}
 		line := frag[:len(frag)-1]
