@@ -399,11 +399,15 @@ func (c *conn) readFailed(err error, stage string) {
 func (c *conn) badCommand(text string) {
 	c.errors++
 	if c.errors >= orDefault(c.srv.MaxErrors, DefaultMaxErrors) {
-		c.log.Warn("too many errors: connection closed", "errors", c.errors)
-		c.closeWith("421 4.7.0 " + c.srv.Hostname + " Error: too many errors")
+		c.tooManyErrors()
 		return
 	}
 	c.reply(text)
+}
+
+func (c *conn) tooManyErrors() {
+	c.log.Warn("too many errors: connection closed", "errors", c.errors)
+	c.closeWith("421 4.7.0 " + c.srv.Hostname + " Error: too many errors")
 }
 
 func (c *conn) hello(cmd command) {
@@ -838,7 +842,12 @@ func (c *conn) unknown(cmd command) {
 	}
 	if r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindUnknown, Arg: cmd.line}); r.Verdict.Objects() &&
 		r.Verdict != pmult.Discard {
+		// Refused: an error like any other (badCommand), at the limit 421.
 		c.errors++
+		if c.errors >= orDefault(c.srv.MaxErrors, DefaultMaxErrors) {
+			c.tooManyErrors()
+			return
+		}
 		c.answerVerdict(r)
 		return
 	}

@@ -180,6 +180,22 @@ func TestTooManyErrors(t *testing.T) {
 	logged(t, f, "too many errors")
 }
 
+// An unknown command the backends refuse counts as an error like any
+// other: at the limit, 421 instead of their reply.
+func TestTooManyRefusedUnknownCommands(t *testing.T) {
+	b := pmulttest.New("b", pmult.Caps{})
+	b.On[pmult.KindUnknown] = pmulttest.Step{Verdict: pmult.Reject, Text: "550 5.5.1 not here"}
+	f := startFront(t, func(s *Server) { s.MaxErrors = 2 }, b)
+	r := open(t, f, true)
+	if got := r.cmd("ETRN example.org"); got != "550 5.5.1 not here" {
+		t.Errorf("first: %q", got)
+	}
+	if got := r.cmd("ETRN example.org"); !strings.HasPrefix(got, "421 4.7.0") {
+		t.Errorf("second refused unknown command, at the limit: %q, want 421 4.7.0", got)
+	}
+	logged(t, f, "too many errors")
+}
+
 func TestDataNeverFinished(t *testing.T) {
 	b := pmulttest.New("b", pmult.Caps{})
 	f := startFront(t, func(s *Server) { s.DataTimeout = 200 * time.Millisecond }, b)
