@@ -7,11 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -116,7 +114,7 @@ type front struct {
 // startFront serves a Server on loopback with the given backends.
 func startFront(t *testing.T, tune func(*Server), backends ...pmult.Backend) *front {
 	t.Helper()
-	noLeaks(t)
+	pmulttest.NoLeaks(t)
 	f := &front{hop: &fakeHop{rcptErr: map[string]error{}}, log: &pmulttest.LogBuffer{}}
 	var slots []pmult.Slot
 	for _, b := range backends {
@@ -219,20 +217,3 @@ func (r *raw) cmd(line string) string {
 }
 
 var gosmtpError550 = gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-
-// noLeaks fails the test if goroutines started during it are still
-// running once it is over (after its cleanups): a connection, a
-// background next-hop reply reader or an engine session left behind.
-func noLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
