@@ -1,5 +1,5 @@
 // Package config loads pmult's TOML configuration: the schema (Config,
-// Milter, Backend, Meta1), defaults, and validation that reports every
+// Milter, Backend, Meta1, Smtp), defaults, and validation that reports every
 // problem of a file at once (a *multierror.Error of *FieldError, each
 // naming the file, the backend and the key, with a "did you mean" for an
 // unknown key), and builds the engine from it (Config.Engine). The syntax
@@ -66,6 +66,13 @@
 // reuse, macros; backends/callout: the verification keys;
 // backends/filter: its [[backend.rule]] tables). backends.go is the one
 // table that knows the types.
+//
+// [smtp] (smtp.go) is the SMTP front end's table: its listeners, the next
+// hop, limits and policies; internal/service builds adapters/smtp and its
+// relay from it.
+//
+// config imports pmult, macros, internal/cond, config/syntax and the
+// backend packages (backends/...), never a front end (adapters/...).
 //
 // Old spellings still load, with a warning in Config.Warnings naming the
 // key that replaces each (pmult check prints them): top-level listen,

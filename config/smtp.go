@@ -1,6 +1,7 @@
 // smtp.go: the [smtp] table: pmult's SMTP front end (adapters/smtp), its
 // next hop (adapters/smtp/relay), limits and policies, and their
-// validation.
+// validation. The table is plain data: internal/service builds the front
+// and its relay from it, so config imports neither.
 //
 //	[smtp]
 //	listen = ["in=inet:127.0.0.1:10025"]  # none: no SMTP front; names as in [milter] listen
@@ -47,8 +48,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/mailmux/mailmux/adapters/smtp/relay"
 )
 
 // Defaults of [smtp].
@@ -65,9 +64,9 @@ const (
 	DefaultSMTPConnectTimeout   = 30 * time.Second
 	DefaultSMTPCommandTimeout   = 5 * time.Minute
 	DefaultSMTPHopDataTimeout   = 10 * time.Minute
-	DefaultSMTPHopCacheSize     = relay.DefaultCacheSize
-	DefaultSMTPHopReuseTime     = relay.DefaultReuseTime
-	DefaultSMTPHopIdle          = relay.DefaultIdleTimeout
+	DefaultSMTPHopCacheSize     = 16
+	DefaultSMTPHopReuseTime     = 300 * time.Second
+	DefaultSMTPHopIdle          = 2 * time.Second
 	DefaultSMTPBareLF           = "normalize"
 	DefaultSMTPQuarantine       = "header"
 	DefaultSMTPQuarantineHeader = "X-Mailmux-Quarantine"
@@ -312,22 +311,4 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
-}
-
-// Relay returns the next hop's relay.Config.
-func (s *Smtp) Relay() relay.Config {
-	return relay.Config{
-		Address:        s.NextHopAddr.String(),
-		LMTP:           s.LMTP,
-		HeloName:       s.HeloName,
-		ConnectTimeout: s.NextHopConnectTimeout.Duration,
-		CommandTimeout: s.NextHopCommandTimeout.Duration,
-		DataTimeout:    s.NextHopDataTimeout.Duration,
-		XForward:       s.XForward,
-		Cache:          s.NextHopCache,
-		CacheSize:      s.NextHopCacheSize,
-		ReuseLimit:     s.NextHopReuseLimit,
-		ReuseTime:      s.NextHopReuseTime.Duration,
-		IdleTimeout:    s.NextHopIdle.Duration,
-	}
 }

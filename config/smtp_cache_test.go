@@ -14,8 +14,8 @@ func TestSmtpNextHopCacheKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := cfg.Smtp.Relay()
-	if !r.Cache || r.CacheSize != 16 || r.ReuseLimit != 0 || r.ReuseTime != 300*time.Second || r.IdleTimeout != 2*time.Second {
+	r := cfg.Smtp
+	if !r.NextHopCache || r.NextHopCacheSize != 16 || r.NextHopReuseLimit != 0 || r.NextHopReuseTime.Duration != 300*time.Second || r.NextHopIdle.Duration != 2*time.Second {
 		t.Errorf("defaults: %+v", r)
 	}
 	cfg, err = Parse([]byte(base+`next_hop_cache = false
@@ -27,8 +27,8 @@ next_hop_idle = "5s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = cfg.Smtp.Relay()
-	if r.Cache || r.CacheSize != 4 || r.ReuseLimit != 10 || r.ReuseTime != time.Minute || r.IdleTimeout != 5*time.Second {
+	r = cfg.Smtp
+	if r.NextHopCache || r.NextHopCacheSize != 4 || r.NextHopReuseLimit != 10 || r.NextHopReuseTime.Duration != time.Minute || r.NextHopIdle.Duration != 5*time.Second {
 		t.Errorf("values: %+v", r)
 	}
 	_, err = Parse([]byte(base+`next_hop_cache = "yes"

@@ -32,6 +32,10 @@
 // opened late that asks for more than was negotiated with the MTA fails
 // for the session (its failure action, one log line, see fits), and what
 // it negotiated is remembered for the next sessions.
+//
+// Tunables and defaults:
+//   capsMemoMax  8 MTA offers remembered per backend (more: the memo of
+//                that backend starts again)
 
 package pmult
 

@@ -1,12 +1,15 @@
 // record.go: the decision record of each message: what every backend
 // answered at each stage and how long it took, the edits each one made,
 // every policy that fired (failure action, timeout, breaker skip,
-// evaluation "would have"), the macros backends set for the backends
-// after them (assign.go), and the reply the MTA got from whom. A
-// session builds the record in buffers it reuses from message to message;
-// at the end of the message it logs one "decision" line (info level) and
-// copies the record into the process's Recorder ring, where `pmult why`
-// finds it.
+// evaluation "would have", what a front noted: Session.Note), the macros
+// backends set for the backends after them (assign.go), and the reply the
+// MTA got from whom. A session builds the record in buffers it reuses
+// from message to message; at the end of the message it logs one
+// "decision" line (info level) and copies the record into the process's
+// Recorder ring, where `pmult why` finds it. A front that answers the end
+// of a message itself (the SMTP front: the next hop's reply) holds the
+// record open past EOM and ends it with what the client got
+// (HoldDecisions, EndMessage).
 //
 // Tunables and defaults:
 //   Engine.QuietDecisions  false: one decision line per message, info level
@@ -76,7 +79,12 @@ type RecPolicy struct {
 	// or was not opened; Action is "skip"; see cond.go), set_macro (the
 	// backend set a macro for the backends after it: Action is its name;
 	// the value is in Record.Macros), would_set_macro (evaluation: not
-	// set), or what a backend noted itself (Reply.Notes, e.g. macro_skip).
+	// set), what a backend noted itself (Reply.Notes, e.g. macro_skip),
+	// or what the front noted (Session.Note, Backend "pmult"; the SMTP
+	// front's: loop_marker, a message carrying its own loop marker relayed
+	// unfiltered, Action "unfiltered"; quarantine, a quarantine carried out
+	// as the reply, Action "tempfail" or "reject"; next_hop, the next hop
+	// refused or failed after the data, Action its command, or "none").
 	What    string
 	Backend string
 	Stage   Kind
@@ -314,6 +322,11 @@ type recorder struct {
 	edits   [][numEdits]int32
 	buf     []byte
 	bufs    *recBufs // from the engine's pool; back at Close
+	// hold: the front ends each message accepted at EOM itself
+	// (HoldDecisions); held: one is waiting for its EndMessage, with the
+	// engine's EOM reply (the record's end should EndMessage not come).
+	hold, held bool
+	heldReply  Reply
 }
 
 // recBufs are a recorder's buffers, handed from a closed session to the
@@ -457,12 +470,26 @@ func (s *Session) recAnswer(b *bstate, k Kind, r *result) {
 }
 
 func (s *Session) recPolicy(what string, b *bstate, k Kind, action string) {
+	s.addPolicy(RecPolicy{What: what, Backend: b.name, Stage: k, Action: action})
+}
+
+func (s *Session) addPolicy(p RecPolicy) {
 	if s.recording() {
-		s.rc.rec.Policy = append(s.rc.rec.Policy, RecPolicy{What: what, Backend: b.name, Stage: k, Action: action})
+		s.rc.rec.Policy = append(s.rc.rec.Policy, p)
 		if !s.rc.open {
 			s.rc.connPol = len(s.rc.rec.Policy)
 		}
 	}
+}
+
+// Note records a policy the front itself applied at stage k (the SMTP
+// front's loop_marker: a message relayed without filtering) in the
+// decision record, under the name "pmult" (as Record.By for pmult's own
+// replies). Within a message it belongs to that message; before MAIL, to
+// the connection (every message of it shows it). Call it from the
+// goroutine that calls Handle, before the event that ends the message.
+func (s *Session) Note(k Kind, n Note) {
+	s.addPolicy(RecPolicy{What: n.What, Backend: "pmult", Stage: k, Action: n.Action})
 }
 
 // recMacro keeps a macro b set (assign.go), with a set_macro policy.
@@ -550,9 +577,32 @@ func (s *Session) recReply(ev *Event, r Reply) {
 			s.recEnd(ev.Kind.String(), r, ev.Kind)
 		}
 	case KindEOM:
-		if rc.open {
+		switch {
+		case !rc.open:
+		case rc.hold && !r.Verdict.Objects():
+			rc.held, rc.heldReply = true, Reply{Verdict: r.Verdict, Text: r.Text, From: r.From}
+		default:
 			s.recEnd("eom", r, KindEOM)
 		}
+	}
+}
+
+// HoldDecisions tells the session that its front answers the end of each
+// message itself, after EOM (the SMTP front: the next hop's reply, a
+// quarantine carried out as 451 or 550): the record of a message the
+// engine lets through at EOM stays open, Notes still join it, until
+// EndMessage gives what the client got. Call it once, after Open.
+func (s *Session) HoldDecisions() { s.rc.hold = true }
+
+// EndMessage ends the record of the message held at EOM (HoldDecisions)
+// with r, the reply the client got (its Verdict, Text, and From: the
+// backend whose it was, or "pmult"), which is what the decision line and
+// `pmult why` show. Without a held message it does nothing. A held
+// message whose EndMessage does not come (the connection ends, or the
+// next MAIL) ends with the engine's EOM reply.
+func (s *Session) EndMessage(r Reply) {
+	if s.rc.held && s.rc.open {
+		s.recEnd("eom", r, KindEOM)
 	}
 }
 
@@ -561,6 +611,12 @@ func (s *Session) recReply(ev *Event, r Reply) {
 func (s *Session) recEnd(how string, r Reply, k Kind) {
 	rc := &s.rc
 	rec := &rc.rec
+	if rc.held {
+		if how != "eom" { // ended otherwise: with the engine's EOM reply
+			how, r, k = "eom", rc.heldReply, KindEOM
+		}
+		rc.held, rc.heldReply = false, Reply{}
+	}
 	rec.End = time.Now()
 	rec.Ended = how
 	rec.Reply, rec.By, rec.Text, rec.Stage = r.Verdict, "", "", k

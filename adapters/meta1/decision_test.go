@@ -10,6 +10,7 @@ import (
 
 	m1 "github.com/mailmux/mailmux/adapters/meta1"
 	"github.com/mailmux/mailmux/pmult"
+	"github.com/mailmux/mailmux/pmult/pmulttest"
 	"github.com/mailmux/mailmux/sim/meta1"
 )
 
@@ -35,7 +36,7 @@ func (l *lockedBuf) String() string {
 // milter front: the session id (MeTA1's "i") as queue id, the client, the
 // backend whose verdict won and its text, the edits by backend.
 func TestDecisionLine(t *testing.T) {
-	noLeaks(t)
+	pmulttest.NoLeaks(t)
 	var logs lockedBuf
 	signer := newFake("signer", func(ev *pmult.Event) pmult.Reply {
 		if ev.Kind == pmult.KindEOM {

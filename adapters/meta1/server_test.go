@@ -59,7 +59,7 @@ func session(t *testing.T, c *meta1sim.Client, addr netip.Addr, rcpts []string, 
 }
 
 func TestStagesAndMacros(t *testing.T) {
-	noLeaks(t)
+	pmulttest.NoLeaks(t)
 	f := newFake("f", nil)
 	fx := start(t, func(s *m1.Server) {
 		s.Macros[macros.M1Connect] = []string{"hostname"}
@@ -297,7 +297,7 @@ func TestModifications(t *testing.T) {
 }
 
 func TestManySessionsOneConnection(t *testing.T) {
-	noLeaks(t)
+	pmulttest.NoLeaks(t)
 	f := newFake("f", func(ev *pmult.Event) pmult.Reply {
 		if ev.Kind == pmult.KindEOM {
 			return pmult.Reply{Edits: []pmult.Edit{{Kind: pmult.EditAddHeader, Name: "X-Seen", Value: " 1"}}}
@@ -352,7 +352,7 @@ func TestTimeoutFlags(t *testing.T) {
 		return f
 	}
 	t.Run("abort", func(t *testing.T) {
-		noLeaks(t)
+		pmulttest.NoLeaks(t)
 		fx := start(t, nil, slow())
 		c := fx.dial(meta1sim.Config{Timeout: 300 * time.Millisecond, Flags: meta1sim.FlagAbort})
 		s, _ := c.NewSession(ctx)
@@ -370,7 +370,7 @@ func TestTimeoutFlags(t *testing.T) {
 		waitFor(t, func() bool { return fx.srv.ActiveSessions() == 0 })
 	})
 	t.Run("accept_but_reconnect", func(t *testing.T) {
-		noLeaks(t)
+		pmulttest.NoLeaks(t)
 		fx := start(t, nil, slow())
 		c := fx.dial(meta1sim.Config{Timeout: 300 * time.Millisecond, Flags: meta1sim.FlagAcceptButReconnect})
 		s, _ := c.NewSession(ctx)
@@ -453,7 +453,7 @@ func rec(t uint32, session string, fields func(*pmilter.Encoder)) []byte {
 }
 
 func TestBadInput(t *testing.T) {
-	noLeaks(t)
+	pmulttest.NoLeaks(t)
 	f := newFake("f", nil)
 	fx := start(t, nil, f)
 	// A good session on its own connection runs through all of it.
@@ -546,7 +546,7 @@ func TestSessionLimit(t *testing.T) {
 }
 
 func TestDrain(t *testing.T) {
-	noLeaks(t)
+	pmulttest.NoLeaks(t)
 	f := newFake("f", nil)
 	fx := start(t, nil, f)
 	c := fx.dial(meta1sim.Config{})

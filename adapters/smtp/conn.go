@@ -97,7 +97,6 @@ type conn struct {
 	dr       dataReader
 	sp       splitter
 	msg      message
-	skipBody bool
 }
 
 func (c *conn) Drain() {
@@ -255,18 +254,17 @@ func (c *conn) readLine() (string, error) {
 		// Drain came before this deadline was set: it did not cut the read.
 		return "", errDraining
 	}
-	var long []byte
 	tooLong := false
 	for {
 		frag, err := c.br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			tooLong = true
+			tooLong = true // longer than the buffer: read on to its end
 			continue
 		}
 		if err != nil {
 			return "", err
 		}
-		if tooLong || len(long)+len(frag) > max+2 {
+		if tooLong || len(frag) > max+2 {
 			return "", errLineTooLong
 		}
 		line := frag[:len(frag)-1]
@@ -401,11 +399,15 @@ func (c *conn) readFailed(err error, stage string) {
 func (c *conn) badCommand(text string) {
 	c.errors++
 	if c.errors >= orDefault(c.srv.MaxErrors, DefaultMaxErrors) {
-		c.log.Warn("too many errors: connection closed", "errors", c.errors)
-		c.closeWith("421 4.7.0 " + c.srv.Hostname + " Error: too many errors")
+		c.tooManyErrors()
 		return
 	}
 	c.reply(text)
+}
+
+func (c *conn) tooManyErrors() {
+	c.log.Warn("too many errors: connection closed", "errors", c.errors)
+	c.closeWith("421 4.7.0 " + c.srv.Hostname + " Error: too many errors")
 }
 
 func (c *conn) hello(cmd command) {
@@ -572,6 +574,7 @@ func (c *conn) engine() pmult.Reply {
 		o := offer
 		o.Listener = c.listener
 		c.eng.Open(c.ctx, o, nil)
+		c.eng.HoldDecisions() // a message's end is the next hop's reply (endMessage)
 	}
 	if !c.engConn {
 		c.engConn = true
@@ -839,7 +842,12 @@ func (c *conn) unknown(cmd command) {
 	}
 	if r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindUnknown, Arg: cmd.line}); r.Verdict.Objects() &&
 		r.Verdict != pmult.Discard {
+		// Refused: an error like any other (badCommand), at the limit 421.
 		c.errors++
+		if c.errors >= orDefault(c.srv.MaxErrors, DefaultMaxErrors) {
+			c.tooManyErrors()
+			return
+		}
 		c.answerVerdict(r)
 		return
 	}

@@ -48,6 +48,7 @@ func (d *dataState) header(name, value string) {
 		strings.TrimSpace(value) == c.srv.Hostname && d.live() {
 		d.bypass = true
 		c.log.Debug("message carries our loop marker: relayed without filtering", "marker", name)
+		c.eng.Note(pmult.KindHeader, pmult.Note{What: "loop_marker", Action: "unfiltered"})
 		c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindAbort})
 		return
 	}
@@ -206,6 +207,7 @@ func (c *conn) endData(d *dataState) {
 		return
 	}
 	var edits []pmult.Edit
+	var eom pmult.Reply
 	if !d.bypass {
 		r := c.eng.Handle(c.ctx, &pmult.Event{Kind: pmult.KindEOM, Macros: []pmult.MacroSet{{For: pmult.KindEOM, Pairs: []string{"i", c.qid}}}})
 		switch {
@@ -217,15 +219,17 @@ func (c *conn) endData(d *dataState) {
 			c.answerVerdict(r)
 			return
 		}
-		edits = r.Edits
+		edits, eom = r.Edits, r
 	}
 	if c.discard {
 		c.log.Info("message discarded (at the envelope)")
 		c.reply("250 2.0.0 Ok: discarded")
+		c.eng.EndMessage(eom)
 		return
 	}
-	t, txn := c.relay(edits)
+	t, txn := c.relay(edits, d.bypass)
 	c.reply(t)
+	c.endMessage(t, eom)
 	if txn != nil {
 		// QUIT to the next hop while the client goes on (its answer is
 		// the next hop's, already in); the connection's end waits for it.
@@ -239,10 +243,26 @@ func (c *conn) endData(d *dataState) {
 	}
 }
 
+// endMessage ends the message's decision record (held since EOM:
+// HoldDecisions) with what the client got: the engine's EOM reply for a
+// 250, else t, pmult's own (a quarantine carried out, the next hop's
+// refusal).
+func (c *conn) endMessage(t string, eom pmult.Reply) {
+	switch {
+	case strings.HasPrefix(t, "2"):
+		c.eng.EndMessage(eom)
+	case strings.HasPrefix(t, "4"):
+		c.eng.EndMessage(pmult.Reply{Verdict: pmult.Tempfail, Text: t, From: "pmult"})
+	default:
+		c.eng.EndMessage(pmult.Reply{Verdict: pmult.Reject, Text: t, From: "pmult"})
+	}
+}
+
 // relay applies the edits and sends the message to the next hop; it
 // returns the client's reply, and the transaction to close once the
-// client has it (nil: none).
-func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
+// client has it (nil: none). marked: the message carries our loop marker
+// already (relayed unfiltered), which is not added again.
+func (c *conn) relay(edits []pmult.Edit, marked bool) (string, Txn) {
 	from, fromPar := c.from, c.fromPar
 	rcpts := append([]rcpt(nil), c.rcpts...)
 	envChanged := c.hopExtra
@@ -280,7 +300,11 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 	}
 	if quarantine != nil {
 		reason := strings.TrimSpace(quarantine.Value)
-		c.log.Info("message quarantined", "reason", reason, "action", [...]string{"header", "tempfail", "reject"}[c.srv.Quarantine])
+		action := [...]string{"header", "tempfail", "reject"}[c.srv.Quarantine]
+		c.log.Info("message quarantined", "reason", reason, "action", action)
+		if !marked {
+			c.eng.Note(pmult.KindEOM, pmult.Note{What: "quarantine", Action: action})
+		}
 		switch c.srv.Quarantine {
 		case QuarantineTempfail:
 			return "451 4.7.1 Message held for review", nil
@@ -293,10 +317,13 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 		c.log.Info("every recipient deleted by the backends: message dropped")
 		return "250 2.0.0 Ok: no recipients left", nil
 	}
-	if c.srv.LoopMarker != "-" {
+	if c.srv.LoopMarker != "-" && !marked {
 		c.msg.headers.Fields = append(c.msg.headers.Fields, pmult.Header{Name: c.srv.LoopMarker, Value: " " + c.srv.Hostname})
 	}
 	if c.txn == nil {
+		if !marked {
+			c.eng.Note(pmult.KindEOM, pmult.Note{What: "next_hop", Action: "none"})
+		}
 		return "451 4.4.1 Next hop not available", nil
 	}
 	ctx := c.ctx
@@ -306,7 +333,7 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 			opts = &gosmtp.MailOptions{}
 		}
 		if err := c.txn.Reset(ctx, unbracket(from), opts); err != nil {
-			return c.hopFailed("MAIL (edited envelope)", err), nil
+			return c.hopFailed("MAIL (edited envelope)", err, marked), nil
 		}
 		for _, r := range rcpts {
 			ro, err := rcptOptions(r.params)
@@ -314,7 +341,7 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 				ro = &gosmtp.RcptOptions{}
 			}
 			if err := c.txn.Rcpt(ctx, unbracket(r.path), ro); err != nil {
-				return c.hopFailed("RCPT (edited envelope)", err), nil
+				return c.hopFailed("RCPT (edited envelope)", err, marked), nil
 			}
 		}
 	}
@@ -339,11 +366,11 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 		stop()
 	}
 	if err != nil {
-		return c.hopFailed("DATA", err), nil
+		return c.hopFailed("DATA", err, marked), nil
 	}
 	for _, e := range perRcpt {
 		if e != nil {
-			return c.hopFailed("DATA (LMTP recipient)", e), nil
+			return c.hopFailed("DATA (LMTP recipient)", e, marked), nil
 		}
 	}
 	txn := c.txn
@@ -352,9 +379,17 @@ func (c *conn) relay(edits []pmult.Edit) (string, Txn) {
 	return "250 2.0.0 Ok: queued as " + c.qid, txn
 }
 
-func (c *conn) hopFailed(stage string, err error) string {
+// hopFailed logs the next hop's refusal or failure after the client's
+// data, and notes it in the message's decision record (policy next_hop,
+// Action its command: mail, rcpt or data) unless the message was
+// relayed unfiltered (marked: no engine message).
+func (c *conn) hopFailed(stage string, err error, marked bool) string {
 	t := c.hopReply(err)
 	c.log.Warn("next hop refused or failed: nothing accepted", "stage", stage, "reply", t, "err", err)
+	if !marked {
+		verb, _, _ := strings.Cut(stage, " ")
+		c.eng.Note(pmult.KindEOM, pmult.Note{What: "next_hop", Action: strings.ToLower(verb)})
+	}
 	return t
 }
 

@@ -42,7 +42,14 @@
 // 250, else the first refusal; our own 250 text carries the front's queue
 // id, the one `pmult why` finds). The message is held (internal/spool)
 // only until then. After the queue it is the same path; a message with
-// our own loop marker (LoopMarker: Hostname) is relayed unfiltered.
+// our own loop marker (LoopMarker: Hostname) is relayed unfiltered, with
+// that one marker, and its decision record says so (Session.Note: the
+// policy "loop_marker:pmult@header=unfiltered" on the decision line).
+// The decision record of a message ends with the client's reply after the
+// relay (pmult.Session.HoldDecisions): a next-hop refusal or failure
+// (policy next_hop) or a quarantine carried out as 451 or 550 (policy
+// quarantine) shows as that reply, by "pmult", not as the backends'
+// accept.
 //
 // Macros are sent with milter (Postfix) names: j, {daemon_name} (the
 // listener's name), {daemon_addr}, {daemon_port} at CONNECT; {tls_version},
@@ -52,4 +59,9 @@
 // gives it the built-in milter table ([macros] dialect auto; config's
 // Macros.Tables), then the global and listener tables apply, and the
 // engine derives {client_addr} and the rest.
+//
+// It imports pmult, internal/connserve (the accept loop), internal/spool
+// (messages held for the relay) and adapters/smtp/relay (relayhop.go
+// only: the relay as a NextHop); of others, go-smtp, go-proxyproto and
+// x/sys/unix (pending_linux.go).
 package smtp

@@ -114,6 +114,7 @@ type front struct {
 // startFront serves a Server on loopback with the given backends.
 func startFront(t *testing.T, tune func(*Server), backends ...pmult.Backend) *front {
 	t.Helper()
+	pmulttest.NoLeaks(t)
 	f := &front{hop: &fakeHop{rcptErr: map[string]error{}}, log: &pmulttest.LogBuffer{}}
 	var slots []pmult.Slot
 	for _, b := range backends {
@@ -156,7 +157,6 @@ func (f *front) send(t *testing.T, from string, to []string, msg string) error {
 type raw struct {
 	t  *testing.T
 	nc net.Conn
-	rd *bytes.Buffer
 	b  []byte
 }
 

@@ -180,6 +180,22 @@ func TestTooManyErrors(t *testing.T) {
 	logged(t, f, "too many errors")
 }
 
+// An unknown command the backends refuse counts as an error like any
+// other: at the limit, 421 instead of their reply.
+func TestTooManyRefusedUnknownCommands(t *testing.T) {
+	b := pmulttest.New("b", pmult.Caps{})
+	b.On[pmult.KindUnknown] = pmulttest.Step{Verdict: pmult.Reject, Text: "550 5.5.1 not here"}
+	f := startFront(t, func(s *Server) { s.MaxErrors = 2 }, b)
+	r := open(t, f, true)
+	if got := r.cmd("ETRN example.org"); got != "550 5.5.1 not here" {
+		t.Errorf("first: %q", got)
+	}
+	if got := r.cmd("ETRN example.org"); !strings.HasPrefix(got, "421 4.7.0") {
+		t.Errorf("second refused unknown command, at the limit: %q, want 421 4.7.0", got)
+	}
+	logged(t, f, "too many errors")
+}
+
 func TestDataNeverFinished(t *testing.T) {
 	b := pmulttest.New("b", pmult.Caps{})
 	f := startFront(t, func(s *Server) { s.DataTimeout = 200 * time.Millisecond }, b)
@@ -272,8 +288,11 @@ func TestPregreet(t *testing.T) {
 	}
 	// The connection is served once its bytes are queued: they came
 	// before any greeting.
-	for pending(nc) == 0 {
-		time.Sleep(time.Millisecond)
+	// (A kernel state with no event to wait on: polled, with a bound.)
+	for deadline := time.Now().Add(5 * time.Second); pending(nc) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's bytes never showed in the receive queue (SIOCINQ)")
+		}
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); f.srv.newConn(nc).Serve(t.Context()) }()

@@ -181,8 +181,12 @@ func TestLoopMarkerAfterQueue(t *testing.T) {
 		if filtered != (mode == BeforeQueue) {
 			t.Errorf("mode %s: filtered %v: %q", mode, filtered, d[0].msg)
 		}
-		if strings.Count(d[0].msg, "X-Mailmux-Filtered") < 1 {
-			t.Errorf("mode %s: marker lost", mode)
+		// After the queue the marker is ours and is kept as it is (not
+		// added a second time); before, it is the sender's, and ours
+		// follows it.
+		want := map[Mode]int{AfterQueue: 1, BeforeQueue: 2}[mode]
+		if n := strings.Count(d[0].msg, "X-Mailmux-Filtered: mx.test\r\n"); n != want {
+			t.Errorf("mode %s: %d loop markers, want %d: %q", mode, n, want, d[0].msg)
 		}
 	}
 }
@@ -210,5 +214,44 @@ func TestNextHopFailures(t *testing.T) {
 	}
 	if !strings.Contains(f.log.String(), "next hop refused or failed") {
 		t.Errorf("no log line")
+	}
+}
+
+// A message relayed unfiltered because it carries our loop marker says so
+// in its decision record (`pmult why`): policy loop_marker, not a bare
+// abort.
+func TestLoopMarkerDecisionRecord(t *testing.T) {
+	b := pmulttest.New("b", pmult.Caps{})
+	rec := pmult.NewRecorder(10)
+	f := startFront(t, func(s *Server) { s.Mode = AfterQueue; s.Engine.Records = rec }, b)
+	r := dialRaw(t, f.addr)
+	r.reply()
+	session(t, r, "EHLO c.example", "MAIL FROM:<a@example.org>", "RCPT TO:<x@example.com>", "DATA")
+	got := r.cmd("X-Mailmux-Filtered: mx.test\r\nSubject: again\r\n\r\nbody\r\n.")
+	qid := strings.TrimPrefix(got, "250 2.0.0 Ok: queued as ")
+	if qid == got || qid == "" {
+		t.Fatalf("no queue id in %q", got)
+	}
+	recs := rec.Find(qid)
+	if len(recs) != 1 {
+		t.Fatalf("records for %s: %+v", qid, recs)
+	}
+	want := pmult.RecPolicy{What: "loop_marker", Backend: "pmult", Stage: pmult.KindHeader, Action: "unfiltered"}
+	if len(recs[0].Policy) != 1 || recs[0].Policy[0] != want {
+		t.Errorf("policies %+v, want [%+v]", recs[0].Policy, want)
+	}
+	var w strings.Builder
+	if err := recs[0].WriteText(&w); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(w.String(), "loop_marker pmult at header: unfiltered") {
+		t.Errorf("why text:\n%s", w.String())
+	}
+	// The next message of the session, unmarked, has no such policy.
+	session(t, r, "MAIL FROM:<a@example.org>", "RCPT TO:<x@example.com>", "DATA")
+	got = r.cmd("Subject: fresh\r\n\r\nbody\r\n.")
+	qid = strings.TrimPrefix(got, "250 2.0.0 Ok: queued as ")
+	if recs := rec.Find(qid); len(recs) != 1 || len(recs[0].Policy) != 0 {
+		t.Errorf("second message %s: records %+v", qid, recs)
 	}
 }

@@ -19,8 +19,9 @@
 //   DataDeadline     30m      the whole DATA stage (a client that drips)
 //   WriteTimeout     300s     each write to the client
 //   BareLF           normalize  (smtpd_forbid_bare_newline)
-//   Pipelining       forbid unauthorised pipelining (true: 554 5.5.0 and
-//                             close, smtpd_forbid_unauth_pipelining)
+//   AllowPipelining  false: unauthorised pipelining, or talking before
+//                             the greeting, gets 554 5.5.0 and close
+//                             (smtpd_forbid_unauth_pipelining = yes)
 //   MaxConnections   0        concurrent clients (0: no limit)
 //   Quarantine       header   what a quarantine edit does (see Quarantine)
 //   QuarantineHeader X-Mailmux-Quarantine
@@ -111,11 +112,15 @@ type Server struct {
 	// Engines holds the engine new sessions use (shared with the other
 	// fronts; a reload stores a new one). nil: a Switch holding Engine.
 	Engines *pmult.Switch
-	Engine  *pmult.Engine
-	Log     *slog.Logger
+	// Engine is the engine when Engines is nil.
+	Engine *pmult.Engine
+	// Log gets the front's log lines, each naming the connection and the
+	// client (nil: discarded).
+	Log *slog.Logger
 	// NextHop gets every accepted message. Required.
 	NextHop NextHop
-	Mode    Mode
+	// Mode is where the front sits (default BeforeQueue).
+	Mode Mode
 	// Trusted are the client networks whose XCLIENT and XFORWARD are
 	// believed (and offered in EHLO); others get 550 5.7.0 for them.
 	Trusted []netip.Prefix
@@ -123,19 +128,44 @@ type Server struct {
 	// starts with a PROXY protocol v1 or v2 header.
 	Proxy map[string]bool
 
-	Hostname         string
-	MaxLine          int
-	MaxMessage       int64
-	MaxHeader        int
-	MaxRecipients    int
-	MaxErrors        int
-	CommandTimeout   time.Duration
-	DataTimeout      time.Duration
-	DataDeadline     time.Duration
-	WriteTimeout     time.Duration
-	BareLF           BareLF
-	AllowPipelining  bool // true: unauthorised pipelining is tolerated
-	MaxConnections   int
+	// Hostname is the greeting's and EHLO's name, macro j and the loop
+	// marker's value ("": os.Hostname(), else "localhost").
+	Hostname string
+	// MaxLine is the longest command line (0: DefaultMaxLine); longer:
+	// 500 5.5.2.
+	MaxLine int
+	// MaxMessage is the largest message in bytes, SIZE too (0:
+	// DefaultMaxMessage; <0: no limit); above: 552 5.3.4.
+	MaxMessage int64
+	// MaxHeader is the longest header, folded lines included (0:
+	// DefaultMaxHeader); longer: 552 5.3.4.
+	MaxHeader int
+	// MaxRecipients per message (0: DefaultMaxRecipients); more: 452 4.5.3.
+	MaxRecipients int
+	// MaxErrors is the bad commands a session may make (0:
+	// DefaultMaxErrors); then 421 4.7.0 and close.
+	MaxErrors int
+	// CommandTimeout is the wait for a command (0: DefaultCommandTimeout);
+	// then 421 4.4.2 and close.
+	CommandTimeout time.Duration
+	// DataTimeout bounds each read of the message text (0:
+	// DefaultDataTimeout), DataDeadline the whole DATA stage (0:
+	// DefaultDataDeadline), WriteTimeout each write to the client (0:
+	// DefaultWriteTimeout).
+	DataTimeout  time.Duration
+	DataDeadline time.Duration
+	WriteTimeout time.Duration
+	// BareLF is the policy for lines ending in LF alone (default
+	// BareLFNormalize).
+	BareLF BareLF
+	// AllowPipelining tolerates unauthorised pipelining and talking
+	// before the greeting (default false: 554 5.5.0 and close).
+	AllowPipelining bool
+	// MaxConnections bounds the clients served at once (0: no limit).
+	MaxConnections int
+	// Quarantine is what a quarantine edit does (default
+	// QuarantineHeader), QuarantineHeader the header it adds ("":
+	// DefaultQuarantineHeader).
 	Quarantine       Quarantine
 	QuarantineHeader string
 	// LoopMarker is the header added to relayed messages, value Hostname

@@ -17,11 +17,10 @@ import (
 
 // sink is a go-smtp next hop that keeps what it receives.
 type sink struct {
-	mu       sync.Mutex
-	msgs     []sinkMsg
-	refuse   map[string]bool
-	addr     string
-	xforward []string
+	mu     sync.Mutex
+	msgs   []sinkMsg
+	refuse map[string]bool
+	addr   string
 }
 
 type sinkMsg struct {

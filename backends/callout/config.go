@@ -109,7 +109,6 @@ type Settings struct {
 	TagMacro     string // "" none
 	RcptTagMacro string // "" none
 	Skip         Skip
-	hostKeys     [2]string // probe_host / recipient_host value, for Validate
 	modeNames    [2]string
 	cacheFileSet bool
 }

@@ -11,6 +11,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 
 	"github.com/mailmux/mailmux/config"
@@ -28,16 +29,19 @@ func hostPort(a config.Address) (host, port string) {
 	return strings.Trim(a.Addr[:i], "[]"), a.Addr[i+1:]
 }
 
-// trustedList is [smtp] trusted for Postfix's mynetworks-style lists.
-func trustedList(s *config.Smtp) string {
-	if len(s.TrustedNets) == 0 {
-		return "127.0.0.0/8"
+// reinjectNets is the reinjection smtpd's mynetworks and
+// smtpd_authorized_xforward_hosts: loopback, and a next hop on a
+// non-loopback address, which pmult on the same host connects from. (A
+// pmult on another host connects from its own address: the output says
+// to add it.) Comma-separated: a master.cf -o value has no spaces.
+func reinjectNets(s *config.Smtp) string {
+	nets := "127.0.0.0/8"
+	if h, _ := hostPort(s.NextHopAddr); h != "" {
+		if a, err := netip.ParseAddr(h); err == nil && !a.Unmap().IsLoopback() {
+			nets += "," + netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()).String()
+		}
 	}
-	var out []string
-	for _, p := range s.TrustedNets {
-		out = append(out, p.String())
-	}
-	return strings.Join(out, " ")
+	return nets
 }
 
 // smtpPostfix prints the Postfix side of the SMTP front.
@@ -79,6 +83,10 @@ func smtpPostfix(cfg *config.Config, w io.Writer) {
 		// end of data includes the backends and the next hop.
 		fmt.Fprintf(w, "  -o smtpd_proxy_timeout=%ds\n", int(s.NextHopDataTimeout.Seconds())+60)
 	}
+	nets := reinjectNets(s)
+	if nets != "127.0.0.0/8" {
+		fmt.Fprintln(w, "# the reinjection service trusts pmult's address; pmult on another host: add its address to mynetworks and smtpd_authorized_xforward_hosts")
+	}
 	if s.NextHopAddr.Network == "unix" {
 		fmt.Fprintf(w, "%s unix n    -       n       -       -       smtpd\n", s.NextHopAddr.Addr)
 	} else {
@@ -93,8 +101,8 @@ func smtpPostfix(cfg *config.Config, w io.Writer) {
 	fmt.Fprintln(w, "  -o smtpd_relay_restrictions=")
 	fmt.Fprintln(w, "  -o smtpd_recipient_restrictions=permit_mynetworks,reject")
 	fmt.Fprintln(w, "  -o smtpd_data_restrictions=")
-	fmt.Fprintln(w, "  -o mynetworks=127.0.0.0/8")
-	fmt.Fprintln(w, "  -o smtpd_authorized_xforward_hosts=127.0.0.0/8")
+	fmt.Fprintf(w, "  -o mynetworks=%s\n", nets)
+	fmt.Fprintf(w, "  -o smtpd_authorized_xforward_hosts=%s\n", nets)
 	if s.LMTP {
 		fmt.Fprintln(w, "# [smtp] lmtp = true: the next hop must speak LMTP (a Postfix smtpd does not); set lmtp = false")
 	}

@@ -145,6 +145,19 @@ func TestMTAConfigSMTPFront(t *testing.T) {
 			t.Errorf("%s %s: milter lines for an SMTP-only pmult:\n%s", tc.mta, tc.mode, out.String())
 		}
 	}
+	// A next hop on a non-loopback address: pmult connects to it from
+	// that address, which the reinjection smtpd must trust (relaying and
+	// XFORWARD), else it refuses every relayed recipient.
+	os.WriteFile(cfg, []byte("[milter]\nlisten = []\n[smtp]\nlisten = [\"inet:192.0.2.7:10025\"]\nnext_hop = \"inet:192.0.2.7:10026\"\ntrusted = [\"192.0.2.7\"]\n"), 0o644)
+	var mc bytes.Buffer
+	if code := run([]string{"mta-config", "postfix", "-c", cfg}, &mc, io.Discard); code != 0 {
+		t.Fatalf("mta-config postfix, next hop 192.0.2.7: exit %d", code)
+	}
+	for _, w := range []string{"  -o mynetworks=127.0.0.0/8,192.0.2.7/32\n", "  -o smtpd_authorized_xforward_hosts=127.0.0.0/8,192.0.2.7/32\n"} {
+		if !strings.Contains(mc.String(), w) {
+			t.Errorf("next hop 192.0.2.7: output lacks %q:\n%s", w, mc.String())
+		}
+	}
 	var out, errb bytes.Buffer
 	os.WriteFile(cfg, []byte("[milter]\nlisten = []\n[smtp]\nlisten = [\"in=inet:127.0.0.1:10025\"]\nnext_hop = \"inet:127.0.0.1:10026\"\n"), 0o644)
 	if code := run([]string{"check", "-c", cfg}, &out, &errb); code != 0 {

@@ -259,21 +259,7 @@ func (ex *Exim) Log() string {
 // Send runs swaks against Addr (Port), with the defaults of Postfix.Send.
 func (ex *Exim) Send(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	swaks := mustTool(t, "swaks")
-	full := []string{"--server", ex.Addr(), "--timeout", "60"}
-	if !hasFlag(args, "--from", "-f") {
-		full = append(full, "--from", "sender@example.org")
-	}
-	if !hasFlag(args, "--to", "-t") {
-		full = append(full, "--to", "rcpt@example.com")
-	}
-	full = append(full, args...)
-	r := runCmd(120*time.Second, "", swaks, full...)
-	out := r.stdout + r.stderr
-	if r.err != nil {
-		return out, fmt.Errorf("swaks %s: %v (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
-	}
-	return out, nil
+	return swaks(t, ex.Addr(), 120*time.Second, args)
 }
 
 // Queued returns the ids of the messages in Exim's queue (spool/input/*-H).
@@ -408,15 +394,15 @@ func prepareExim() (string, error) {
 		return root, nil
 	}
 	if err := os.MkdirAll(EximCacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("cache %s: %v (sh %s prepares it as root)", EximCacheDir, err, InstallScript)
+		return "", fmt.Errorf("cache %s: %w (sh %s prepares it as root)", EximCacheDir, err, InstallScript)
 	}
 	lock, err := os.OpenFile(filepath.Join(EximCacheDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return "", fmt.Errorf("cache lock: %v", err)
+		return "", fmt.Errorf("cache lock: %w", err)
 	}
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("cache lock: %v", err)
+		return "", fmt.Errorf("cache lock: %w", err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if root := readyEximRoot(); root != "" {
@@ -424,11 +410,11 @@ func prepareExim() (string, error) {
 	}
 	aptGet, err := ToolPath("apt-get")
 	if err != nil {
-		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %v", EximCacheDir, err)
+		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %w", EximCacheDir, err)
 	}
 	dpkg, err := ToolPath("dpkg")
 	if err != nil {
-		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %v", EximCacheDir, err)
+		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %w", EximCacheDir, err)
 	}
 	tmp, err := os.MkdirTemp(EximCacheDir, ".fetch-")
 	if err != nil {
@@ -438,7 +424,7 @@ func prepareExim() (string, error) {
 	dl := exec.Command(aptGet, "download", "-q", "-o", "APT::Sandbox::User=root", eximPackage)
 	dl.Dir = tmp
 	if out, err := runWithTimeout(dl, 5*time.Minute); err != nil {
-		return "", fmt.Errorf("no Exim in %s, and apt-get download %s failed: %v\n%s\n(run sh %s as root; it runs apt-get update first)",
+		return "", fmt.Errorf("no Exim in %s, and apt-get download %s failed: %w\n%s\n(run sh %s as root; it runs apt-get update first)",
 			EximCacheDir, eximPackage, err, out, InstallScript)
 	}
 	debs, _ := filepath.Glob(filepath.Join(tmp, eximPackage+"_*.deb"))
@@ -451,10 +437,10 @@ func prepareExim() (string, error) {
 	}
 	root := filepath.Join(tmp, "root")
 	if out, err := runWithTimeout(exec.Command(dpkg, "-x", debs[0], root), time.Minute); err != nil {
-		return "", fmt.Errorf("dpkg -x %s: %v\n%s", debs[0], err, out)
+		return "", fmt.Errorf("dpkg -x %s: %w\n%s", debs[0], err, out)
 	}
 	if _, err := os.Stat(filepath.Join(root, eximBinRel)); err != nil {
-		return "", fmt.Errorf("unpacked %s has no %s: %v", eximPackage, eximBinRel, err)
+		return "", fmt.Errorf("unpacked %s has no %s: %w", eximPackage, eximBinRel, err)
 	}
 	if err := os.WriteFile(filepath.Join(root, "READY"), []byte(filepath.Base(debs[0])+"\n"), 0o644); err != nil {
 		return "", err

@@ -333,21 +333,7 @@ func (pf *Postfix) Stop() { pf.master.Stop() }
 // when the server rejects the message or a recipient.
 func (pf *Postfix) Send(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	swaks := mustTool(t, "swaks")
-	full := []string{"--server", pf.Addr(), "--timeout", "60"}
-	if !hasFlag(args, "--from", "-f") {
-		full = append(full, "--from", "sender@example.org")
-	}
-	if !hasFlag(args, "--to", "-t") {
-		full = append(full, "--to", "rcpt@example.com")
-	}
-	full = append(full, args...)
-	r := runCmd(90*time.Second, "", swaks, full...)
-	out := r.stdout + r.stderr
-	if r.err != nil {
-		return out, fmt.Errorf("swaks %s: %v (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
-	}
-	return out, nil
+	return swaks(t, pf.Addr(), 90*time.Second, args)
 }
 
 func hasFlag(args []string, names ...string) bool {

@@ -104,19 +104,5 @@ func (pf *Postfix) SendVia(t testing.TB, name string, args ...string) (string, e
 		t.Fatalf("realpeer: postfix: SendVia with --server")
 	}
 	addr := pf.ServiceAddr(t, name)
-	swaks := mustTool(t, "swaks")
-	full := []string{"--server", addr, "--timeout", "60"}
-	if !hasFlag(args, "--from", "-f") {
-		full = append(full, "--from", "sender@example.org")
-	}
-	if !hasFlag(args, "--to", "-t") {
-		full = append(full, "--to", "rcpt@example.com")
-	}
-	full = append(full, args...)
-	r := runCmd(90*time.Second, "", swaks, full...)
-	out := r.stdout + r.stderr
-	if r.err != nil {
-		return out, fmt.Errorf("swaks %s: %v (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
-	}
-	return out, nil
+	return swaks(t, addr, 90*time.Second, args)
 }

@@ -264,21 +264,7 @@ func (sm *Sendmail) Log() string {
 // 250 after writing the qf file).
 func (sm *Sendmail) Send(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	swaks := mustTool(t, "swaks")
-	full := []string{"--server", sm.Addr(), "--timeout", "60"}
-	if !hasFlag(args, "--from", "-f") {
-		full = append(full, "--from", "sender@example.org")
-	}
-	if !hasFlag(args, "--to", "-t") {
-		full = append(full, "--to", "rcpt@example.com")
-	}
-	full = append(full, args...)
-	r := runCmd(90*time.Second, "", swaks, full...)
-	out := r.stdout + r.stderr
-	if r.err != nil {
-		return out, fmt.Errorf("swaks %s: %v (exit %d)", strings.Join(full, " "), r.err, r.exitCode)
-	}
-	return out, nil
+	return swaks(t, sm.Addr(), 90*time.Second, args)
 }
 
 // Queued returns every message in the queue directory, in the order the

@@ -59,7 +59,7 @@ type Options struct {
 // Run serves until ctx is done (SIGTERM: open sessions get
 // ShutdownTimeout to finish) or a listener fails, and returns the exit
 // status. A reload builds a new engine from Load and stores it in the
-// Switch both front ends share: new sessions use it, open ones finish on
+// Switch the front ends share: new sessions use it, open ones finish on
 // theirs, and counters (owned here, keyed by backend name) go on, as do
 // the callout backends' open caches (owned here, one per location).
 // Listen addresses, [smtp], progress_interval, [mta_macros], user, group and the
@@ -242,7 +242,11 @@ loop:
 				smtp.FlushNextHop(ssrv.NextHop) // idle next-hop connections: new ones from now on
 			}
 		case <-ctx.Done():
-			log.Info("shutting down: letting open sessions finish", "sessions", srv.ActiveSessions(),
+			open := srv.ActiveSessions() + msrv.ActiveSessions()
+			if ssrv != nil {
+				open += ssrv.ActiveSessions()
+			}
+			log.Info("shutting down: letting open sessions finish", "sessions", open,
 				"deadline", cfg.ShutdownTimeout.Duration.String())
 			break loop
 		case err := <-errc:

@@ -21,7 +21,7 @@ func smtpFront(cfg *config.Config, engines *pmult.Switch, log *slog.Logger) (*sm
 	if len(sc.ListenAddrs) == 0 {
 		return nil, nil
 	}
-	r, err := relay.New(sc.Relay(), log.With("front", "smtp"))
+	r, err := relay.New(relayConfig(sc), log.With("front", "smtp"))
 	if err != nil {
 		return nil, fmt.Errorf("smtp: %w", err)
 	}
@@ -79,4 +79,22 @@ func smtpFront(cfg *config.Config, engines *pmult.Switch, log *slog.Logger) (*sm
 // smtpChanged reports whether [smtp] changed (applied at restart only).
 func smtpChanged(old, new *config.Config) bool {
 	return !reflect.DeepEqual(old.Smtp, new.Smtp)
+}
+
+// relayConfig is the next hop's relay.Config from [smtp].
+func relayConfig(sc *config.Smtp) relay.Config {
+	return relay.Config{
+		Address:        sc.NextHopAddr.String(),
+		LMTP:           sc.LMTP,
+		HeloName:       sc.HeloName,
+		ConnectTimeout: sc.NextHopConnectTimeout.Duration,
+		CommandTimeout: sc.NextHopCommandTimeout.Duration,
+		DataTimeout:    sc.NextHopDataTimeout.Duration,
+		XForward:       sc.XForward,
+		Cache:          sc.NextHopCache,
+		CacheSize:      sc.NextHopCacheSize,
+		ReuseLimit:     sc.NextHopReuseLimit,
+		ReuseTime:      sc.NextHopReuseTime.Duration,
+		IdleTimeout:    sc.NextHopIdle.Duration,
+	}
 }

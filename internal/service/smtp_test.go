@@ -4,11 +4,13 @@
 package service
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/mailmux/mailmux/adapters/smtp"
+	"github.com/mailmux/mailmux/adapters/smtp/relay"
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/pmult"
 )
@@ -61,5 +63,62 @@ next_hop = "inet:127.0.0.1:10026"
 	}
 	if !smtpChanged(parseSmtpConfig(t, base), parseSmtpConfig(t, base+"max_recipients = 5\n")) {
 		t.Error("changed [smtp] not reported")
+	}
+}
+
+func TestSmtpRelayConfig(t *testing.T) {
+	cfg := parseSmtpConfig(t, `
+[smtp]
+listen = ["inet:127.0.0.1:10025"]
+next_hop = "inet:127.0.0.1:10026"
+lmtp = true
+helo_name = "filter.example"
+next_hop_data_timeout = "2m"
+`)
+	rc := relayConfig(&cfg.Smtp)
+	if rc.Address != cfg.Smtp.NextHopAddr.String() || !rc.LMTP || rc.HeloName != "filter.example" || !rc.XForward ||
+		rc.DataTimeout != 2*time.Minute || rc.ConnectTimeout != config.DefaultSMTPConnectTimeout ||
+		rc.CommandTimeout != config.DefaultSMTPCommandTimeout {
+		t.Errorf("relay config %+v", rc)
+	}
+}
+
+// [smtp]'s defaults (config, plain data) are the front's own
+// (adapters/smtp): one set of numbers, held equal here, where both are
+// imported.
+func TestSmtpDefaultsAgree(t *testing.T) {
+	for _, c := range []struct {
+		key       string
+		cfg, smtp any
+	}{
+		{"max_message", config.DefaultSMTPMaxMessage, smtp.DefaultMaxMessage},
+		{"max_header", config.DefaultSMTPMaxHeader, smtp.DefaultMaxHeader},
+		{"max_recipients", config.DefaultSMTPMaxRecipients, smtp.DefaultMaxRecipients},
+		{"max_line", config.DefaultSMTPMaxLine, smtp.DefaultMaxLine},
+		{"max_errors", config.DefaultSMTPMaxErrors, smtp.DefaultMaxErrors},
+		{"timeout", config.DefaultSMTPTimeout, smtp.DefaultCommandTimeout},
+		{"timeout (writes)", config.DefaultSMTPTimeout, smtp.DefaultWriteTimeout},
+		{"data_timeout", config.DefaultSMTPDataTimeout, smtp.DefaultDataTimeout},
+		{"data_deadline", config.DefaultSMTPDataDeadline, smtp.DefaultDataDeadline},
+		{"quarantine_header", config.DefaultSMTPQuarantineHeader, smtp.DefaultQuarantineHeader},
+		{"loop_marker", config.DefaultSMTPLoopMarker, smtp.DefaultLoopMarker},
+		{"next_hop_cache_size", config.DefaultSMTPHopCacheSize, relay.DefaultCacheSize},
+		{"next_hop_reuse_time", config.DefaultSMTPHopReuseTime, relay.DefaultReuseTime},
+		{"next_hop_idle", config.DefaultSMTPHopIdle, relay.DefaultIdleTimeout},
+	} {
+		if fmt.Sprint(c.cfg) != fmt.Sprint(c.smtp) {
+			t.Errorf("%s: config default %v, adapters/smtp default %v", c.key, c.cfg, c.smtp)
+		}
+	}
+	// And a Server built from an empty [smtp] (listen and next_hop only)
+	// has the front's defaults where it matters.
+	srv, err := smtpFront(parseSmtpConfig(t, "[smtp]\nlisten = [\"inet:127.0.0.1:10025\"]\nnext_hop = \"inet:127.0.0.1:10026\"\n"),
+		pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.MaxMessage != smtp.DefaultMaxMessage || srv.MaxLine != smtp.DefaultMaxLine || srv.CommandTimeout != smtp.DefaultCommandTimeout ||
+		srv.AllowPipelining || srv.Mode != smtp.BeforeQueue {
+		t.Errorf("defaults: %+v", srv)
 	}
 }

@@ -1,7 +1,8 @@
 // Package pmulttest provides utilities for testing code that uses the
 // engine, as net/http/httptest does for handlers: Backend, an in-memory
 // backend whose sessions record the events they get and answer from a
-// script, and Harness, one engine session driven event by event.
+// script, Harness, one engine session driven event by event, and
+// NoLeaks, the goroutine-leak check (leaks.go).
 //
 // It imports pmult only (and the standard library).
 package pmulttest
