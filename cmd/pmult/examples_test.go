@@ -27,19 +27,24 @@ func TestExamplesCheck(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples: %v", err)
 	}
-	seen := false
+	// required are examples other tests read too: they must be checked here.
+	required := map[string]bool{"conditions.toml": false, "smtp-before-queue.toml": false, "smtp-after-queue.toml": false}
 	for _, f := range files {
 		if _, skip := notPmult[filepath.Base(f)]; skip {
 			continue
 		}
-		seen = seen || filepath.Base(f) == "conditions.toml"
+		if _, ok := required[filepath.Base(f)]; ok {
+			required[filepath.Base(f)] = true
+		}
 		var out, errb bytes.Buffer
 		if code := run([]string{"check", "-c", f}, &out, &errb); code != 0 || !strings.Contains(out.String(), ": OK (") {
 			t.Errorf("pmult check %s: exit %d\n%s%s", f, code, out.String(), errb.String())
 		}
 	}
-	if !seen {
-		t.Error("examples/conditions.toml is missing")
+	for name, seen := range required {
+		if !seen {
+			t.Errorf("examples/%s is missing", name)
+		}
 	}
 }
 

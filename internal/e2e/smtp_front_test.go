@@ -288,7 +288,7 @@ func TestSMTPFrontBigMessage(t *testing.T) {
 // Exim's queue, to be delivered when the next hop is back.
 func TestSMTPFrontEximAfterQueue(t *testing.T) {
 	t.Parallel()
-	realpeer.Require(t, "swaks", "pymilter")
+	realpeer.Require(t, "swaks", "pymilter", "exim")
 	specA, logA := realpeer.StartPyMilter(t, realpeer.PyPlan{
 		EOMActions: []realpeer.PyAction{
 			{Op: "addheader", Name: "X-A", Value: "added by A"},

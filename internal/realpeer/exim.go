@@ -80,10 +80,10 @@ type Exim struct {
 // ones start in a few milliseconds.
 func StartExim(t testing.TB, opt EximOptions) *Exim {
 	t.Helper()
-	Require(t, "unshare")
+	Require(t, "exim") // the failure says what to install
 	root, err := eximRoot()
 	if err != nil {
-		t.Fatalf("realpeer: exim: %v", err)
+		t.Fatalf("realpeer: exim: %v\nPrepare it (as root) with: sh %s", err, InstallScript)
 	}
 	dir := Dir(t)
 	ex := &Exim{Dir: dir, Port: FreePort(t), ReturnPort: opt.ReturnPort, Root: root, seen: map[string]bool{}}
@@ -375,13 +375,13 @@ var (
 // process; concurrent test processes serialize on a lock file).
 func eximRoot() (string, error) {
 	exOnce.Do(func() {
-		exRoot, exErr = prepareExim()
+		exRoot, exErr = prepareExim(EximCacheDir)
 	})
 	return exRoot, exErr
 }
 
-func readyEximRoot() string {
-	ready, _ := filepath.Glob(filepath.Join(EximCacheDir, "*", "READY"))
+func readyEximRoot(cache string) string {
+	ready, _ := filepath.Glob(filepath.Join(cache, "*", "READY"))
 	sort.Strings(ready)
 	if len(ready) == 0 {
 		return ""
@@ -389,14 +389,16 @@ func readyEximRoot() string {
 	return filepath.Dir(ready[len(ready)-1])
 }
 
-func prepareExim() (string, error) {
-	if root := readyEximRoot(); root != "" {
+// prepareExim returns the newest ready unpacked package in cache, else
+// downloads and unpacks it there (under cache/.lock).
+func prepareExim(cache string) (string, error) {
+	if root := readyEximRoot(cache); root != "" {
 		return root, nil
 	}
-	if err := os.MkdirAll(EximCacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("cache %s: %w (sh %s prepares it as root)", EximCacheDir, err, InstallScript)
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", fmt.Errorf("cache %s: %w (sh %s prepares it as root)", cache, err, InstallScript)
 	}
-	lock, err := os.OpenFile(filepath.Join(EximCacheDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(filepath.Join(cache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("cache lock: %w", err)
 	}
@@ -405,18 +407,18 @@ func prepareExim() (string, error) {
 		return "", fmt.Errorf("cache lock: %w", err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if root := readyEximRoot(); root != "" {
+	if root := readyEximRoot(cache); root != "" {
 		return root, nil
 	}
 	aptGet, err := ToolPath("apt-get")
 	if err != nil {
-		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %w", EximCacheDir, err)
+		return "", fmt.Errorf("no Exim in %s and cannot fetch %s: %w (sh %s prepares it as root)", cache, eximPackage, err, InstallScript)
 	}
 	dpkg, err := ToolPath("dpkg")
 	if err != nil {
-		return "", fmt.Errorf("no Exim in %s and cannot fetch it: %w", EximCacheDir, err)
+		return "", fmt.Errorf("no Exim in %s and cannot fetch %s: %w (sh %s prepares it as root)", cache, eximPackage, err, InstallScript)
 	}
-	tmp, err := os.MkdirTemp(EximCacheDir, ".fetch-")
+	tmp, err := os.MkdirTemp(cache, ".fetch-")
 	if err != nil {
 		return "", err
 	}
@@ -425,7 +427,7 @@ func prepareExim() (string, error) {
 	dl.Dir = tmp
 	if out, err := runWithTimeout(dl, 5*time.Minute); err != nil {
 		return "", fmt.Errorf("no Exim in %s, and apt-get download %s failed: %w\n%s\n(run sh %s as root; it runs apt-get update first)",
-			EximCacheDir, eximPackage, err, out, InstallScript)
+			cache, eximPackage, err, out, InstallScript)
 	}
 	debs, _ := filepath.Glob(filepath.Join(tmp, eximPackage+"_*.deb"))
 	if len(debs) != 1 {
@@ -445,7 +447,7 @@ func prepareExim() (string, error) {
 	if err := os.WriteFile(filepath.Join(root, "READY"), []byte(filepath.Base(debs[0])+"\n"), 0o644); err != nil {
 		return "", err
 	}
-	final := filepath.Join(EximCacheDir, strings.ReplaceAll(version, "/", "_"))
+	final := filepath.Join(cache, strings.ReplaceAll(version, "/", "_"))
 	os.RemoveAll(final)
 	if err := os.Rename(root, final); err != nil {
 		return "", err

@@ -22,8 +22,9 @@ const PythonPath = "/usr/bin/python3"
 const InstallScript = "scripts/install-test-deps.sh"
 
 // knownTools maps a tool name accepted by Require to the executables it
-// needs. "pymilter" (an import check) and "sendmail" (the private copy in
-// SendmailCacheDir, fetched when missing) are special-cased.
+// needs. "pymilter" (an import check), "sendmail" (the private copy in
+// SendmailCacheDir, fetched when missing) and "exim" (the private copy in
+// EximCacheDir, fetched when missing, and unshare) are special-cased.
 var knownTools = map[string][]string{
 	"postfix":         {"postfix", "postqueue", "postconf", "/usr/lib/postfix/sbin/master"},
 	"swaks":           {"swaks"},
@@ -38,7 +39,7 @@ var knownTools = map[string][]string{
 
 // AllTools lists every tool name Require accepts besides plain executables.
 var AllTools = []string{"postfix", "swaks", "mailfromd", "mtasim", "calloutd",
-	"pymilter", "opendkim", "opendkim-genkey", "redis-server", "smtp-source", "sendmail"}
+	"pymilter", "opendkim", "opendkim-genkey", "redis-server", "smtp-source", "sendmail", "exim"}
 
 var (
 	pyOnce sync.Once
@@ -99,6 +100,13 @@ func checkTool(name string) error {
 		_, err := sendmailRoot()
 		return err
 	}
+	if name == "exim" {
+		if _, err := eximRoot(); err != nil {
+			return eximProblem(EximCacheDir, err)
+		}
+		_, err := ToolPath("unshare") // StartExim runs it in a mount namespace of its own
+		return err
+	}
 	exes, ok := knownTools[name]
 	if !ok {
 		exes = []string{name}
@@ -111,6 +119,11 @@ func checkTool(name string) error {
 	return nil
 }
 
+// eximProblem says what is wrong with the private Exim in cache.
+func eximProblem(cache string, err error) error {
+	return fmt.Errorf("no usable private Exim (Debian's %s, unpacked in %s): %w", eximPackage, cache, err)
+}
+
 // Require fails the test (t.Fatalf, never Skip) unless every named tool is
 // installed. Names: "postfix" (with postqueue, postconf and the master
 // daemon), "swaks", "mailfromd", "mtasim", "calloutd", "pymilter" (Debian's
@@ -118,8 +131,11 @@ func checkTool(name string) error {
 // "redis-server", "smtp-source", "sendmail" (a private Sendmail 8.17 in
 // SendmailCacheDir that runs: unpacked from Debian's packages, downloaded
 // with apt-get the first time; the system's /usr/sbin/sendmail is
-// Postfix's), or any other executable name. With no
-// names it checks all of AllTools.
+// Postfix's), "exim" (a private Exim 4 in EximCacheDir, unpacked from
+// Debian's exim4-daemon-light, downloaded with apt-get the first time, and
+// unshare to run it), or any other executable name. With no names it
+// checks all of AllTools. The failure names InstallScript, which prepares
+// all of them.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
 	if len(tools) == 0 {
