@@ -190,3 +190,38 @@ quit
 		t.Errorf("pmult exited: %v", p.ExitErr())
 	}
 }
+
+// TestPerfPostfixGetsContentNR: with the default configuration and a
+// backend that answers headers, EOH and body chunks, pmult still lets
+// Postfix off those replies: it grants NR_HDR, NR_EOH and NR_BODY.
+func TestPerfPostfixGetsContentNR(t *testing.T) {
+	t.Parallel()
+	realpeer.Require(t, "postfix", "swaks", "pymilter")
+	specP, _ := realpeer.StartPyMilter(t, realpeer.PyPlan{})
+	spec, p := startPmult(t, "", backend{"py", specP, ""})
+	logPmultOnFailure(t, p)
+	pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(spec)})
+	if out, err := pf.Send(t, "--from", "a@example.org", "--to", "b@example.com"); err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	pf.WaitDelivered(t, 1, 30*time.Second)
+	var granted string
+	for _, line := range strings.Split(p.Output(), "\n") {
+		if strings.Contains(line, "msg=negotiated") {
+			if _, after, ok := strings.Cut(line, " protocol="); ok {
+				granted, _, _ = strings.Cut(after, " ")
+			}
+		}
+	}
+	var prot uint32
+	if _, err := fmt.Sscanf(granted, "0x%x", &prot); err != nil {
+		t.Fatalf("no negotiated protocol in pmult's log (%q): %v", granted, err)
+	}
+	content := uint32(mp.ProtoNRHeader | mp.ProtoNREOH | mp.ProtoNRBody)
+	if prot&content != content {
+		t.Errorf("pmult granted Postfix protocol 0x%x: content NR bits 0x%x, want 0x%x", prot, prot&content, content)
+	}
+	if !strings.Contains(p.Output(), `deferred_to_eom=true why="defer_content = auto"`) {
+		t.Errorf("pmult did not log that it defers Postfix's content replies")
+	}
+}
