@@ -69,6 +69,7 @@ type Server struct {
 	DeferContent DeferContent
 
 	once   sync.Once
+	bufs   mp.BufPool // the packet buffers of connections at work
 	cs     connserve.Server
 	nextID atomic.Uint64
 }
@@ -113,8 +114,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	// No allocation per packet: a packet's data lives until the next one
 	// is read, and nothing keeps it (parsed strings are copies; a body
 	// chunk is copied by the spool and by each backend's write before the
-	// engine returns).
-	c.r.Reuse()
+	// engine returns). The buffer goes back to the server's pool while
+	// the connection waits for the MTA's next command.
+	c.r.ReuseFrom(&s.bufs)
 	c.log = s.Log.With("session", id, "mta", connserve.PeerName(nc))
 	return c
 }
