@@ -759,11 +759,12 @@ func join(parts [][]byte, n int) []byte {
 // Close implements pmult.BackendSession: QUIT and close.
 func (s *session) Close() error {
 	s.stop()
-	s.r.Release()
-	s.dropBuf(s.wbuf)
 	if s.b.release(s) {
 		return nil
 	}
+	// Not given back to the pool here: the engine may close a session
+	// whose last call has not returned yet (engine.go: "it may be hung"),
+	// and its buffers then go with it.
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
 	return s.conn.Close()
