@@ -221,7 +221,7 @@ type Config struct {
 //	listen = ["inet:127.0.0.1:7357"]  # default; old spelling: top-level listen
 //	max_connections = 0               # concurrent MTA connections (0: no limit); old: top-level max_sessions
 //	max_packet = 1048576              # bytes of packet data from the MTA; old: top-level max_packet
-//	defer_content = true              # the MTA need not wait for replies to headers, EOH, body chunks
+//	defer_content = "auto"            # the MTA need not wait for replies to headers, EOH, body chunks (true, false, "auto")
 type Milter struct {
 	// Listen holds the addresses the MTA connects to, in any dialect
 	// ParseAddress accepts, each optionally named: "inbound=inet:...". Default [DefaultListen]; an empty array is
@@ -234,13 +234,15 @@ type Milter struct {
 	// MaxPacket is the largest milter packet data, in bytes, accepted from
 	// the MTA. Default 1 MiB, at least MinPacket.
 	MaxPacket int `toml:"max_packet"`
-	// DeferContent (default true) lets the MTA not wait for the replies
-	// to headers, EOH and body chunks (NR_HDR, NR_EOH, NR_BODY, where it
-	// offers them) even when backends answer them: a verdict given there
-	// reaches the MTA at end of message, where Postfix and Sendmail act on
-	// it anyway. false: for an MTA that offers those flags but waits for
-	// the replies regardless (mailfromd's mtasim).
-	DeferContent bool `toml:"defer_content"`
+	// DeferContent lets the MTA not wait for the replies to headers, EOH
+	// and body chunks (NR_HDR, NR_EOH, NR_BODY, where it offers them)
+	// even when backends answer them: a verdict given there reaches the
+	// MTA at end of message, where Postfix and Sendmail act on it anyway.
+	// "auto" (default, [DeferContentAuto]): so for every MTA except one
+	// whose offer is known to wait for those replies regardless
+	// (mailfromd's mtasim); true ([DeferContentOn]): for every MTA;
+	// false ([DeferContentOff]): never.
+	DeferContent DeferContent `toml:"defer_content"`
 
 	// ListenAddrs are the parsed Listen addresses.
 	ListenAddrs []Address `toml:"-"`
@@ -248,6 +250,31 @@ type Milter struct {
 	// "name=address" (name: a letter, then letters, digits, - or _)
 	// names its listener, for [macros.listener.NAME] and {listener}.
 	ListenNames []string `toml:"-"`
+}
+
+// DeferContent is [milter] defer_content.
+type DeferContent int
+
+const (
+	// DeferContentAuto lets the MTA off the content replies unless its
+	// offer is one known to wait for them anyway (mailfromd's mtasim).
+	DeferContentAuto DeferContent = iota
+	// DeferContentOn lets every MTA off them (defer_content = true).
+	DeferContentOn
+	// DeferContentOff keeps every MTA waiting for them where a backend
+	// answers them (defer_content = false).
+	DeferContentOff
+)
+
+// String is the TOML spelling: "auto", "true" or "false".
+func (d DeferContent) String() string {
+	switch d {
+	case DeferContentOn:
+		return "true"
+	case DeferContentOff:
+		return "false"
+	}
+	return "auto"
 }
 
 // Backend is one [[backend]] table. Config reads the keys every backend
@@ -609,6 +636,28 @@ func (s scope) boolean(field string, val any) bool {
 	return check(s, func(c *syntax.Checker) bool { return c.Bool(field, val) })
 }
 
+// deferContent returns defer_content: true, false or "auto" (any case),
+// [DeferContentAuto] when absent or wrong.
+func (s scope) deferContent(field string, val any) DeferContent {
+	return check(s, func(c *syntax.Checker) DeferContent {
+		switch x := val.(type) {
+		case nil:
+			return DeferContentAuto
+		case bool:
+			if x {
+				return DeferContentOn
+			}
+			return DeferContentOff
+		case string:
+			if strings.EqualFold(strings.TrimSpace(x), "auto") {
+				return DeferContentAuto
+			}
+		}
+		c.Fail(field, syntax.WantErr(`true, false or "auto"`, val))
+		return DeferContentAuto
+	})
+}
+
 // timeout returns a positive duration, def when absent or wrong.
 func (s scope) timeout(field string, val any, def time.Duration) Duration {
 	return check(s, func(c *syntax.Checker) Duration { return c.Timeout(field, val, def) })
@@ -629,7 +678,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	front.MaxConnections = top.integer(f, val, 0, 0, math.MaxInt)
 	f, val = v.renamedKey("max_packet", raw.MaxPacket, "max_packet", rm.MaxPacket)
 	front.MaxPacket = top.integer(f, val, DefaultMaxPacket, MinPacket, math.MaxInt)
-	front.DeferContent = rm.DeferContent == nil || top.boolean("milter.defer_content", rm.DeferContent)
+	front.DeferContent = top.deferContent("milter.defer_content", rm.DeferContent)
 	cfg := &Config{
 		Milter:           front,
 		PIDFile:          pidfile,

@@ -67,7 +67,7 @@ func checkExample(t *testing.T, file string, cfg *Config) {
 			Listen:         []string{"inet:127.0.0.1:7357", "unix:/run/pmult/pmult.sock"},
 			MaxConnections: 0,
 			MaxPacket:      1 << 20,
-			DeferContent:   true,
+			DeferContent:   DeferContentAuto,
 			ListenAddrs: []Address{
 				{Network: "tcp", Addr: "127.0.0.1:7357", Raw: "inet:127.0.0.1:7357"},
 				{Network: "unix", Addr: "/run/pmult/pmult.sock", Raw: "unix:/run/pmult/pmult.sock"},
@@ -180,8 +180,8 @@ func TestDefaults(t *testing.T) {
 			len(m.ListenAddrs) != 1 || m.ListenAddrs[0].Network != "tcp" || m.ListenAddrs[0].Addr != "127.0.0.1:7357" {
 			t.Errorf("%s: listen %v %v", name, m.Listen, m.ListenAddrs)
 		}
-		if !m.DeferContent {
-			t.Errorf("%s: milter.defer_content false, want true by default", name)
+		if m.DeferContent != DeferContentAuto {
+			t.Errorf("%s: milter.defer_content %v, want auto by default", name, m.DeferContent)
 		}
 		if m.MaxPacket != DefaultMaxPacket || cfg.MaxBackendPacket != DefaultMaxBackendPacket ||
 			cfg.MaxMessage != 0 || m.MaxConnections != 0 ||
@@ -605,13 +605,14 @@ func TestMetricsPprofKey(t *testing.T) {
 	}
 }
 
-// [milter] defer_content: true by default, false when set so, and a
-// non-boolean is an error naming the key.
+// [milter] defer_content: "auto" by default, true, false or "auto" when
+// set so, and anything else is an error naming the key.
 func TestMilterDeferContent(t *testing.T) {
 	for _, tc := range []struct {
 		text string
-		want bool
-	}{{"", true}, {"[milter]\ndefer_content = true\n", true}, {"[milter]\ndefer_content = false\n", false}} {
+		want DeferContent
+	}{{"", DeferContentAuto}, {"[milter]\ndefer_content = true\n", DeferContentOn},
+		{"[milter]\ndefer_content = false\n", DeferContentOff}, {"[milter]\ndefer_content = \"Auto\"\n", DeferContentAuto}} {
 		cfg, err := Parse([]byte(tc.text), "t.toml")
 		if err != nil {
 			t.Fatalf("%q: %v", tc.text, err)

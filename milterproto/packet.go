@@ -38,6 +38,8 @@ type Reader struct {
 	hdr     [5]byte
 	reuse   bool
 	buf     []byte // the packet data buffer, after Reuse
+	pool    *BufPool
+	bufp    *[]byte // buf's pointer, from pool (ReuseFrom), nil while released
 }
 
 // maxReused is the largest packet data buffer a Reader keeps after Reuse
@@ -49,6 +51,22 @@ const maxReused = MDS64K
 // allocation per packet. The caller must copy whatever it keeps (parsed
 // strings are copies already).
 func (r *Reader) Reuse() { r.reuse = true }
+
+// ReuseFrom is Reuse with the buffer taken from pool, and given back to
+// it by Release and whenever ReadPacket is about to wait for a packet
+// with nothing buffered (the last packet's Data is dead then): a Reader
+// idle between packets pins no packet buffer.
+func (r *Reader) ReuseFrom(pool *BufPool) { r.reuse, r.pool = true, pool }
+
+// Release gives the packet buffer back to the ReuseFrom pool: the caller
+// is done with the last packet's Data. The next packet takes one again.
+func (r *Reader) Release() {
+	if r.bufp != nil {
+		*r.bufp = r.buf[:0]
+		r.pool.Put(r.bufp)
+		r.bufp, r.buf = nil, nil
+	}
+}
 
 // readBufSize is the Reader's buffer: large enough for any envelope
 // packet; body chunks bigger than it are read straight into their slice.
@@ -101,6 +119,9 @@ func (r *Reader) SetMaxData(n int) {
 // between packets, io.ErrUnexpectedEOF if it ends inside one, ErrZeroLength
 // or an error wrapping ErrTooLarge for a bad length word.
 func (r *Reader) ReadPacket() (Packet, error) {
+	if r.bufp != nil && r.r.Buffered() == 0 {
+		r.Release() // about to wait: idle
+	}
 	if _, err := io.ReadFull(r.r, r.hdr[:4]); err != nil {
 		return Packet{}, err // io.EOF at a packet boundary, or ErrUnexpectedEOF
 	}
@@ -117,6 +138,11 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	p := Packet{Code: r.hdr[4]}
 	if n > 1 {
 		if r.reuse && int(n-1) <= maxReused {
+			if r.pool != nil && cap(r.buf) < int(n-1) {
+				r.Release()
+				r.bufp = r.pool.Get(int(n - 1))
+				r.buf = (*r.bufp)[:cap(*r.bufp)]
+			}
 			if cap(r.buf) < int(n-1) {
 				r.buf = make([]byte, max(int(n-1), 512))
 			}

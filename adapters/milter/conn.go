@@ -296,6 +296,11 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 	c.version = min(o.Version, mp.MaxVersion)
 	c.mtaAct = o.Actions & mp.ActionMaskForVersion(c.version)
 	c.mtaProt = o.Protocol & mp.ProtocolMaskForVersion(c.version)
+	deferContent, why := c.srv.DeferContent.decide(o)
+	if c.mtaProt&(mp.ProtoNRHeader|mp.ProtoNREOH|mp.ProtoNRBody) != 0 {
+		c.log.Debug("content replies", "deferred_to_eom", deferContent, "why", why,
+			"mta_version", o.Version, "mta_actions", fmt.Sprintf("0x%x", uint32(o.Actions)), "mta_protocol", fmt.Sprintf("0x%x", uint32(o.Protocol)))
+	}
 	offer := pmult.Offer{
 		Actions:       pmult.Actions(c.mtaAct) &^ pmult.ActSetSymList,
 		Skip:          c.mtaProt&mp.ProtoSkip != 0,
@@ -305,7 +310,7 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		Version:       int(o.Version),
 		Front:         "milter",
 		Listener:      c.listener,
-		DeferContent:  !c.srv.WaitContent,
+		DeferContent:  deferContent,
 	}
 	for _, k := range negKinds {
 		if f := mp.NoReplyFlag(milterkind.Cmd(k)); f != 0 && c.mtaProt&f != 0 {

@@ -1,9 +1,10 @@
 // perf_test.go: the MTA is let off the replies to headers, EOH and body
-// chunks unless Server.WaitContent.
+// chunks unless Server.DeferContent says otherwise.
 
 package milter
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,12 +13,27 @@ import (
 	mp "github.com/mailmux/mailmux/milterproto"
 )
 
-// A backend answering everything: by default pmult grants the MTA's
-// NR_HDR, NR_EOH and NR_BODY (not the envelope's) and still gives a
-// header's reject at EOM; with WaitContent it grants none of them.
-func TestWaitContent(t *testing.T) {
+// A backend answering everything: pmult grants the MTA's NR_HDR, NR_EOH
+// and NR_BODY (not the envelope's) and still gives a header's reject at
+// EOM, by default (auto) and with DeferOn; it grants none of them with
+// DeferOff, or by default to an offer known to wait for them (mailfromd's
+// mtasim 8.15: version 0x01000000, actions 0xff), which then gets the
+// reject in reply to the header itself.
+func TestDeferContent(t *testing.T) {
 	content := mp.ProtoNRHeader | mp.ProtoNREOH | mp.ProtoNRBody
-	for _, wait := range []bool{false, true} {
+	const mtasim815 = 0x01000000
+	for _, tc := range []struct {
+		mode    DeferContent
+		version uint32
+		actions mp.Action
+		wait    bool
+	}{
+		{DeferAuto, 6, mp.ActAllMask, false},
+		{DeferAuto, mtasim815, 0xff, true},
+		{DeferOn, mtasim815, 0xff, false},
+		{DeferOff, 6, mp.ActAllMask, true},
+	} {
+		name := fmt.Sprintf("%v, version 0x%x", tc.mode, tc.version)
 		b := &testmilter.Server{Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
 			if p.Code == mp.CmdHeader {
 				if h, _ := mp.ParseHeader(p.Code, p.Data); h.Name == "X-Bad" {
@@ -26,26 +42,26 @@ func TestWaitContent(t *testing.T) {
 			}
 			return nil
 		}}
-		addr, _, _ := startMuxWith(t, false, func(s *Server) { s.WaitContent = wait }, slot{m: b})
-		m := dialMTA(t, addr, 6, mp.ActAllMask, allProto)
+		addr, _, _ := startMuxWith(t, false, func(s *Server) { s.DeferContent = tc.mode }, slot{m: b})
+		m := dialMTA(t, addr, tc.version, tc.actions, allProto)
 		got := m.ng.Protocol & content
-		if (!wait && got != content) || (wait && got != 0) {
-			t.Fatalf("WaitContent %v: content NR bits 0x%x", wait, uint32(got))
+		if (!tc.wait && got != content) || (tc.wait && got != 0) {
+			t.Fatalf("%s: content NR bits 0x%x", name, uint32(got))
 		}
 		if m.ng.Protocol&(mp.ProtoNRConnect|mp.ProtoNRMail|mp.ProtoNRRcpt) != 0 {
-			t.Errorf("WaitContent %v: envelope NR bits granted", wait)
+			t.Errorf("%s: envelope NR bits granted", name)
 		}
 		envelope(m)
 		m.cmd(mp.CmdRcpt, s("<b@example.com>"))
 		m.cmd(mp.CmdData)
 		r := m.cmd(mp.CmdHeader, s("X-Bad", " yes"))
-		if wait && codes(r) != "r" {
-			t.Errorf("WaitContent: reply to the header %q, want r", codes(r))
+		if tc.wait && codes(r) != "r" {
+			t.Errorf("%s: reply to the header %q, want r", name, codes(r))
 		}
 		m.cmd(mp.CmdEOH)
 		m.cmd(mp.CmdBody, []byte("x\r\n"))
 		if r := m.cmd(mp.CmdEOB); codes(r) != "r" {
-			t.Errorf("WaitContent %v: reply at EOM %q, want the header's reject", wait, codes(r))
+			t.Errorf("%s: reply at EOM %q, want the header's reject", name, codes(r))
 		}
 	}
 }

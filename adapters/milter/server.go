@@ -10,9 +10,10 @@
 //                            is closed to make room for a new one
 //   ProgressInterval 5s      SMFIR_PROGRESS keep-alive during end of message (<0: off)
 //   MTAMacros        MTA defaults  per-stage macros the MTA sends without a list
-//   WaitContent      false   true: the MTA waits for replies to headers, EOH
-//                            and body chunks (no NR_HDR/NR_EOH/NR_BODY unless
-//                            no backend answers them)
+//   DeferContent     auto    whether the MTA is let off the replies to headers,
+//                            EOH and body chunks (NR_HDR/NR_EOH/NR_BODY granted
+//                            though backends answer them): auto grants them
+//                            unless the offer is one known to wait (mtasim)
 
 package milter
 
@@ -58,15 +59,17 @@ type Server struct {
 	// that the other backends keep what they would get. A nil entry means
 	// the union of Postfix's and Sendmail's default lists.
 	MTAMacros [mp.NumStages][]string
-	// WaitContent keeps the MTA waiting for the replies to headers, EOH
-	// and body chunks unless no backend answers them (pmult.Offer's
-	// DeferContent off): for an MTA that offers NR_HDR, NR_EOH, NR_BODY
-	// but waits for those replies regardless (mailfromd's mtasim). By
-	// default the MTA is let off them: Postfix and Sendmail act on a
-	// verdict given there only at end of message, where pmult gives it.
-	WaitContent bool
+	// DeferContent says whether the MTA is let off the replies to
+	// headers, EOH and body chunks (NR_HDR, NR_EOH, NR_BODY, where it
+	// offers them) even when backends answer them (pmult.Offer's
+	// DeferContent): Postfix and Sendmail act on a verdict given there
+	// only at end of message, where pmult gives it. DeferAuto (default)
+	// does so unless the MTA's offer is one known to wait for those
+	// replies regardless (mailfromd's mtasim); DeferOff never.
+	DeferContent DeferContent
 
 	once   sync.Once
+	bufs   mp.BufPool // the packet buffers of connections at work
 	cs     connserve.Server
 	nextID atomic.Uint64
 }
@@ -111,8 +114,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	// No allocation per packet: a packet's data lives until the next one
 	// is read, and nothing keeps it (parsed strings are copies; a body
 	// chunk is copied by the spool and by each backend's write before the
-	// engine returns).
-	c.r.Reuse()
+	// engine returns). The buffer goes back to the server's pool while
+	// the connection waits for the MTA's next command.
+	c.r.ReuseFrom(&s.bufs)
 	c.log = s.Log.With("session", id, "mta", connserve.PeerName(nc))
 	return c
 }

@@ -98,6 +98,9 @@ type Backend struct {
 
 	brk    breaker.Breaker
 	warned sync.Map // "stage name" of macros asked for and never provided, logged once (macros.go)
+	// bufs holds the packet and write buffers of this backend's
+	// connections while they idle (between replies awaited).
+	bufs mp.BufPool
 }
 
 // New returns a backend with defaults filled in.
@@ -182,10 +185,13 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}
-	s := &session{b: b, conn: conn, r: newReader(conn, b.cfg.MaxPacket), progress: info.Progress, offer: info.Offer, ctx: ctx,
+	s := &session{b: b, conn: conn, r: newReader(conn, b.cfg.MaxPacket, &b.bufs), progress: info.Progress, offer: info.Offer, ctx: ctx,
 		assigned: info.Assigned}
 	if s.progress == nil {
 		s.progress = func() {}
+	}
+	if s.log = info.Log; s.log == nil && b.cfg.Log != nil { // the engine's names the backend
+		s.log = b.cfg.Log.With("backend", b.cfg.Name)
 	}
 	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	if err := s.negotiate(info.Offer, deadline); err != nil {

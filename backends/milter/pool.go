@@ -67,6 +67,10 @@ func (b *Backend) release(s *session) bool {
 	s.conn.SetWriteDeadline(time.Time{})
 	s.quarantine = nil
 	s.idleAt = time.Now()
+	// Between SMTP sessions the connection pins no buffer (nothing is
+	// in flight: the EOM was answered and no answer is owed).
+	s.r.Release()
+	s.dropBuf(s.wbuf)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.retired { // retired while QUIT_NC was being written

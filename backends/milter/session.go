@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -20,10 +21,14 @@ import (
 )
 
 type session struct {
-	b        *Backend
-	conn     net.Conn
-	r        *mp.Reader
+	b    *Backend
+	conn net.Conn
+	r    *mp.Reader
+	// wbuf is the write buffer (a Hold batch between writes), from the
+	// backend's pool while wbufp is non-nil; between writes it is given
+	// back (an idle connection pins no buffer): see newBuf, write.
 	wbuf     []byte
+	wbufp    *[]byte
 	stop     func() bool
 	progress func()
 
@@ -48,9 +53,16 @@ type session struct {
 	// commands; a filter that answers them would be read out of step, so
 	// the connection is replaced (reconnect) before the next command.
 	skew bool
+	// skewWhy says what put the connection out of step, for the debug
+	// line when it is replaced: the verdict, the command it answered,
+	// and how many answers were still owed (0 and "": QUIT_NC refused).
+	skewVerdict pmult.Verdict
+	skewCmd     byte
+	skewOwed    int
+	log         *slog.Logger // the SMTP session's (OpenInfo.Log), or the backend's; names the backend
 	// env are the CONNECT and HELO events of the SMTP session, replayed
 	// on a new connection by reconnect.
-	env []pmult.Event
+	env replay
 	ctx context.Context // of Open: stops the connection's I/O when it ends
 	// probation: the connection was kept for reuse and no reply has been
 	// read on it since; since holds the events posted meanwhile. If it
@@ -76,7 +88,7 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 	offer := Offer(o, s.b.cfg.MaxVersion)
 	s.conn.SetDeadline(deadline)
 	defer s.conn.SetDeadline(time.Time{})
-	if err := s.write(mp.AppendPacket(s.wbuf[:0], mp.CmdOptNeg, offer.Append(nil))); err != nil {
+	if err := s.write(mp.AppendPacket(s.newBuf(), mp.CmdOptNeg, offer.Append(nil))); err != nil {
 		return fmt.Errorf("send SMFIC_OPTNEG: %w", err)
 	}
 	p, err := s.r.ReadPacket()
@@ -87,6 +99,7 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 		return fmt.Errorf("protocol violation: answered SMFIC_OPTNEG with %s", mp.RespName(p.Code))
 	}
 	rep, err := mp.ParseOptNeg(p.Data)
+	s.r.Release() // parsed (the macro lists are copies)
 	if err != nil {
 		return err
 	}
@@ -141,14 +154,32 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 // Caps implements pmult.BackendSession.
 func (s *session) Caps() pmult.Caps { return s.caps }
 
+// write writes b, built on newBuf (or on what Hold kept in wbuf), and
+// gives the buffer back to the backend's pool.
 func (s *session) write(b []byte) error {
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	_, err := s.conn.Write(b)
-	s.wbuf = b[:0]
-	if cap(s.wbuf) > maxHeld {
-		s.wbuf = nil // a big replay must not stay pinned
-	}
+	s.dropBuf(b)
 	return err
+}
+
+// dropBuf gives the write buffer, b (built on it), back to the pool.
+func (s *session) dropBuf(b []byte) {
+	if s.wbufp != nil {
+		*s.wbufp = b[:0]      // b may have grown out of the pooled array
+		s.b.bufs.Put(s.wbufp) // a big replay (> MaxPooled) is dropped
+	}
+	s.wbuf, s.wbufp = nil, nil
+}
+
+// newBuf returns wbuf, empty, taking a buffer from the backend's pool if
+// the session holds none.
+func (s *session) newBuf() []byte {
+	if s.wbufp == nil {
+		s.wbufp = s.b.bufs.Get(0)
+		s.wbuf = *s.wbufp
+	}
+	return s.wbuf[:0]
 }
 
 // maxHeld is how much a held batch may grow before it is written anyway
@@ -209,7 +240,7 @@ func (s *session) retry(ctx context.Context, cause error) (bool, error) {
 		s.b.cfg.Log.Info("reused connection closed by the filter: it does not take SMFIC_QUIT_NC, connections are no longer kept",
 			"backend", s.b.cfg.Name, "err", cause)
 	}
-	s.env = nil
+	s.env = replay{}
 	if err := s.reconnect(ctx); err != nil {
 		return false, err
 	}
@@ -232,7 +263,8 @@ func (s *session) post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	if ev.Kind == pmult.KindQuitNC && s.b.noQuitNC.Load() {
 		// Opened before the filter was found not to take QUIT_NC: the
 		// next SMTP session gets a new connection instead.
-		s.skew, s.env, s.inMsg = true, nil, false
+		s.skew, s.env, s.inMsg = true, replay{}, false
+		s.skewOwed = 0
 		return false, nil
 	}
 	if ev.Kind == pmult.KindQuitNC && s.version < 6 {
@@ -246,20 +278,16 @@ func (s *session) post(ctx context.Context, ev *pmult.Event) (bool, error) {
 			s.inMsg = false
 			return false, nil
 		case pmult.KindQuitNC:
-			s.env = nil // the next SMTP session starts on a new connection
+			s.env = replay{} // the next SMTP session starts on a new connection
 			return false, nil
 		}
+		s.logReplaced()
 		if err := s.reconnect(ctx); err != nil {
 			s.broken = true
 			return false, err
 		}
 	}
-	switch ev.Kind {
-	case pmult.KindConnect:
-		s.env = append(s.env[:0], *ev)
-	case pmult.KindHelo:
-		s.env = append(s.env, *ev)
-	}
+	s.env.keep(ev)
 	switch ev.Kind {
 	case pmult.KindMail:
 		s.inMsg = true
@@ -276,7 +304,10 @@ func (s *session) post(ctx context.Context, ev *pmult.Event) (bool, error) {
 		s.inMsg = false
 	}
 	s.endOK = false
-	buf := s.wbuf // what Hold kept (empty otherwise)
+	buf := s.wbuf // what Hold kept
+	if len(buf) == 0 {
+		buf = s.newBuf()
+	}
 	for _, m := range ev.Macros {
 		c := milterkind.Cmd(m.For)
 		if c == 0 {
@@ -295,9 +326,12 @@ func (s *session) post(ctx context.Context, ev *pmult.Event) (bool, error) {
 	if want {
 		buf, replies = s.appendEvent(buf, cmd, ev)
 	}
-	if s.hold && len(buf) <= maxHeld {
+	switch {
+	case len(buf) == 0:
+		s.dropBuf(buf) // nothing to send
+	case s.hold && len(buf) <= maxHeld:
 		s.wbuf = buf
-	} else if len(buf) > 0 {
+	default:
 		if err := s.write(buf); err != nil {
 			s.broken = true
 			return false, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
@@ -329,17 +363,19 @@ func (s *session) reconnect(ctx context.Context) error {
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
 	s.conn.Close()
-	s.skew, s.expect, s.hold, s.wbuf, s.bodyRest = false, nil, false, nil, nil
+	s.skew, s.expect, s.hold, s.bodyRest = false, nil, false, nil
+	s.dropBuf(s.wbuf)
+	s.r.Release()
 	deadline := time.Now().Add(s.b.cfg.ConnectTimeout)
 	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
 	conn, err := d.DialContext(ctx, s.b.cfg.Network, s.b.cfg.Address)
 	if err != nil {
 		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
 	}
-	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket)
+	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket, &s.b.bufs)
 	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	caps, env := s.caps, s.env
-	s.env = nil // Post keeps them again
+	caps, env := s.caps, s.env.events()
+	s.env = replay{} // Post keeps them again
 	if err := s.negotiate(s.offer, deadline); err != nil {
 		return fmt.Errorf("%s: reconnect: %w", s.b.where(), err)
 	}
@@ -366,6 +402,42 @@ func (s *session) reconnect(ctx context.Context) error {
 	return nil
 }
 
+// replay is what reconnect replays of the SMTP session: its CONNECT and
+// HELO, kept in the session itself (no allocation; the macro sets are the
+// engine's, shared read-only like the events).
+type replay struct {
+	n            int8 // 0 none, 1 CONNECT, 2 CONNECT and HELO
+	family       byte
+	port         uint16
+	host, addr   string
+	helo         string
+	cmacs, hmacs []pmult.MacroSet
+}
+
+// keep notes ev if it is a CONNECT or a HELO.
+func (r *replay) keep(ev *pmult.Event) {
+	switch ev.Kind {
+	case pmult.KindConnect:
+		*r = replay{n: 1, family: ev.Family, port: ev.Port, host: ev.Hostname, addr: ev.Address, cmacs: ev.Macros}
+	case pmult.KindHelo:
+		if r.n >= 1 {
+			r.n, r.helo, r.hmacs = 2, ev.Arg, ev.Macros
+		}
+	}
+}
+
+// events rebuilds the kept events.
+func (r *replay) events() []pmult.Event {
+	evs := make([]pmult.Event, 0, r.n)
+	if r.n >= 1 {
+		evs = append(evs, pmult.Event{Kind: pmult.KindConnect, Macros: r.cmacs, Hostname: r.host, Family: r.family, Port: r.port, Address: r.addr})
+	}
+	if r.n >= 2 {
+		evs = append(evs, pmult.Event{Kind: pmult.KindHelo, Macros: r.hmacs, Arg: r.helo})
+	}
+	return evs
+}
+
 func sameCaps(a, b pmult.Caps) bool {
 	if a.Actions != b.Actions || a.NoEvent != b.NoEvent || a.NoReply != b.NoReply || a.Skip != b.Skip ||
 		a.RejectedRcpts != b.RejectedRcpts || len(a.Macros) != len(b.Macros) {
@@ -382,6 +454,7 @@ func sameCaps(a, b pmult.Caps) bool {
 // Await implements pmult.Pipeliner: the answer to the oldest answered
 // event posted and not awaited yet (Post's order).
 func (s *session) Await(ctx context.Context, ev *pmult.Event) (pmult.Reply, error) {
+	defer s.idleIfDone()
 	if !s.probation {
 		return s.await(ctx, ev)
 	}
@@ -420,7 +493,7 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 			return r, fmt.Errorf("%s: %s reply: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
 		if r.Verdict != pmult.Continue && r.Verdict != pmult.Skip {
-			s.ended(r.Verdict, n-1)
+			s.ended(cmd, r.Verdict, n-1)
 			return r, nil
 		}
 		skipped = skipped || r.Verdict == pmult.Skip
@@ -436,7 +509,7 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 		if len(s.bodyRest) == 0 || r.Verdict != pmult.Continue {
 			s.bodyRest = nil
 			s.endOK = cmd == mp.CmdEOB && r.Verdict == pmult.Continue
-			s.ended(r.Verdict, 0)
+			s.ended(cmd, r.Verdict, 0)
 			if skipped && r.Verdict == pmult.Continue {
 				r.Verdict = pmult.Skip
 			}
@@ -448,11 +521,20 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 			s.bodyRest = c[s.maxChunk:]
 			c = c[:s.maxChunk]
 		}
-		if err := s.write(mp.AppendPacket(s.wbuf[:0], cmd, c)); err != nil {
+		if err := s.write(mp.AppendPacket(s.newBuf(), cmd, c)); err != nil {
 			s.broken = true
 			s.bodyRest = nil
 			return pmult.Reply{}, fmt.Errorf("%s: send %s: %w", s.b.where(), mp.CmdName(cmd), err)
 		}
+	}
+}
+
+// idleIfDone gives the packet buffer back to the backend's pool when no
+// reply is owed: the connection idles until the next command (the reply
+// just read is parsed, and copied where kept).
+func (s *session) idleIfDone() {
+	if len(s.expect) == 0 {
+		s.r.Release()
 	}
 }
 
@@ -470,11 +552,25 @@ func (s *session) ackOwed(more bool) {
 // after it (owed, plus those of later events): if it ends the message,
 // the filter may ignore them (libmilter) or not, so the connection is out
 // of step.
-func (s *session) ended(v pmult.Verdict, owed int) {
+func (s *session) ended(cmd byte, v pmult.Verdict, owed int) {
 	if ends(v) && owed+len(s.expect) > 0 {
 		s.skew = true
+		s.skewVerdict, s.skewCmd, s.skewOwed = v, cmd, owed+len(s.expect)
 		s.expect = nil
 	}
+}
+
+// logReplaced says, at debug, why the connection is being replaced.
+func (s *session) logReplaced() {
+	if s.log == nil || !s.log.Enabled(s.ctx, slog.LevelDebug) {
+		return
+	}
+	if s.skewOwed == 0 {
+		s.log.Debug("backend connection replaced: the filter does not take SMFIC_QUIT_NC, the next SMTP session needs a new connection")
+		return
+	}
+	s.log.Debug("backend connection replaced: out of step after a verdict that ended the message while answers were owed",
+		"verdict", s.skewVerdict.String(), "answering", mp.CmdName(s.skewCmd), "owed", s.skewOwed)
 }
 
 // appendEvent appends ev's packets and returns how many final replies
@@ -636,9 +732,9 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 // newReader is the session's packet reader: its packets' Data is reused
 // (no allocation per reply); readReply copies what it keeps (the
 // replacement body), the parsers copy the strings.
-func newReader(c net.Conn, maxData int) *mp.Reader {
+func newReader(c net.Conn, maxData int, pool *mp.BufPool) *mp.Reader {
 	r := mp.NewReader(c, maxData)
-	r.Reuse()
+	r.ReuseFrom(pool)
 	return r
 }
 
@@ -666,6 +762,9 @@ func (s *session) Close() error {
 	if s.b.release(s) {
 		return nil
 	}
+	// Not given back to the pool here: the engine may close a session
+	// whose last call has not returned yet (engine.go: "it may be hung"),
+	// and its buffers then go with it.
 	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
 	s.conn.Write(mp.AppendPacket(nil, mp.CmdQuit))
 	return s.conn.Close()

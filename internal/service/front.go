@@ -19,7 +19,14 @@ func frontSettings(srv *adapter.Server, cfg *config.Config) {
 		srv.ProgressInterval = -1 // progress_interval = 0: no keep-alive
 	}
 	srv.MTAMacros = cfg.MTAMacros.Stages()
-	srv.WaitContent = !cfg.Milter.DeferContent
+	switch cfg.Milter.DeferContent {
+	case config.DeferContentOn:
+		srv.DeferContent = adapter.DeferOn
+	case config.DeferContentOff:
+		srv.DeferContent = adapter.DeferOff
+	default:
+		srv.DeferContent = adapter.DeferAuto
+	}
 }
 
 // TimerWarnings says which backends' failure actions cannot act in time:
