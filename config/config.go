@@ -114,8 +114,9 @@ type Config struct {
 	// file in SpoolDir. Default 1 MiB; 0: every byte to the file.
 	SpoolMemory int `toml:"spool_memory"`
 	// MemoryBudget bounds the bytes of all messages kept in memory at once
-	// (all sessions); beyond it they go to files too. Default 256 MiB; 0:
-	// nothing in memory.
+	// (all sessions of every front: the engine's replay copies and the SMTP
+	// front's held messages share one budget); beyond it they go to files
+	// too. Default 256 MiB; 0: nothing in memory.
 	MemoryBudget int `toml:"memory_budget"`
 	// SpoolDir is the directory of spool files (created 0600, unlinked at
 	// once); an absolute path. Default "": os.TempDir() ($TMPDIR or /tmp).

@@ -82,7 +82,10 @@ func Run(ctx context.Context, o Options) int {
 		log.Error("bad configuration", "err", err)
 		return ExitConfig
 	}
-	eng.Counters, eng.Records = metrics, records
+	// One memory budget for the process (memory_budget): the engines of
+	// every reload and the SMTP front draw on it.
+	budget := pmult.NewBudget(int64(cfg.MemoryBudget))
+	eng.Counters, eng.Records, eng.Budget = metrics, records, budget
 	caches := &cache.Handles{} // the callout caches, process-owned like metrics
 	defer closeCaches(caches, log)
 	shareCaches(eng, caches)
@@ -119,7 +122,7 @@ func Run(ctx context.Context, o Options) int {
 		SoftSessions:   cfg.Meta1.MaxSessionsSoft,
 		MaxConnections: cfg.Meta1.MaxConnections,
 	}
-	ssrv, err := smtpFront(cfg, engines, log)
+	ssrv, err := smtpFront(cfg, engines, budget, log)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
 		return ExitConfig
@@ -237,7 +240,7 @@ loop:
 	for {
 		select {
 		case <-o.Reload:
-			reload(cfg, o.File, o.Load, engines, metrics, records, log, caches)
+			reload(cfg, o.File, o.Load, engines, metrics, records, budget, log, caches)
 			if ssrv != nil {
 				smtp.FlushNextHop(ssrv.NextHop) // idle next-hop connections: new ones from now on
 			}
@@ -295,7 +298,7 @@ loop:
 // reload builds an engine from a freshly loaded configuration and stores
 // it; on error the running one stays. Listen addresses stay.
 func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics,
-	records *pmult.Recorder, log *slog.Logger, caches *cache.Handles) {
+	records *pmult.Recorder, budget *pmult.Budget, log *slog.Logger, caches *cache.Handles) {
 	if load == nil {
 		log.Info("SIGHUP: no configuration file to reload")
 		return
@@ -304,7 +307,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 	if err == nil {
 		var ne *pmult.Engine
 		if ne, err = ncfg.Engine(log); err == nil {
-			ne.Counters, ne.Records = metrics, records
+			ne.Counters, ne.Records, ne.Budget = metrics, records, budget
+			// The process's one budget, resized to the new memory_budget.
+			budget.SetLimit(int64(ncfg.MemoryBudget))
 			shareCaches(ne, caches) // claimed before the old engine's backends release theirs
 			ne.Macros.Version = engines.Engine().Macros.Version
 			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
