@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -178,7 +179,7 @@ func Run(ctx context.Context, o Options) int {
 		defer removePidfile(cfg.PIDFile, log)
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := serveMetrics(cfg.MetricsListen, cfg.MetricsPprof, metrics, srv, log, engines, records, &counts)
+		ms, err := serveMetrics(cfg.MetricsListen, cfg.MetricsPprof, metrics, runningFronts(srv, msrv, ssrv, cfg), log, engines, records, &counts)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			closeAll()
@@ -344,7 +345,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 // survive reloads (SIGHUP); and the decision records at /why?id=. A bare port means loopback; a wildcard address
 // is warned about. With pprof (metrics_pprof) it also serves Go's runtime
 // profiles at /debug/pprof/ (see pprofHandlers).
-func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger,
+func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, fronts []frontConns, log *slog.Logger,
 	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) (*http.Server, error) {
 	addr = metricsAddr(addr)
 	if isWildcard(addr) {
@@ -354,7 +355,7 @@ func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	mux := metricsMux(pprof, metrics, srv, engines, records, counts)
+	mux := metricsMux(pprof, metrics, fronts, engines, records, counts)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
@@ -366,7 +367,7 @@ func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.
 
 // metricsMux is the metrics listener's handler: /metrics, /why and, with
 // pprof, /debug/pprof/.
-func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
+func metricsMux(pprof bool, metrics *pmult.Metrics, fronts []frontConns,
 	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -374,7 +375,7 @@ func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
 		metrics.WriteText(w)
 		pmult.WriteBackendState(w, engines.Engine())
 		counts.writeText(w, metrics)
-		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
+		writeFrontConns(w, fronts)
 		writeProcessMetrics(w)
 	})
 	mux.HandleFunc("/why", whyHandler(records))
@@ -382,4 +383,42 @@ func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
 		pprofHandlers(mux)
 	}
 	return mux
+}
+
+// frontConns is one front end's count of open MTA (or SMTP client)
+// connections, for the metrics.
+type frontConns struct {
+	front  string // "milter", "meta1", "smtp"
+	active func() int
+}
+
+// runningFronts are the fronts whose connections the metrics count: the
+// milter front always (pmult_mta_connections counted it alone before),
+// MeTA1 and SMTP when they listen.
+func runningFronts(srv *adapter.Server, msrv *meta1.Server, ssrv *smtp.Server, cfg *config.Config) []frontConns {
+	fronts := []frontConns{{"milter", srv.ActiveSessions}}
+	if len(cfg.Meta1.ListenAddrs) > 0 {
+		fronts = append(fronts, frontConns{"meta1", msrv.ActiveConnections})
+	}
+	if ssrv != nil {
+		fronts = append(fronts, frontConns{"smtp", ssrv.ActiveSessions})
+	}
+	return fronts
+}
+
+// writeFrontConns writes pmult_mta_connections, the open connections of
+// every front together (the series of old, which counted the milter
+// front alone), and pmult_front_connections{front}, each front's.
+func writeFrontConns(w io.Writer, fronts []frontConns) {
+	n := make([]int, len(fronts))
+	total := 0
+	for i, f := range fronts {
+		n[i] = f.active()
+		total += n[i]
+	}
+	fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", total)
+	fmt.Fprint(w, "# TYPE pmult_front_connections gauge\n")
+	for i, f := range fronts {
+		fmt.Fprintf(w, "pmult_front_connections{front=%q} %d\n", f.front, n[i])
+	}
 }
