@@ -214,7 +214,9 @@ func whyHandler(rec *pmult.Recorder) http.HandlerFunc {
 // pmult_listener_sessions_total{listener}. The label is the listener's
 // name, or for an unnamed listener its listen address as configured; the
 // engines cannot tell unnamed listeners apart, so when there are several
-// their sessions are one series, listener="".
+// their sessions are one series, listener="". Names are unique across the
+// milter, MeTA1 and SMTP fronts (config refuses a name given twice, with
+// both places), so each named listener is one series of each.
 type listenerCounts struct {
 	labels []string
 	names  []string // the listener names ("": unnamed)
