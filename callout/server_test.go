@@ -6,6 +6,7 @@ package callout
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -276,3 +277,44 @@ func TestUpdate(t *testing.T) {
 		t.Errorf("old session, second VRFY: %v, want NO (its limit is 1)", err)
 	}
 }
+
+// A Server and Verifier given no Logger log nowhere: not to the process's
+// slog.Default (global state), and otherwise serve as before.
+func TestServerNilLoggerNotDefault(t *testing.T) {
+	noLeaks(t)
+	var buf strings.Builder
+	var mu sync.Mutex
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	w := newWorld(t, 2525, 0)
+	srv := &Server{Verifier: &Verifier{Prober: w.prober(time.Second)}, NoBackground: true}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	out := transcript(t, ln.Addr().String(), []string{"FOO", "VRFY good@fast.test", "RUN", "QUIT"})
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Error(err)
+	}
+	<-done
+	srv.Verifier.Close()
+	if !strings.Contains(out, "S: OK 0000000000=success\n") {
+		t.Errorf("session:\n%s", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if buf.Len() != 0 {
+		t.Errorf("logged to slog.Default:\n%s", buf.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
