@@ -68,7 +68,8 @@ type Server struct {
 	MaxConns int
 	// NoBackground disables background completion.
 	NoBackground bool
-	// Logger receives session logs; nil: slog.Default().
+	// Logger receives session logs; nil: discarded (the caller's logger is
+	// the only one used: no process-wide default).
 	Logger *slog.Logger
 
 	once sync.Once
@@ -101,8 +102,11 @@ func (s *Server) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger
 	}
-	return slog.Default()
+	return discardLog
 }
+
+// discardLog is the logger of a Server or Verifier given none.
+var discardLog = slog.New(slog.DiscardHandler)
 
 func (s *Server) setup() {
 	s.once.Do(func() {

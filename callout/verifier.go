@@ -70,7 +70,7 @@ type Verifier struct {
 	BgWorkers int
 	BgQueue   int
 	// Logger receives warnings (cache errors) and background results;
-	// nil: slog.Default().
+	// nil: discarded.
 	Logger *slog.Logger
 
 	initOnce sync.Once
@@ -114,7 +114,7 @@ func (v *Verifier) log() *slog.Logger {
 	if l := v.cur().Logger; l != nil {
 		return l
 	}
-	return slog.Default()
+	return discardLog
 }
 
 // cur returns the settings in force: the last Update's, or v's own.

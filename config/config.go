@@ -114,8 +114,9 @@ type Config struct {
 	// file in SpoolDir. Default 1 MiB; 0: every byte to the file.
 	SpoolMemory int `toml:"spool_memory"`
 	// MemoryBudget bounds the bytes of all messages kept in memory at once
-	// (all sessions); beyond it they go to files too. Default 256 MiB; 0:
-	// nothing in memory.
+	// (all sessions of every front: the engine's replay copies and the SMTP
+	// front's held messages share one budget); beyond it they go to files
+	// too. Default 256 MiB; 0: nothing in memory.
 	MemoryBudget int `toml:"memory_budget"`
 	// SpoolDir is the directory of spool files (created 0600, unlinked at
 	// once); an absolute path. Default "": os.TempDir() ($TMPDIR or /tmp).
@@ -248,7 +249,8 @@ type Milter struct {
 	ListenAddrs []Address `toml:"-"`
 	// ListenNames are their names, "" for an unnamed one: an entry
 	// "name=address" (name: a letter, then letters, digits, - or _)
-	// names its listener, for [macros.listener.NAME] and {listener}.
+	// names its listener, for [macros.listener.NAME] and {listener}; a
+	// name is unique across the milter, MeTA1 and SMTP fronts.
 	ListenNames []string `toml:"-"`
 }
 
@@ -549,6 +551,28 @@ type validator struct {
 	errs     []error
 	warnings []error
 	kinds    []kind // of each backend, for unknownKeys
+	// listenerNames: each listener name given so far, by the field that
+	// gave it (names are unique across the fronts, see claimName).
+	listenerNames map[string]string
+}
+
+// claimName records the listener name given at field ("": unnamed, not
+// recorded) and fails when an earlier listener of any front has it: the
+// engine tells listeners apart by name alone (the listener metrics,
+// conditions, [macros] tables), so two fronts sharing one would be one
+// listener there.
+func (v *validator) claimName(field, name string) {
+	if name == "" {
+		return
+	}
+	if prev, dup := v.listenerNames[name]; dup {
+		scope{v: v, backend: -1}.fail(field, fmt.Errorf("listener name %q: same as %s (names are unique across the milter, MeTA1 and SMTP fronts)", name, prev))
+		return
+	}
+	if v.listenerNames == nil {
+		v.listenerNames = make(map[string]string)
+	}
+	v.listenerNames[name] = field
 }
 
 func (v *validator) result() error {
@@ -873,7 +897,6 @@ func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 	}
 	m := &cfg.Milter
 	seen := make(map[Address]string)
-	names := make(map[string]string)
 	for _, it := range items {
 		m.Listen = append(m.Listen, it.text)
 		name, addr := splitListenName(it.text)
@@ -888,12 +911,7 @@ func (v *validator) listen(cfg *Config, field string, val any, meta1 bool) {
 			continue
 		}
 		seen[key] = it.field
-		if name != "" {
-			if prev, dup := names[name]; dup {
-				top.fail(it.field, fmt.Errorf("listener name %q: same as %s", name, prev))
-			}
-			names[name] = it.field
-		}
+		v.claimName(it.field, name)
 		m.ListenAddrs = append(m.ListenAddrs, a)
 		m.ListenNames = append(m.ListenNames, name)
 	}

@@ -109,6 +109,7 @@ func (v *validator) meta1(cfg *Config, raw *rawMeta1) {
 				top.fail(field, fmt.Errorf("address %q is also a milter listen address", s))
 			}
 		}
+		v.claimName(field, name)
 		m.ListenAddrs = append(m.ListenAddrs, a)
 		m.ListenNames = append(m.ListenNames, name)
 	}

@@ -242,6 +242,7 @@ func (v *validator) smtp(cfg *Config, raw *rawSmtp) {
 				top.fail(fields[i], fmt.Errorf("address %q: same as %s", s, fields[j]))
 			}
 		}
+		v.claimName(fields[i], name)
 		m.ListenAddrs = append(m.ListenAddrs, a)
 		m.ListenNames = append(m.ListenNames, name)
 	}

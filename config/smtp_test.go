@@ -75,3 +75,46 @@ quarantin = "header"
 		}
 	}
 }
+
+// Listener names are unique across the fronts (the engine, its metrics
+// and conditions tell listeners apart by name only): a name given twice,
+// in one front or in two, is an error naming both places; each front's
+// names alone still load.
+func TestListenerNamesAcrossFronts(t *testing.T) {
+	_, err := Parse([]byte(`listen = ["edge=inet:127.0.0.1:7357", "inet:127.0.0.1:7358"]
+[meta1]
+listen = ["edge=inet:127.0.0.1:3333", "m=inet:127.0.0.1:3334"]
+[smtp]
+listen = ["m=inet:127.0.0.1:10025", "s=inet:127.0.0.1:10027", "s=inet:127.0.0.1:10028"]
+next_hop = "inet:127.0.0.1:10026"
+`), "names.toml")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	var msgs []string
+	for _, e := range Errors(err) {
+		msgs = append(msgs, e.Error())
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{
+		`names.toml: meta1.listen[0]: listener name "edge": same as listen[0]`,
+		`names.toml: smtp.listen[0]: listener name "m": same as meta1.listen[1]`,
+		`names.toml: smtp.listen[2]: listener name "s": same as smtp.listen[1]`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("missing %q in\n%s", want, all)
+		}
+	}
+	if len(msgs) != 3 {
+		t.Errorf("%d errors, want 3:\n%s", len(msgs), all)
+	}
+	if _, err := Parse([]byte(`listen = ["edge=inet:127.0.0.1:7357"]
+[meta1]
+listen = ["m=inet:127.0.0.1:3333"]
+[smtp]
+listen = ["s=inet:127.0.0.1:10025", "inet:127.0.0.1:10027"]
+next_hop = "inet:127.0.0.1:10026"
+`), "ok.toml"); err != nil {
+		t.Errorf("distinct names: %v", err)
+	}
+}

@@ -8,7 +8,7 @@
 //                 by replay, in chain order (they see earlier edits)
 //   ChainMerge    false: the strongest verdict wins; true: the first
 //                 objection in configured order wins (the MTA's chain)
-//   MaxMessage, SpoolMemory, MemoryBudget, SpoolDir: see spool.go
+//   MaxMessage, SpoolMemory, MemoryBudget, Budget, SpoolDir: see spool.go
 //   QuietDecisions, Records: see record.go
 
 package pmult
@@ -66,6 +66,10 @@ type Engine struct {
 	// engine's sessions; beyond it they spill to files too. 0: the default
 	// (DefaultMemoryBudget); negative: nothing in memory.
 	MemoryBudget int64
+	// Budget, when set, is the memory budget the engine's sessions share
+	// with the process's other engines and front ends (see NewBudget);
+	// MemoryBudget is then not used. nil: the engine's own, of MemoryBudget.
+	Budget *Budget
 	// SpoolDir is where spool files are created; "": os.TempDir().
 	SpoolDir string
 	Log      *slog.Logger

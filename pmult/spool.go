@@ -7,7 +7,9 @@
 // Tunables (Engine fields) and defaults:
 //   MaxMessage    0: no limit of pmult's (the MTA's applies); above it 552 5.3.4
 //   SpoolMemory   1 MiB of each message in memory (<0: none, file only)
-//   MemoryBudget  256 MiB for all sessions of the engine (<0: none)
+//   MemoryBudget  256 MiB for all sessions of the engine (<0: none);
+//                 Budget, when set, instead: one budget shared with the
+//                 process's other engines (reloads) and front ends
 //   SpoolDir      os.TempDir()
 //
 // Memory handed back: when the last message of at least bigMessage bytes
@@ -34,6 +36,16 @@ const (
 	DefaultMemoryBudget = 256 << 20
 )
 
+// Budget is the memory budget spools share (internal/spool): the bytes
+// of messages kept in memory by every holder of it together. A process
+// makes one (NewBudget) and hands it to its engines (Engine.Budget) and
+// to front ends that hold messages themselves (adapters/smtp), so that
+// memory_budget is one ceiling for the process.
+type Budget = spool.Budget
+
+// NewBudget returns a budget of limit bytes (<= 0: nothing in memory).
+func NewBudget(limit int64) *Budget { return spool.NewBudget(limit) }
+
 // bigMessage is the message size from which the engine hands memory back
 // to the system when no such message is left in progress.
 const bigMessage = 8 << 20
@@ -54,6 +66,10 @@ type message struct {
 
 func (e *Engine) spoolBudget() *spool.Budget {
 	e.budgetOnce.Do(func() {
+		if e.Budget != nil {
+			e.budget = e.Budget
+			return
+		}
 		n := e.MemoryBudget
 		if n == 0 {
 			n = DefaultMemoryBudget

@@ -331,3 +331,28 @@ func TestSpoolCleanupOnPanic(t *testing.T) {
 		t.Errorf("after the panic: %d open spool files, budget used %d", n, e.SpoolBudget().Used())
 	}
 }
+
+// Engines given one Budget (a process's reloads; the SMTP front holds it
+// too) share it: a message held by one engine's session leaves no room
+// for the other's, which spills, and both replay intact.
+func TestMemoryBudgetAcrossEngines(t *testing.T) {
+	dir := t.TempDir()
+	budget := NewBudget(1000)
+	a, b := newFake("a", editor), newFake("b", editor)
+	e1 := &Engine{SpoolMemory: 1000, MemoryBudget: 1000, Budget: budget, SpoolDir: dir, Slots: slots(a, b)}
+	e2 := &Engine{SpoolMemory: 1000, MemoryBudget: 1000, Budget: budget, SpoolDir: dir, Slots: slots(a, b)}
+	h1, h2 := open(t, e1, allOffer), open(t, e2, allOffer)
+	for _, h := range []*harness{h1, h2} {
+		h.EnvelopeToData()
+		h.EOH()
+		h.Body(strings.Repeat("1", 800))
+	}
+	if h1.S.MessageSpool().Spilled() || !h2.S.MessageSpool().Spilled() || budget.Used() != 1000 {
+		t.Errorf("spilled: %v %v, budget used %d", h1.S.MessageSpool().Spilled(), h2.S.MessageSpool().Spilled(), budget.Used())
+	}
+	h1.EOM()
+	h2.EOM()
+	if budget.Used() != 0 {
+		t.Errorf("budget used %d after both messages", budget.Used())
+	}
+}

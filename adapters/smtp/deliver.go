@@ -368,15 +368,43 @@ func (c *conn) relay(edits []pmult.Edit, marked bool) (string, Txn) {
 	if err != nil {
 		return c.hopFailed("DATA", err, marked), nil
 	}
-	for _, e := range perRcpt {
-		if e != nil {
-			return c.hopFailed("DATA (LMTP recipient)", e, marked), nil
+	if refusal := lmtpRefusal(perRcpt); refusal != nil {
+		if accepted := lmtpAccepted(perRcpt, rcpts); len(accepted) > 0 {
+			// The client gets the refusal for the whole message: it sends
+			// it again to every recipient (4xx) or bounces it (5xx), while
+			// these have it already.
+			c.log.Warn("LMTP next hop accepted some recipients and refused others: the client gets the refusal for all, the accepted ones will get the message again if the client retries",
+				"accepted", strings.Join(accepted, " "), "refused", len(perRcpt)-len(accepted))
 		}
+		return c.hopFailed("DATA (LMTP recipient)", refusal, marked), nil
 	}
 	txn := c.txn
 	c.txn = nil
 	c.log.Info("message relayed", "from", from, "rcpts", len(rcpts), "edits", len(edits))
 	return "250 2.0.0 Ok: queued as " + c.qid, txn
+}
+
+// lmtpRefusal is the first recipient refusal of an LMTP next hop's end of
+// data replies; nil: every recipient accepted (or not LMTP).
+func lmtpRefusal(perRcpt []error) error {
+	for _, e := range perRcpt {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// lmtpAccepted are the recipients an LMTP next hop accepted at end of
+// data: perRcpt is in the order of rcpts, the transaction's recipients.
+func lmtpAccepted(perRcpt []error, rcpts []rcpt) []string {
+	var out []string
+	for i, e := range perRcpt {
+		if e == nil && i < len(rcpts) {
+			out = append(out, rcpts[i].path)
+		}
+	}
+	return out
 }
 
 // hopFailed logs the next hop's refusal or failure after the client's

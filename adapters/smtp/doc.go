@@ -40,7 +40,15 @@
 // replacement; quarantine as a header, 451 or 550; discard: 250, nothing
 // relayed) and the client's answer is the next hop's (LMTP: all accepted
 // 250, else the first refusal; our own 250 text carries the front's queue
-// id, the one `pmult why` finds). The message is held (internal/spool)
+// id, the one `pmult why` finds). An LMTP next hop that accepts some
+// recipients and refuses others at end of data has delivered to the
+// accepted ones, but SMTP has one reply per message: the client gets the
+// first refusal for all of them and, on a 4xx, sends the message again to
+// every recipient (a duplicate for the accepted ones; on a 5xx it bounces
+// the message for all, the accepted ones included). The front logs a
+// warning naming the accepted recipients ("LMTP next hop accepted some
+// recipients and refused others", accepted=...), so that an administrator
+// sees the duplicates coming. The message is held (internal/spool)
 // only until then. After the queue it is the same path; a message with
 // our own loop marker (LoopMarker: Hostname) is relayed unfiltered, with
 // that one marker, and its decision record says so (Session.Note: the

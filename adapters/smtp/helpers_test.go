@@ -24,6 +24,7 @@ type fakeHop struct {
 	beginEr error
 	rcptErr map[string]error
 	dataErr error
+	lmtpErr map[string]error // an LMTP next hop's refusal of a recipient at end of data
 }
 
 type fakeTxn struct {
@@ -98,7 +99,13 @@ func (t *fakeTxn) Data(ctx context.Context, msg io.Reader) ([]error, error) {
 		return nil, t.h.dataErr
 	}
 	t.msg, t.sent = string(b), true
-	return nil, nil
+	var perRcpt []error
+	if t.h.lmtpErr != nil {
+		for _, r := range t.rcpts {
+			perRcpt = append(perRcpt, t.h.lmtpErr[r])
+		}
+	}
+	return perRcpt, nil
 }
 
 func (t *fakeTxn) Close() error { t.h.mu.Lock(); t.closed = true; t.h.mu.Unlock(); return nil }

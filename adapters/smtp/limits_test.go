@@ -304,3 +304,14 @@ func TestPregreet(t *testing.T) {
 		t.Errorf("no log line:\n%s", f.log.String())
 	}
 }
+
+// A Server given the process's Budget holds its messages in it, not in a
+// budget of its own of MemoryBudget.
+func TestServerSharedBudget(t *testing.T) {
+	b := pmult.NewBudget(1234)
+	s := &Server{Budget: b, MemoryBudget: 1 << 30}
+	s.init()
+	if s.budget != b {
+		t.Errorf("front budget %p (limit %d), want the shared one %p", s.budget, s.budget.Limit(), b)
+	}
+}

@@ -30,8 +30,9 @@
 //   Trusted          none: XCLIENT/XFORWARD refused (550 5.7.0)
 //   SpoolMemory      1 MiB of each message in memory, the rest in a file
 //                    in SpoolDir (internal/spool; <0: file only)
-//   MemoryBudget     256 MiB for all messages held by the front (<0: none;
-//                    its own budget, beside the engine's)
+//   MemoryBudget     256 MiB for all messages held by the front (<0: none);
+//                    Budget, when set, instead: the process's one budget,
+//                    shared with the engine (pmult.NewBudget)
 //   SpoolDir         os.TempDir()
 
 package smtp
@@ -176,6 +177,11 @@ type Server struct {
 	SpoolMemory  int
 	MemoryBudget int64
 	SpoolDir     string
+	// Budget, when set, is the memory budget shared with the engine and
+	// the rest of the process (pmult.NewBudget): the front's messages and
+	// the engine's count against one ceiling; MemoryBudget is then not
+	// used. nil: the front's own budget of MemoryBudget.
+	Budget *pmult.Budget
 
 	once     sync.Once
 	cs       connserve.Server
@@ -209,11 +215,15 @@ func (s *Server) init() {
 		if s.QuarantineHeader == "" {
 			s.QuarantineHeader = DefaultQuarantineHeader
 		}
-		b := s.MemoryBudget
-		if b == 0 {
-			b = DefaultMemoryBudget
+		if s.Budget != nil {
+			s.budget = s.Budget
+		} else {
+			b := s.MemoryBudget
+			if b == 0 {
+				b = DefaultMemoryBudget
+			}
+			s.budget = spool.NewBudget(b)
 		}
-		s.budget = spool.NewBudget(b)
 		s.cs = connserve.Server{Name: "smtp", Log: s.Log, MaxConns: s.MaxConnections,
 			NewConn: func(nc net.Conn) connserve.Conn { return s.newConn(nc) }}
 	})

@@ -3,7 +3,7 @@
 // without the asked type get an empty answer (NODATA) or their CNAME
 // record (not chased: the client follows it), other names
 // NXDOMAIN; names in Hang are never answered, names in ServFail get
-// SERVFAIL.
+// SERVFAIL, names in Hold get SERVFAIL when the test releases them.
 
 package callouttest
 
@@ -27,6 +27,7 @@ type DNSServer struct {
 	zone     map[string][]dns.RR
 	hang     map[string]bool
 	servfail map[string]bool
+	hold     map[string]*held
 	udp, tcp *dns.Server
 	queries  atomic.Int64
 }
@@ -36,7 +37,7 @@ type DNSServer struct {
 // free port used for both UDP and TCP). It stops in t.Cleanup.
 func StartDNS(t testing.TB, addr string, records ...string) *DNSServer {
 	t.Helper()
-	d := &DNSServer{zone: map[string][]dns.RR{}, hang: map[string]bool{}, servfail: map[string]bool{}}
+	d := &DNSServer{zone: map[string][]dns.RR{}, hang: map[string]bool{}, servfail: map[string]bool{}, hold: map[string]*held{}}
 	d.Add(t, records...)
 	var pc net.PacketConn
 	var ln net.Listener
@@ -96,6 +97,27 @@ func (d *DNSServer) Hang(name string) {
 	d.mu.Unlock()
 }
 
+// held is a name whose questions wait for the test (Hold).
+type held struct {
+	asked, released chan struct{}
+	once            sync.Once
+}
+
+// Hold makes questions about name wait until release is called, then get
+// SERVFAIL; asked is closed when the first one arrives, so a test can
+// act while a client is known to be waiting for the answer. release is
+// also called in t.Cleanup.
+func (d *DNSServer) Hold(t testing.TB, name string) (asked <-chan struct{}, release func()) {
+	h := &held{asked: make(chan struct{}), released: make(chan struct{})}
+	d.mu.Lock()
+	d.hold[strings.ToLower(dns.Fqdn(name))] = h
+	d.mu.Unlock()
+	var rel sync.Once
+	release = func() { rel.Do(func() { close(h.released) }) }
+	t.Cleanup(release)
+	return h.asked, release
+}
+
 // ServFail makes the server answer SERVFAIL about name.
 func (d *DNSServer) ServFail(name string) {
 	d.mu.Lock()
@@ -117,11 +139,16 @@ func (d *DNSServer) serve(w dns.ResponseWriter, q *dns.Msg) {
 	qq := q.Question[0]
 	name := strings.ToLower(qq.Name)
 	d.mu.Lock()
-	hang, sf := d.hang[name], d.servfail[name]
+	hang, sf, h := d.hang[name], d.servfail[name], d.hold[name]
 	rrs, found := d.zone[name]
 	d.mu.Unlock()
 	if hang {
 		return
+	}
+	if h != nil {
+		h.once.Do(func() { close(h.asked) })
+		<-h.released
+		sf = true
 	}
 	m := new(dns.Msg)
 	m.SetReply(q)

@@ -381,7 +381,7 @@ func serve(ctx context.Context, c *Config, log *slog.Logger, rl *reloader) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, callout.ErrServerClosed) {
+			if err := serveListener(srv, ln, c.Listen[i].String()); err != nil {
 				errc <- err
 			}
 		}()
@@ -418,7 +418,7 @@ loop:
 			log.Info("calloutd terminating")
 			break loop
 		case err := <-errc:
-			log.Error("serve", "err", err)
+			log.Error("listener failed: calloutd stops", "err", err)
 			status = exitOSErr
 			break loop
 		}
@@ -431,6 +431,15 @@ loop:
 	stopSweep()
 	wg.Wait()
 	return status
+}
+
+// serveListener serves srv on ln until Shutdown; an error says which
+// listen address (addr) failed and how; nil after Shutdown.
+func serveListener(srv *callout.Server, ln net.Listener, addr string) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, callout.ErrServerClosed) {
+		return fmt.Errorf("listen %s: accepting connections: %w", addr, err)
+	}
+	return nil
 }
 
 // serveMetrics serves /metrics (Prometheus text) and /stats (JSON).

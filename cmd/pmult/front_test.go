@@ -75,3 +75,28 @@ func TestCheckWarnsAboutMTATimer(t *testing.T) {
 		}
 	}
 }
+
+// mta-config sendmail writes pmult's first listen address in Sendmail's
+// S= form, whatever its kind: inet:PORT@HOST, inet6:PORT@HOST (it wrote
+// inet6:[::1]:7357, which Sendmail does not read), a wildcard host as
+// the loopback address, unix:PATH.
+func TestMTAConfigSendmailSocket(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ listen, want string }{
+		{`"inet:7357@127.0.0.1"`, "S=inet:7357@127.0.0.1,"},
+		{`"inet6:7357@::1"`, "S=inet6:7357@::1,"},
+		{`"inet6:[::1]:7358"`, "S=inet6:7358@::1,"},
+		{`":7359"`, "S=inet:7359@127.0.0.1,"},
+		{`["unix:` + dir + `/p.sock", "inet:7360@127.0.0.1"]`, "S=unix:" + dir + "/p.sock,"},
+	} {
+		cfg := filepath.Join(dir, "pmult.toml")
+		os.WriteFile(cfg, []byte("listen = "+tc.listen+"\n"), 0o644)
+		var out, errb bytes.Buffer
+		if code := run([]string{"mta-config", "sendmail", "-c", cfg}, &out, &errb); code != 0 {
+			t.Fatalf("%s: exit %d: %s", tc.listen, code, errb.String())
+		}
+		if !strings.Contains(out.String(), "INPUT_MAIL_FILTER(`pmult', `"+tc.want) {
+			t.Errorf("listen = %s: want %q in\n%s", tc.listen, tc.want, out.String())
+		}
+	}
+}

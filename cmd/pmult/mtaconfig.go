@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -104,10 +105,6 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		}
 		s.Close()
 	}
-	listen := "inet:127.0.0.1:7357"
-	if len(cfg.Milter.ListenAddrs) > 0 {
-		listen = cfg.Milter.ListenAddrs[0].String()
-	}
 	var set []string
 	for st := macros.Stage(0); st < macros.NumStages; st++ {
 		if asked[st] {
@@ -138,17 +135,7 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 		postfixListeners(cfg, o.queueDir, stdout)
 		smtpPostfix(cfg, stdout)
 	case "sendmail":
-		spec := listen
-		for _, a := range cfg.Milter.ListenAddrs {
-			if a.Network != "unix" {
-				if h, p, ok := strings.Cut(a.Addr, ":"); ok && !strings.Contains(p, ":") {
-					spec = "inet:" + p + "@" + h
-				}
-				break
-			}
-			spec = "unix:" + a.Addr
-			break
-		}
+		spec := sendmailSocket(cfg)
 		fmt.Fprintf(stdout, "dnl sendmail.mc\nINPUT_MAIL_FILTER(`pmult', `S=%s, F=T, T=C:10s;S:30s;R:5m;E:10m')\n", spec)
 		for st := macros.Stage(0); st < macros.NumStages; st++ {
 			fmt.Fprintf(stdout, "define(`%s', `%s')dnl\n", macros.SendmailOption[st], strings.Join(lists[st], ", "))
@@ -156,6 +143,35 @@ func mtaConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	sizeConfig(mta, cfg, stdout)
 	return 0
+}
+
+// sendmailSocket returns the INPUT_MAIL_FILTER S= form of pmult's first
+// listen address (the one postfixMilter gives Postfix): unix:PATH,
+// inet:PORT@HOST or inet6:PORT@HOST; a wildcard host is the loopback
+// address Sendmail connects to.
+func sendmailSocket(cfg *config.Config) string {
+	a, _ := config.ParseAddress(config.DefaultListen) // a constant that parses
+	if len(cfg.Milter.ListenAddrs) > 0 {
+		a = cfg.Milter.ListenAddrs[0]
+	}
+	if a.Network == "unix" {
+		return "unix:" + a.Addr
+	}
+	host, port, err := net.SplitHostPort(a.Addr)
+	if err != nil {
+		return a.String()
+	}
+	family := "inet"
+	if a.Network == "tcp6" || strings.Contains(host, ":") {
+		family = "inet6"
+	}
+	switch {
+	case family == "inet" && (host == "" || host == "0.0.0.0"):
+		host = "127.0.0.1"
+	case family == "inet6" && (host == "" || host == "::"):
+		host = "::1"
+	}
+	return family + ":" + port + "@" + host
 }
 
 // postfixMilter returns the smtpd_milters form of pmult's first listen

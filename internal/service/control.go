@@ -53,6 +53,7 @@ func why(w io.Writer, rec *pmult.Recorder, id string) (bool, error) {
 // control serves the control socket.
 type control struct {
 	ln      net.Listener
+	done    chan struct{} // closed by Close: the accept loop ends
 	wg      sync.WaitGroup
 	rec     *pmult.Recorder
 	engines *pmult.Switch
@@ -98,20 +99,56 @@ func serveControl(path string, rec *pmult.Recorder, engines *pmult.Switch, log *
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	c := &control{ln: ln, rec: rec, engines: engines, log: log}
-	c.wg.Add(1)
-	go c.serve()
+	c := newControl(ln, rec, engines, log)
 	log.Info("control socket", "path", path)
 	return c, nil
 }
 
+// newControl serves the control requests arriving on ln until Close.
+func newControl(ln net.Listener, rec *pmult.Recorder, engines *pmult.Switch, log *slog.Logger) *control {
+	c := &control{ln: ln, done: make(chan struct{}), rec: rec, engines: engines, log: log}
+	c.wg.Add(1)
+	go c.serve()
+	return c
+}
+
+// Accept backoff of the control socket (as net/http's): after a failed
+// accept, wait from acceptDelayMin, doubling up to acceptDelayMax.
+const (
+	acceptDelayMin = 5 * time.Millisecond
+	acceptDelayMax = time.Second
+)
+
+// serve accepts until Close. An accept error other than the listener's
+// closing (out of file descriptors, a connection reset before accept) is
+// logged and retried after a growing delay, as net/http does: the socket
+// does not stop for good on a passing error.
 func (c *control) serve() {
 	defer c.wg.Done()
+	var delay time.Duration
 	for {
 		nc, err := c.ln.Accept()
 		if err != nil {
-			return // closed
+			select {
+			case <-c.done:
+				return // closed
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(delay*2, acceptDelayMin), acceptDelayMax)
+			c.log.Warn("control socket: accept failed, retrying", "err", err, "delay", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-c.done:
+				t.Stop()
+				return
+			}
+			continue
 		}
+		delay = 0
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -184,6 +221,7 @@ func (c *control) calloutCache(w io.Writer, name string, args []string) error {
 // Close stops the socket, waits for the requests in progress and removes
 // the socket file.
 func (c *control) Close(path string) {
+	close(c.done)
 	c.ln.Close()
 	c.wg.Wait()
 	os.Remove(path)
@@ -214,7 +252,9 @@ func whyHandler(rec *pmult.Recorder) http.HandlerFunc {
 // pmult_listener_sessions_total{listener}. The label is the listener's
 // name, or for an unnamed listener its listen address as configured; the
 // engines cannot tell unnamed listeners apart, so when there are several
-// their sessions are one series, listener="".
+// their sessions are one series, listener="". Names are unique across the
+// milter, MeTA1 and SMTP fronts (config refuses a name given twice, with
+// both places), so each named listener is one series of each.
 type listenerCounts struct {
 	labels []string
 	names  []string // the listener names ("": unnamed)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -82,7 +83,10 @@ func Run(ctx context.Context, o Options) int {
 		log.Error("bad configuration", "err", err)
 		return ExitConfig
 	}
-	eng.Counters, eng.Records = metrics, records
+	// One memory budget for the process (memory_budget): the engines of
+	// every reload and the SMTP front draw on it.
+	budget := pmult.NewBudget(int64(cfg.MemoryBudget))
+	eng.Counters, eng.Records, eng.Budget = metrics, records, budget
 	caches := &cache.Handles{} // the callout caches, process-owned like metrics
 	defer closeCaches(caches, log)
 	shareCaches(eng, caches)
@@ -119,7 +123,7 @@ func Run(ctx context.Context, o Options) int {
 		SoftSessions:   cfg.Meta1.MaxSessionsSoft,
 		MaxConnections: cfg.Meta1.MaxConnections,
 	}
-	ssrv, err := smtpFront(cfg, engines, log)
+	ssrv, err := smtpFront(cfg, engines, budget, log)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
 		return ExitConfig
@@ -175,7 +179,7 @@ func Run(ctx context.Context, o Options) int {
 		defer removePidfile(cfg.PIDFile, log)
 	}
 	if cfg.MetricsListen != "" {
-		ms, err := serveMetrics(cfg.MetricsListen, cfg.MetricsPprof, metrics, srv, log, engines, records, &counts)
+		ms, err := serveMetrics(cfg.MetricsListen, cfg.MetricsPprof, metrics, runningFronts(srv, msrv, ssrv, cfg), log, engines, records, &counts)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			closeAll()
@@ -237,7 +241,7 @@ loop:
 	for {
 		select {
 		case <-o.Reload:
-			reload(cfg, o.File, o.Load, engines, metrics, records, log, caches)
+			reload(cfg, o.File, o.Load, engines, metrics, records, budget, log, caches)
 			if ssrv != nil {
 				smtp.FlushNextHop(ssrv.NextHop) // idle next-hop connections: new ones from now on
 			}
@@ -295,7 +299,7 @@ loop:
 // reload builds an engine from a freshly loaded configuration and stores
 // it; on error the running one stays. Listen addresses stay.
 func reload(cfg *config.Config, file string, load func() (*config.Config, error), engines *pmult.Switch, metrics *pmult.Metrics,
-	records *pmult.Recorder, log *slog.Logger, caches *cache.Handles) {
+	records *pmult.Recorder, budget *pmult.Budget, log *slog.Logger, caches *cache.Handles) {
 	if load == nil {
 		log.Info("SIGHUP: no configuration file to reload")
 		return
@@ -304,7 +308,9 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 	if err == nil {
 		var ne *pmult.Engine
 		if ne, err = ncfg.Engine(log); err == nil {
-			ne.Counters, ne.Records = metrics, records
+			ne.Counters, ne.Records, ne.Budget = metrics, records, budget
+			// The process's one budget, resized to the new memory_budget.
+			budget.SetLimit(int64(ncfg.MemoryBudget))
 			shareCaches(ne, caches) // claimed before the old engine's backends release theirs
 			ne.Macros.Version = engines.Engine().Macros.Version
 			engines.Store(ne) // the old engine's open sessions finish on it, then close their connections
@@ -339,7 +345,7 @@ func reload(cfg *config.Config, file string, load func() (*config.Config, error)
 // survive reloads (SIGHUP); and the decision records at /why?id=. A bare port means loopback; a wildcard address
 // is warned about. With pprof (metrics_pprof) it also serves Go's runtime
 // profiles at /debug/pprof/ (see pprofHandlers).
-func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.Server, log *slog.Logger,
+func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, fronts []frontConns, log *slog.Logger,
 	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) (*http.Server, error) {
 	addr = metricsAddr(addr)
 	if isWildcard(addr) {
@@ -349,7 +355,7 @@ func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	mux := metricsMux(pprof, metrics, srv, engines, records, counts)
+	mux := metricsMux(pprof, metrics, fronts, engines, records, counts)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	log.Info("serving metrics", "address", "http://"+ln.Addr().String()+"/metrics")
@@ -361,7 +367,7 @@ func serveMetrics(addr string, pprof bool, metrics *pmult.Metrics, srv *adapter.
 
 // metricsMux is the metrics listener's handler: /metrics, /why and, with
 // pprof, /debug/pprof/.
-func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
+func metricsMux(pprof bool, metrics *pmult.Metrics, fronts []frontConns,
 	engines *pmult.Switch, records *pmult.Recorder, counts *listenerCounts) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -369,7 +375,7 @@ func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
 		metrics.WriteText(w)
 		pmult.WriteBackendState(w, engines.Engine())
 		counts.writeText(w, metrics)
-		fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", srv.ActiveSessions())
+		writeFrontConns(w, fronts)
 		writeProcessMetrics(w)
 	})
 	mux.HandleFunc("/why", whyHandler(records))
@@ -377,4 +383,42 @@ func metricsMux(pprof bool, metrics *pmult.Metrics, srv *adapter.Server,
 		pprofHandlers(mux)
 	}
 	return mux
+}
+
+// frontConns is one front end's count of open MTA (or SMTP client)
+// connections, for the metrics.
+type frontConns struct {
+	front  string // "milter", "meta1", "smtp"
+	active func() int
+}
+
+// runningFronts are the fronts whose connections the metrics count: the
+// milter front always (pmult_mta_connections counted it alone before),
+// MeTA1 and SMTP when they listen.
+func runningFronts(srv *adapter.Server, msrv *meta1.Server, ssrv *smtp.Server, cfg *config.Config) []frontConns {
+	fronts := []frontConns{{"milter", srv.ActiveSessions}}
+	if len(cfg.Meta1.ListenAddrs) > 0 {
+		fronts = append(fronts, frontConns{"meta1", msrv.ActiveConnections})
+	}
+	if ssrv != nil {
+		fronts = append(fronts, frontConns{"smtp", ssrv.ActiveSessions})
+	}
+	return fronts
+}
+
+// writeFrontConns writes pmult_mta_connections, the open connections of
+// every front together (the series of old, which counted the milter
+// front alone), and pmult_front_connections{front}, each front's.
+func writeFrontConns(w io.Writer, fronts []frontConns) {
+	n := make([]int, len(fronts))
+	total := 0
+	for i, f := range fronts {
+		n[i] = f.active()
+		total += n[i]
+	}
+	fmt.Fprintf(w, "# TYPE pmult_mta_connections gauge\npmult_mta_connections %d\n", total)
+	fmt.Fprint(w, "# TYPE pmult_front_connections gauge\n")
+	for i, f := range fronts {
+		fmt.Fprintf(w, "pmult_front_connections{front=%q} %d\n", f.front, n[i])
+	}
 }

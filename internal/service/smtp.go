@@ -15,8 +15,9 @@ import (
 )
 
 // smtpFront builds the SMTP front server; nil when [smtp] has no
-// listener.
-func smtpFront(cfg *config.Config, engines *pmult.Switch, log *slog.Logger) (*smtp.Server, error) {
+// listener. Its messages count against budget, the process's one
+// memory_budget that the engines share.
+func smtpFront(cfg *config.Config, engines *pmult.Switch, budget *pmult.Budget, log *slog.Logger) (*smtp.Server, error) {
 	sc := &cfg.Smtp
 	if len(sc.ListenAddrs) == 0 {
 		return nil, nil
@@ -46,7 +47,7 @@ func smtpFront(cfg *config.Config, engines *pmult.Switch, log *slog.Logger) (*sm
 		QuarantineHeader: sc.QuarantineHeader,
 		LoopMarker:       sc.LoopMarker,
 		SpoolMemory:      cfg.SpoolMemory,
-		MemoryBudget:     int64(cfg.MemoryBudget),
+		Budget:           budget,
 		SpoolDir:         cfg.SpoolDir,
 	}
 	if sc.MaxMessage == 0 {
@@ -54,9 +55,6 @@ func smtpFront(cfg *config.Config, engines *pmult.Switch, log *slog.Logger) (*sm
 	}
 	if cfg.SpoolMemory == 0 {
 		srv.SpoolMemory = -1
-	}
-	if cfg.MemoryBudget == 0 {
-		srv.MemoryBudget = -1
 	}
 	if sc.Mode == "after" {
 		srv.Mode = smtp.AfterQueue

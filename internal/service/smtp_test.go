@@ -38,7 +38,7 @@ bare_lf = "reject"
 forbid_unauth_pipelining = false
 quarantine = "reject"
 `)
-	srv, err := smtpFront(cfg, pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+	srv, err := smtpFront(cfg, pmult.NewSwitch(&pmult.Engine{}), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ quarantine = "reject"
 		srv.LoopMarker != config.DefaultSMTPLoopMarker || srv.NextHop == nil {
 		t.Errorf("server %+v", srv)
 	}
-	none, err := smtpFront(parseSmtpConfig(t, ""), pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+	none, err := smtpFront(parseSmtpConfig(t, ""), pmult.NewSwitch(&pmult.Engine{}), nil, slog.New(slog.DiscardHandler))
 	if err != nil || none != nil {
 		t.Errorf("no [smtp]: %v %v", none, err)
 	}
@@ -113,12 +113,38 @@ func TestSmtpDefaultsAgree(t *testing.T) {
 	// And a Server built from an empty [smtp] (listen and next_hop only)
 	// has the front's defaults where it matters.
 	srv, err := smtpFront(parseSmtpConfig(t, "[smtp]\nlisten = [\"inet:127.0.0.1:10025\"]\nnext_hop = \"inet:127.0.0.1:10026\"\n"),
-		pmult.NewSwitch(&pmult.Engine{}), slog.New(slog.DiscardHandler))
+		pmult.NewSwitch(&pmult.Engine{}), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if srv.MaxMessage != smtp.DefaultMaxMessage || srv.MaxLine != smtp.DefaultMaxLine || srv.CommandTimeout != smtp.DefaultCommandTimeout ||
 		srv.AllowPipelining || srv.Mode != smtp.BeforeQueue {
 		t.Errorf("defaults: %+v", srv)
+	}
+}
+
+// TestSmtpFrontSharesBudget: with [smtp] the process has one memory
+// budget of memory_budget bytes: the engine and the SMTP front draw on
+// the same one (before, the front had a second one of the full size).
+func TestSmtpFrontSharesBudget(t *testing.T) {
+	cfg := parseSmtpConfig(t, "memory_budget = 4096\n[smtp]\nlisten = [\"inet:127.0.0.1:10025\"]\nnext_hop = \"inet:127.0.0.1:10026\"\n")
+	budget := pmult.NewBudget(int64(cfg.MemoryBudget))
+	eng, err := cfg.Engine(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.Budget = budget
+	srv, err := smtpFront(cfg, pmult.NewSwitch(eng), budget, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Budget != budget || eng.Budget != budget {
+		t.Fatalf("front budget %p, engine budget %p, process budget %p", srv.Budget, eng.Budget, budget)
+	}
+	if srv.MemoryBudget != 0 {
+		t.Errorf("front has a budget of its own: MemoryBudget = %d", srv.MemoryBudget)
+	}
+	if budget.Limit() != 4096 {
+		t.Errorf("budget limit %d, want memory_budget 4096", budget.Limit())
 	}
 }

@@ -13,15 +13,23 @@ import (
 // Budget limits the bytes all spools sharing it keep in memory. It is safe
 // for concurrent use.
 type Budget struct {
-	limit int64
+	limit atomic.Int64
 	used  atomic.Int64
 }
 
 // NewBudget returns a budget of limit bytes (<= 0: nothing in memory).
-func NewBudget(limit int64) *Budget { return &Budget{limit: max(limit, 0)} }
+func NewBudget(limit int64) *Budget {
+	b := &Budget{}
+	b.SetLimit(limit)
+	return b
+}
 
 // Limit returns the budget's size in bytes.
-func (b *Budget) Limit() int64 { return b.limit }
+func (b *Budget) Limit() int64 { return b.limit.Load() }
+
+// SetLimit changes the budget's size (<= 0: nothing more in memory);
+// bytes already reserved stay until released.
+func (b *Budget) SetLimit(limit int64) { b.limit.Store(max(limit, 0)) }
 
 // Used returns the bytes currently reserved.
 func (b *Budget) Used() int64 { return b.used.Load() }
@@ -30,7 +38,7 @@ func (b *Budget) Used() int64 { return b.used.Load() }
 func (b *Budget) reserve(n int64) bool {
 	for {
 		u := b.used.Load()
-		if u+n > b.limit {
+		if u+n > b.limit.Load() {
 			return false
 		}
 		if b.used.CompareAndSwap(u, u+n) {

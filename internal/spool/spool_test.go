@@ -286,3 +286,21 @@ func BenchmarkSpool(b *testing.B) {
 		})
 	}
 }
+
+// SetLimit resizes a budget in use (a reload of memory_budget): what is
+// reserved stays, new reservations see the new limit.
+func TestBudgetSetLimit(t *testing.T) {
+	b := NewBudget(100)
+	if !b.reserve(80) {
+		t.Fatal("80 of 100 refused")
+	}
+	b.SetLimit(50)
+	if b.reserve(1) || b.Used() != 80 || b.Limit() != 50 {
+		t.Fatalf("after SetLimit(50): used %d, limit %d", b.Used(), b.Limit())
+	}
+	b.release(80)
+	b.SetLimit(-1)
+	if b.reserve(1) || b.Limit() != 0 {
+		t.Errorf("SetLimit(-1): limit %d", b.Limit())
+	}
+}
