@@ -40,6 +40,13 @@ var offer = pmult.Offer{
 	LeadingSpace:   true,
 	NoHiddenHeader: true,
 	Front:          "smtp",
+	// The client hears about the message only after the final dot, so a
+	// verdict about a header, EOH or body chunk can wait for end of
+	// message: the engine posts the content to backends that batch
+	// without waiting for each answer (as Postfix's NR_HDR/NR_EOH/NR_BODY
+	// with the milter front's defer_content).
+	NoReply:      pmult.Kinds(pmult.KindHeader, pmult.KindEOH, pmult.KindBody),
+	DeferContent: true,
 }
 
 type begin struct {
