@@ -7,7 +7,11 @@
 // answers the client with the merged verdicts, and relays each accepted
 // message, every edit applied, to a next hop (NextHop: package
 // adapters/smtp/relay) in the same transaction: the client's 250 at end
-// of data is the next hop's.
+// of data is the next hop's. A verdict about a header, EOH or body chunk
+// is the answer to the final dot (the client hears nothing before it), so
+// the engine posts the content to the backends without waiting for each
+// answer (Offer.NoReply and DeferContent, as the milter front with
+// Postfix's NR_HDR/NR_EOH/NR_BODY).
 //
 // The server is its own command loop on a bufio reader rather than
 // go-smtp's server: go-smtp v0.25.1 has no hook for XCLIENT, XFORWARD,
