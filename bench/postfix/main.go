@@ -339,7 +339,7 @@ func straceCount(t *tb, o options, s *side) string {
 // perMessage turns strace -c's summary into calls per message.
 func perMessage(summary string, messages int) string {
 	var res strings.Builder
-	fmt.Fprintf(&res, "%-16s %10s\n", "syscall", "per msg")
+	fmt.Fprintf(&res, "%-16s %10s %10s\n", "syscall", "per msg", "errors")
 	for _, l := range strings.Split(summary, "\n") {
 		f := strings.Fields(l)
 		// % time, seconds, usecs/call, calls, [errors], syscall
@@ -350,7 +350,12 @@ func perMessage(summary string, messages int) string {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&res, "%-16s %10.1f\n", f[len(f)-1], float64(calls)/float64(messages))
+		// errors (e.g. read's EAGAIN before each park on the netpoller)
+		errs := 0
+		if len(f) == 6 {
+			errs, _ = strconv.Atoi(f[4])
+		}
+		fmt.Fprintf(&res, "%-16s %10.1f %10.1f\n", f[len(f)-1], float64(calls)/float64(messages), float64(errs)/float64(messages))
 	}
 	return res.String()
 }

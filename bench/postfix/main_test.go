@@ -32,7 +32,7 @@ func TestMedianSpread(t *testing.T) {
 }
 
 // TestPerMessage parses strace -c's summary (with and without an errors
-// column) into calls per message.
+// column) into calls and errors per message.
 func TestPerMessage(t *testing.T) {
 	summary := `% time     seconds  usecs/call     calls    errors syscall
 ------ ----------- ----------- --------- --------- ----------------
@@ -42,7 +42,7 @@ func TestPerMessage(t *testing.T) {
 100.00    0.181000           4     42000      7000 total
 `
 	got := perMessage(summary, 1000)
-	for _, want := range []string{"write                  20.0", "read                   22.0", "total                  42.0"} {
+	for _, want := range []string{"write                  20.0        0.0", "read                   22.0        7.0", "total                  42.0        7.0"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("perMessage: no %q in\n%s", want, got)
 		}
