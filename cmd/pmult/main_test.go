@@ -297,3 +297,15 @@ func TestSizeLimitAdvice(t *testing.T) {
 		t.Errorf("mta-config postfix without a limit:\n%s", out.String())
 	}
 }
+
+// An SMTP-only pmult (no milter or MeTA1 front) gets the SMTP front's size
+// limit from check, not the note about the MTA's message_size_limit.
+func TestSizeLimitAdviceSMTPOnly(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "-c", filepath.Join("..", "..", "examples", "smtp-after-queue.toml")}, &out, &errb); code != 0 {
+		t.Fatalf("check: exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	if s := out.String(); strings.Contains(s, "no limit of pmult's") || !strings.Contains(s, "[smtp] max_message = 10240000") {
+		t.Errorf("check of an SMTP-only configuration:\n%s", s)
+	}
+}

@@ -34,6 +34,16 @@ func checkSpool(cfg *config.Config, stdout, stderr io.Writer) bool {
 	if dir == "" {
 		dir = os.TempDir()
 	}
+	if len(cfg.Smtp.ListenAddrs) > 0 {
+		fmt.Fprintf(stdout, "[smtp] max_message = %d: the SMTP front announces it (SIZE) and answers bigger messages 552 5.3.4\n", cfg.Smtp.MaxMessage)
+	}
+	if len(cfg.Milter.ListenAddrs) == 0 && len(cfg.Meta1.ListenAddrs) == 0 {
+		// No milter or MeTA1 front: the MTA-side notes below do not apply.
+		if cfg.MaxMessage > 0 {
+			fmt.Fprintf(stdout, "max_message = %d: bigger messages get 552 5.3.4 at end of data\n", cfg.MaxMessage)
+		}
+		return ok
+	}
 	if cfg.MaxMessage == 0 {
 		fmt.Fprintf(stdout, "max_message = 0: no limit of pmult's, the MTA's applies (Postfix message_size_limit, default %d; Sendmail MaxMessageSize, unlimited by default: set one); messages replayed to later editors are kept in memory up to spool_memory = %d bytes, beyond in %s\n",
 			postfixMessageSizeLimit, cfg.SpoolMemory, dir)
