@@ -11,19 +11,14 @@ import (
 	"strings"
 
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailmux/mailmux/adapters/smtp/relay"
 )
 
 // Origin is the client as the front saw it (after XCLIENT, XFORWARD or
-// the PROXY protocol), for the next hop's XFORWARD/XCLIENT.
-type Origin struct {
-	Addr  string // IP address text, or "" when unknown
-	Port  int
-	Name  string // reverse name, "[UNAVAILABLE]" when unknown
-	Helo  string
-	Proto string // "SMTP" / "ESMTP"
-	Ident string // queue id upstream, when known
-	Login string // XCLIENT LOGIN (SASL login name), "" when none
-}
+// the PROXY protocol), for the next hop's XFORWARD/XCLIENT: package
+// relay's, so the front hands it on as it is.
+type Origin = relay.Origin
 
 // NextHop starts next-hop transactions.
 type NextHop interface {

@@ -16,8 +16,7 @@ func RelayHop(r *relay.Relay) NextHop { return relayHop{r} }
 type relayHop struct{ r *relay.Relay }
 
 func (h relayHop) Begin(ctx context.Context, o Origin, from string, opts *gosmtp.MailOptions) (Txn, error) {
-	t, err := h.r.Begin(ctx, relay.Origin{Addr: o.Addr, Port: o.Port, Name: o.Name, Helo: o.Helo, Proto: o.Proto,
-		Ident: o.Ident, Login: o.Login}, from, opts)
+	t, err := h.r.Begin(ctx, o, from, opts)
 	if err != nil {
 		return nil, err
 	}
