@@ -591,13 +591,7 @@ func (t *Txn) forward(ctx context.Context) error {
 		return nil
 	}
 	o := t.origin
-	vals := []attr{
-		{"NAME", nameAttr(o.Name)},
-		{"ADDR", addrAttr(o.Addr)},
-		{"PORT", portAttr(o.Port)},
-		{"PROTO", orUnavailable(o.Proto)},
-		{"HELO", orUnavailable(o.Helo)},
-	}
+	vals := originAttrs(o)
 	if o.Login != "" {
 		vals = append(vals, attr{"LOGIN", o.Login})
 	}
@@ -768,17 +762,23 @@ func (b byteReader) Read(p []byte) (int, error) {
 	return b.r.Read(p)
 }
 
+// originAttrs are the attributes XCLIENT and XFORWARD share, in the
+// order they are sent.
+func originAttrs(o Origin) []attr {
+	return []attr{
+		{"NAME", nameAttr(o.Name)},
+		{"ADDR", addrAttr(o.Addr)},
+		{"PORT", portAttr(o.Port)},
+		{"PROTO", orUnavailable(o.Proto)},
+		{"HELO", orUnavailable(o.Helo)},
+	}
+}
+
 // mail sends XFORWARD (when used) and MAIL.
 func (t *Txn) mail(ctx context.Context, from string, opts *smtp.MailOptions) error {
 	if t.fwd == "XFORWARD" {
 		o := t.origin
-		vals := []attr{
-			{"NAME", nameAttr(o.Name)},
-			{"ADDR", addrAttr(o.Addr)},
-			{"PORT", portAttr(o.Port)},
-			{"PROTO", orUnavailable(o.Proto)},
-			{"HELO", orUnavailable(o.Helo)},
-		}
+		vals := originAttrs(o)
 		if o.Ident != "" {
 			vals = append(vals, attr{"IDENT", o.Ident})
 		}
