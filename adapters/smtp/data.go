@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"strings"
 )
 
 // BareLF is the policy for lines ending in LF alone.
@@ -217,14 +218,15 @@ func trimBlanks(b []byte) []byte {
 // engineValue turns the raw bytes after a colon (CRLF between folded
 // lines) into an engine header value ("\n" between them).
 func engineValue(v []byte) string {
-	out := make([]byte, 0, len(v))
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\r' && i+1 < len(v) && v[i+1] == '\n' {
+	var b strings.Builder
+	b.Grow(len(v))
+	for i, c := range v {
+		if c == '\r' && i+1 < len(v) && v[i+1] == '\n' {
 			continue
 		}
-		out = append(out, v[i])
+		b.WriteByte(c)
 	}
-	return string(out)
+	return b.String()
 }
 
 // appendWireValue appends an engine header value as message text (CRLF
