@@ -231,27 +231,25 @@ func engineValue(v []byte) string {
 
 // appendWireValue appends an engine header value as message text (CRLF
 // between folded lines; a lone LF becomes CRLF, an existing CRLF stays).
-func appendWireValue(dst []byte, v string) []byte {
+func appendWireValue(dst []byte, v string) []byte { return appendLFasCRLF(dst, v) }
+
+// appendCRLF appends a replacement body with CRLF line ends (milters
+// usually send LF; an existing CRLF stays), ending with a line end.
+func appendCRLF(dst, b []byte) []byte {
+	dst = appendLFasCRLF(dst, b)
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		dst = append(dst, '\r', '\n')
+	}
+	return dst
+}
+
+// appendLFasCRLF appends v with each lone LF as CRLF.
+func appendLFasCRLF[T string | []byte](dst []byte, v T) []byte {
 	for i := 0; i < len(v); i++ {
 		if v[i] == '\n' && (i == 0 || v[i-1] != '\r') {
 			dst = append(dst, '\r')
 		}
 		dst = append(dst, v[i])
-	}
-	return dst
-}
-
-// crlfWriter copies a replacement body to w with CRLF line ends (milters
-// usually send LF), ending with a line end.
-func appendCRLF(dst, b []byte) []byte {
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
-			dst = append(dst, '\r')
-		}
-		dst = append(dst, c)
-	}
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		dst = append(dst, '\r', '\n')
 	}
 	return dst
 }
