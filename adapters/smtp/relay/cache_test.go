@@ -152,6 +152,23 @@ func deliver(t *testing.T, r *Relay, from string) {
 	}
 }
 
+// beginAbort begins n transactions at once (n connections), then aborts
+// them all.
+func beginAbort(t *testing.T, r *Relay, n int) {
+	t.Helper()
+	var txs []*Txn
+	for range n {
+		tx, err := r.Begin(context.Background(), Origin{}, "a@example.org", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs = append(txs, tx)
+	}
+	for _, tx := range txs {
+		tx.Abort()
+	}
+}
+
 func TestRelayCacheReusesConnection(t *testing.T) {
 	h := startHop(t, "XFORWARD NAME ADDR PORT PROTO HELO")
 	r := newRelay(t, Config{Address: h.addr, XForward: true, Cache: true})
@@ -386,18 +403,7 @@ func TestRelayCacheLimits(t *testing.T) {
 		h := startHop(t)
 		r := newRelay(t, Config{Address: h.addr, Cache: true, CacheSize: 1})
 		defer r.Close()
-		ctx := context.Background()
-		var txs []*Txn
-		for range 3 {
-			tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			txs = append(txs, tx)
-		}
-		for _, tx := range txs {
-			tx.Abort()
-		}
+		beginAbort(t, r, 3)
 		if got := h.seen(); count(got, "<conn>") != 3 || count(got, "QUIT") != 2 || r.Idle() != 1 {
 			t.Fatalf("cache size 1, 3 connections: %d idle\n%s", r.Idle(), strings.Join(got, "\n"))
 		}
@@ -410,18 +416,7 @@ func TestRelayCacheNoLeaks(t *testing.T) {
 	h := startHop(t)
 	base := runtime.NumGoroutine()
 	r := newRelay(t, Config{Address: h.addr, Cache: true})
-	ctx := context.Background()
-	var txs []*Txn
-	for range 4 {
-		tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		txs = append(txs, tx)
-	}
-	for _, tx := range txs {
-		tx.Abort()
-	}
+	beginAbort(t, r, 4)
 	if r.Idle() != 4 {
 		t.Fatalf("%d idle, want 4", r.Idle())
 	}
