@@ -152,6 +152,20 @@ func deliver(t *testing.T, r *Relay, from string) {
 	}
 }
 
+// beginRcpt begins a transaction from from and adds the recipient to.
+func beginRcpt(t *testing.T, r *Relay, from, to string) *Txn {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := r.Begin(ctx, Origin{}, from, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt(ctx, to, nil); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 // beginAbort begins n transactions at once (n connections), then aborts
 // them all.
 func beginAbort(t *testing.T, r *Relay, n int) {
@@ -220,13 +234,7 @@ func TestRelayCacheAbortSendsRSET(t *testing.T) {
 	r := newRelay(t, Config{Address: h.addr, Cache: true})
 	defer r.Close()
 	ctx := context.Background()
-	tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "x@example.com", nil); err != nil {
-		t.Fatal(err)
-	}
+	tx := beginRcpt(t, r, "a@example.org", "x@example.com")
 	if err := tx.Abort(); err != nil {
 		t.Fatal(err)
 	}
@@ -456,13 +464,7 @@ func TestRelayDataNoBufferPerMessage(t *testing.T) {
 	ctx := context.Background()
 	msg := "Subject: x\r\n\r\n" + strings.Repeat(strings.Repeat("x", 62)+"\r\n", 32)
 	send := func() {
-		tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Rcpt(ctx, "b@example.com", nil); err != nil {
-			t.Fatal(err)
-		}
+		tx := beginRcpt(t, r, "a@example.org", "b@example.com")
 		if _, err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
 			t.Fatal(err)
 		}
@@ -508,13 +510,7 @@ func TestRelayCacheLMTP(t *testing.T) {
 	defer r.Close()
 	ctx := context.Background()
 	for i := range 3 {
-		tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Rcpt(ctx, "b@example.com", nil); err != nil {
-			t.Fatal(err)
-		}
+		tx := beginRcpt(t, r, "a@example.org", "b@example.com")
 		per, err := tx.Data(ctx, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
 		if err != nil || FoldLMTP(per) != nil {
 			t.Fatalf("message %d: %v %v", i, err, per)

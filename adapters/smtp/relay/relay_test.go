@@ -234,13 +234,7 @@ func TestRelayResetReplaysEnvelope(t *testing.T) {
 	s := &sink{}
 	r := newRelay(t, Config{Address: startSink(t, s, false)})
 	ctx := context.Background()
-	tx, err := r.Begin(ctx, Origin{}, "old@example.org", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "gone@example.com", nil); err != nil {
-		t.Fatal(err)
-	}
+	tx := beginRcpt(t, r, "old@example.org", "gone@example.com")
 	if err := tx.Reset(ctx, "new@example.org", &smtp.MailOptions{Size: 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -682,14 +676,8 @@ func TestRelayMessageReadError(t *testing.T) {
 	s := &sink{}
 	r := newRelay(t, Config{Address: startSink(t, s, false)})
 	ctx := context.Background()
-	tx, err := r.Begin(ctx, Origin{}, "a@example.org", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "b@example.com", nil); err != nil {
-		t.Fatal(err)
-	}
-	_, err = tx.Data(ctx, &badReader{n: 100000})
+	tx := beginRcpt(t, r, "a@example.org", "b@example.com")
+	_, err := tx.Data(ctx, &badReader{n: 100000})
 	if rep := ClientReply(err); rep == nil || rep.Code != 451 || !strings.Contains(err.Error(), "spool read failed") {
 		t.Fatalf("Data with a failing message: %v -> %+v", err, rep)
 	}
