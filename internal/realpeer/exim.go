@@ -293,37 +293,16 @@ func (ex *Exim) Deliveries(t testing.TB) []Delivered {
 func (ex *Exim) pending(t testing.TB) []Delivered {
 	t.Helper()
 	dir := filepath.Join(ex.Dir, "out", "new")
-	ents, err := os.ReadDir(dir)
+	names, err := byTime(dir, func(name string) bool { return !ex.seen[name] && !strings.HasPrefix(name, ".") })
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatalf("realpeer: exim: %v", err)
 	}
-	type file struct {
-		name string
-		mod  time.Time
-	}
-	var fs []file
-	for _, e := range ents {
-		if ex.seen[e.Name()] || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatalf("realpeer: exim: %v", err)
-		}
-		fs = append(fs, file{e.Name(), fi.ModTime()})
-	}
-	sort.Slice(fs, func(i, j int) bool {
-		if !fs[i].mod.Equal(fs[j].mod) {
-			return fs[i].mod.Before(fs[j].mod)
-		}
-		return fs[i].name < fs[j].name
-	})
 	var ds []Delivered
-	for _, f := range fs {
-		p := filepath.Join(dir, f.name)
+	for _, name := range names {
+		p := filepath.Join(dir, name)
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatalf("realpeer: exim: %v", err)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,35 +268,14 @@ func (sm *Sendmail) Send(t testing.TB, args ...string) (string, error) {
 // qf files were written.
 func (sm *Sendmail) Queued(t testing.TB) []Queued {
 	t.Helper()
-	ents, err := os.ReadDir(sm.Queue)
+	names, err := byTime(sm.Queue, func(name string) bool { return strings.HasPrefix(name, "qf") })
 	if err != nil {
 		t.Fatalf("realpeer: sendmail: %v", err)
 	}
-	type qfile struct {
-		name string
-		mod  time.Time
-	}
-	var qfs []qfile
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), "qf") {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatalf("realpeer: sendmail: %v", err)
-		}
-		qfs = append(qfs, qfile{e.Name(), fi.ModTime()})
-	}
-	sort.Slice(qfs, func(i, j int) bool {
-		if !qfs[i].mod.Equal(qfs[j].mod) {
-			return qfs[i].mod.Before(qfs[j].mod)
-		}
-		return qfs[i].name < qfs[j].name
-	})
 	var out []Queued
-	for _, f := range qfs {
-		id := strings.TrimPrefix(f.name, "qf")
-		qf := filepath.Join(sm.Queue, f.name)
+	for _, name := range names {
+		id := strings.TrimPrefix(name, "qf")
+		qf := filepath.Join(sm.Queue, name)
 		df := filepath.Join(sm.Queue, "df"+id)
 		raw, err := os.ReadFile(qf)
 		if err != nil {
