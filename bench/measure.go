@@ -184,25 +184,7 @@ func FanoutSession(ctx context.Context, addrs []string, rcpts int) error {
 func FanoutLoad(addrs []string, conc int, dur time.Duration) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), dur+30*time.Second)
 	defer cancel()
-	var n, errs atomic.Int64
-	start := time.Now()
-	end := start.Add(dur)
-	var wg sync.WaitGroup
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(end) {
-				if err := FanoutSession(ctx, addrs, 1); err != nil {
-					errs.Add(1)
-					continue
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return Result{Sessions: int(n.Load()), Elapsed: time.Since(start), Errors: int(errs.Load())}
+	return load(conc, dur, 0, func() error { return FanoutSession(ctx, addrs, 1) })
 }
 
 // Result of a load run.
@@ -222,6 +204,15 @@ func Load(addr string, conc int, dur time.Duration, rate float64) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), dur+30*time.Second)
 	defer cancel()
 	lat := &Lat{}
+	r := load(conc, dur, rate, func() error { return Session(ctx, addr, 1, lat) })
+	r.Lat = lat
+	return r
+}
+
+// load runs f with conc workers for dur and counts the runs that
+// succeeded and failed. If rate > 0 the runs are paced to that many per
+// second in total (open loop on a schedule).
+func load(conc int, dur time.Duration, rate float64, f func() error) Result {
 	var n, errs atomic.Int64
 	start := time.Now()
 	end := start.Add(dur)
@@ -241,7 +232,7 @@ func Load(addr string, conc int, dur time.Duration, rate float64) Result {
 				} else if time.Now().After(end) {
 					return
 				}
-				if err := Session(ctx, addr, 1, lat); err != nil {
+				if err := f(); err != nil {
 					errs.Add(1)
 					continue
 				}
@@ -250,7 +241,7 @@ func Load(addr string, conc int, dur time.Duration, rate float64) Result {
 		}()
 	}
 	wg.Wait()
-	return Result{Sessions: int(n.Load()), Elapsed: time.Since(start), Errors: int(errs.Load()), Lat: lat}
+	return Result{Sessions: int(n.Load()), Elapsed: time.Since(start), Errors: int(errs.Load())}
 }
 
 // IdleHeap opens n sessions (negotiated, CONNECT sent) against addr, and

@@ -45,8 +45,9 @@ func (c RulesCost) PerEval() time.Duration {
 	return c.Added() / time.Duration(c.Evals)
 }
 
-// cidrList writes a 10,000-entry CIDR list file into dir.
-func cidrList(dir string) (string, error) {
+// CIDRList writes the benchmarks' 10,000-entry CIDR list file into dir
+// and returns its path.
+func CIDRList(dir string) (string, error) {
 	var b strings.Builder
 	for i := 0; i < 10000; i++ {
 		fmt.Fprintf(&b, "10.%d.%d.0/24\n", i/256, i%256)
@@ -117,7 +118,7 @@ func ConditionBench(k int) (RulesCost, error) {
 		return RulesCost{}, err
 	}
 	defer os.RemoveAll(dir)
-	list, err := cidrList(dir)
+	list, err := CIDRList(dir)
 	if err != nil {
 		return RulesCost{}, err
 	}
@@ -167,12 +168,28 @@ func FilterBench(k int) (RulesCost, error) {
 // filterEngine is an engine whose only backend is the benchmark's filter
 // (its list file in dir).
 func filterEngine(dir string) (*pmult.Engine, error) {
-	list, err := cidrList(dir)
+	list, err := CIDRList(dir)
 	if err != nil {
 		return nil, err
 	}
+	text := FilterRules(list)
+	s, errs := filter.ParseConfig(func(v any) error { _, err := toml.Decode(text, v); return err })
+	if errs != nil {
+		return nil, errs[0]
+	}
+	if n := len(s.Rules); n != 100 {
+		return nil, fmt.Errorf("filter bench: %d rules, want 100", n)
+	}
+	return &pmult.Engine{QuietDecisions: true, Slots: []pmult.Slot{{Backend: s.NewBackend("rules", 0, nil)}}}, nil
+}
+
+// FilterRules is the benchmarks' filter rule set of 100 rules (also
+// BenchmarkFilterMessage's): reject the clients in listFile (see
+// CIDRList), 97 sender, Subject and recipient-domain rules, one
+// delete_header and one add_header.
+func FilterRules(listFile string) string {
 	var rules strings.Builder
-	fmt.Fprintf(&rules, "[[rule]]\nmatch = { client_file = %q }\naction = \"reject\"\n", list)
+	fmt.Fprintf(&rules, "[[rule]]\nmatch = { client_file = %q }\naction = \"reject\"\n", listFile)
 	for i := 0; i < 97; i++ {
 		switch i % 3 {
 		case 0:
@@ -185,13 +202,5 @@ func filterEngine(dir string) (*pmult.Engine, error) {
 	}
 	rules.WriteString("[[rule]]\naction = \"delete_header\"\nname = \"Authentication-Results\"\nvalue_regex = '^\\s*mx\\.example\\.org;'\n")
 	rules.WriteString("[[rule]]\naction = \"add_header\"\nname = \"X-Filtered\"\nvalue = \"yes\"\n")
-	text := rules.String()
-	s, errs := filter.ParseConfig(func(v any) error { _, err := toml.Decode(text, v); return err })
-	if errs != nil {
-		return nil, errs[0]
-	}
-	if n := len(s.Rules); n != 100 {
-		return nil, fmt.Errorf("filter bench: %d rules, want 100", n)
-	}
-	return &pmult.Engine{QuietDecisions: true, Slots: []pmult.Slot{{Backend: s.NewBackend("rules", 0, nil)}}}, nil
+	return rules.String()
 }

@@ -20,8 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -156,29 +154,6 @@ func SMTPMessage(addr string) error {
 	return expect("221")
 }
 
-// loadFunc runs f with conc workers for dur.
-func loadFunc(conc int, dur time.Duration, f func() error) Result {
-	var n, errs atomic.Int64
-	start := time.Now()
-	end := start.Add(dur)
-	var wg sync.WaitGroup
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(end) {
-				if err := f(); err != nil {
-					errs.Add(1)
-					continue
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return Result{Sessions: int(n.Load()), Elapsed: time.Since(start), Errors: int(errs.Load())}
-}
-
 // FrontsCompared is the SMTP front against the milter front.
 type FrontsCompared struct {
 	Backends int
@@ -218,9 +193,9 @@ func CompareFronts(backends []string, conc int, dur time.Duration) (FrontsCompar
 	var sN, nN, mN int
 	var sT, nT, mT time.Duration
 	for i := 0; i < 2; i++ {
-		s := loadFunc(conc, dur/2, func() error { return SMTPMessage(sf.Addr) })
+		s := load(conc, dur/2, 0, func() error { return SMTPMessage(sf.Addr) })
 		m := Load(mux.Addr, conc, dur/2, 0)
-		n := loadFunc(conc, dur/2, func() error { return SMTPMessage(nf.Addr) })
+		n := load(conc, dur/2, 0, func() error { return SMTPMessage(nf.Addr) })
 		sN, sT, mN, mT, nN, nT = sN+s.Sessions, sT+s.Elapsed, mN+m.Sessions, mT+m.Elapsed, nN+n.Sessions, nT+n.Elapsed
 		out.Errors += s.Errors + m.Errors + n.Errors
 	}

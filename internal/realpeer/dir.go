@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Dir creates a fresh directory (mode 0755) under the system temp directory
@@ -63,4 +65,39 @@ func chownUser(t testing.TB, path, name string) {
 	if err := os.Chown(path, uid, gid); err != nil {
 		t.Fatalf("realpeer: chown %s %s: %v (the tests must run as root)", name, path, err)
 	}
+}
+
+// byTime returns the names in dir that keep accepts, oldest file first
+// (by modification time, then name).
+func byTime(dir string, keep func(name string) bool) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	type file struct {
+		name string
+		mod  time.Time
+	}
+	var fs []file
+	for _, e := range ents {
+		if !keep(e.Name()) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, file{e.Name(), fi.ModTime()})
+	}
+	sort.Slice(fs, func(i, j int) bool {
+		if !fs[i].mod.Equal(fs[j].mod) {
+			return fs[i].mod.Before(fs[j].mod)
+		}
+		return fs[i].name < fs[j].name
+	})
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = f.name
+	}
+	return names, nil
 }

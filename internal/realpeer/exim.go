@@ -20,7 +20,6 @@ package realpeer
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -295,37 +293,16 @@ func (ex *Exim) Deliveries(t testing.TB) []Delivered {
 func (ex *Exim) pending(t testing.TB) []Delivered {
 	t.Helper()
 	dir := filepath.Join(ex.Dir, "out", "new")
-	ents, err := os.ReadDir(dir)
+	names, err := byTime(dir, func(name string) bool { return !ex.seen[name] && !strings.HasPrefix(name, ".") })
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatalf("realpeer: exim: %v", err)
 	}
-	type file struct {
-		name string
-		mod  time.Time
-	}
-	var fs []file
-	for _, e := range ents {
-		if ex.seen[e.Name()] || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatalf("realpeer: exim: %v", err)
-		}
-		fs = append(fs, file{e.Name(), fi.ModTime()})
-	}
-	sort.Slice(fs, func(i, j int) bool {
-		if !fs[i].mod.Equal(fs[j].mod) {
-			return fs[i].mod.Before(fs[j].mod)
-		}
-		return fs[i].name < fs[j].name
-	})
 	var ds []Delivered
-	for _, f := range fs {
-		p := filepath.Join(dir, f.name)
+	for _, name := range names {
+		p := filepath.Join(dir, name)
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatalf("realpeer: exim: %v", err)
@@ -380,77 +357,14 @@ func eximRoot() (string, error) {
 	return exRoot, exErr
 }
 
-func readyEximRoot(cache string) string {
-	ready, _ := filepath.Glob(filepath.Join(cache, "*", "READY"))
-	sort.Strings(ready)
-	if len(ready) == 0 {
-		return ""
-	}
-	return filepath.Dir(ready[len(ready)-1])
-}
-
 // prepareExim returns the newest ready unpacked package in cache, else
-// downloads and unpacks it there (under cache/.lock).
+// downloads and unpacks it there.
 func prepareExim(cache string) (string, error) {
-	if root := readyEximRoot(cache); root != "" {
-		return root, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", fmt.Errorf("cache %s: %w (sh %s prepares it as root)", cache, err, InstallScript)
-	}
-	lock, err := os.OpenFile(filepath.Join(cache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("cache lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("cache lock: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if root := readyEximRoot(cache); root != "" {
-		return root, nil
-	}
-	aptGet, err := ToolPath("apt-get")
-	if err != nil {
-		return "", fmt.Errorf("no Exim in %s and cannot fetch %s: %w (sh %s prepares it as root)", cache, eximPackage, err, InstallScript)
-	}
-	dpkg, err := ToolPath("dpkg")
-	if err != nil {
-		return "", fmt.Errorf("no Exim in %s and cannot fetch %s: %w (sh %s prepares it as root)", cache, eximPackage, err, InstallScript)
-	}
-	tmp, err := os.MkdirTemp(cache, ".fetch-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	dl := exec.Command(aptGet, "download", "-q", "-o", "APT::Sandbox::User=root", eximPackage)
-	dl.Dir = tmp
-	if out, err := runWithTimeout(dl, 5*time.Minute); err != nil {
-		return "", fmt.Errorf("no Exim in %s, and apt-get download %s failed: %w\n%s\n(run sh %s as root; it runs apt-get update first)",
-			cache, eximPackage, err, out, InstallScript)
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, eximPackage+"_*.deb"))
-	if len(debs) != 1 {
-		return "", fmt.Errorf("apt-get download %s gave %v", eximPackage, debs)
-	}
-	version := ""
-	if parts := strings.Split(filepath.Base(debs[0]), "_"); len(parts) == 3 {
-		version, _ = url.PathUnescape(parts[1])
-	}
-	root := filepath.Join(tmp, "root")
-	if out, err := runWithTimeout(exec.Command(dpkg, "-x", debs[0], root), time.Minute); err != nil {
-		return "", fmt.Errorf("dpkg -x %s: %w\n%s", debs[0], err, out)
-	}
-	if _, err := os.Stat(filepath.Join(root, eximBinRel)); err != nil {
-		return "", fmt.Errorf("unpacked %s has no %s: %w", eximPackage, eximBinRel, err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "READY"), []byte(filepath.Base(debs[0])+"\n"), 0o644); err != nil {
-		return "", err
-	}
-	final := filepath.Join(cache, strings.ReplaceAll(version, "/", "_"))
-	os.RemoveAll(final)
-	if err := os.Rename(root, final); err != nil {
-		return "", err
-	}
-	return final, nil
+	return debCache{dir: cache, what: "Exim", pkgs: []string{eximPackage}, version: eximPackage,
+		fix: func(root string) error {
+			if _, err := os.Stat(filepath.Join(root, eximBinRel)); err != nil {
+				return fmt.Errorf("unpacked %s has no %s: %w", eximPackage, eximBinRel, err)
+			}
+			return nil
+		}}.prepare()
 }

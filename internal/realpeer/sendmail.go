@@ -13,15 +13,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -271,35 +268,14 @@ func (sm *Sendmail) Send(t testing.TB, args ...string) (string, error) {
 // qf files were written.
 func (sm *Sendmail) Queued(t testing.TB) []Queued {
 	t.Helper()
-	ents, err := os.ReadDir(sm.Queue)
+	names, err := byTime(sm.Queue, func(name string) bool { return strings.HasPrefix(name, "qf") })
 	if err != nil {
 		t.Fatalf("realpeer: sendmail: %v", err)
 	}
-	type qfile struct {
-		name string
-		mod  time.Time
-	}
-	var qfs []qfile
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), "qf") {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatalf("realpeer: sendmail: %v", err)
-		}
-		qfs = append(qfs, qfile{e.Name(), fi.ModTime()})
-	}
-	sort.Slice(qfs, func(i, j int) bool {
-		if !qfs[i].mod.Equal(qfs[j].mod) {
-			return qfs[i].mod.Before(qfs[j].mod)
-		}
-		return qfs[i].name < qfs[j].name
-	})
 	var out []Queued
-	for _, f := range qfs {
-		id := strings.TrimPrefix(f.name, "qf")
-		qf := filepath.Join(sm.Queue, f.name)
+	for _, name := range names {
+		id := strings.TrimPrefix(name, "qf")
+		qf := filepath.Join(sm.Queue, name)
 		df := filepath.Join(sm.Queue, "df"+id)
 		raw, err := os.ReadFile(qf)
 		if err != nil {
@@ -387,87 +363,12 @@ func sendmailRoot() (string, error) {
 	return smRoot, smErr
 }
 
-// readySendmailRoot returns the newest ready version directory, or "".
-func readySendmailRoot() string {
-	ready, _ := filepath.Glob(filepath.Join(SendmailCacheDir, "*", "READY"))
-	sort.Strings(ready)
-	if len(ready) == 0 {
-		return ""
-	}
-	return filepath.Dir(ready[len(ready)-1])
-}
-
 func prepareSendmail() (string, error) {
-	if root := readySendmailRoot(); root != "" {
-		return root, nil
-	}
-	if err := os.MkdirAll(SendmailCacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("cache %s: %v (sh %s prepares it as root)", SendmailCacheDir, err, InstallScript)
-	}
-	lock, err := os.OpenFile(filepath.Join(SendmailCacheDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("cache lock: %v", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("cache lock: %v", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if root := readySendmailRoot(); root != "" { // made while we waited
-		return root, nil
-	}
-	for _, tool := range []string{"apt-get", "dpkg"} {
-		if _, err := ToolPath(tool); err != nil {
-			return "", fmt.Errorf("no Sendmail in %s and cannot fetch it: %v", SendmailCacheDir, err)
-		}
-	}
-	tmp, err := os.MkdirTemp(SendmailCacheDir, ".fetch-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	aptGet, _ := ToolPath("apt-get")
-	dl := exec.Command(aptGet, append([]string{"download", "-q", "-o", "APT::Sandbox::User=root"}, sendmailPackages...)...)
-	dl.Dir = tmp
-	if out, err := runWithTimeout(dl, 5*time.Minute); err != nil {
-		return "", fmt.Errorf("no Sendmail in %s, and apt-get download %s failed: %v\n%s\n"+
-			"(run sh %s as root; it runs apt-get update first)",
-			SendmailCacheDir, strings.Join(sendmailPackages, " "), err, out, InstallScript)
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-	version := ""
-	for _, d := range debs {
-		if parts := strings.Split(filepath.Base(d), "_"); len(parts) == 3 && parts[0] == "sendmail-bin" {
-			version, _ = url.PathUnescape(parts[1])
-		}
-	}
-	if version == "" || len(debs) != len(sendmailPackages) {
-		return "", fmt.Errorf("apt-get download gave %v, want %v", debs, sendmailPackages)
-	}
-	root := filepath.Join(tmp, "root")
-	dpkg, _ := ToolPath("dpkg")
-	for _, d := range debs {
-		if out, err := runWithTimeout(exec.Command(dpkg, "-x", d, root), time.Minute); err != nil {
-			return "", fmt.Errorf("dpkg -x %s: %v\n%s", d, err, out)
-		}
-	}
-	// setgid mail: glibc would ignore LD_LIBRARY_PATH (libwrap.so.0).
-	if err := os.Chmod(filepath.Join(root, sendmailBinRel), 0o755); err != nil {
-		return "", err
-	}
-	var names []string
-	for _, d := range debs {
-		names = append(names, filepath.Base(d))
-	}
-	if err := os.WriteFile(filepath.Join(root, "READY"), []byte(strings.Join(names, "\n")+"\n"), 0o644); err != nil {
-		return "", err
-	}
-	final := filepath.Join(SendmailCacheDir, strings.ReplaceAll(version, "/", "_"))
-	os.RemoveAll(final) // an incomplete earlier attempt
-	if err := os.Rename(root, final); err != nil {
-		return "", err
-	}
-	return final, nil
+	return debCache{dir: SendmailCacheDir, what: "Sendmail", pkgs: sendmailPackages, version: "sendmail-bin",
+		fix: func(root string) error {
+			// setgid mail: glibc would ignore LD_LIBRARY_PATH (libwrap.so.0).
+			return os.Chmod(filepath.Join(root, sendmailBinRel), 0o755)
+		}}.prepare()
 }
 
 // checkSendmailRoot checks the unpacked files and that the binary runs
