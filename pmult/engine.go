@@ -224,6 +224,7 @@ type Session struct {
 	res   []result
 	await []bool
 	tgt   []*bstate
+	wg    sync.WaitGroup // fanout's (reused: a declared one escapes per event)
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool

@@ -5,7 +5,6 @@ package pmult
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/mailmux/mailmux/macros"
@@ -131,18 +130,17 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		res[0].r, res[0].err = targets[0].handle(ctx, targets[0].cur)
 		res[0].done()
 	case ev.Kind == KindEOM:
-		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
-			wg.Add(1)
+			s.wg.Add(1)
 			go func() {
-				defer wg.Done()
+				defer s.wg.Done()
 				res[i].r, res[i].err = targets[i].handle(ctx, targets[i].cur)
 				res[i].done()
 			}()
 		}
 		res[0].r, res[0].err = targets[0].handle(ctx, targets[0].cur)
 		res[0].done()
-		wg.Wait()
+		s.wg.Wait()
 	default:
 		if cap(s.await) < len(targets) {
 			s.await = make([]bool, len(targets))
@@ -160,7 +158,6 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 				inline = i
 			}
 		}
-		var wg sync.WaitGroup
 		for i, b := range targets {
 			await[i] = false
 			switch {
@@ -170,9 +167,9 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 					res[i].done()
 				}
 			case i != inline:
-				wg.Add(1)
+				s.wg.Add(1)
 				go func() {
-					defer wg.Done()
+					defer s.wg.Done()
 					res[i].r, res[i].err = b.handle(ctx, b.cur)
 					res[i].done()
 				}()
@@ -193,7 +190,7 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 				res[i].done()
 			}
 		}
-		wg.Wait()
+		s.wg.Wait()
 	}
 	return res
 }
