@@ -225,6 +225,7 @@ type Session struct {
 	await []bool
 	tgt   []*bstate
 	wg    sync.WaitGroup // fanout's (reused: a declared one escapes per event)
+	live  []liveAnswer   // eom's, by position (reused, cleared after)
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool

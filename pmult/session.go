@@ -719,10 +719,11 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	}
 	targets := s.targets(ev, true)
 	res := s.fanout(ctx, targets, ev)
-	n := len(s.bs)
-	live := make([]bool, n)
-	votes := make([]Reply, n)
-	liveEdits := make([][]Edit, n)
+	if cap(s.live) < len(s.bs) {
+		s.live = make([]liveAnswer, len(s.bs))
+	}
+	live := s.live[:len(s.bs)] // by position; zero but for the live backends
+	defer clear(live)
 	for i, b := range targets {
 		r := res[i]
 		if r.err == nil {
@@ -730,13 +731,13 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 				r.err = err
 			}
 		}
-		votes[b.pos] = s.vote(ctx, b, ev, r)
-		live[b.pos] = true
+		l := &live[b.pos]
+		l.live, l.vote = true, s.vote(ctx, b, ev, r)
 		if r.err == nil && len(r.r.Edits) > 0 {
 			if b.slot.Policy.Evaluate {
 				s.logEvaluated(b, r.r.Edits)
 			} else {
-				liveEdits[b.pos] = r.r.Edits
+				l.edits = r.r.Edits
 			}
 		}
 	}
@@ -789,9 +790,9 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	m := s.merger()
 	for i, b := range s.bs {
 		switch {
-		case live[i]:
-			m.add(i, votes[i])
-			apply(b, liveEdits[i])
+		case live[i].live:
+			m.add(i, live[i].vote)
+			apply(b, live[i].edits)
 		case b.replay && !b.dead && !b.doneConn && !b.doneMsg:
 			if m.objects() {
 				continue // the chain would not reach it
@@ -818,6 +819,13 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	out = append(out, quarantine...)
 	out = append(out, body...)
 	return Reply{Verdict: Continue, Edits: out}
+}
+
+// liveAnswer is what a live backend answered at end of message.
+type liveAnswer struct {
+	live  bool
+	vote  Reply
+	edits []Edit // its edits, to apply (nil in evaluation)
 }
 
 func (s *Session) logEvaluated(b *bstate, edits []Edit) {
