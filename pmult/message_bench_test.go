@@ -7,22 +7,35 @@ import (
 	. "github.com/mailmux/mailmux/pmult"
 )
 
-// batching is a backend like instant whose sessions batch (Hold/Flush):
-// content the MTA reads no reply to is posted ahead and settled later.
-type batching struct{ name string }
+// batching is a backend like instant whose sessions batch (Hold/Flush).
+// answers: it answers content too (then the engine owes the answers of
+// content posted ahead and settles them later); otherwise it leaves
+// content unanswered.
+type batching struct {
+	name    string
+	answers bool
+}
 
 func (b batching) Name() string { return b.name }
 func (b batching) Open(context.Context, OpenInfo) (BackendSession, error) {
-	return batchingSession{}, nil
+	return batchingSession{answers: b.answers}, nil
 }
 
-type batchingSession struct{ instantSession }
-
-func (batchingSession) Caps() Caps {
-	return Caps{NoReply: Kinds(KindHeader, KindEOH, KindBody)}
+type batchingSession struct {
+	instantSession
+	answers bool
 }
-func (batchingSession) Post(_ context.Context, ev *Event) (bool, error) {
-	return !Kinds(KindHeader, KindEOH, KindBody).Has(ev.Kind), nil
+
+var content = Kinds(KindHeader, KindEOH, KindBody)
+
+func (s batchingSession) Caps() Caps {
+	if s.answers {
+		return Caps{}
+	}
+	return Caps{NoReply: content}
+}
+func (s batchingSession) Post(_ context.Context, ev *Event) (bool, error) {
+	return s.answers || !content.Has(ev.Kind), nil
 }
 func (batchingSession) Hold()        {}
 func (batchingSession) Flush() error { return nil }
@@ -31,11 +44,23 @@ func (batchingSession) Flush() error { return nil }
 // four body chunks) through three batching backends that leave content
 // unanswered: content is posted ahead.
 func BenchmarkMessageBatched(b *testing.B) {
-	e := &Engine{Slots: []Slot{{Backend: batching{"a"}}, {Backend: batching{"b"}}, {Backend: batching{"c"}}}}
+	benchMessage(b, false, Offer{})
+}
+
+// BenchmarkMessageOwed is BenchmarkMessageBatched with backends that
+// answer content the MTA (deferring content) reads no reply to: the
+// answers are owed and settled at end of message.
+func BenchmarkMessageOwed(b *testing.B) {
+	benchMessage(b, true, Offer{DeferContent: true})
+}
+
+func benchMessage(b *testing.B, answers bool, extra Offer) {
+	e := &Engine{Slots: []Slot{{Backend: batching{"a", answers}}, {Backend: batching{"b", answers}}, {Backend: batching{"c", answers}}}}
 	s := e.NewSession("bench", nil)
 	ctx := context.Background()
 	offer := allOffer
-	offer.NoReply = Kinds(KindHeader, KindEOH, KindBody)
+	offer.NoReply = content
+	offer.DeferContent = extra.DeferContent
 	s.Open(ctx, offer, nil)
 	defer s.Close()
 	s.Handle(ctx, &Event{Kind: KindConnect, Hostname: "h", Family: '4', Address: "192.0.2.1"})
