@@ -502,7 +502,7 @@ func (s *Session) settle(ctx context.Context) {
 			if err := b.batcher().Flush(); err != nil {
 				at := time.Now()
 				m.add(b.pos, s.vote(ctx, b, b.owed[0], result{err: err, at: at}))
-				b.owed = nil
+				b.owed = forget(b.owed)
 			}
 		}
 	}
@@ -512,7 +512,6 @@ func (s *Session) settle(ctx context.Context) {
 		}
 		owed = true
 		evs := b.owed
-		b.owed = nil
 		for _, ev := range evs {
 			if b.dead || b.pipe == nil {
 				break
@@ -526,6 +525,7 @@ func (s *Session) settle(ctx context.Context) {
 				break
 			}
 		}
+		b.owed = forget(evs)
 	}
 	if !owed && !m.objects() {
 		return
@@ -534,6 +534,12 @@ func (s *Session) settle(ctx context.Context) {
 	if m.objects() && !s.final.Verdict.Objects() {
 		s.final = m.best
 	}
+}
+
+// forget empties a list of owed events, keeping its memory for the next.
+func forget(evs []*Event) []*Event {
+	clear(evs)
+	return evs[:0]
 }
 
 func (s *Session) abort(ctx context.Context, ev *Event) {
