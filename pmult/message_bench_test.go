@@ -94,3 +94,30 @@ func benchMessage(b *testing.B, answers bool, extra Offer) {
 		}
 	}
 }
+
+// BenchmarkEnvelopeAssigned is BenchmarkEnvelope where the first backend
+// set a macro at CONNECT: the backends after it get a copy of each RCPT
+// with the macro in its set.
+func BenchmarkEnvelopeAssigned(b *testing.B) {
+	setter := Func("setter", Caps{}, func(_ context.Context, ev *Event) (Reply, error) {
+		if ev.Kind == KindConnect {
+			return Reply{Verdict: Continue, Macros: []Assignment{{Name: "{x_reputation}", Value: "good"}}}, nil
+		}
+		return Reply{Verdict: Continue}, nil
+	})
+	e := &Engine{Slots: []Slot{{Backend: setter}, {Backend: instant{"b"}}, {Backend: instant{"c"}}}}
+	s := e.NewSession("bench", nil)
+	ctx := context.Background()
+	s.Open(ctx, allOffer, nil)
+	defer s.Close()
+	s.Handle(ctx, &Event{Kind: KindConnect, Hostname: "h", Family: '4', Address: "192.0.2.1"})
+	s.Handle(ctx, &Event{Kind: KindHelo, Arg: "h"})
+	s.Handle(ctx, &Event{Kind: KindMail, Args: []string{"<a@example.org>"}})
+	ev := &Event{Kind: KindRcpt, Args: []string{"<b@example.net>"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := s.Handle(ctx, ev); r.Verdict != Continue {
+			b.Fatal(r)
+		}
+	}
+}
