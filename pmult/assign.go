@@ -191,9 +191,10 @@ func (a *assignment) active(k Kind) bool {
 
 // visible returns the name, value pairs (wire names) b sees at events of
 // kind k: the latest assignment of each name by a backend before it, less
-// those the MTA's value hides. nil: none.
+// those the MTA's value hides. nil: none. The list is the session's
+// scratch, valid until the next call: callers copy what they keep.
 func (s *Session) visible(b *bstate, k Kind) []string {
-	var out []string
+	out := s.vis[:0]
 	for i := range s.asg {
 		a := &s.asg[i]
 		if a.pos >= b.pos || !a.active(k) || (!a.override && s.mtaSent(a.name)) {
@@ -208,6 +209,10 @@ func (s *Session) visible(b *bstate, k Kind) []string {
 		if !replaced {
 			out = append(out, a.wire, a.value)
 		}
+	}
+	s.vis = out
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }

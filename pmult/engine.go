@@ -244,6 +244,7 @@ type Session struct {
 	// Macro assignments of backends (assign.go), the MTA's pairs by
 	// stage in scope, and whether a message is in progress.
 	asg       []assignment
+	vis       []string // visible's scratch
 	sent      [numKinds][]string
 	inMessage bool
 	rc        recorder // the decision record of the message (record.go)
