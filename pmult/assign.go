@@ -80,6 +80,7 @@ import (
 type assignment struct {
 	pos      int    // the setter's place in the chain
 	name     string // normalised (no braces)
+	wire     string // as MTAs send it (macros.Wire)
 	value    string
 	from     Kind
 	override bool
@@ -144,7 +145,7 @@ func (s *Session) assign(b *bstate, k Kind, list []Assignment) {
 			continue
 		}
 		s.asg = deleteAssignment(s.asg, b.pos, n)
-		s.asg = append(s.asg, assignment{pos: b.pos, name: n, value: a.Value, from: from,
+		s.asg = append(s.asg, assignment{pos: b.pos, name: n, wire: wire, value: a.Value, from: from,
 			override: a.Override, conn: conn})
 		s.recMacro(b, k, wire, a.Value, a.Override)
 		s.log.Debug("backend set a macro", "backend", b.name, "stage", k.String(), "macro", wire,
@@ -190,24 +191,28 @@ func (a *assignment) active(k Kind) bool {
 
 // visible returns the name, value pairs (wire names) b sees at events of
 // kind k: the latest assignment of each name by a backend before it, less
-// those the MTA's value hides. nil: none.
+// those the MTA's value hides. nil: none. The list is the session's
+// scratch, valid until the next call: callers copy what they keep.
 func (s *Session) visible(b *bstate, k Kind) []string {
-	var out []string
+	out := s.vis[:0]
 	for i := range s.asg {
 		a := &s.asg[i]
 		if a.pos >= b.pos || !a.active(k) || (!a.override && s.mtaSent(a.name)) {
 			continue
 		}
-		w := macros.Wire(a.name)
 		replaced := false
 		for j := 0; j+1 < len(out); j += 2 {
-			if out[j] == w {
+			if out[j] == a.wire {
 				out[j+1], replaced = a.value, true
 			}
 		}
 		if !replaced {
-			out = append(out, w, a.value)
+			out = append(out, a.wire, a.value)
 		}
+	}
+	s.vis = out
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }

@@ -224,6 +224,8 @@ type Session struct {
 	res   []result
 	await []bool
 	tgt   []*bstate
+	wg    sync.WaitGroup // fanout's (reused: a declared one escapes per event)
+	live  []liveAnswer   // eom's, by position (reused, cleared after)
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool
@@ -242,6 +244,7 @@ type Session struct {
 	// Macro assignments of backends (assign.go), the MTA's pairs by
 	// stage in scope, and whether a message is in progress.
 	asg       []assignment
+	vis       []string // visible's scratch
 	sent      [numKinds][]string
 	inMessage bool
 	rc        recorder // the decision record of the message (record.go)

@@ -682,15 +682,7 @@ func (s *Session) decisionLine() {
 			if st.n == 0 {
 				continue
 			}
-			if len(b) == start {
-				if start > 0 {
-					b = append(b, ' ')
-				}
-				b = append(b, bs.name...)
-				b = append(b, '(')
-			} else {
-				b = append(b, ' ')
-			}
+			b = openItem(b, start, bs.name)
 			b = append(b, k.String()...)
 			b = append(b, '=')
 			if st.failed {
@@ -718,15 +710,7 @@ func (s *Session) decisionLine() {
 			if n == 0 {
 				continue
 			}
-			if len(b) == start {
-				if start > 0 {
-					b = append(b, ' ')
-				}
-				b = append(b, bs.name...)
-				b = append(b, '(')
-			} else {
-				b = append(b, ' ')
-			}
+			b = openItem(b, start, bs.name)
 			b = append(b, EditKind(e).String()...)
 			b = append(b, '=')
 			b = strconv.AppendInt(b, int64(n), 10)
@@ -770,6 +754,20 @@ func (s *Session) decisionLine() {
 
 // appendMillis appends d in milliseconds, "ms" after: three decimals
 // below 1 ms, one below 100 ms, none above.
+// openItem starts one item of a backend's group "name(a b ...)" in b,
+// whose group began at start: the first item opens the group (after a
+// space if other groups precede it), later ones are space-separated.
+func openItem(b []byte, start int, name string) []byte {
+	if len(b) > start {
+		return append(b, ' ')
+	}
+	if start > 0 {
+		b = append(b, ' ')
+	}
+	b = append(b, name...)
+	return append(b, '(')
+}
+
 func appendMillis(b []byte, d time.Duration) []byte {
 	ms := float64(d) / float64(time.Millisecond)
 	prec := 0

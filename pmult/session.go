@@ -5,7 +5,6 @@ package pmult
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/mailmux/mailmux/macros"
@@ -131,18 +130,17 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 		res[0].r, res[0].err = targets[0].handle(ctx, targets[0].cur)
 		res[0].done()
 	case ev.Kind == KindEOM:
-		var wg sync.WaitGroup
 		for i := 1; i < len(targets); i++ {
-			wg.Add(1)
+			s.wg.Add(1)
 			go func() {
-				defer wg.Done()
+				defer s.wg.Done()
 				res[i].r, res[i].err = targets[i].handle(ctx, targets[i].cur)
 				res[i].done()
 			}()
 		}
 		res[0].r, res[0].err = targets[0].handle(ctx, targets[0].cur)
 		res[0].done()
-		wg.Wait()
+		s.wg.Wait()
 	default:
 		if cap(s.await) < len(targets) {
 			s.await = make([]bool, len(targets))
@@ -160,7 +158,6 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 				inline = i
 			}
 		}
-		var wg sync.WaitGroup
 		for i, b := range targets {
 			await[i] = false
 			switch {
@@ -170,9 +167,9 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 					res[i].done()
 				}
 			case i != inline:
-				wg.Add(1)
+				s.wg.Add(1)
 				go func() {
-					defer wg.Done()
+					defer s.wg.Done()
 					res[i].r, res[i].err = b.handle(ctx, b.cur)
 					res[i].done()
 				}()
@@ -193,7 +190,7 @@ func (s *Session) fanout(ctx context.Context, targets []*bstate, ev *Event) []re
 				res[i].done()
 			}
 		}
-		wg.Wait()
+		s.wg.Wait()
 	}
 	return res
 }
@@ -505,7 +502,7 @@ func (s *Session) settle(ctx context.Context) {
 			if err := b.batcher().Flush(); err != nil {
 				at := time.Now()
 				m.add(b.pos, s.vote(ctx, b, b.owed[0], result{err: err, at: at}))
-				b.owed = nil
+				b.owed = forget(b.owed)
 			}
 		}
 	}
@@ -515,7 +512,6 @@ func (s *Session) settle(ctx context.Context) {
 		}
 		owed = true
 		evs := b.owed
-		b.owed = nil
 		for _, ev := range evs {
 			if b.dead || b.pipe == nil {
 				break
@@ -529,6 +525,7 @@ func (s *Session) settle(ctx context.Context) {
 				break
 			}
 		}
+		b.owed = forget(evs)
 	}
 	if !owed && !m.objects() {
 		return
@@ -537,6 +534,12 @@ func (s *Session) settle(ctx context.Context) {
 	if m.objects() && !s.final.Verdict.Objects() {
 		s.final = m.best
 	}
+}
+
+// forget empties a list of owed events, keeping its memory for the next.
+func forget(evs []*Event) []*Event {
+	clear(evs)
+	return evs[:0]
 }
 
 func (s *Session) abort(ctx context.Context, ev *Event) {
@@ -722,10 +725,11 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	}
 	targets := s.targets(ev, true)
 	res := s.fanout(ctx, targets, ev)
-	n := len(s.bs)
-	live := make([]bool, n)
-	votes := make([]Reply, n)
-	liveEdits := make([][]Edit, n)
+	if cap(s.live) < len(s.bs) {
+		s.live = make([]liveAnswer, len(s.bs))
+	}
+	live := s.live[:len(s.bs)] // by position; zero but for the live backends
+	defer clear(live)
 	for i, b := range targets {
 		r := res[i]
 		if r.err == nil {
@@ -733,13 +737,13 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 				r.err = err
 			}
 		}
-		votes[b.pos] = s.vote(ctx, b, ev, r)
-		live[b.pos] = true
+		l := &live[b.pos]
+		l.live, l.vote = true, s.vote(ctx, b, ev, r)
 		if r.err == nil && len(r.r.Edits) > 0 {
 			if b.slot.Policy.Evaluate {
 				s.logEvaluated(b, r.r.Edits)
 			} else {
-				liveEdits[b.pos] = r.r.Edits
+				l.edits = r.r.Edits
 			}
 		}
 	}
@@ -792,9 +796,9 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	m := s.merger()
 	for i, b := range s.bs {
 		switch {
-		case live[i]:
-			m.add(i, votes[i])
-			apply(b, liveEdits[i])
+		case live[i].live:
+			m.add(i, live[i].vote)
+			apply(b, live[i].edits)
 		case b.replay && !b.dead && !b.doneConn && !b.doneMsg:
 			if m.objects() {
 				continue // the chain would not reach it
@@ -821,6 +825,13 @@ func (s *Session) eom(ctx context.Context, ev *Event) Reply {
 	out = append(out, quarantine...)
 	out = append(out, body...)
 	return Reply{Verdict: Continue, Edits: out}
+}
+
+// liveAnswer is what a live backend answered at end of message.
+type liveAnswer struct {
+	live  bool
+	vote  Reply
+	edits []Edit // its edits, to apply (nil in evaluation)
 }
 
 func (s *Session) logEvaluated(b *bstate, edits []Edit) {

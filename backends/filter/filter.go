@@ -269,20 +269,12 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 	var set []pmult.Assignment
 	for i := range s.f.rules {
 		r := &s.f.rules[i]
-		if !r.setsMacros() || s.decided[i] {
+		if !r.setsMacros() || s.decided[i] || !s.decide(i, ev.Kind) {
 			continue
 		}
-		t := s.eval(r, ev.Kind)
-		if t == pmult.Unknown {
-			continue
-		}
-		s.decided[i] = true
-		if t == pmult.Yes {
-			s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", ev.Kind.String())
-			for _, a := range r.Set {
-				a.Value = s.expand(a.Value)
-				set = append(set, a)
-			}
+		for _, a := range r.Set {
+			a.Value = s.expand(a.Value)
+			set = append(set, a)
 		}
 	}
 	for i := range s.f.rules {
@@ -290,16 +282,8 @@ func (s *session) Handle(ctx context.Context, ev *pmult.Event) (pmult.Reply, err
 		if !m.isVerdict || s.decided[i] || (ev.Kind == pmult.KindRcpt && m.perRcpt) {
 			continue
 		}
-		r := &s.f.rules[i]
-		v := m.verdict
-		t := s.eval(r, ev.Kind)
-		if t == pmult.Unknown {
-			continue
-		}
-		s.decided[i] = true
-		if t == pmult.Yes {
-			s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", ev.Kind.String())
-			return pmult.Reply{Verdict: v, Text: s.expand(r.Reply), Macros: set}, nil
+		if s.decide(i, ev.Kind) {
+			return pmult.Reply{Verdict: m.verdict, Text: s.expand(s.f.rules[i].Reply), Macros: set}, nil
 		}
 	}
 	if ev.Kind != pmult.KindEOM {
@@ -364,6 +348,22 @@ func (s *session) rcpt(ev *pmult.Event) (pmult.Reply, bool) {
 		return pmult.Reply{Verdict: v, Text: s.expand(r.Reply)}, true
 	}
 	return pmult.Reply{}, false
+}
+
+// decide evaluates rule i at stage k: once its value is known the rule
+// is marked decided; decide reports whether it matched (and logs it).
+func (s *session) decide(i int, k pmult.Kind) bool {
+	r := &s.f.rules[i]
+	t := s.eval(r, k)
+	if t == pmult.Unknown {
+		return false
+	}
+	s.decided[i] = true
+	if t != pmult.Yes {
+		return false
+	}
+	s.f.log.Debug("rule matched", "backend", s.f.name, "rule", i, "action", r.Action, "stage", k.String())
+	return true
 }
 
 // eval is the value of r's match (and body_regex) at stage k.

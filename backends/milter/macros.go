@@ -34,12 +34,13 @@ func (s *session) macroPairs(m pmult.MacroSet) []string {
 	if len(asked) == 0 {
 		return pairs
 	}
+	wire := s.askedWire[m.For]
 	out := make([]string, 0, 2*len(asked))
-	for _, name := range asked {
+	for i, name := range asked {
 		if v, ok := macros.Lookup(pairs, name); ok {
-			out = append(out, macros.Wire(name), v)
+			out = append(out, wire[i], v)
 		} else if v, ok := macros.Lookup(m.Synth, name); ok {
-			out = append(out, macros.Wire(name), v)
+			out = append(out, wire[i], v)
 		} else if !s.mayBeAssigned(st, name) {
 			s.b.starved(s.offer.Front, st, name)
 		}

@@ -74,8 +74,10 @@ type session struct {
 	offer pmult.Offer // what the session was negotiated for (reuse key)
 	// assigned: macros backends before this one may set (OpenInfo.Assigned).
 	assigned []string
-	broken   bool // an error was seen: never reuse
-	inMsg    bool // MAIL sent, no EOM or ABORT since
+	// askedWire: caps.Macros (the lists asked for), names in wire form.
+	askedWire map[pmult.Kind][]string
+	broken    bool // an error was seen: never reuse
+	inMsg     bool // MAIL sent, no EOM or ABORT since
 	// endOK: the last command was an EOM answered CONTINUE. That is where
 	// libmilter accepts QUIT_NC (its state ENDM); anywhere else (after
 	// HELO, an ABORT, a rejected or accepted message) it ignores QUIT_NC
@@ -139,16 +141,34 @@ func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 			c.NoReply = c.NoReply.With(k)
 		}
 	}
+	var lists map[pmult.Kind][]string
 	for _, sl := range rep.SymLists {
 		if k, ok := milterkind.OfStage(sl.Stage); ok {
-			if c.Macros == nil {
-				c.Macros = map[pmult.Kind][]string{}
+			if lists == nil {
+				lists = map[pmult.Kind][]string{}
 			}
-			c.Macros[k] = macros.Split(sl.Macros)
+			lists[k] = macros.Split(sl.Macros)
 		}
 	}
 	s.caps = c
+	s.setMacroLists(lists)
 	return nil
+}
+
+// setMacroLists keeps the lists the filter asked for (SMFIR_SETSYMLIST)
+// in its caps, and their names in wire form for macroPairs.
+func (s *session) setMacroLists(lists map[pmult.Kind][]string) {
+	s.caps.Macros, s.askedWire = lists, nil
+	for k, names := range lists {
+		if s.askedWire == nil {
+			s.askedWire = map[pmult.Kind][]string{}
+		}
+		w := make([]string, len(names))
+		for i, n := range names {
+			w[i] = macros.Wire(n)
+		}
+		s.askedWire[k] = w
+	}
 }
 
 // Caps implements pmult.BackendSession.

@@ -509,18 +509,7 @@ type andNode []node
 
 func and(ns []node) andNode { return andNode(ns) }
 
-func (a andNode) Eval(f *pmult.Facts) pmult.Tri {
-	out := pmult.Yes
-	for _, n := range a {
-		switch n.Eval(f) {
-		case pmult.No:
-			return pmult.No
-		case pmult.Unknown:
-			out = pmult.Unknown
-		}
-	}
-	return out
-}
+func (a andNode) Eval(f *pmult.Facts) pmult.Tri { return evalAll(a, f, pmult.No) }
 
 func (a andNode) Stage() pmult.Kind { return maxStage(a) }
 
@@ -530,12 +519,20 @@ type orNode []node
 
 func or(ns []node) orNode { return orNode(ns) }
 
-func (o orNode) Eval(f *pmult.Facts) pmult.Tri {
-	out := pmult.No
-	for _, n := range o {
+func (o orNode) Eval(f *pmult.Facts) pmult.Tri { return evalAll(o, f, pmult.Yes) }
+
+// evalAll folds three-valued results: the first node yielding absorb
+// decides (No for all, Yes for any); otherwise Unknown if any node is
+// Unknown, else the identity (the opposite of absorb).
+func evalAll(ns []node, f *pmult.Facts, absorb pmult.Tri) pmult.Tri {
+	out := pmult.Yes
+	if absorb == pmult.Yes {
+		out = pmult.No
+	}
+	for _, n := range ns {
 		switch n.Eval(f) {
-		case pmult.Yes:
-			return pmult.Yes
+		case absorb:
+			return absorb
 		case pmult.Unknown:
 			out = pmult.Unknown
 		}
