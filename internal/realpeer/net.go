@@ -10,22 +10,53 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago (the
-// kernel picked it for a listener that is closed again). Another process
-// can take it in between; that race is accepted for tests.
+// kernel picked it for a listener that is closed again), and that no
+// earlier FreePort call of this test binary returned: the kernel hands a
+// just-closed port out again, and two parallel tests (or one test asking
+// twice, e.g. for a front's listener and its next hop) would then get the
+// same one. Another process can still take it in between; that race is
+// accepted for tests.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("realpeer: FreePort: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("realpeer: FreePort: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if handedOut.claim(port) {
+			return port
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
+	t.Fatalf("realpeer: FreePort: the kernel keeps giving ports already handed out")
+	return 0
+}
+
+// handedOut is the set of ports FreePort returned in this test binary:
+// the one piece of process-wide state of the harness, since uniqueness
+// across parallel tests is the point.
+var handedOut = portSet{m: map[int]bool{}}
+
+type portSet struct {
+	mu sync.Mutex
+	m  map[int]bool
+}
+
+func (s *portSet) claim(port int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[port] {
+		return false
+	}
+	s.m[port] = true
+	return true
 }
 
 // DialWait tries to connect to network/addr ("tcp" or "unix") until a

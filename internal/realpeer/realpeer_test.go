@@ -321,3 +321,16 @@ func TestMtasimMailfromd(t *testing.T) {
 		t.Errorf("mtasim against a closed port: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, MtasimUnreachable, stdout, stderr)
 	}
 }
+
+// FreePort never returns a port twice in one test binary, even when the
+// kernel hands the just-closed port out again.
+func TestFreePortUnique(t *testing.T) {
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if seen[p] {
+			t.Fatalf("FreePort returned %d twice", p)
+		}
+		seen[p] = true
+	}
+}
