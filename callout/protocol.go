@@ -123,6 +123,9 @@ func ParseVrfy(args []string) (smtpprobe.Request, error) {
 	if q := req.Email; len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' {
 		req.Email = unescape(q[1 : len(q)-1]) // mailfromd's client quotes it
 	}
+	if req.Email == "" {
+		return req, perr(ErrInvalidArgs) // VRFY ""
+	}
 	for i := 1; i < len(args); i++ {
 		k, v, ok := strings.Cut(args[i], "=")
 		if !ok {
@@ -176,7 +179,20 @@ func FormatVrfy(req smtpprobe.Request) (string, error) {
 		return "", err
 	}
 	b.WriteString("VRFY ")
-	b.WriteString(req.Email)
+	if e := req.Email; len(e) >= 2 && e[0] == '"' && e[len(e)-1] == '"' {
+		// A quoted local part spanning the whole address: quote it again,
+		// or ParseVrfy would take the quotes for the client's.
+		b.WriteByte('"')
+		for i := 0; i < len(e); i++ {
+			if e[i] == '"' || e[i] == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(e[i])
+		}
+		b.WriteByte('"')
+	} else {
+		b.WriteString(e)
+	}
 	if req.Mode != smtpprobe.MXFirst {
 		b.WriteString(" mode=" + req.Mode.String())
 	}
