@@ -52,6 +52,7 @@ const exitConfig = 78
 const gcPercent = 400
 
 func main() {
+	keepSysmonAwake(os.Args[1:])
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
