@@ -41,6 +41,8 @@ type Table struct {
 	Default []Entry
 	Set     []Entry
 	Drop    []string
+
+	aliasOrder []string // Alias's keys sorted (Chain makes it)
 }
 
 // Empty reports whether the table has no rule.
@@ -49,46 +51,73 @@ func (t *Table) Empty() bool {
 }
 
 // Apply returns the pairs of stage st after the table's rules; pairs is
-// not modified. The names it adds are in wire form.
+// not modified (and is returned as it is when no rule changes it). The
+// names it adds are in wire form.
 func (t *Table) Apply(st Stage, pairs []string) []string {
 	if t.Empty() {
 		return pairs
 	}
-	out := make([]string, 0, len(pairs)+2*(len(t.Set)+len(t.Default)+len(t.Alias)))
-	for i := 0; i+1 < len(pairs); i += 2 {
-		n := Normalize(pairs[i])
-		if slices.Contains(t.Drop, n) {
-			continue
+	out := pairs
+	owned := false // out is a copy Apply may change
+	own := func() {
+		if !owned {
+			out = append(make([]string, 0, len(out)+2*(len(t.Set)+len(t.Default)+len(t.Alias))), out...)
+			owned = true
 		}
-		name := pairs[i]
-		if to, ok := t.Rename[n]; ok {
-			name = Wire(to)
+	}
+	if len(t.Drop) > 0 || len(t.Rename) > 0 {
+		for i := 0; i+1 < len(pairs); i += 2 {
+			n := Normalize(pairs[i])
+			_, renamed := t.Rename[n]
+			if !renamed && !slices.Contains(t.Drop, n) {
+				continue
+			}
+			// Something to drop or rename: rebuild from the start.
+			out = make([]string, 0, len(pairs)+2*(len(t.Set)+len(t.Default)+len(t.Alias)))
+			owned = true
+			for i := 0; i+1 < len(pairs); i += 2 {
+				n := Normalize(pairs[i])
+				if slices.Contains(t.Drop, n) {
+					continue
+				}
+				name := pairs[i]
+				if to, ok := t.Rename[n]; ok {
+					name = Wire(to)
+				}
+				out = append(out, name, pairs[i+1])
+			}
+			break
 		}
-		out = append(out, name, pairs[i+1])
 	}
 	if len(t.Alias) > 0 {
-		keys := make([]string, 0, len(t.Alias))
-		for k := range t.Alias {
-			keys = append(keys, k)
+		keys := t.aliasOrder
+		if len(keys) != len(t.Alias) { // not made by Chain
+			keys = make([]string, 0, len(t.Alias))
+			for k := range t.Alias {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
 		}
-		sort.Strings(keys)
 		for _, from := range keys {
 			to := t.Alias[from]
 			if v, ok := Lookup(out, from); ok {
 				if _, has := Lookup(out, to); !has {
+					own()
 					out = append(out, Wire(to), v)
 				}
 			}
 		}
 	}
 	for _, e := range t.Set {
-		if _, ok := Lookup(out, e.Name); ok || e.Stage == st {
+		if v, ok := Lookup(out, e.Name); ok && v != e.Value || !ok && e.Stage == st {
+			own()
 			out = put(out, e.Name, e.Value)
 		}
 	}
 	for _, e := range t.Default {
 		v, ok := Lookup(out, e.Name)
 		if ok && v == "" || !ok && e.Stage == st {
+			own()
 			out = put(out, e.Name, e.Value)
 		}
 	}
@@ -159,6 +188,10 @@ func Chain(tables ...*Table) *Table {
 		out.Set = append(out.Set, t.Set...)
 		out.Drop = append(out.Drop, t.Drop...)
 	}
+	for k := range out.Alias {
+		out.aliasOrder = append(out.aliasOrder, k)
+	}
+	sort.Strings(out.aliasOrder)
 	return out
 }
 

@@ -93,3 +93,30 @@ func TestBuiltinMeta1(t *testing.T) {
 		t.Error("CanDerive")
 	}
 }
+
+// A table that changes nothing in a set returns the set itself (no copy);
+// one that changes something returns a copy and leaves the set as it was.
+func TestApplySharesUnchanged(t *testing.T) {
+	milter, _ := Builtin("milter")
+	tab := Chain(milter, &Table{Set: []Entry{{Stage: EnvFrom, Name: "auth_type", Value: "none"}}})
+	pairs := []string{"i", "Q1", "{mail_addr}", "a@example.org"}
+	if out := tab.Apply(Helo, pairs); &out[0] != &pairs[0] || len(out) != len(pairs) {
+		t.Errorf("unchanged set copied: %q", out)
+	}
+	out := tab.Apply(EnvFrom, pairs)
+	if v, _ := Lookup(out, "auth_type"); v != "none" || len(pairs) != 4 || pairs[0] != "i" {
+		t.Errorf("Apply(EnvFrom) = %q (in %q)", out, pairs)
+	}
+	conn := []string{"j", "mx.example", "{daemon_addr}", "192.0.2.25"}
+	out = tab.Apply(Connect, conn)
+	if v, _ := Lookup(out, "if_addr"); v != "192.0.2.25" || len(conn) != 4 {
+		t.Errorf("alias: %q", out)
+	}
+	if v, _ := Lookup(out, "if_name"); v != "mx.example" {
+		t.Errorf("alias j: %q", out)
+	}
+	same := []string{"{auth_type}", "none"}
+	if out := tab.Apply(EnvFrom, same); &out[0] != &same[0] {
+		t.Errorf("a set value already in place copied: %q", out)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mailmux/mailmux/macros"
 )
@@ -34,11 +35,57 @@ type MacroTables struct {
 	Listener map[string]*macros.Table
 	// Version is the value of {mult_version}.
 	Version string
+
+	chains sync.Map // front + "\x00" + listener: *macroChain, made once
 }
 
-// table returns the chain for one session.
-func (m *MacroTables) table(front, listener string) *macros.Table {
-	return macros.Chain(m.Dialect[front], m.Global, m.Listener[listener])
+// macroChain is the table one session goes through (dialect, global,
+// listener), with what it offers at each stage, made once per front end
+// and listener and shared by their sessions.
+type macroChain struct {
+	tab     *macros.Table
+	offered [macros.NumStages][]string
+}
+
+// table returns the chain for sessions of front and listener.
+func (m *MacroTables) table(front, listener string) *macroChain {
+	key := front + "\x00" + listener
+	if c, ok := m.chains.Load(key); ok {
+		return c.(*macroChain)
+	}
+	c := &macroChain{tab: macros.Chain(m.Dialect[front], m.Global, m.Listener[listener])}
+	for st := range macros.NumStages {
+		c.offered[st] = c.tab.Offered(st)
+	}
+	got, _ := m.chains.LoadOrStore(key, c)
+	return got.(*macroChain)
+}
+
+// derivWire are macros.DerivableNames in wire form, and derivAt the ones
+// pmult can derive at each stage (bit i: DerivableNames[i]).
+var derivWire, derivAt = func() ([]string, [macros.NumStages]uint32) {
+	w := make([]string, len(macros.DerivableNames))
+	var at [macros.NumStages]uint32
+	for i, n := range macros.DerivableNames {
+		w[i] = macros.Wire(n)
+		for st := range macros.NumStages {
+			if macros.CanDerive(st, n) {
+				at[st] |= 1 << i
+			}
+		}
+	}
+	return w, at
+}()
+
+// derivIndex returns the index of a normalised macro name in
+// macros.DerivableNames, or -1.
+func derivIndex(n string) int {
+	for i, d := range macros.DerivableNames {
+		if d == n {
+			return i
+		}
+	}
+	return -1
 }
 
 // macroStage maps an event kind to its macro stage.
@@ -67,9 +114,10 @@ func MacroStage(k Kind) (macros.Stage, bool) { return macroStage(k) }
 
 // synthState is what the session knows to derive macros from.
 type synthState struct {
-	tab                  *macros.Table
+	tab                  *macroChain
 	clientAddr, clientNm string
 	clientPort           int
+	clientPortS          string // clientPort in decimal
 	resolve              string
 	helo                 string
 	mailAddr             string
@@ -88,17 +136,23 @@ func host(addr string) string {
 
 // derive returns the value of a derivable macro (normalised name) at st.
 func (s *Session) derive(name string, st macros.Stage) (string, bool) {
-	m := &s.syn
-	if !macros.CanDerive(st, name) {
+	if i := derivIndex(name); i < 0 || st < 0 || st >= macros.NumStages || derivAt[st]&(1<<i) == 0 {
 		return "", false
 	}
+	return s.derived(name)
+}
+
+// derived returns the value of a derivable macro (normalised name), at a
+// stage where it can be derived.
+func (s *Session) derived(name string) (string, bool) {
+	m := &s.syn
 	switch name {
 	case "client_addr":
 		return m.clientAddr, m.clientAddr != ""
 	case "client_name":
 		return m.clientNm, m.clientNm != ""
 	case "client_port":
-		return strconv.Itoa(m.clientPort), m.clientAddr != ""
+		return m.clientPortS, m.clientAddr != ""
 	case "client_resolve":
 		return m.resolve, m.resolve != ""
 	case "listener":
@@ -146,6 +200,7 @@ func (s *Session) rewriteMacros(ev *Event) {
 	switch ev.Kind {
 	case KindConnect:
 		m.clientAddr, m.clientNm, m.clientPort = "", ev.Hostname, int(ev.Port)
+		m.clientPortS = strconv.Itoa(m.clientPort)
 		if ev.Family == '4' || ev.Family == '6' {
 			if a, err := netip.ParseAddr(strings.TrimPrefix(ev.Address, "IPv6:")); err == nil {
 				m.clientAddr = a.String()
@@ -200,25 +255,58 @@ func (s *Session) rewriteMacros(ev *Event) {
 }
 
 // translate applies the session's table to one stage's set and fills its
-// Synth pairs.
+// Synth pairs: the table's offered values the MTA did not send, then the
+// derivable macros neither sent nor offered.
 func (s *Session) translate(st macros.Stage, set MacroSet) MacroSet {
-	set.Pairs = s.syn.tab.Apply(st, set.Pairs)
+	set.Pairs = s.syn.tab.tab.Apply(st, set.Pairs)
 	set.Synth = nil
-	offered := s.syn.tab.Offered(st)
+	var offered []string
+	if st >= 0 && st < macros.NumStages {
+		offered = s.syn.tab.offered[st]
+	}
+	var have uint32 // derivable names sent or offered
+	for i := 0; i+1 < len(set.Pairs); i += 2 {
+		if j := derivIndex(macros.Normalize(set.Pairs[i])); j >= 0 {
+			have |= 1 << j
+		}
+	}
+	n := 0
+	for i := 0; i+1 < len(offered); i += 2 {
+		if _, sent := macros.Lookup(set.Pairs, offered[i]); !sent {
+			n += 2
+		}
+		if j := derivIndex(macros.Normalize(offered[i])); j >= 0 {
+			have |= 1 << j // a table's value wins
+		}
+	}
+	var vals [32]string
+	var want uint32
+	if st >= 0 && st < macros.NumStages {
+		want = derivAt[st] &^ have
+	}
+	for j, name := range macros.DerivableNames {
+		if want&(1<<j) == 0 {
+			continue
+		}
+		if v, ok := s.derived(name); ok {
+			vals[j] = v
+			n += 2
+		} else {
+			want &^= 1 << j
+		}
+	}
+	if n == 0 {
+		return set
+	}
+	set.Synth = make([]string, 0, n)
 	for i := 0; i+1 < len(offered); i += 2 {
 		if _, sent := macros.Lookup(set.Pairs, offered[i]); !sent {
 			set.Synth = append(set.Synth, offered[i], offered[i+1])
 		}
 	}
-	for _, name := range macros.DerivableNames {
-		if _, sent := macros.Lookup(set.Pairs, name); sent {
-			continue
-		}
-		if _, dup := macros.Lookup(set.Synth, name); dup {
-			continue // a table's value wins
-		}
-		if v, ok := s.derive(name, st); ok {
-			set.Synth = append(set.Synth, macros.Wire(name), v)
+	for j := range macros.DerivableNames {
+		if want&(1<<j) != 0 {
+			set.Synth = append(set.Synth, derivWire[j], vals[j])
 		}
 	}
 	return set
