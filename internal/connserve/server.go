@@ -10,6 +10,11 @@
 //                       silent connections cannot starve real sessions
 //   LogInterval  10s    refusals and evictions are logged once per interval
 //                       with a count, not once per connection
+//
+// A goroutine whose connection ended waits workerIdle for the next one
+// instead of exiting: its stack, grown to the protocol's call depth, is
+// used again, not grown from 8 KiB by copying for every connection (about
+// 2% of pmult's CPU through Postfix, one connection per SMTP session).
 
 package connserve
 
@@ -72,6 +77,20 @@ type Server struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	slots     chan struct{} // WaitWhenFull: one token per open connection
+	jobs      chan job      // to an idle worker (unbuffered)
+	workers   sync.WaitGroup
+}
+
+// workerIdle is how long a worker goroutine waits for the next
+// connection before it exits.
+const workerIdle = 5 * time.Second
+
+// job is one accepted connection for a worker.
+type job struct {
+	c       Conn
+	e       *entry
+	ctx     context.Context
+	release func()
 }
 
 func (s *Server) init() {
@@ -92,6 +111,7 @@ func (s *Server) init() {
 		s.evicted = &rateLog{log: s.Log, interval: iv, msg: "connection limit reached, closing connections that have not negotiated to make room",
 			attrs: []any{"front", s.Name, "limit", s.MaxConns}}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.jobs = make(chan job)
 		if s.WaitWhenFull && s.MaxConns > 0 {
 			s.slots = make(chan struct{}, s.MaxConns)
 		}
@@ -169,21 +189,52 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		s.wg.Add(1)
 		s.active.Add(1)
-		ctx := s.ctx
+		j := job{c: c, e: e, ctx: s.ctx, release: release}
 		s.mu.Unlock()
-		go func() {
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.pending.remove(e)
-				s.mu.Unlock()
-				s.active.Add(-1)
-				release()
-				s.wg.Done()
-			}()
-			c.Serve(ctx)
-		}()
+		select {
+		case s.jobs <- j: // an idle worker takes it
+		default:
+			s.workers.Add(1)
+			go s.work(j)
+		}
 	}
+}
+
+// work serves j, then the connections handed to it while it waits idle,
+// until it has waited workerIdle or the server is shut down.
+func (s *Server) work(j job) {
+	defer s.workers.Done()
+	var t *time.Timer
+	for {
+		s.run(j)
+		if t == nil {
+			t = time.NewTimer(workerIdle)
+			defer t.Stop()
+		} else {
+			t.Reset(workerIdle)
+		}
+		select {
+		case j = <-s.jobs:
+		case <-t.C:
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// run serves one connection and forgets it.
+func (s *Server) run(j job) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, j.c)
+		s.pending.remove(j.e)
+		s.mu.Unlock()
+		s.active.Add(-1)
+		j.release()
+		s.wg.Done()
+	}()
+	j.c.Serve(j.ctx)
 }
 
 // Shutdown stops accepting, drains open connections until ctx is done,
@@ -203,6 +254,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.evicted.flush()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.workers.Wait() // idle workers leave at cancel
 	select {
 	case <-done:
 		s.cancel()

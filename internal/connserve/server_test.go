@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,5 +210,45 @@ func TestRefusalLogFlushesPerInterval(t *testing.T) {
 			t.Fatalf("the second refusal was never logged:\n%s", lb)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Connections one after another are served by one worker goroutine that
+// waits for the next (no goroutine per connection once one idles), and
+// Shutdown returns only when the idle workers are gone.
+func TestWorkersReusedAndStopped(t *testing.T) {
+	s := &Server{Name: "test"}
+	s.NewConn = func(nc net.Conn) Conn { return &lineConn{s: s, nc: nc} }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); s.Serve(ln) }()
+	before := runtime.NumGoroutine()
+	peak := 0
+	for i := range 20 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !roundTrip(t, c, "line "+strconv.Itoa(i)+"\n") {
+			t.Fatalf("connection %d not served", i)
+		}
+		c.Close()
+		waitActive(t, s, 0)
+		peak = max(peak, runtime.NumGoroutine())
+	}
+	if peak > before+2 {
+		t.Errorf("%d goroutines after 20 connections one at a time (%d before): workers not reused", peak, before)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	if n := runtime.NumGoroutine(); n >= before {
+		t.Errorf("%d goroutines after Shutdown, %d with the server running idle: idle workers left", n, before)
 	}
 }
