@@ -150,12 +150,6 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 		s.ctx = ctx
 		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 		s.probation = true
-		if s.quitNCOwed {
-			// The QUIT_NC that ended the last session goes out with
-			// this session's first command (pool.go, release).
-			s.quitNCOwed = false
-			s.wbuf = mp.AppendPacket(s.newBuf(), mp.CmdQuitNC)
-		}
 		return s, nil
 	}
 	// One budget for connect and negotiation: connect_timeout, or the

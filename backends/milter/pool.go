@@ -60,12 +60,11 @@ func (b *Backend) release(s *session) bool {
 	if retired {
 		return false
 	}
-	// QUIT_NC is not written now but in front of the next session's
-	// first command (Open): one write and one wakeup of the filter fewer
-	// per session. Until then the filter waits after the EOM it
-	// answered, where libmilter takes QUIT_NC as well as QUIT (a
-	// connection closed from the pool gets QUIT).
-	s.quitNCOwed = true
+	s.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
+	if _, err := s.conn.Write(mp.AppendPacket(nil, mp.CmdQuitNC)); err != nil {
+		return false
+	}
+	s.conn.SetWriteDeadline(time.Time{})
 	s.quarantine = nil
 	s.idleAt = time.Now()
 	// Between SMTP sessions the connection pins no buffer (nothing is
@@ -74,7 +73,7 @@ func (b *Backend) release(s *session) bool {
 	s.dropBuf(s.wbuf)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.retired { // retired meanwhile
+	if b.retired { // retired while QUIT_NC was being written
 		go s.conn.Close()
 		return true
 	}

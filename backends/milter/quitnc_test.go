@@ -7,7 +7,6 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mailmux/mailmux/internal/testmilter"
 	mp "github.com/mailmux/mailmux/milterproto"
@@ -87,67 +86,5 @@ func TestReuseFilterWithoutQuitNC(t *testing.T) {
 	defer mu.Unlock()
 	if quitNCs != 1 {
 		t.Errorf("the filter got %d QUIT_NC, want 1", quitNCs)
-	}
-}
-
-// A connection kept for reuse gets nothing at the end of its SMTP
-// session: the QUIT_NC goes out in front of the next session's first
-// command, on the same connection, and one kept connection closed from
-// the pool gets QUIT (the filter waits after an answered EOM, where
-// libmilter takes either).
-func TestReuseQuitNCWithNextCommand(t *testing.T) {
-	var mu sync.Mutex
-	var seq []byte // commands in the order the filter read them
-	m := &testmilter.Server{Handler: func(c *testmilter.Conn, p mp.Packet) []mp.Packet {
-		mu.Lock()
-		seq = append(seq, p.Code)
-		mu.Unlock()
-		return nil
-	}}
-	a, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
-	b := New(Config{Name: "f", Network: "tcp", Address: a.String(), Reuse: true})
-	ctx := context.Background()
-	offer := pmult.Offer{Version: 6}
-	run := func() {
-		t.Helper()
-		s, err := b.Open(ctx, pmult.OpenInfo{Offer: offer})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range []*pmult.Event{
-			{Kind: pmult.KindConnect, Hostname: "client.example", Family: '4', Port: 25, Address: "192.0.2.1"},
-			{Kind: pmult.KindMail, Args: []string{"<a@example.org>"}},
-			{Kind: pmult.KindEOM},
-		} {
-			if r, err := s.Handle(ctx, ev); err != nil || r.Verdict != pmult.Continue {
-				t.Fatalf("%s: %v %v", ev.Kind, r.Verdict, err)
-			}
-		}
-		s.Close()
-	}
-	run()
-	run() // the first session's QUIT_NC, then this one's CONNECT
-	b.Retire() // QUIT
-	want := string([]byte{mp.CmdOptNeg, mp.CmdConnect, mp.CmdMail, mp.CmdEOB,
-		mp.CmdQuitNC, mp.CmdConnect, mp.CmdMail, mp.CmdEOB}) // QUIT ends testmilter's loop unseen
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		got := string(seq)
-		mu.Unlock()
-		if got == want {
-			break
-		}
-		if time.Now().After(deadline) || len(got) > len(want) {
-			t.Fatalf("the filter read %q, want %q", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := m.Count(); n != 1 {
-		t.Errorf("%d connections, want 1", n)
 	}
 }

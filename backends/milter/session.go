@@ -84,10 +84,6 @@ type session struct {
 	// and then the next session's CONNECT, so the connection is not reused.
 	endOK  bool
 	idleAt time.Time
-	// quitNCOwed: kept for reuse, the QUIT_NC that ends the old SMTP
-	// session has not been written yet (Open puts it in front of the next
-	// session's first command).
-	quitNCOwed bool
 }
 
 func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
