@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/gotune"
 	"github.com/mailmux/mailmux/internal/testmilter"
 	mp "github.com/mailmux/mailmux/milterproto"
 )
@@ -123,6 +124,11 @@ func startChild(env string, n int) (*Null, error) {
 		// OS preemption noise in the latency tails, for the baseline and
 		// pmult alike).
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	if strings.HasPrefix(env, envMux) {
+		// pmult in its own process runs as the daemon does
+		// (cmd/pmult re-executes itself with this setting).
+		cmd.Env, _ = gotune.SysmonEnv(cmd.Env)
 	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()

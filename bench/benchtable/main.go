@@ -8,10 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/mailmux/mailmux/bench"
+	"github.com/mailmux/mailmux/internal/gotune"
 )
 
 type row struct {
@@ -30,9 +30,7 @@ type row struct {
 
 func main() {
 	bench.MaybeServeNull()
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400) // as cmd/pmult does
-	}
+	gotune.SetGC()
 	dur := flag.Duration("d", 3*time.Second, "duration of each load run")
 	conc := flag.Int("c", 8, "concurrent sessions")
 	asJSON := flag.Bool("json", false, "machine-readable output")

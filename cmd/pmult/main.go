@@ -30,12 +30,12 @@ import (
 	"log/syslog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/mailmux/mailmux/config"
+	"github.com/mailmux/mailmux/internal/gotune"
 	"github.com/mailmux/mailmux/internal/service"
 )
 
@@ -45,17 +45,9 @@ const Version = "0.1.0"
 // exitConfig is the exit status for a bad configuration (EX_CONFIG).
 const exitConfig = 78
 
-// gcPercent is pmult's garbage collector target unless GOGC is set: the
-// live heap is small (tens of KiB per session), so collecting less often
-// costs little memory and removes most collector pauses from the tail
-// latency of milter replies (measured with make bench).
-const gcPercent = 400
-
 func main() {
 	keepSysmonAwake(os.Args[1:])
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
+	gotune.SetGC()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

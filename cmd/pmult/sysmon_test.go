@@ -4,33 +4,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailmux/mailmux/internal/gotune"
 )
 
-func TestSysmonEnv(t *testing.T) {
-	for _, c := range []struct {
-		in   []string
-		want string // GODEBUG after, "" when unchanged
-	}{
-		{[]string{"PATH=/bin"}, "GODEBUG=" + sysmonSetting},
-		{[]string{"GODEBUG="}, "GODEBUG=" + sysmonSetting},
-		{[]string{"GODEBUG=madvdontneed=1"}, "GODEBUG=madvdontneed=1," + sysmonSetting},
-		{[]string{"GODEBUG=schedtrace=0"}, ""},
-		{[]string{"GODEBUG=gctrace=1,schedtrace=1000"}, ""},
-	} {
-		out, ok := sysmonEnv(c.in)
-		if ok != (c.want != "") {
-			t.Errorf("%q: changed %v", c.in, ok)
-			continue
-		}
-		if ok && !slices.Contains(out, c.want) {
-			t.Errorf("%q -> %q, want %s", c.in, out, c.want)
-		}
-	}
+func TestDaemonRun(t *testing.T) {
 	for args, want := range map[string]bool{"": true, "run -c x": true, "-c x": true, "check -c x": false, "why Q1": false, "version": false} {
 		if got := daemonRun(strings.Fields(args)); got != want {
 			t.Errorf("daemonRun(%q) = %v", args, got)
@@ -49,12 +31,12 @@ func TestSysmonReexec(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	var env string
-	for i := 0; i < 200 && !strings.Contains(env, sysmonSetting); i++ {
+	for i := 0; i < 200 && !strings.Contains(env, gotune.SysmonSetting); i++ {
 		time.Sleep(10 * time.Millisecond)
 		b, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/environ")
 		env = string(b)
 	}
-	if !strings.Contains(env, "GODEBUG="+sysmonSetting) {
-		t.Fatalf("the daemon's environment has no %s", sysmonSetting)
+	if !strings.Contains(env, "GODEBUG="+gotune.SysmonSetting) {
+		t.Fatalf("the daemon's environment has no %s", gotune.SysmonSetting)
 	}
 }
