@@ -15,7 +15,6 @@ type (
 var (
 	newFake = pmulttest.New
 	open    = pmulttest.Open
-	newLog  = pmulttest.NewLog
 	slot    = pmulttest.Slot
 	slots   = pmulttest.Slots[*pmulttest.Backend]
 

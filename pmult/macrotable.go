@@ -134,14 +134,6 @@ func host(addr string) string {
 	return ""
 }
 
-// derive returns the value of a derivable macro (normalised name) at st.
-func (s *Session) derive(name string, st macros.Stage) (string, bool) {
-	if i := derivIndex(name); i < 0 || st < 0 || st >= macros.NumStages || derivAt[st]&(1<<i) == 0 {
-		return "", false
-	}
-	return s.derived(name)
-}
-
 // derived returns the value of a derivable macro (normalised name), at a
 // stage where it can be derived.
 func (s *Session) derived(name string) (string, bool) {

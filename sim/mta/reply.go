@@ -105,5 +105,4 @@ var (
 	replyTempfail     = R(451, "4.3.2 Please try again later")
 	replyShutdown     = R(421, "4.7.0 closing connection")
 	replyFilterFailed = R(451, "4.3.2 Milter failed, please try again later")
-	replyAdminError   = R(502, "Unknown administrative command")
 )

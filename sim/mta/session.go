@@ -104,20 +104,19 @@ type Session struct {
 	sticky    *Reply // connection-level objection: answers every command
 
 	// transaction
-	msg       *Message
-	nmsg      int
-	queueID   string
-	rejected  int // recipients rejected in this transaction
-	rcpt      Rcpt
-	msgDone   bool          // the filter is done with this message (accept/discard)
-	msgVerd   pmult.Verdict // message-level verdict so far
-	msgStage  pmult.Kind
-	sentMsg   bool // events of this message reached the filter (abort needed)
-	data      bool // reading message data
-	dataBuf   bytes.Buffer
-	dataWant  string // \E inside data: expectation for the end-of-data reply
-	expect    string
-	expectRaw string
+	msg      *Message
+	nmsg     int
+	queueID  string
+	rejected int // recipients rejected in this transaction
+	rcpt     Rcpt
+	msgDone  bool          // the filter is done with this message (accept/discard)
+	msgVerd  pmult.Verdict // message-level verdict so far
+	msgStage pmult.Kind
+	sentMsg  bool // events of this message reached the filter (abort needed)
+	data     bool // reading message data
+	dataBuf  bytes.Buffer
+	dataWant string // \E inside data: expectation for the end-of-data reply
+	expect   string
 }
 
 // NewSession starts a session: it connects to the filter and negotiates
@@ -532,9 +531,7 @@ func (s *Session) dataLine(ctx context.Context, raw string) ([]Reply, error) {
 			return nil, nil
 		}
 	}
-	if strings.HasPrefix(raw, ".") {
-		raw = raw[1:]
-	}
+	raw = strings.TrimPrefix(raw, ".")
 	s.dataBuf.WriteString(raw)
 	s.dataBuf.WriteString("\r\n")
 	return nil, nil
