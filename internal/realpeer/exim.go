@@ -322,23 +322,12 @@ func (ex *Exim) pending(t testing.TB) []Delivered {
 // returned; it fails the test after timeout with the logs and the queue.
 func (ex *Exim) WaitDelivered(t testing.TB, n int, timeout time.Duration) []Delivered {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
-	for {
-		ds := ex.pending(t)
-		if len(ds) >= n {
-			for _, d := range ds {
-				ex.seen[filepath.Base(d.File)] = true
-			}
-			return ds
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("realpeer: exim: %d of %d deliveries after %v; queue %v\n%s",
-				len(ds), n, timeout, ex.Queued(t), tail(ex.Log(), 8000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return waitDelivered(t, n, timeout, 0, ex.seen, ex.pending, func(ds []Delivered) {
+		t.Fatalf("realpeer: exim: %d of %d deliveries after %v; queue %v\n%s",
+			len(ds), n, timeout, ex.Queued(t), tail(ex.Log(), 8000))
+	})
 }
 
 var (

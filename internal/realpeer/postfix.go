@@ -394,26 +394,41 @@ func (pf *Postfix) pending(t testing.TB) []Delivered {
 // the maillog and the queue listing.
 func (pf *Postfix) WaitDelivered(t testing.TB, n int, timeout time.Duration) []Delivered {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
+	return waitDelivered(t, n, timeout, 300*time.Millisecond, pf.seen, pf.pending, func(ds []Delivered) {
+		var rcpts []string
+		for _, d := range ds {
+			rcpts = append(rcpts, d.Recipient)
+		}
+		t.Fatalf("realpeer: postfix: %d of %d deliveries after %v (got %v)\nqueue:\n%s\nmaillog:\n%s",
+			len(ds), n, timeout, rcpts, pf.queueListing(), tail(pf.Log(), 8000))
+	})
+}
+
+// waitDelivered is the MTAs' WaitDelivered: it polls pending (the delivery
+// files not in seen) until there are n, waits settle more for stragglers,
+// marks them all seen and returns them; after timeout it calls fail with
+// what there is.
+func waitDelivered(t testing.TB, n int, timeout, settle time.Duration, seen map[string]bool,
+	pending func(testing.TB) []Delivered, fail func([]Delivered)) []Delivered {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		ds := pf.pending(t)
+		ds := pending(t)
 		if len(ds) >= n {
-			time.Sleep(300 * time.Millisecond)
-			ds = pf.pending(t)
+			if settle > 0 {
+				time.Sleep(settle)
+				ds = pending(t)
+			}
 			for _, d := range ds {
-				pf.seen[filepath.Base(d.File)] = true
+				seen[filepath.Base(d.File)] = true
 			}
 			return ds
 		}
 		if time.Now().After(deadline) {
-			var rcpts []string
-			for _, d := range ds {
-				rcpts = append(rcpts, d.Recipient)
-			}
-			t.Fatalf("realpeer: postfix: %d of %d deliveries after %v (got %v)\nqueue:\n%s\nmaillog:\n%s",
-				len(ds), n, timeout, rcpts, pf.queueListing(), tail(pf.Log(), 8000))
+			fail(ds)
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
