@@ -65,28 +65,19 @@ func (t *Table) Apply(st Stage, pairs []string) []string {
 			owned = true
 		}
 	}
-	if len(t.Drop) > 0 || len(t.Rename) > 0 {
+	if t.dropsOrRenames(pairs) {
+		out = make([]string, 0, len(pairs)+2*(len(t.Set)+len(t.Default)+len(t.Alias)))
+		owned = true
 		for i := 0; i+1 < len(pairs); i += 2 {
 			n := Normalize(pairs[i])
-			_, renamed := t.Rename[n]
-			if !renamed && !slices.Contains(t.Drop, n) {
+			if slices.Contains(t.Drop, n) {
 				continue
 			}
-			// Something to drop or rename: rebuild from the start.
-			out = make([]string, 0, len(pairs)+2*(len(t.Set)+len(t.Default)+len(t.Alias)))
-			owned = true
-			for i := 0; i+1 < len(pairs); i += 2 {
-				n := Normalize(pairs[i])
-				if slices.Contains(t.Drop, n) {
-					continue
-				}
-				name := pairs[i]
-				if to, ok := t.Rename[n]; ok {
-					name = Wire(to)
-				}
-				out = append(out, name, pairs[i+1])
+			name := pairs[i]
+			if to, ok := t.Rename[n]; ok {
+				name = Wire(to)
 			}
-			break
+			out = append(out, name, pairs[i+1])
 		}
 	}
 	if len(t.Alias) > 0 {
@@ -122,6 +113,21 @@ func (t *Table) Apply(st Stage, pairs []string) []string {
 		}
 	}
 	return out
+}
+
+// dropsOrRenames reports whether a drop or rename rule applies to a name
+// in pairs.
+func (t *Table) dropsOrRenames(pairs []string) bool {
+	if len(t.Drop) == 0 && len(t.Rename) == 0 {
+		return false
+	}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		n := Normalize(pairs[i])
+		if _, ok := t.Rename[n]; ok || slices.Contains(t.Drop, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // Offered returns the set and default values that exist at stage st (their
