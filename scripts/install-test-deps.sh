@@ -1,7 +1,8 @@
 #!/bin/sh
 # install-test-deps.sh: installs the real software that the end-to-end tests
 # run (see internal/realpeer): Postfix, swaks, mailfromd (with mtasim and
-# calloutd), pymilter for Debian's /usr/bin/python3, OpenDKIM and Redis.
+# calloutd), pymilter for Debian's /usr/bin/python3, OpenDKIM and Redis,
+# and a C compiler for the benchmark's floor (bench/floor/mfloor.c).
 #
 # It also prepares a private Sendmail 8.17 and a private Exim 4
 # (exim4-daemon-light; the last sections below).
@@ -29,6 +30,10 @@ need_cmd calloutd mailfromd
 need_cmd opendkim opendkim
 need_cmd opendkim-genkey opendkim-tools
 need_cmd redis-server redis-server
+need_cmd cc gcc
+if command -v cc >/dev/null 2>&1 && ! [ -e /usr/include/stdio.h ]; then
+	missing="$missing libc6-dev(/usr/include/stdio.h)"
+fi
 if ! [ -x /usr/bin/python3 ] || ! /usr/bin/python3 -c 'import Milter' >/dev/null 2>&1; then
 	missing="$missing python3-milter(/usr/bin/python3:import Milter)"
 fi
@@ -49,7 +54,8 @@ else
 	apt-get update
 	apt_updated=1
 	apt-get install -y --no-install-recommends \
-		postfix swaks mailfromd python3-milter opendkim opendkim-tools redis-server
+		postfix swaks mailfromd python3-milter opendkim opendkim-tools redis-server \
+		gcc libc6-dev
 	echo "install-test-deps: packages installed"
 fi
 

@@ -55,6 +55,7 @@ type options struct {
 	profileSeconds int
 	strace         bool
 	extra          string
+	floor          string
 }
 
 func main() {
@@ -70,9 +71,13 @@ func main() {
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of each CPU profile")
 	flag.StringVar(&o.extra, "pmult-extra", "", "more top-level TOML lines for pmult's config (e.g. 'decision_log = false')")
 	flag.BoolVar(&o.strace, "strace", false, "after the unix runs, count pmult's system calls per message (strace -c -f, one extra run per pmult; strace slows it)")
+	flag.StringVar(&o.floor, "floor", "", "the mfloor binary (bench/floor/mfloor.c): also measure the least a multiplexer can spend (unix phase; \"\": not measured)")
 	flag.Parse()
 	if p, err := filepath.Abs(o.pmult); err == nil {
 		o.pmult = p
+	}
+	if p, err := filepath.Abs(o.floor); err == nil && o.floor != "" {
+		o.floor = p
 	}
 	fmt.Printf("# pmult through Postfix (%s)\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("3 pymilter milters each adding a header; smtp-source -s %d, %d messages per run, %d runs alternating, medians; pmult GOMAXPROCS %s.\n\n",
@@ -230,13 +235,29 @@ func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) 
 	return m
 }
 
+// floorPostfix starts mfloor (bench/floor/mfloor.c: blocking I/O, a
+// thread per MTA connection, only the system calls the protocol needs)
+// in front of the milters, and a Postfix whose only milter is it: the
+// least any multiplexer can spend per message here.
+func floorPostfix(t *tb, o options, transport string, reuse bool, specs []string) *mux {
+	listen := milterSpec(t, transport, realpeer.Dir(t), "mfloor")
+	args := append([]string{listen, map[bool]string{false: "0", true: "1"}[reuse]}, specs...)
+	m := &mux{proc: realpeer.StartProcess(t, "mfloor", exec.Command(o.floor, args...))}
+	m.proc.WaitReady(t, listen, 10*time.Second)
+	m.pf = realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(listen), ExtraMain: discard})
+	return m
+}
+
 // side is one configuration measured in a throughput phase.
 type side struct {
 	name string
 	pf   *realpeer.Postfix
 	mux  *mux // nil for the chain
+	// floor: mux is mfloor, not pmult (no profile, no strace)
+	floor bool
 	rate []float64
 	cpu  []float64 // ms per message
+	sys  []float64 // of which in the kernel (stime), ms per message
 	csw  []float64 // context switches per message
 	all  []float64 // the whole machine's busy CPU, ms per message (/proc/stat)
 }
@@ -249,6 +270,12 @@ func throughput(t *tb, o options, transport string) {
 	for _, reuse := range []bool{false, true} {
 		m := muxPostfix(t, o, transport, reuse, specs)
 		sides = append(sides, &side{name: fmt.Sprintf("pmult, reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m})
+	}
+	if o.floor != "" && transport == "unix" {
+		for _, reuse := range []bool{false, true} {
+			m := floorPostfix(t, o, transport, reuse, specs)
+			sides = append(sides, &side{name: fmt.Sprintf("floor (mfloor), reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m, floor: true})
+		}
 	}
 	// One warm-up run each (process start, first connections), not counted.
 	for _, s := range sides {
@@ -267,21 +294,23 @@ func throughput(t *tb, o options, transport string) {
 			if s.mux != nil {
 				c1 := readProc(t, s.mux.proc.PID())
 				s.cpu = append(s.cpu, c1.cpu.Seconds()*1000/float64(o.messages)-c0.cpu.Seconds()*1000/float64(o.messages))
+				s.sys = append(s.sys, c1.sys.Seconds()*1000/float64(o.messages)-c0.sys.Seconds()*1000/float64(o.messages))
 				s.csw = append(s.csw, float64(c1.csw-c0.csw)/float64(o.messages))
 			}
 		}
 	}
 	fmt.Printf("## Throughput, %s sockets\n\n", transport)
-	fmt.Printf("| configuration | msg/s (median) | runs | vs chain | pmult CPU ms/msg | pmult ctx switches/msg |\n|---|---|---|---|---|---|\n")
+	fmt.Printf("| configuration | msg/s (median) | runs | vs chain | multiplexer's CPU ms/msg | of which kernel | its ctx switches/msg |\n|---|---|---|---|---|---|---|\n")
 	chain := median(sides[0].rate)
 	for _, s := range sides {
-		ratio, cpu, csw := "1.00x", "", ""
+		ratio, cpu, sys, csw := "1.00x", "", "", ""
 		if s.mux != nil {
 			ratio = fmt.Sprintf("%.2fx", median(s.rate)/chain)
 			cpu = fmt.Sprintf("%.2f", median(s.cpu))
+			sys = fmt.Sprintf("%.2f", median(s.sys))
 			csw = fmt.Sprintf("%.0f", median(s.csw))
 		}
-		fmt.Printf("| %s | %.0f | %s | %s | %s | %s |\n", s.name, median(s.rate), spread(s.rate), ratio, cpu, csw)
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %s | %s |\n", s.name, median(s.rate), spread(s.rate), ratio, cpu, sys, csw)
 	}
 	fmt.Println()
 	// On a machine the test keeps busy, messages/s is about the cores
@@ -302,7 +331,9 @@ func throughput(t *tb, o options, transport string) {
 		"so the last column is the ratio no multiplexer in front of these milters can beat on this machine.\n\n")
 	if o.cpuprofile != "" && transport == "unix" {
 		for _, s := range sides[1:] {
-			profile(t, o, s)
+			if !s.floor {
+				profile(t, o, s)
+			}
 		}
 	}
 	if o.strace && transport == "unix" {
@@ -445,6 +476,7 @@ func busyCPU(t *tb) time.Duration {
 
 type procStat struct {
 	cpu time.Duration // utime + stime, all threads
+	sys time.Duration // stime, all threads
 	csw int64         // voluntary + nonvoluntary context switches, all threads
 }
 
@@ -461,7 +493,7 @@ func readProc(t *tb, pid int) procStat {
 	// After the command: state(3) ... utime is field 14, stime 15.
 	ut, _ := strconv.ParseInt(f[14-3], 10, 64)
 	st, _ := strconv.ParseInt(f[15-3], 10, 64)
-	ps := procStat{cpu: time.Duration(ut+st) * 10 * time.Millisecond}
+	ps := procStat{cpu: time.Duration(ut+st) * 10 * time.Millisecond, sys: time.Duration(st) * 10 * time.Millisecond}
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	for _, tk := range tasks {
 		b, err := os.ReadFile(tk)
