@@ -255,11 +255,11 @@ type side struct {
 	mux  *mux // nil for the chain
 	// floor: mux is mfloor, not pmult (no profile, no strace)
 	floor bool
-	rate []float64
-	cpu  []float64 // ms per message
-	sys  []float64 // of which in the kernel (stime), ms per message
-	csw  []float64 // context switches per message
-	all  []float64 // the whole machine's busy CPU, ms per message (/proc/stat)
+	rate  []float64
+	cpu   []float64 // ms per message
+	sys   []float64 // of which in the kernel (stime), ms per message
+	csw   []float64 // context switches per message
+	all   []float64 // the whole machine's busy CPU, ms per message (/proc/stat)
 }
 
 func throughput(t *tb, o options, transport string) {
