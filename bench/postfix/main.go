@@ -399,35 +399,70 @@ func profile(t *tb, o options, s *side) {
 	file := filepath.Join(o.cpuprofile, "pmult-"+strings.ReplaceAll(strings.TrimPrefix(s.name, "pmult, "), " ", "-")+".pprof")
 	done := make(chan error, 1)
 	go func() {
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.mux.metrics, o.profileSeconds))
-		if err != nil {
-			done <- err
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(file)
-		if err != nil {
-			done <- err
-			return
-		}
-		_, err = io.Copy(f, resp.Body)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		done <- err
+		done <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.mux.metrics, o.profileSeconds), file)
 	}()
-	for {
+	m0, b0 := mallocs(t, s.mux.metrics)
+	for n := 100; ; n += 100 {
 		source(t, s.pf, o.sessions, 100)
 		select {
 		case err := <-done:
 			if err != nil {
 				t.Fatalf("profile %s: %v", s.name, err)
 			}
+			m1, b1 := mallocs(t, s.mux.metrics)
 			fmt.Fprintf(os.Stderr, "bench-postfix: CPU profile of %s: %s\n", s.name, file)
+			afile := strings.TrimSuffix(file, ".pprof") + "-allocs.pprof"
+			if err := fetch("http://"+s.mux.metrics+"/debug/pprof/allocs", afile); err != nil {
+				t.Fatalf("allocs profile %s: %v", s.name, err)
+			}
+			fmt.Fprintf(os.Stderr, "bench-postfix: allocation profile of %s (since it started): %s\n", s.name, afile)
+			fmt.Printf("%s: %.0f allocations, %.1f KiB allocated per message (%d messages while profiling)\n\n",
+				s.name, float64(m1-m0)/float64(n), float64(b1-b0)/1024/float64(n), n)
 			return
 		default:
 		}
 	}
+}
+
+// fetch writes what url serves to file.
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// mallocs reads the Go runtime's cumulative allocation count and bytes
+// from pmult's /debug/pprof/allocs?debug=1 (its runtime.MemStats lines).
+func mallocs(t *tb, metrics string) (count, bytes uint64) {
+	resp, err := http.Get("http://" + metrics + "/debug/pprof/allocs?debug=1")
+	if err != nil {
+		t.Fatalf("allocs: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("allocs: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "# Mallocs = "); ok {
+			count, _ = strconv.ParseUint(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "# TotalAlloc = "); ok {
+			bytes, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return count, bytes
 }
 
 // source runs smtp-source against pf and returns how long it took.

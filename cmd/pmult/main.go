@@ -48,6 +48,11 @@ const exitConfig = 78
 func main() {
 	keepSysmonAwake(os.Args[1:])
 	gotune.SetGC()
+	if daemonRun(os.Args[1:]) {
+		// For the life of the process (in main, not run: tests run the
+		// daemon inside their own process).
+		gotune.AdaptProcs(context.Background())
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -13,11 +13,14 @@ import (
 	"strconv"
 )
 
-// writeProcessMetrics writes go_goroutines, process_resident_memory_bytes
-// and process_open_fds (the last two from /proc, omitted where it is not
-// readable).
+// writeProcessMetrics writes go_goroutines, go_sched_gomaxprocs_threads,
+// process_resident_memory_bytes and process_open_fds (the last two from
+// /proc, omitted where it is not readable).
 func writeProcessMetrics(w io.Writer) {
 	fmt.Fprintf(w, "# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
+	// GOMAXPROCS now (internal/gotune.Procs moves it with the load); the
+	// name client_golang's Go collector gives it.
+	fmt.Fprintf(w, "# TYPE go_sched_gomaxprocs_threads gauge\ngo_sched_gomaxprocs_threads %d\n", runtime.GOMAXPROCS(0))
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, line := range bytes.Split(b, []byte("\n")) {
 			if rest, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
