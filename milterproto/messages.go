@@ -85,10 +85,14 @@ func SplitStrings(code byte, data []byte) ([]string, error) {
 	}
 	n := bytes.Count(data, []byte{0})
 	out := make([]string, 0, n)
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, 0)
-		out = append(out, string(data[:i]))
-		data = data[i+1:]
+	// One copy of the payload, the strings slices of it: two allocations
+	// per packet instead of one per string (Postfix sends ~70 macro
+	// strings per message).
+	all := string(data)
+	for len(all) > 0 {
+		i := strings.IndexByte(all, 0)
+		out = append(out, all[:i])
+		all = all[i+1:]
 	}
 	return out, nil
 }
@@ -272,15 +276,17 @@ type Header struct {
 
 // ParseHeader decodes a HEADER or ADDHEADER payload (name, value).
 func ParseHeader(code byte, data []byte) (Header, error) {
-	name, rest, err := cstr(code, data, "header name")
-	if err != nil {
-		return Header{}, err
+	i := bytes.IndexByte(data, 0)
+	if i < 0 {
+		return Header{}, perr(code, "%s not NUL-terminated", "header name")
 	}
-	val, _, err := cstr(code, rest, "header value")
-	if err != nil {
-		return Header{}, err
+	j := bytes.IndexByte(data[i+1:], 0)
+	if j < 0 {
+		return Header{}, perr(code, "%s not NUL-terminated", "header value")
 	}
-	return Header{Name: name, Value: val}, nil
+	// One copy for name and value.
+	both := string(data[:i+1+j])
+	return Header{Name: both[:i], Value: both[i+1:]}, nil
 }
 
 // ParseIndexedHeader decodes an INSHEADER or CHGHEADER payload.

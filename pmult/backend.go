@@ -26,6 +26,15 @@ type Backend interface {
 	Open(ctx context.Context, info OpenInfo) (BackendSession, error)
 }
 
+// IdleOpener is implemented by backends that keep sessions across MTA
+// sessions (connection reuse). OpenIdle hands out a kept session without
+// blocking, or nil when none is kept (the engine then calls Open as
+// usual); its ctx and info are Open's. The engine calls it on the
+// session's own goroutine, before any Open.
+type IdleOpener interface {
+	OpenIdle(ctx context.Context, info OpenInfo) BackendSession
+}
+
 // Retirer is implemented by backends that keep resources across MTA
 // sessions (connections kept for reuse). Retire is called once, when a
 // reload replaces the engine the backend belongs to: it closes what is

@@ -313,10 +313,35 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 	budget := s.e.openTimeout()
 	deadline := time.Now().Add(budget)
 	octx, cancel := context.WithCancel(ctx)
+	// Backend sessions may live by the ctx of their Open (a milter
+	// backend stops its connection when it ends): it ends with the
+	// Session, after the sessions are closed.
+	s.cancels = append(s.cancels, cancel)
+	info := func(b *bstate) OpenInfo {
+		return OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name),
+			Assigned: s.e.assignable(b.pos)}
+	}
+	// Kept sessions first, here: no goroutine and no wait for them.
+	var rest []*bstate
+	var infos []OpenInfo
+	for _, b := range list {
+		in := info(b)
+		if sess, err := openIdle(octx, b, in); err != nil {
+			s.failed(ctx, b, KindNone, err)
+		} else if sess != nil {
+			s.adopt(b, sess)
+		} else {
+			rest = append(rest, b)
+			infos = append(infos, in)
+		}
+	}
+	list = rest
+	if len(list) == 0 {
+		return
+	}
 	ch := make(chan opened, len(list)) // buffered: a late open never blocks
 	for i, b := range list {
-		info := OpenInfo{Offer: s.offer, Deadline: deadline, Progress: s.progress, Log: s.log.With("backend", b.name),
-			Assigned: s.e.assignable(b.pos)}
+		info := infos[i]
 		go func() {
 			o := opened{i: i}
 			defer func() {
@@ -346,23 +371,13 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 				s.failed(ctx, b, KindNone, o.err)
 				continue
 			}
-			b.sess = o.sess
-			b.pipe, _ = o.sess.(Pipeliner)
-			b.caps = o.sess.Caps()
-			// A backend may only make the edits the MTA can carry out;
-			// checkEdits refuses the others.
-			b.caps.Actions &= s.offer.Actions
-			s.e.memo.put(b.pos, len(s.bs), s.offer, b.caps)
+			s.adopt(b, o.sess)
 		case <-timer.C:
 			late = fmt.Errorf("not negotiated within open_timeout (%s)", budget)
 		case <-ctx.Done():
 			late = ctx.Err()
 		}
 	}
-	// Backend sessions may live by the ctx of their Open (a milter
-	// backend stops its connection when it ends): it ends with the
-	// Session, after the sessions are closed.
-	s.cancels = append(s.cancels, cancel)
 	if n == len(list) {
 		return
 	}
@@ -378,6 +393,32 @@ func (s *Session) open(ctx context.Context, list []*bstate) {
 			s.failed(ctx, b, KindNone, late)
 		}
 	}
+}
+
+// adopt takes a backend's opened session into the Session.
+func (s *Session) adopt(b *bstate, sess BackendSession) {
+	b.sess = sess
+	b.pipe, _ = sess.(Pipeliner)
+	b.caps = sess.Caps()
+	// A backend may only make the edits the MTA can carry out;
+	// checkEdits refuses the others.
+	b.caps.Actions &= s.offer.Actions
+	s.e.memo.put(b.pos, len(s.bs), s.offer, b.caps)
+}
+
+// openIdle is b's OpenIdle where it has one (nil, nil otherwise), a
+// panic in it an error.
+func openIdle(ctx context.Context, b *bstate, info OpenInfo) (sess BackendSession, err error) {
+	io, ok := b.slot.Backend.(IdleOpener)
+	if !ok {
+		return nil, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			sess, err = nil, newPanicError(r)
+		}
+	}()
+	return io.OpenIdle(ctx, info), nil
 }
 
 // roles decides which backends see the content phase live and which by

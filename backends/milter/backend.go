@@ -138,18 +138,29 @@ func (b *Backend) Name() string { return b.cfg.Name }
 
 func (b *Backend) where() string { return b.cfg.Network + ":" + b.cfg.Address }
 
-// Open implements pmult.Backend: connect and negotiate.
+// OpenIdle implements pmult.IdleOpener: a connection kept from an
+// earlier SMTP session, if one is.
+func (b *Backend) OpenIdle(ctx context.Context, info pmult.OpenInfo) pmult.BackendSession {
+	s := b.reuse(info.Offer)
+	if s == nil {
+		return nil
+	}
+	s.assigned = info.Assigned
+	s.progress = info.Progress
+	if s.progress == nil {
+		s.progress = func() {}
+	}
+	conn := s.conn
+	s.ctx = ctx
+	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	s.probation = true
+	return s
+}
+
+// Open implements pmult.Backend: connect and negotiate (a kept
+// connection first, as OpenIdle).
 func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendSession, error) {
-	if s := b.reuse(info.Offer); s != nil {
-		s.assigned = info.Assigned
-		s.progress = info.Progress
-		if s.progress == nil {
-			s.progress = func() {}
-		}
-		conn := s.conn
-		s.ctx = ctx
-		s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-		s.probation = true
+	if s := b.OpenIdle(ctx, info); s != nil {
 		return s, nil
 	}
 	// One budget for connect and negotiation: connect_timeout, or the

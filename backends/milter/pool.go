@@ -6,6 +6,7 @@ package milter
 import (
 	"errors"
 	"net"
+	"syscall"
 	"time"
 
 	mp "github.com/mailmux/mailmux/milterproto"
@@ -39,6 +40,22 @@ func (b *Backend) reuse(o pmult.Offer) *session {
 func (s *session) alive() bool {
 	if s.r.Buffered() > 0 {
 		return false
+	}
+	if sc, ok := s.conn.(syscall.Conn); ok {
+		// One peek that does not wait: nothing to read (EAGAIN) is
+		// alive; end of stream (0) or bytes the filter should not have
+		// sent are not. No deadlines to set and clear.
+		if rc, err := sc.SyscallConn(); err == nil {
+			var rerr error
+			if err := rc.Read(func(fd uintptr) bool {
+				var b [1]byte
+				_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				return true
+			}); err != nil {
+				return false
+			}
+			return errors.Is(rerr, syscall.EAGAIN)
+		}
 	}
 	s.conn.SetReadDeadline(time.Now())
 	var b [1]byte

@@ -501,8 +501,10 @@ func (s *session) await(ctx context.Context, ev *pmult.Event) (pmult.Reply, erro
 	}
 	n := 1
 	if len(s.expect) > 0 {
+		// Shifted down, not resliced: the queue is a few entries at
+		// most, and its array is kept for the next post.
 		n = s.expect[0]
-		s.expect = s.expect[1:]
+		s.expect = s.expect[:copy(s.expect, s.expect[1:])]
 	}
 	skipped := false
 	for ; n > 1; n-- { // the pieces of a body chunk sent at once
