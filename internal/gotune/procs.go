@@ -30,10 +30,11 @@ type Procs struct {
 	Down      float64       // cores used below which ... (0: 0.35)
 	DownAfter int           // ... for this many intervals in a row GOMAXPROCS becomes 1 (0: 10)
 
-	// CPU returns the process's CPU time so far and Set sets GOMAXPROCS
-	// and returns the previous setting (tests replace them; nil: getrusage
-	// and runtime.GOMAXPROCS).
-	CPU func() time.Duration
+	// CPU returns the process's CPU time so far (an error stops the
+	// adapting: GOMAXPROCS goes back to Max) and Set sets GOMAXPROCS and
+	// returns the previous setting (tests replace them; nil: getrusage and
+	// runtime.GOMAXPROCS).
+	CPU func() (time.Duration, error)
 	Set func(int) int
 }
 
@@ -77,13 +78,20 @@ func (p *Procs) Run(ctx context.Context) {
 	if st.after <= 0 {
 		st.after = 10
 	}
-	last, lastAt := cpu(), time.Now()
+	last, err := cpu()
+	if err != nil {
+		return
+	}
+	lastAt := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			c := cpu()
+			c, err := cpu()
+			if err != nil {
+				return // never stuck at 1 on a clock it cannot read
+			}
 			cores := float64(c-last) / float64(now.Sub(lastAt))
 			last, lastAt = c, now
 			if n := st.step(cores); n != cur {
@@ -121,12 +129,12 @@ func (s *procsState) step(cores float64) int {
 }
 
 // rusage is the process's user and system CPU time.
-func rusage() time.Duration {
+func rusage() (time.Duration, error) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return 0, err
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 func orDuration(d, def time.Duration) time.Duration {

@@ -2,6 +2,7 @@ package gotune
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,17 +35,20 @@ func TestProcsStep(t *testing.T) {
 func TestProcsRun(t *testing.T) {
 	var mu sync.Mutex
 	var used time.Duration
-	var busy atomic.Bool
+	var busy, broken atomic.Bool
 	cur := 2
 	var sets []int
 	p := &Procs{Max: 2, Interval: 5 * time.Millisecond, DownAfter: 2,
-		CPU: func() time.Duration {
+		CPU: func() (time.Duration, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if busy.Load() {
 				used += 20 * time.Millisecond // far above one core per interval
 			}
-			return used
+			if broken.Load() {
+				return 0, errors.New("no clock")
+			}
+			return used, nil
 		},
 		Set: func(n int) int {
 			mu.Lock()
@@ -80,6 +84,12 @@ func TestProcsRun(t *testing.T) {
 	if got := get(); got != 2 {
 		t.Errorf("after Run: GOMAXPROCS %d, want Max 2 back", got)
 	}
+	// A CPU clock that fails ends the adapting with Max restored.
+	busy.Store(false)
+	go func() { p.Run(context.Background()) }()
+	waitFor(1)
+	broken.Store(true)
+	waitFor(2)
 }
 
 // An administrator's GOMAXPROCS is kept: AdaptProcs does not start.
@@ -92,12 +102,15 @@ func TestAdaptProcsKeepsEnv(t *testing.T) {
 
 // rusage counts this process's CPU.
 func TestRusage(t *testing.T) {
-	a := rusage()
+	a, err := rusage()
+	if err != nil {
+		t.Fatal(err)
+	}
 	x := 0
 	for i := 0; i < 50_000_000; i++ {
 		x += i ^ x
 	}
-	if b := rusage(); b <= a {
+	if b, _ := rusage(); b <= a {
 		t.Errorf("rusage %v then %v (x %d)", a, b, x)
 	}
 }
