@@ -235,6 +235,49 @@ func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) 
 	return m
 }
 
+// printTargets prints the targets of the throughput phase (issue 15 in
+// the project's tracker), met or missed, with what the floor and the
+// zero-cost bound measured beside them.
+func printTargets(transport string, sides []*side) {
+	find := func(name string) *side {
+		for _, s := range sides {
+			if s.name == name {
+				return s
+			}
+		}
+		return nil
+	}
+	chain := median(sides[0].rate)
+	ratio := func(s *side) float64 { return median(s.rate) / chain }
+	met := func(ok bool) string { return map[bool]string{true: "met", false: "missed"}[ok] }
+	// Compared as printed (two decimals): 0.996x prints as 1.00x.
+	atLeast := func(x, target float64) bool { return x >= target-0.005 }
+	bound := func(s *side) float64 { return median(sides[0].all) / (median(s.all) - median(s.cpu)) }
+	off, on := find("pmult, reuse off"), find("pmult, reuse on")
+	fmt.Printf("Targets (%s):\n\n", transport)
+	if transport != "unix" {
+		fmt.Printf("* messages/s at least 2.5x the chain: reuse off %.2fx, reuse on %.2fx: %s\n\n", ratio(off), ratio(on), met(atLeast(ratio(off), 2.5) && atLeast(ratio(on), 2.5)))
+		return
+	}
+	foff, fon := find("floor (mfloor), reuse off"), find("floor (mfloor), reuse on")
+	cpu := fmt.Sprintf("* pmult's own CPU at most 0.5 ms per message (reuse on): %.2f ms (kernel %.2f, user %.2f): %s",
+		median(on.cpu), median(on.sys), median(on.cpu)-median(on.sys), met(median(on.cpu) <= 0.505))
+	if fon != nil {
+		cpu += fmt.Sprintf("; the floor %.2f ms (kernel %.2f, user %.2f)", median(fon.cpu), median(fon.sys), median(fon.cpu)-median(fon.sys))
+	}
+	fmt.Println(cpu)
+	fmt.Printf("* messages/s at least 1.0x the chain with reuse off: %.2fx: %s", ratio(off), met(atLeast(ratio(off), 1.0)))
+	if foff != nil {
+		fmt.Printf("; the floor %.2fx", ratio(foff))
+	}
+	fmt.Printf("; a zero-cost multiplexer's bound %.2fx\n", bound(off))
+	fmt.Printf("* messages/s at least 1.2x the chain with reuse on: %.2fx: %s", ratio(on), met(atLeast(ratio(on), 1.2)))
+	if fon != nil {
+		fmt.Printf("; the floor %.2fx", ratio(fon))
+	}
+	fmt.Printf("; a zero-cost multiplexer's bound %.2fx\n\n", bound(on))
+}
+
 // floorPostfix starts mfloor (bench/floor/mfloor.c: blocking I/O, a
 // thread per MTA connection, only the system calls the protocol needs)
 // in front of the milters, and a Postfix whose only milter is it: the
@@ -329,6 +372,7 @@ func throughput(t *tb, o options, transport string) {
 	}
 	fmt.Printf("\nWhere both sides keep every core busy, messages/s is about the cores over the CPU per message,\n" +
 		"so the last column is the ratio no multiplexer in front of these milters can beat on this machine.\n\n")
+	printTargets(transport, sides)
 	if o.cpuprofile != "" && transport == "unix" {
 		for _, s := range sides[1:] {
 			if !s.floor {
@@ -572,6 +616,7 @@ type latCase struct {
 	plan  func(i int) realpeer.PyPlan
 	rcpts int
 	what  string // "rcpt", "eom", "banner"
+	tcp   bool   // milters and pmult over TCP (the others: unix sockets)
 }
 
 func latency(t *tb, o options) {
@@ -582,29 +627,34 @@ func latency(t *tb, o options) {
 		return realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"rcpt": {DelayMS: 20}}, EOMActions: edit(i)}
 	}
 	cases := []latCase{
-		{"20 ms at RCPT, 1 recipient (RCPT phase)", rcpt20, 1, "rcpt"},
-		{"20 ms at RCPT, 5 recipients (RCPT phase)", rcpt20, 5, "rcpt"},
+		{"20 ms at RCPT, 1 recipient (RCPT phase)", rcpt20, 1, "rcpt", false},
+		{"20 ms at RCPT, 5 recipients (RCPT phase)", rcpt20, 5, "rcpt", false},
 		{"20 ms at EOM, editing milters (end of DATA to reply)", func(i int) realpeer.PyPlan {
 			return realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"eom": {DelayMS: 20}}, EOMActions: edit(i)}
-		}, 1, "eom"},
+		}, 1, "eom", false},
 		{"20 ms at EOM, read-only milters (end of DATA to reply)", func(i int) realpeer.PyPlan {
 			return realpeer.PyPlan{Stages: map[string]realpeer.PyStage{"eom": {DelayMS: 20}}, ReadOnly: true}
-		}, 1, "eom"},
+		}, 1, "eom", false},
 		{"time to banner (no delays)", func(i int) realpeer.PyPlan {
 			return realpeer.PyPlan{EOMActions: edit(i)}
-		}, 1, "banner"},
+		}, 1, "banner", false},
+		{"end of message over TCP, no delays (end of DATA to reply)", func(i int) realpeer.PyPlan {
+			return realpeer.PyPlan{EOMActions: edit(i)}
+		}, 1, "eom", true},
 	}
-	fmt.Printf("## Latency, 3 milters on unix sockets, pmult reuse off (medians of %d sessions)\n\n", o.latRuns)
+	fmt.Printf("## Latency, 3 milters, pmult reuse off (medians of %d sessions; unix sockets unless the case says TCP)\n\n", o.latRuns)
 	fmt.Printf("| case | Postfix chain | pmult | pmult - chain |\n|---|---|---|---|\n")
 	// Cases with the same plan share their processes.
+	var got [][2]float64 // chain, pmult medians per case
 	var prevPlan *latCase
 	var chain, viaMux *realpeer.Postfix
 	for ci := range cases {
 		c := &cases[ci]
-		if prevPlan == nil || fmt.Sprint(prevPlan.plan(0)) != fmt.Sprint(c.plan(0)) {
-			specs := milters(t, "unix", c.plan)
+		if prevPlan == nil || prevPlan.tcp != c.tcp || fmt.Sprint(prevPlan.plan(0)) != fmt.Sprint(c.plan(0)) {
+			transport := map[bool]string{false: "unix", true: "tcp"}[c.tcp]
+			specs := milters(t, transport, c.plan)
 			chain = chainPostfix(t, specs)
-			viaMux = muxPostfix(t, o, "unix", false, specs).pf
+			viaMux = muxPostfix(t, o, transport, false, specs).pf
 		}
 		prevPlan = c
 		var dc, dm []float64
@@ -623,6 +673,22 @@ func latency(t *tb, o options) {
 			}
 		}
 		fmt.Printf("| %s | %.1f ms | %.1f ms | %+.1f ms |\n", c.name, median(dc), median(dm), median(dm)-median(dc))
+		got = append(got, [2]float64{median(dc), median(dm)})
+	}
+	fmt.Println()
+	// The figures when this work began (issue 15): they must not get worse.
+	fmt.Printf("Targets (no worse than when the work began):\n\n")
+	for _, w := range []struct {
+		i    int
+		was  float64
+		diff bool // the target is pmult - chain
+	}{{1, 106, false}, {3, 26, false}, {4, 0.5, true}, {5, 4.4, false}} {
+		v, name := got[w.i][1], cases[w.i].name
+		if w.diff {
+			v -= got[w.i][0]
+			name += ", pmult - chain"
+		}
+		fmt.Printf("* %s: %.1f ms (was %.1f): %s\n", name, v, w.was, map[bool]string{true: "met", false: "missed"}[v <= w.was])
 	}
 	fmt.Println()
 }
