@@ -65,18 +65,20 @@ bench:
 # pmult through real Postfix against Postfix's own smtpd_milters chain of
 # the same real milters (see bench/postfix): e.g.
 # make bench-postfix BENCHFLAGS='-messages 2000 -runs 5 -cpuprofile /tmp/prof'
-# The floor rows (bench/floor/mfloor.c, the least a multiplexer can spend)
-# need a C compiler; without one they are left out.
+# The floor rows (bench/floor: mfloor.c and gofloor, the least a
+# multiplexer can spend, in C and in Go); mfloor needs a C compiler,
+# without one its rows are left out.
 BENCHFLAGS ?=
 CC ?= cc
 bench-postfix: build
 	$(GO) build -o $(BIN)/bench-postfix ./bench/postfix
+	$(GO) build -o $(BIN)/gofloor ./bench/floor/gofloor
 	@if command -v $(CC) >/dev/null 2>&1; then \
 		$(CC) -O2 -Wall -pthread -o $(BIN)/mfloor bench/floor/mfloor.c && floor="-floor $(BIN)/mfloor"; \
 	else \
 		echo "bench-postfix: no C compiler ($(CC)): the floor rows are left out (apt-get install gcc libc6-dev)" >&2; floor=""; \
 	fi; \
-	$(BIN)/bench-postfix -pmult $(BIN)/pmult $$floor $(BENCHFLAGS)
+	$(BIN)/bench-postfix -pmult $(BIN)/pmult -gofloor $(BIN)/gofloor $$floor $(BENCHFLAGS)
 
 # Bounded soak of the real binary (not part of make test): e.g.
 # make soak SOAKFLAGS='-duration 10m -concurrency 500'

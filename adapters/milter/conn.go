@@ -452,25 +452,18 @@ func (c *conn) sendBuf(buf []byte) error {
 // eom runs the end of message and writes every edit, then the final reply,
 // in one write: all body replacement in one run (a Postfix rule). While
 // the backends work it keeps the MTA's timer from firing (keepAlive) and
-// watches for the MTA going away (watchMTA).
+// watches for the MTA going away (watchMTA), both from watchAfter on
+// (eomWatch).
 func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
 	c.wmu.Lock()
 	c.inEOM = true
 	c.wmu.Unlock()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var gone bool // read after wg.Wait
-	wg.Add(2)
-	go func() { defer wg.Done(); c.keepAlive(done) }()
-	go func() { defer wg.Done(); gone = c.watchMTA(done) }()
+	w := c.watchEOM()
 	rep := c.sess.Handle(ctx, ev)
 	c.wmu.Lock()
 	c.inEOM = false
 	c.wmu.Unlock()
-	close(done)
-	c.nc.SetReadDeadline(time.Now()) // unblocks watchMTA's Peek
-	wg.Wait()
-	if gone {
+	if w.stop() {
 		return errQuit // logged by watchMTA
 	}
 	buf := c.wbuf[:0]
@@ -480,7 +473,67 @@ func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
 	return c.sendBuf(c.appendFinal(buf, mp.CmdEOB, rep))
 }
 
-// keepAlive sends SMFIR_PROGRESS every Server.ProgressInterval until done.
+// maxWatchAfter is how long an end of message runs before keepAlive and
+// watchMTA start (less where the progress interval is shorter than
+// twice that). Most ends of message take a few milliseconds: starting
+// both goroutines, a ticker and a read on the MTA's socket for each, and
+// ending them, was ~5% of pmult's CPU per message through Postfix.
+const maxWatchAfter = 200 * time.Millisecond
+
+// eomWatch starts keepAlive and watchMTA once an end of message has run
+// for its delay, unless stopped first.
+type eomWatch struct {
+	c       *conn
+	after   time.Duration
+	timer   *time.Timer
+	mu      sync.Mutex
+	ended   bool // stop was called: start does nothing
+	started bool
+	done    chan struct{}
+	wg      sync.WaitGroup
+	gone    bool // watchMTA's finding, read after wg.Wait
+}
+
+func (c *conn) watchEOM() *eomWatch {
+	w := &eomWatch{c: c, after: maxWatchAfter}
+	if d := c.srv.progressInterval(); d > 0 && d/2 < w.after {
+		w.after = d / 2
+	}
+	w.timer = time.AfterFunc(w.after, w.start)
+	return w
+}
+
+func (w *eomWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
+	w.started = true
+	w.done = make(chan struct{})
+	w.wg.Add(2)
+	go func() { defer w.wg.Done(); w.c.keepAlive(w.done, w.after) }()
+	go func() { defer w.wg.Done(); w.gone = w.c.watchMTA(w.done) }()
+}
+
+// stop ends the watch and reports whether the MTA went away meanwhile.
+func (w *eomWatch) stop() (gone bool) {
+	w.timer.Stop()
+	w.mu.Lock()
+	w.ended = true
+	started := w.started
+	w.mu.Unlock()
+	if !started {
+		return false
+	}
+	close(w.done)
+	w.c.nc.SetReadDeadline(time.Now()) // unblocks watchMTA's Peek
+	w.wg.Wait()
+	return w.gone
+}
+
+// keepAlive sends SMFIR_PROGRESS every Server.ProgressInterval of the end
+// of message (started when elapsed of it has passed) until done.
 // Postfix (milter8.c) reads each reply packet under a fresh
 // milter_content_timeout and skips PROGRESS, so its one timer no longer
 // has to cover every backend's work and the replays: a backend's own
@@ -488,12 +541,12 @@ func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
 // (milter.c, milter_data) restarts its per-read timer (T=R:, 10 s by
 // default) on each packet but keeps an overall limit from the end of
 // message (T=E:, 5 m by default), which PROGRESS does not extend.
-func (c *conn) keepAlive(done <-chan struct{}) {
+func (c *conn) keepAlive(done <-chan struct{}, elapsed time.Duration) {
 	d := c.srv.progressInterval()
 	if d <= 0 {
 		return
 	}
-	t := time.NewTicker(d)
+	t := time.NewTimer(max(d-elapsed, 0))
 	defer t.Stop()
 	for {
 		select {
@@ -501,6 +554,7 @@ func (c *conn) keepAlive(done <-chan struct{}) {
 			return
 		case <-t.C:
 			c.progress()
+			t.Reset(d)
 		}
 	}
 }

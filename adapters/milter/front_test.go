@@ -417,3 +417,25 @@ func TestSymListBaseline(t *testing.T) {
 		})
 	}
 }
+
+// An end of message that ends before the watch delay starts neither
+// keepAlive nor watchMTA (no goroutines, no read on the MTA's socket).
+func TestFastEOMStartsNoWatch(t *testing.T) {
+	c := &conn{srv: &Server{ProgressInterval: time.Hour}}
+	w := c.watchEOM()
+	if w.after != maxWatchAfter {
+		t.Errorf("watch delay %v, want %v", w.after, maxWatchAfter)
+	}
+	if w.stop() || w.started {
+		t.Errorf("stopped at once: gone %v, started %v", w.gone, w.started)
+	}
+	w.start() // a timer that fired as stop ran: nothing starts
+	if w.started {
+		t.Error("started after stop")
+	}
+	if d := (&conn{srv: &Server{ProgressInterval: 100 * time.Millisecond}}).watchEOM(); d.after != 50*time.Millisecond {
+		t.Errorf("watch delay with a 100 ms progress interval %v, want 50ms", d.after)
+	} else {
+		d.stop()
+	}
+}

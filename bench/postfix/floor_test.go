@@ -10,19 +10,29 @@ import (
 	"github.com/mailmux/mailmux/internal/realpeer"
 )
 
-// TestFloorThroughPostfix: mfloor, the benchmark's floor, is a working
-// multiplexer for the benchmark's workload: built with the C compiler,
-// in front of three real pymilter milters that each add a header, behind
-// real Postfix, two SMTP sessions one after the other: both messages
-// delivered with all three headers, each milter's connection opened once
-// and kept (QUIT_NC) for the second session.
+// TestFloorThroughPostfix: the benchmark's floors, mfloor (built with the
+// C compiler) and gofloor, are working multiplexers for the benchmark's
+// workload: in front of three real pymilter milters that each add a
+// header, behind real Postfix, two SMTP sessions one after the other:
+// both messages delivered with all three headers, each milter's
+// connection opened once and kept (QUIT_NC) for the second session.
 func TestFloorThroughPostfix(t *testing.T) {
 	realpeer.Require(t, "postfix", "swaks", "pymilter", "cc")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "mfloor")
-	if out, err := exec.Command("cc", "-O2", "-Wall", "-Werror", "-pthread", "-o", bin, "../floor/mfloor.c").CombinedOutput(); err != nil {
+	mfloor := filepath.Join(dir, "mfloor")
+	if out, err := exec.Command("cc", "-O2", "-Wall", "-Werror", "-pthread", "-o", mfloor, "../floor/mfloor.c").CombinedOutput(); err != nil {
 		t.Fatalf("cc mfloor.c: %v\n%s", err, out)
 	}
+	gofloor := filepath.Join(dir, "gofloor")
+	if out, err := exec.Command("go", "build", "-o", gofloor, "../floor/gofloor").CombinedOutput(); err != nil {
+		t.Fatalf("go build gofloor: %v\n%s", err, out)
+	}
+	for _, bin := range []string{mfloor, gofloor} {
+		t.Run(filepath.Base(bin), func(t *testing.T) { floorThroughPostfix(t, bin) })
+	}
+}
+
+func floorThroughPostfix(t *testing.T, bin string) {
 	sock := realpeer.Dir(t)
 	var specs []string
 	var logs []func() []string
@@ -33,7 +43,7 @@ func TestFloorThroughPostfix(t *testing.T) {
 		logs = append(logs, log)
 	}
 	listen := "unix:" + filepath.Join(sock, "mfloor.sock")
-	p := realpeer.StartProcess(t, "mfloor", exec.Command(bin, append([]string{listen, "1"}, specs...)...))
+	p := realpeer.StartProcess(t, filepath.Base(bin), exec.Command(bin, append([]string{listen, "1"}, specs...)...))
 	p.WaitReady(t, listen, 10*time.Second)
 	pf := realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(listen)})
 	for i := 0; i < 2; i++ {

@@ -56,6 +56,7 @@ type options struct {
 	strace         bool
 	extra          string
 	floor          string
+	gofloor        string
 }
 
 func main() {
@@ -72,12 +73,12 @@ func main() {
 	flag.StringVar(&o.extra, "pmult-extra", "", "more top-level TOML lines for pmult's config (e.g. 'decision_log = false')")
 	flag.BoolVar(&o.strace, "strace", false, "after the unix runs, count pmult's system calls per message (strace -c -f, one extra run per pmult; strace slows it)")
 	flag.StringVar(&o.floor, "floor", "", "the mfloor binary (bench/floor/mfloor.c): also measure the least a multiplexer can spend (unix phase; \"\": not measured)")
+	flag.StringVar(&o.gofloor, "gofloor", "", "the gofloor binary (bench/floor/gofloor): also measure the least a multiplexer in Go can spend (unix phase; \"\": not measured)")
 	flag.Parse()
-	if p, err := filepath.Abs(o.pmult); err == nil {
-		o.pmult = p
-	}
-	if p, err := filepath.Abs(o.floor); err == nil && o.floor != "" {
-		o.floor = p
+	for _, p := range []*string{&o.pmult, &o.floor, &o.gofloor} {
+		if a, err := filepath.Abs(*p); err == nil && *p != "" {
+			*p = a
+		}
 	}
 	fmt.Printf("# pmult through Postfix (%s)\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("3 pymilter milters each adding a header; smtp-source -s %d, %d messages per run, %d runs alternating, medians; pmult GOMAXPROCS %s.\n\n",
@@ -260,32 +261,44 @@ func printTargets(transport string, sides []*side) {
 		return
 	}
 	foff, fon := find("floor (mfloor), reuse off"), find("floor (mfloor), reuse on")
+	gon := find("floor in Go (gofloor), reuse on")
 	cpu := fmt.Sprintf("* pmult's own CPU at most 0.5 ms per message (reuse on): %.2f ms (kernel %.2f, user %.2f): %s",
 		median(on.cpu), median(on.sys), median(on.cpu)-median(on.sys), met(median(on.cpu) <= 0.505))
 	if fon != nil {
 		cpu += fmt.Sprintf("; the floor %.2f ms (kernel %.2f, user %.2f)", median(fon.cpu), median(fon.sys), median(fon.cpu)-median(fon.sys))
+	}
+	if gon != nil {
+		cpu += fmt.Sprintf("; the floor in Go %.2f ms (kernel %.2f, user %.2f)", median(gon.cpu), median(gon.sys), median(gon.cpu)-median(gon.sys))
 	}
 	fmt.Println(cpu)
 	fmt.Printf("* messages/s at least 1.0x the chain with reuse off: %.2fx: %s", ratio(off), met(atLeast(ratio(off), 1.0)))
 	if foff != nil {
 		fmt.Printf("; the floor %.2fx", ratio(foff))
 	}
+	if g := find("floor in Go (gofloor), reuse off"); g != nil {
+		fmt.Printf("; the floor in Go %.2fx", ratio(g))
+	}
 	fmt.Printf("; a zero-cost multiplexer's bound %.2fx\n", bound(off))
 	fmt.Printf("* messages/s at least 1.2x the chain with reuse on: %.2fx: %s", ratio(on), met(atLeast(ratio(on), 1.2)))
 	if fon != nil {
 		fmt.Printf("; the floor %.2fx", ratio(fon))
 	}
+	if gon != nil {
+		fmt.Printf("; the floor in Go %.2fx", ratio(gon))
+	}
 	fmt.Printf("; a zero-cost multiplexer's bound %.2fx\n\n", bound(on))
 }
 
-// floorPostfix starts mfloor (bench/floor/mfloor.c: blocking I/O, a
-// thread per MTA connection, only the system calls the protocol needs)
-// in front of the milters, and a Postfix whose only milter is it: the
-// least any multiplexer can spend per message here.
-func floorPostfix(t *tb, o options, transport string, reuse bool, specs []string) *mux {
-	listen := milterSpec(t, transport, realpeer.Dir(t), "mfloor")
+// floorPostfix starts a floor (bench/floor: mfloor.c, blocking I/O, a
+// thread per MTA connection, only the system calls the protocol needs;
+// or gofloor, the same in Go) in front of the milters, and a Postfix
+// whose only milter is it: the least a multiplexer can spend per message
+// here.
+func floorPostfix(t *tb, bin, transport string, reuse bool, specs []string) *mux {
+	name := filepath.Base(bin)
+	listen := milterSpec(t, transport, realpeer.Dir(t), name)
 	args := append([]string{listen, map[bool]string{false: "0", true: "1"}[reuse]}, specs...)
-	m := &mux{proc: realpeer.StartProcess(t, "mfloor", exec.Command(o.floor, args...))}
+	m := &mux{proc: realpeer.StartProcess(t, name, exec.Command(bin, args...))}
 	m.proc.WaitReady(t, listen, 10*time.Second)
 	m.pf = realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(listen), ExtraMain: discard})
 	return m
@@ -314,10 +327,13 @@ func throughput(t *tb, o options, transport string) {
 		m := muxPostfix(t, o, transport, reuse, specs)
 		sides = append(sides, &side{name: fmt.Sprintf("pmult, reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m})
 	}
-	if o.floor != "" && transport == "unix" {
+	for _, fl := range []struct{ bin, name string }{{o.gofloor, "floor in Go (gofloor)"}, {o.floor, "floor (mfloor)"}} {
+		if fl.bin == "" || transport != "unix" {
+			continue
+		}
 		for _, reuse := range []bool{false, true} {
-			m := floorPostfix(t, o, transport, reuse, specs)
-			sides = append(sides, &side{name: fmt.Sprintf("floor (mfloor), reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m, floor: true})
+			m := floorPostfix(t, fl.bin, transport, reuse, specs)
+			sides = append(sides, &side{name: fmt.Sprintf("%s, reuse %s", fl.name, map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m, floor: true})
 		}
 	}
 	// One warm-up run each (process start, first connections), not counted.
