@@ -37,6 +37,11 @@ func TestAlive(t *testing.T) {
 		if !s.alive() || !s.alive() {
 			t.Errorf("%s: quiet connection not alive", network)
 		}
+		// Idle for longer than the last read's deadline: still alive.
+		s.conn.SetReadDeadline(time.Now().Add(-time.Second))
+		if !s.alive() {
+			t.Errorf("%s: quiet connection past its read deadline not alive", network)
+		}
 		s, sv := pair()
 		sv.Write([]byte{'c'})
 		time.Sleep(20 * time.Millisecond)

@@ -45,12 +45,14 @@ func (s *session) alive() bool {
 		// One peek that does not wait: nothing to read (EAGAIN) is
 		// alive; end of stream (0) or bytes the filter should not have
 		// sent are not. No deadlines to set and clear.
+		// Control, not Read: Read would refuse once the last read's
+		// deadline has passed, as it has on a connection idle for
+		// longer than read_timeout.
 		if rc, err := sc.SyscallConn(); err == nil {
 			var rerr error
-			if err := rc.Read(func(fd uintptr) bool {
+			if err := rc.Control(func(fd uintptr) {
 				var b [1]byte
 				_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-				return true
 			}); err != nil {
 				return false
 			}
