@@ -142,47 +142,49 @@ static int writeall(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* dial connects to spec, or with listen_too listens on it; -1 on error. */
 static int dial(const char *spec, int listen_too)
 {
-	int fd;
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	struct sockaddr_in in = {.sin_family = AF_INET};
+	struct sockaddr *a;
+	socklen_t alen;
+	int fd, one = 1;
 	if (strncmp(spec, "unix:", 5) == 0) {
-		struct sockaddr_un a = {.sun_family = AF_UNIX};
-		strncpy(a.sun_path, spec + 5, sizeof a.sun_path - 1);
+		strncpy(un.sun_path, spec + 5, sizeof un.sun_path - 1);
+		a = (struct sockaddr *)&un;
+		alen = sizeof un;
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (listen_too) {
-			unlink(a.sun_path);
-			/* Postfix's smtpd connects as user postfix */
-			if (bind(fd, (void *)&a, sizeof a) < 0 || chmod(a.sun_path, 0666) < 0 || listen(fd, 128) < 0)
-				return -1;
-			return fd;
-		}
-		if (connect(fd, (void *)&a, sizeof a) < 0) {
-			close(fd);
-			return -1;
-		}
-		return fd;
-	}
-	if (strncmp(spec, "inet:", 5) == 0) {
-		struct sockaddr_in a = {.sin_family = AF_INET};
+		if (listen_too)
+			unlink(un.sun_path);
+	} else if (strncmp(spec, "inet:", 5) == 0) {
 		const char *at = strchr(spec, '@');
-		a.sin_port = htons(atoi(spec + 5));
-		inet_pton(AF_INET, at ? at + 1 : "127.0.0.1", &a.sin_addr);
+		in.sin_port = htons(atoi(spec + 5));
+		inet_pton(AF_INET, at ? at + 1 : "127.0.0.1", &in.sin_addr);
+		a = (struct sockaddr *)&in;
+		alen = sizeof in;
 		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		if (listen_too) {
+		if (listen_too)
 			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-			if (bind(fd, (void *)&a, sizeof a) < 0 || listen(fd, 128) < 0)
-				return -1;
-			return fd;
-		}
-		if (connect(fd, (void *)&a, sizeof a) < 0) {
+	} else
+		return -1;
+	if (fd < 0)
+		return -1;
+	if (listen_too) {
+		/* Postfix's smtpd connects as user postfix */
+		if (bind(fd, a, alen) < 0 || (a == (struct sockaddr *)&un && chmod(un.sun_path, 0666) < 0) ||
+		    listen(fd, 128) < 0) {
 			close(fd);
 			return -1;
 		}
 		return fd;
 	}
-	return -1;
+	if (connect(fd, a, alen) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* One connection to each backend. */
