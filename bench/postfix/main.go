@@ -32,11 +32,14 @@ import (
 	"net/textproto"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,13 +87,14 @@ func main() {
 	fmt.Printf("3 pymilter milters each adding a header; smtp-source -s %d, %d messages per run, %d runs alternating, medians; pmult GOMAXPROCS %s.\n\n",
 		o.sessions, o.messages, o.runs, map[bool]string{true: "default", false: strconv.Itoa(o.gomaxprocs)}[o.gomaxprocs == 0])
 	ok := true
+	track := interrupts()
 	for _, ph := range strings.Split(o.phases, ",") {
 		var err error
 		switch strings.TrimSpace(ph) {
 		case "unix", "tcp":
-			err = phase(ph, func(t *tb) { throughput(t, o, ph) })
+			err = trackedPhase(track, ph, func(t *tb) { throughput(t, o, ph) })
 		case "latency":
-			err = phase(ph, func(t *tb) { latency(t, o) })
+			err = trackedPhase(track, ph, func(t *tb) { latency(t, o) })
 		default:
 			err = fmt.Errorf("unknown phase %q", ph)
 		}
@@ -104,6 +108,50 @@ func main() {
 	}
 }
 
+// runCleanups runs the cleanups registered so far, last first, each once
+// (also when an interrupt and the phase's end both run them).
+func (t *tb) runCleanups() {
+	for {
+		t.mu.Lock()
+		n := len(t.cleanups)
+		if n == 0 {
+			t.mu.Unlock()
+			return
+		}
+		f := t.cleanups[n-1]
+		t.cleanups = t.cleanups[:n-1]
+		t.mu.Unlock()
+		f()
+	}
+}
+
+// interrupts stops the phase under way on SIGINT or SIGTERM: its
+// cleanups run (Postfix, pmult, the floors and the milters stopped, the
+// directories removed) and the bench exits 130. It returns the func
+// trackedPhase tells each phase's tb to.
+func interrupts() func(*tb) {
+	var mu sync.Mutex
+	var cur *tb
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "bench-postfix: %v: stopping what the phase started\n", sig)
+		mu.Lock()
+		t := cur
+		mu.Unlock()
+		if t != nil {
+			t.runCleanups()
+		}
+		os.Exit(130)
+	}()
+	return func(t *tb) {
+		mu.Lock()
+		cur = t
+		mu.Unlock()
+	}
+}
+
 // tb is the testing.TB realpeer's helpers want, outside a test: Fatalf
 // ends the phase (its cleanups run: processes stopped, directories
 // removed). The embedded nil testing.TB supplies the unexported method;
@@ -111,6 +159,7 @@ func main() {
 type tb struct {
 	testing.TB
 	name     string
+	mu       sync.Mutex // cleanups: also run by interrupt's goroutine
 	cleanups []func()
 	failed   bool
 }
@@ -119,7 +168,7 @@ type fatal struct{ msg string }
 
 func (t *tb) Helper()                     {}
 func (t *tb) Name() string                { return t.name }
-func (t *tb) Cleanup(f func())            { t.cleanups = append(t.cleanups, f) }
+func (t *tb) Cleanup(f func())            { t.mu.Lock(); t.cleanups = append(t.cleanups, f); t.mu.Unlock() }
 func (t *tb) Failed() bool                { return t.failed }
 func (t *tb) Logf(f string, a ...any)     { fmt.Fprintf(os.Stderr, t.name+": "+f+"\n", a...) }
 func (t *tb) Errorf(f string, a ...any)   { t.failed = true; t.Logf(f, a...) }
@@ -140,7 +189,11 @@ func (t *tb) logFailure(err string) error { return fmt.Errorf("%s", err) }
 
 // phase runs f with a fresh tb, then its cleanups in reverse order; a
 // Fatalf inside f is returned as the error.
-func phase(name string, f func(t *tb)) (err error) {
+func phase(name string, f func(t *tb)) (err error) { return trackedPhase(nil, name, f) }
+
+// trackedPhase is phase, telling current (when not nil) the phase's tb
+// before f runs.
+func trackedPhase(current func(*tb), name string, f func(t *tb)) (err error) {
 	t := &tb{name: name}
 	defer func() {
 		if r := recover(); r != nil {
@@ -150,10 +203,11 @@ func phase(name string, f func(t *tb)) (err error) {
 			}
 			err = t.logFailure(ft.msg)
 		}
-		for i := len(t.cleanups) - 1; i >= 0; i-- {
-			t.cleanups[i]()
-		}
+		t.runCleanups()
 	}()
+	if current != nil {
+		current(t)
+	}
 	f(t)
 	if t.failed {
 		return fmt.Errorf("failed (see above)")
