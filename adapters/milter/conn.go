@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/deadline"
 	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
 	"github.com/mailmux/mailmux/macros"
@@ -47,8 +48,10 @@ type conn struct {
 	pendingBytes int
 
 	wmu   sync.Mutex
-	wbuf  []byte // reused for small writes; see maxKeptWriteBuf
-	inEOM bool   // PROGRESS may be sent
+	wdl   deadline.Lazy // the write deadline, under wmu
+	rdl   deadline.Lazy // the read deadline (Serve's goroutine)
+	wbuf  []byte        // reused for small writes; see maxKeptWriteBuf
+	inEOM bool          // PROGRESS may be sent
 }
 
 // maxKeptWriteBuf is the largest write buffer kept for the next write: an
@@ -87,7 +90,9 @@ func (c *conn) Serve(ctx context.Context) {
 			timeout = orDefault(c.srv.NegotiateTimeout, 30*time.Second)
 		}
 		if !c.r.Ready() { // a packet already buffered needs no timer
-			c.nc.SetReadDeadline(time.Now().Add(timeout))
+			if t, set := c.rdl.Next(time.Now(), timeout); set {
+				c.nc.SetReadDeadline(t)
+			}
 		}
 		p, err := c.r.ReadPacket()
 		if err != nil {
@@ -384,14 +389,21 @@ func (c *conn) progress() {
 	if !c.inEOM {
 		return
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(orDefault(c.srv.WriteTimeout, 30*time.Second)))
+	c.setWriteDeadline()
 	c.nc.Write(mp.AppendPacket(nil, mp.RespProgress))
+}
+
+// setWriteDeadline times a write to the MTA (under wmu).
+func (c *conn) setWriteDeadline() {
+	if t, set := c.wdl.Next(time.Now(), orDefault(c.srv.WriteTimeout, 30*time.Second)); set {
+		c.nc.SetWriteDeadline(t)
+	}
 }
 
 func (c *conn) send(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(orDefault(c.srv.WriteTimeout, 30*time.Second)))
+	c.setWriteDeadline()
 	_, err := c.nc.Write(b)
 	if err != nil {
 		return fmt.Errorf("write to MTA: %w", err)
@@ -528,6 +540,7 @@ func (w *eomWatch) stop() (gone bool) {
 	}
 	close(w.done)
 	w.c.nc.SetReadDeadline(time.Now()) // unblocks watchMTA's Peek
+	w.c.rdl.Forget()
 	w.wg.Wait()
 	return w.gone
 }

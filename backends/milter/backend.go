@@ -154,6 +154,7 @@ func (b *Backend) OpenIdle(ctx context.Context, info pmult.OpenInfo) pmult.Backe
 	s.ctx = ctx
 	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	s.probation = true
+	s.forgetDeadlines() // the previous session's stop may have fired
 	return s
 }
 

@@ -63,6 +63,7 @@ func (s *session) alive() bool {
 	var b [1]byte
 	_, err := s.conn.Read(b[:])
 	s.conn.SetReadDeadline(time.Time{})
+	s.rdl.Forget()
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
@@ -84,6 +85,7 @@ func (b *Backend) release(s *session) bool {
 		return false
 	}
 	s.conn.SetWriteDeadline(time.Time{})
+	s.wdl.Forget()
 	s.quarantine = nil
 	s.idleAt = time.Now()
 	// Between SMTP sessions the connection pins no buffer (nothing is

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/deadline"
 	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
 	"github.com/mailmux/mailmux/macros"
@@ -24,6 +25,9 @@ type session struct {
 	b    *Backend
 	conn net.Conn
 	r    *mp.Reader
+	// rdl, wdl: the read and write deadlines set on conn (forgotten
+	// wherever conn's deadlines are set otherwise; see forgetDeadlines).
+	rdl, wdl deadline.Lazy
 	// wbuf is the write buffer (a Hold batch between writes), from the
 	// backend's pool while wbufp is non-nil; between writes it is given
 	// back (an idle connection pins no buffer): see newBuf, write.
@@ -89,7 +93,7 @@ type session struct {
 func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {
 	offer := Offer(o, s.b.cfg.MaxVersion)
 	s.conn.SetDeadline(deadline)
-	defer s.conn.SetDeadline(time.Time{})
+	defer func() { s.conn.SetDeadline(time.Time{}); s.forgetDeadlines() }()
 	if err := s.write(mp.AppendPacket(s.newBuf(), mp.CmdOptNeg, offer.Append(nil))); err != nil {
 		return fmt.Errorf("send SMFIC_OPTNEG: %w", err)
 	}
@@ -171,13 +175,23 @@ func (s *session) setMacroLists(lists map[pmult.Kind][]string) {
 	}
 }
 
+// forgetDeadlines says conn's deadlines were set without rdl and wdl (or
+// may have been: a reused connection, whose previous session's stop may
+// have fired): the next read and write set theirs.
+func (s *session) forgetDeadlines() {
+	s.rdl.Forget()
+	s.wdl.Forget()
+}
+
 // Caps implements pmult.BackendSession.
 func (s *session) Caps() pmult.Caps { return s.caps }
 
 // write writes b, built on newBuf (or on what Hold kept in wbuf), and
 // gives the buffer back to the backend's pool.
 func (s *session) write(b []byte) error {
-	s.conn.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+	if t, set := s.wdl.Next(time.Now(), s.b.cfg.WriteTimeout); set {
+		s.conn.SetWriteDeadline(t)
+	}
 	_, err := s.conn.Write(b)
 	s.dropBuf(b)
 	return err
@@ -393,6 +407,7 @@ func (s *session) reconnect(ctx context.Context) error {
 		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
 	}
 	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket, &s.b.bufs)
+	s.forgetDeadlines()
 	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	caps, env := s.caps, s.env.events()
 	s.env = replay{} // Post keeps them again
@@ -653,7 +668,9 @@ func (s *session) readReply(cmd byte) (pmult.Reply, error) {
 		// The timeout runs from each packet to the next, as the MTAs
 		// time it; a packet already buffered needs no timer.
 		if !s.r.Ready() {
-			s.conn.SetReadDeadline(time.Now().Add(timeout))
+			if t, set := s.rdl.Next(time.Now(), timeout); set {
+				s.conn.SetReadDeadline(t)
+			}
 			// The session's end sets a past deadline (stop): if it came
 			// before the line above, that deadline was overwritten.
 			if s.ctx != nil && s.ctx.Err() != nil {
