@@ -35,6 +35,16 @@ type IdleOpener interface {
 	OpenIdle(ctx context.Context, info OpenInfo) BackendSession
 }
 
+// IdleCloser is implemented by backend sessions that can end without
+// blocking when nothing is in flight (a connection kept for reuse).
+// CloseIdle ends the session as Close does and reports true, or does
+// nothing and reports false; the engine calls it on the session's own
+// goroutine, and Close (on a goroutine of its own) where it reports
+// false.
+type IdleCloser interface {
+	CloseIdle() bool
+}
+
 // Retirer is implemented by backends that keep resources across MTA
 // sessions (connections kept for reuse). Retire is called once, when a
 // reload replaces the engine the backend belongs to: it closes what is

@@ -421,6 +421,16 @@ func openIdle(ctx context.Context, b *bstate, info OpenInfo) (sess BackendSessio
 	return io.OpenIdle(ctx, info), nil
 }
 
+// closeIdle is ic's CloseIdle, a panic in it false (Close then runs).
+func closeIdle(ic IdleCloser) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return ic.CloseIdle()
+}
+
 // roles decides which backends see the content phase live and which by
 // replay at end of message. Serial mode: the first editor is live, later
 // editors are replayed, and so are read-only backends after an editor
@@ -618,6 +628,9 @@ func (s *Session) Close() {
 			}
 			sess := b.sess
 			b.sess, b.pipe = nil, nil
+			if ic, ok := sess.(IdleCloser); ok && closeIdle(ic) {
+				continue // ended here: no goroutine for it
+			}
 			wg.Add(1)
 			go func() { defer wg.Done(); sess.Close() }()
 		}

@@ -68,10 +68,16 @@ func (s *session) alive() bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// keepable reports whether an ended session can be kept for reuse: clean,
+// nothing in flight, after an answered end of message.
+func (b *Backend) keepable(s *session) bool {
+	return b.cfg.Reuse && !s.broken && !s.inMsg && s.version >= 6 && s.endOK && !s.skew && len(s.expect) == 0 && !b.noQuitNC.Load()
+}
+
 // release keeps an ended session for reuse if it can be; it reports
 // whether it did.
 func (b *Backend) release(s *session) bool {
-	if !b.cfg.Reuse || s.broken || s.inMsg || s.version < 6 || !s.endOK || s.skew || len(s.expect) > 0 || b.noQuitNC.Load() {
+	if !b.keepable(s) {
 		return false
 	}
 	b.mu.Lock()

@@ -795,6 +795,17 @@ func join(parts [][]byte, n int) []byte {
 	return out
 }
 
+// CloseIdle implements pmult.IdleCloser: a session that can be kept for
+// reuse is closed (kept: one QUIT_NC written) on the caller's goroutine;
+// any other is left to Close.
+func (s *session) CloseIdle() bool {
+	if !s.b.keepable(s) {
+		return false
+	}
+	s.Close()
+	return true
+}
+
 // Close implements pmult.BackendSession: QUIT and close.
 func (s *session) Close() error {
 	s.stop()
