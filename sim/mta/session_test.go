@@ -109,7 +109,9 @@ func TestMilterDiesMidSession(t *testing.T) {
 	if !errors.As(err, &fe) || ExitCode(err) != ExitUnavailable {
 		t.Fatalf("err = %v (exit %d), want a FilterError (69)\n%s", err, ExitCode(err), out)
 	}
-	if !strings.Contains(out, "451 4.3.2") || strings.Contains(out, "354") {
+	// A 354 reply line, not "354" anywhere (the milter's port is in the
+	// transcript: 127.0.0.1:35457 failed this once).
+	if !strings.Contains(out, "451 4.3.2") || strings.HasPrefix(out, "354") || strings.Contains(out, "\n354") {
 		t.Errorf("transcript:\n%s", out)
 	}
 
