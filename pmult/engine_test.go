@@ -1345,7 +1345,11 @@ func (instantSession) Await(context.Context, *Event) (Reply, error)  { return Re
 func (instantSession) Close() error                                  { return nil }
 
 func BenchmarkEnvelope(b *testing.B) {
-	e := &Engine{Slots: []Slot{{Backend: instant{"a"}}, {Backend: instant{"b"}}, {Backend: instant{"c"}}}}
+	benchRcpt(b, &Engine{Slots: []Slot{{Backend: instant{"a"}}, {Backend: instant{"b"}}, {Backend: instant{"c"}}}})
+}
+
+// benchRcpt times one RCPT through e after CONNECT, HELO and MAIL.
+func benchRcpt(b *testing.B, e *Engine) {
 	s := e.NewSession("bench", nil)
 	ctx := context.Background()
 	s.Open(ctx, allOffer, nil)

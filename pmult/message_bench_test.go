@@ -105,19 +105,5 @@ func BenchmarkEnvelopeAssigned(b *testing.B) {
 		}
 		return Reply{Verdict: Continue}, nil
 	})
-	e := &Engine{Slots: []Slot{{Backend: setter}, {Backend: instant{"b"}}, {Backend: instant{"c"}}}}
-	s := e.NewSession("bench", nil)
-	ctx := context.Background()
-	s.Open(ctx, allOffer, nil)
-	defer s.Close()
-	s.Handle(ctx, &Event{Kind: KindConnect, Hostname: "h", Family: '4', Address: "192.0.2.1"})
-	s.Handle(ctx, &Event{Kind: KindHelo, Arg: "h"})
-	s.Handle(ctx, &Event{Kind: KindMail, Args: []string{"<a@example.org>"}})
-	ev := &Event{Kind: KindRcpt, Args: []string{"<b@example.net>"}}
-	b.ReportAllocs()
-	for b.Loop() {
-		if r := s.Handle(ctx, ev); r.Verdict != Continue {
-			b.Fatal(r)
-		}
-	}
+	benchRcpt(b, &Engine{Slots: []Slot{{Backend: setter}, {Backend: instant{"b"}}, {Backend: instant{"c"}}}})
 }
