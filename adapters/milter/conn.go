@@ -464,8 +464,8 @@ func (c *conn) sendBuf(buf []byte) error {
 // eom runs the end of message and writes every edit, then the final reply,
 // in one write: all body replacement in one run (a Postfix rule). While
 // the backends work it keeps the MTA's timer from firing (keepAlive) and
-// watches for the MTA going away (watchMTA), both from watchAfter on
-// (eomWatch).
+// watches for the MTA going away (watchMTA), both only once it has run
+// for maxWatchAfter (eomWatch).
 func (c *conn) eom(ctx context.Context, ev *pmult.Event) error {
 	c.wmu.Lock()
 	c.inEOM = true

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,12 +49,7 @@ func TestSysmonReexec(t *testing.T) {
 func TestProcsFollowLoad(t *testing.T) {
 	bin := buildPmult(t)
 	start := func(env ...string) (metrics string) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
+		addr := freePort(t)
 		cmd := exec.Command(bin, "--url", "inet:127.0.0.1:0", "--metrics", addr)
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, "GOMAXPROCS=") {
