@@ -150,6 +150,9 @@ func (b *Backend) OpenIdle(ctx context.Context, info pmult.OpenInfo) pmult.Backe
 	if s.progress == nil {
 		s.progress = func() {}
 	}
+	if info.Log != nil {
+		s.log = info.Log // this SMTP session's, not the one that opened the connection
+	}
 	conn := s.conn
 	s.ctx = ctx
 	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })

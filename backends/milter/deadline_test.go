@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -58,4 +59,43 @@ func TestReuseAfterStopFired(t *testing.T) {
 		t.Error("the reused connection failed: taken for a filter without QUIT_NC")
 	}
 	second.Close()
+}
+
+// A kept connection logs with the logger of the SMTP session that reuses
+// it, not of the one that opened it.
+func TestReuseTakesSessionLog(t *testing.T) {
+	m := &testmilter.Server{}
+	a, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	b := New(Config{Name: "f", Network: "tcp", Address: a.String(), Reuse: true})
+	ctx := context.Background()
+	run := func(log *slog.Logger) *session {
+		t.Helper()
+		bs, err := b.Open(ctx, pmult.OpenInfo{Offer: pmult.Offer{Version: 6}, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := bs.(*session)
+		for _, ev := range []*pmult.Event{{Kind: pmult.KindConnect, Hostname: "h", Family: '4', Port: 25, Address: "192.0.2.1"},
+			{Kind: pmult.KindMail, Args: []string{"<a@example.org>"}}, {Kind: pmult.KindEOH}, {Kind: pmult.KindEOM}} {
+			if _, err := s.Handle(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return s
+	}
+	first, second := slog.New(slog.DiscardHandler), slog.New(slog.DiscardHandler)
+	s1 := run(first)
+	s1.Close()
+	s2 := run(second)
+	defer s2.Close()
+	if s2 != s1 {
+		t.Fatal("not reused")
+	}
+	if s2.log != second {
+		t.Error("the reused connection logs with the first SMTP session's logger")
+	}
 }
