@@ -226,6 +226,7 @@ type Session struct {
 	tgt   []*bstate
 	wg    sync.WaitGroup // fanout's (reused: a declared one escapes per event)
 	live  []liveAnswer   // eom's, by position (reused, cleared after)
+	evs   eventSlab      // replayAhead's events
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool

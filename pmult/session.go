@@ -934,10 +934,12 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 	var owed []*Event
 	var c Reply
 	ok := true
-	post := func(ev *Event) (Reply, bool) {
+	s.evs.reset() // the previous replay's events are answered
+	post := func(e Event) (Reply, bool) {
 		if ctx.Err() != nil {
 			return Reply{}, false
 		}
+		ev := s.evs.add(e)
 		t0 := time.Now()
 		v := s.view(b, ev) // as replay's step: the macros earlier backends set
 		answer, err := b.post(ctx, v)
@@ -952,15 +954,15 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 	}
 	bt.Hold()
 	s.hdr.visible(func(f hfield) bool {
-		c, ok = post(&Event{Kind: KindHeader, Name: f.name, Value: f.value, Macros: s.cmacros[KindHeader]})
+		c, ok = post(Event{Kind: KindHeader, Name: f.name, Value: f.value, Macros: s.cmacros[KindHeader]})
 		return ok
 	})
 	if ok {
-		c, ok = post(&Event{Kind: KindEOH, Macros: s.cmacros[KindEOH]})
+		c, ok = post(Event{Kind: KindEOH, Macros: s.cmacros[KindEOH]})
 	}
 	if ok {
 		send := func(chunk []byte) (Reply, bool) {
-			return post(&Event{Kind: KindBody, Chunk: chunk, Macros: s.cmacros[KindBody]})
+			return post(Event{Kind: KindBody, Chunk: chunk, Macros: s.cmacros[KindBody]})
 		}
 		if len(replaced) > 0 {
 			if nb := crlf(replaced[0].Body); len(nb) > 0 {
@@ -971,7 +973,7 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 		}
 	}
 	if ok {
-		c, ok = post(&Event{Kind: KindEOM, Macros: s.cmacros[KindEOM]})
+		c, ok = post(Event{Kind: KindEOM, Macros: s.cmacros[KindEOM]})
 	}
 	if !ok {
 		// A post failed (the backend is dropped) or the MTA went away:
@@ -997,4 +999,24 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 		}
 	}
 	return nil, Reply{}
+}
+
+// eventSlab hands out the events of a replay from arrays the session
+// keeps: one allocation per session rather than one per replayed header.
+// A full array is left to the events pointing into it and a new one
+// started, so pointers stay valid until reset.
+type eventSlab struct{ cur []Event }
+
+func (sl *eventSlab) add(e Event) *Event {
+	if len(sl.cur) == cap(sl.cur) {
+		sl.cur = make([]Event, 0, max(16, 2*cap(sl.cur)))
+	}
+	sl.cur = append(sl.cur, e)
+	return &sl.cur[len(sl.cur)-1]
+}
+
+// reset forgets the events handed out (and what they point to).
+func (sl *eventSlab) reset() {
+	clear(sl.cur)
+	sl.cur = sl.cur[:0]
 }

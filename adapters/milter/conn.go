@@ -44,7 +44,7 @@ type conn struct {
 	// last one for each command letter, as libmilter keeps them, and
 	// pendingBytes their size (bounded by maxPendingMacros).
 	pending      []pmult.MacroSet
-	pendingSize  []int
+	pendingSize  [16]int // by position in pending (one set per command letter: fewer than 16)
 	pendingBytes int
 
 	wmu   sync.Mutex
@@ -170,7 +170,7 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		c.sess.Handle(ctx, &pmult.Event{Kind: pmult.KindAbort})
 	}
 	ev := &pmult.Event{Kind: kind, Macros: c.pending}
-	c.pending, c.pendingSize, c.pendingBytes = nil, nil, 0
+	c.pending, c.pendingBytes = nil, 0
 	switch p.Code {
 	case mp.CmdConnect:
 		var cn mp.Connect
@@ -239,7 +239,7 @@ func (c *conn) addMacros(m mp.Macro, size int) error {
 		if ms.For == kind {
 			c.pendingBytes -= c.pendingSize[i]
 			c.pending = append(c.pending[:i], c.pending[i+1:]...)
-			c.pendingSize = append(c.pendingSize[:i], c.pendingSize[i+1:]...)
+			copy(c.pendingSize[i:], c.pendingSize[i+1:])
 			break
 		}
 	}
@@ -247,8 +247,8 @@ func (c *conn) addMacros(m mp.Macro, size int) error {
 		return fmt.Errorf("protocol violation: %d bytes of SMFIC_MACRO data pending before one command, limit %d",
 			c.pendingBytes+size, limit)
 	}
+	c.pendingSize[len(c.pending)] = size
 	c.pending = append(c.pending, pmult.MacroSet{For: kind, Pairs: m.Pairs})
-	c.pendingSize = append(c.pendingSize, size)
 	c.pendingBytes += size
 	return nil
 }
@@ -302,7 +302,8 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 	c.mtaAct = o.Actions & mp.ActionMaskForVersion(c.version)
 	c.mtaProt = o.Protocol & mp.ProtocolMaskForVersion(c.version)
 	deferContent, why := c.srv.DeferContent.decide(o)
-	if c.mtaProt&(mp.ProtoNRHeader|mp.ProtoNREOH|mp.ProtoNRBody) != 0 {
+	debug := c.log.Enabled(ctx, slog.LevelDebug) // the lines' hex arguments cost, once per MTA connection
+	if debug && c.mtaProt&(mp.ProtoNRHeader|mp.ProtoNREOH|mp.ProtoNRBody) != 0 {
 		c.log.Debug("content replies", "deferred_to_eom", deferContent, "why", why,
 			"mta_version", o.Version, "mta_actions", fmt.Sprintf("0x%x", uint32(o.Actions)), "mta_protocol", fmt.Sprintf("0x%x", uint32(o.Protocol)))
 	}
@@ -362,9 +363,11 @@ func (c *conn) optneg(ctx context.Context, data []byte) error {
 		}
 		sortSymLists(rep.SymLists)
 	}
-	c.log.Debug("negotiated", "mta_version", o.Version, "mta_actions", fmt.Sprintf("0x%x", uint32(o.Actions)),
-		"mta_protocol", fmt.Sprintf("0x%x", uint32(o.Protocol)), "version", rep.Version,
-		"actions", fmt.Sprintf("0x%x", uint32(rep.Actions)), "protocol", fmt.Sprintf("0x%x", uint32(rep.Protocol)))
+	if debug {
+		c.log.Debug("negotiated", "mta_version", o.Version, "mta_actions", fmt.Sprintf("0x%x", uint32(o.Actions)),
+			"mta_protocol", fmt.Sprintf("0x%x", uint32(o.Protocol)), "version", rep.Version,
+			"actions", fmt.Sprintf("0x%x", uint32(rep.Actions)), "protocol", fmt.Sprintf("0x%x", uint32(rep.Protocol)))
+	}
 	return c.send(mp.AppendPacket(nil, mp.RespOptNeg, rep.Append(nil)))
 }
 

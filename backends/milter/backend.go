@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/mailmux/mailmux/internal/breaker"
+	"github.com/mailmux/mailmux/internal/unixconn"
 	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
@@ -197,6 +198,9 @@ func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.T
 	budget := time.Until(deadline)
 	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
 	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
+	if err == nil {
+		conn = unixconn.Wrap(conn) // not woken when the filter reads (internal/unixconn)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}

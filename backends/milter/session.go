@@ -16,6 +16,7 @@ import (
 	"github.com/mailmux/mailmux/internal/deadline"
 	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
+	"github.com/mailmux/mailmux/internal/unixconn"
 	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
@@ -406,6 +407,7 @@ func (s *session) reconnect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
 	}
+	conn = unixconn.Wrap(conn)
 	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket, &s.b.bufs)
 	s.forgetDeadlines()
 	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })

@@ -60,6 +60,7 @@ type options struct {
 	extra          string
 	floor          string
 	gofloor        string
+	base           string // another pmult binary measured beside (-pmult-base)
 }
 
 func main() {
@@ -77,8 +78,9 @@ func main() {
 	flag.BoolVar(&o.strace, "strace", false, "after the unix runs, count pmult's system calls per message (strace -c -f, one extra run per pmult; strace slows it)")
 	flag.StringVar(&o.floor, "floor", "", "the mfloor binary (bench/floor/mfloor.c): also measure the least a multiplexer can spend (unix phase; \"\": not measured)")
 	flag.StringVar(&o.gofloor, "gofloor", "", "the gofloor binary (bench/floor/gofloor): also measure the least a multiplexer in Go can spend (unix phase; \"\": not measured)")
+	flag.StringVar(&o.base, "pmult-base", "", "another pmult binary (an older build) measured beside -pmult in the same runs, for before/after figures (throughput phases; \"\": none)")
 	flag.Parse()
-	for _, p := range []*string{&o.pmult, &o.floor, &o.gofloor} {
+	for _, p := range []*string{&o.pmult, &o.floor, &o.gofloor, &o.base} {
 		if a, err := filepath.Abs(*p); err == nil && *p != "" {
 			*p = a
 		}
@@ -262,7 +264,7 @@ type mux struct {
 
 // muxPostfix starts pmult (its own config, listening on transport) in
 // front of the milters, and a Postfix whose only milter is that pmult.
-func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) *mux {
+func muxPostfix(t *tb, o options, bin, transport string, reuse bool, specs []string) *mux {
 	dir := realpeer.Dir(t)
 	listen := milterSpec(t, transport, dir, "pmult")
 	var b strings.Builder
@@ -279,7 +281,7 @@ func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) 
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
-	cmd := exec.Command(o.pmult, "-c", cfg)
+	cmd := exec.Command(bin, "-c", cfg)
 	cmd.Env = os.Environ()
 	if o.gomaxprocs > 0 {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
@@ -288,6 +290,46 @@ func muxPostfix(t *tb, o options, transport string, reuse bool, specs []string) 
 	m.proc.WaitReady(t, listen, 10*time.Second)
 	m.pf = realpeer.StartPostfix(t, realpeer.PostfixOptions{Milters: realpeer.PostfixMilter(listen), ExtraMain: discard})
 	return m
+}
+
+// printPaired compares -pmult with -pmult-base run by run: each run
+// measured both one after the other, so the ratio of a run cancels what
+// drifts between runs on a shared machine (other load, cache state).
+func printPaired(sides []*side) {
+	find := func(name string) *side {
+		for _, s := range sides {
+			if s.name == name {
+				return s
+			}
+		}
+		return nil
+	}
+	fmt.Printf("pmult against pmult-base, run by run (ratios of the same run; median, then every run):\n\n")
+	for _, reuse := range []string{"off", "on"} {
+		a, b := find("pmult, reuse "+reuse), find("pmult-base, reuse "+reuse)
+		if a == nil || b == nil {
+			continue
+		}
+		var cpu, rate, csw []float64
+		for i := range min(len(a.cpu), len(b.cpu)) {
+			cpu = append(cpu, a.cpu[i]/b.cpu[i])
+			rate = append(rate, a.rate[i]/b.rate[i])
+			csw = append(csw, a.csw[i]/b.csw[i])
+		}
+		list := func(v []float64) string {
+			var sb strings.Builder
+			for i, x := range v {
+				if i > 0 {
+					sb.WriteString(" ")
+				}
+				fmt.Fprintf(&sb, "%.3f", x)
+			}
+			return sb.String()
+		}
+		fmt.Printf("* reuse %s: own CPU %.3fx (%s), messages/s %.3fx (%s), context switches %.3fx (%s)\n",
+			reuse, median(cpu), list(cpu), median(rate), list(rate), median(csw), list(csw))
+	}
+	fmt.Println()
 }
 
 // printTargets prints the targets of the throughput phase (issue 15 in
@@ -365,6 +407,7 @@ type side struct {
 	mux  *mux // nil for the chain
 	// floor: mux is mfloor, not pmult (no profile, no strace)
 	floor bool
+	base  bool // the -pmult-base build (no profile, no strace)
 	rate  []float64
 	cpu   []float64 // ms per message
 	sys   []float64 // of which in the kernel (stime), ms per message
@@ -378,8 +421,14 @@ func throughput(t *tb, o options, transport string) {
 	})
 	sides := []*side{{name: "Postfix chain", pf: chainPostfix(t, specs)}}
 	for _, reuse := range []bool{false, true} {
-		m := muxPostfix(t, o, transport, reuse, specs)
+		m := muxPostfix(t, o, o.pmult, transport, reuse, specs)
 		sides = append(sides, &side{name: fmt.Sprintf("pmult, reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m})
+	}
+	if o.base != "" {
+		for _, reuse := range []bool{false, true} {
+			m := muxPostfix(t, o, o.base, transport, reuse, specs)
+			sides = append(sides, &side{name: fmt.Sprintf("pmult-base, reuse %s", map[bool]string{false: "off", true: "on"}[reuse]), pf: m.pf, mux: m, base: true})
+		}
 	}
 	for _, fl := range []struct{ bin, name string }{{o.gofloor, "floor in Go (gofloor)"}, {o.floor, "floor (mfloor)"}} {
 		if fl.bin == "" || transport != "unix" {
@@ -443,9 +492,12 @@ func throughput(t *tb, o options, transport string) {
 	fmt.Printf("\nWhere both sides keep every core busy, messages/s is about the cores over the CPU per message,\n" +
 		"so the last column is the ratio no multiplexer in front of these milters can beat on this machine.\n\n")
 	printTargets(transport, sides)
+	if o.base != "" {
+		printPaired(sides)
+	}
 	if o.cpuprofile != "" && transport == "unix" {
 		for _, s := range sides[1:] {
-			if !s.floor {
+			if !s.floor && !s.base {
 				profile(t, o, s)
 			}
 		}
@@ -724,7 +776,7 @@ func latency(t *tb, o options) {
 			transport := map[bool]string{false: "unix", true: "tcp"}[c.tcp]
 			specs := milters(t, transport, c.plan)
 			chain = chainPostfix(t, specs)
-			viaMux = muxPostfix(t, o, transport, false, specs).pf
+			viaMux = muxPostfix(t, o, o.pmult, transport, false, specs).pf
 		}
 		prevPlan = c
 		var dc, dm []float64

@@ -36,6 +36,7 @@ import (
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/gotune"
+	"github.com/mailmux/mailmux/internal/logx"
 	"github.com/mailmux/mailmux/internal/service"
 )
 
@@ -176,7 +177,9 @@ func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, 
 			w = sw
 		}
 	}
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})
+	// Lazy: pmult derives loggers for every session and backend, most
+	// of which write nothing (logx).
+	h := logx.Lazy(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	return slog.New(h).With("prog", tag), nil
 }
 

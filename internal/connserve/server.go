@@ -178,7 +178,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
-			nc.Close()
+			c.Close() // nc, or what NewConn made of it
 			release()
 			continue
 		}
