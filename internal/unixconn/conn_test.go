@@ -281,3 +281,43 @@ func TestNoAllocs(t *testing.T) {
 		t.Fatalf("%.1f allocations per write and read", n)
 	}
 }
+
+// The point of the package: the peer reading what was written does not
+// make the connection's epoll instance ready (nothing is woken), its
+// writing does.
+func TestQuietOnPeerRead(t *testing.T) {
+	c, peer := pair(t)
+	ready := func() int {
+		var n int
+		var werr error
+		if err := c.rraw.Control(func(fd uintptr) {
+			evs := make([]syscall.EpollEvent, 4)
+			n, werr = syscall.EpollWait(int(fd), evs, 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		return n
+	}
+	if n := ready(); n != 0 {
+		t.Fatalf("%d events on an idle connection", n)
+	}
+	for range 3 {
+		if _, err := c.Write([]byte("command")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, make([]byte, 7)); err != nil {
+			t.Fatal(err)
+		}
+		if n := ready(); n != 0 {
+			t.Fatalf("the peer's read made %d events", n)
+		}
+	}
+	peer.Write([]byte("answer"))
+	time.Sleep(10 * time.Millisecond)
+	if n := ready(); n != 1 {
+		t.Fatalf("the peer's write made %d events, want 1", n)
+	}
+}

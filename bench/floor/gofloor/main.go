@@ -4,8 +4,9 @@
 // its own. It is a measuring instrument, not a product: it handles what
 // that benchmark sends and nothing more (see mfloor.c for the list), with
 // the same system calls as mfloor where Go lets it, one goroutine per MTA
-// connection, net.Conn for every socket, no logging, no policy, no
-// timeouts, and pmult's runtime settings (internal/gotune).
+// connection, net.Conn for every socket (internal/unixconn for the
+// milters' unix sockets, as pmult), no logging, no policy, no timeouts,
+// and pmult's runtime settings (internal/gotune).
 //
 // usage: gofloor LISTEN REUSE BACKEND...
 //
@@ -25,6 +26,7 @@ import (
 	"sync"
 
 	"github.com/mailmux/mailmux/internal/gotune"
+	"github.com/mailmux/mailmux/internal/unixconn"
 )
 
 func main() {
@@ -147,6 +149,7 @@ func (f *floor) open() (*set, error) {
 			s.close()
 			return nil, err
 		}
+		c = unixconn.Wrap(c) // as pmult: not woken when the milter reads
 		s.r = append(s.r, &rd{c: c})
 		if _, err := c.Write(offer); err != nil {
 			s.close()
