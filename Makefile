@@ -65,6 +65,7 @@ bench:
 # pmult through real Postfix against Postfix's own smtpd_milters chain of
 # the same real milters (see bench/postfix): e.g.
 # make bench-postfix BENCHFLAGS='-messages 2000 -runs 5 -cpuprofile /tmp/prof'
+# make bench-postfix BENCHFLAGS='-phases unix -runs 7 -pmult-base /tmp/pmult-old' (two builds, run by run)
 # The floor rows (bench/floor: mfloor.c and gofloor, the least a
 # multiplexer can spend, in C and in Go); mfloor needs a C compiler,
 # without one its rows are left out.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,7 @@ type Conn struct {
 	rraw         syscall.RawConn
 	laddr, raddr net.Addr
 	closed       atomic.Bool
+	open         *sockState // for the cleanup
 
 	// The calls' arguments and results, for callbacks made once (a
 	// closure per call would be an allocation per Read and Write).
@@ -84,9 +86,23 @@ func newConn(sock int, laddr, raddr net.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{sock: sock, rf: rf, rraw: rraw, laddr: laddr, raddr: raddr}
+	c := &Conn{sock: sock, rf: rf, rraw: rraw, laddr: laddr, raddr: raddr, open: &sockState{fd: sock}}
 	c.readFn, c.writeFn, c.waitWriteFn = c.read, c.write, c.writeOrWait
+	// As the standard library's connections: one dropped without Close
+	// gives its socket back when collected (the epoll instances' os.File
+	// close themselves).
+	runtime.AddCleanup(c, func(st *sockState) {
+		if !st.closed.Load() {
+			syscall.Close(st.fd)
+		}
+	}, c.open)
 	return c, nil
+}
+
+// sockState is what the cleanup of a Conn dropped without Close needs.
+type sockState struct {
+	fd     int
+	closed atomic.Bool
 }
 
 // read, write and writeOrWait are the callbacks: the system call on the
@@ -233,6 +249,7 @@ func (c *Conn) Close() error {
 		c.wf.Close()
 	}
 	c.wmu.Unlock()
+	c.open.closed.Store(true)
 	if err := syscall.Close(c.sock); err != nil {
 		return c.opError("close", os.NewSyscallError("close", err))
 	}

@@ -9,14 +9,24 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// pair returns a Conn and the plain unix connection at its other end.
+// pair returns a Conn and the plain unix connection at its other end,
+// both closed at the end of the test.
 func pair(t *testing.T) (*Conn, *net.UnixConn) {
+	t.Helper()
+	c, peer := rawPair(t)
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c, peer
+}
+
+// rawPair is pair without the cleanup.
+func rawPair(t *testing.T) (*Conn, *net.UnixConn) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "s")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -40,9 +50,7 @@ func pair(t *testing.T) (*Conn, *net.UnixConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer := <-accepted
-	t.Cleanup(func() { c.Close(); peer.Close() })
-	return c, peer
+	return c, <-accepted
 }
 
 func TestEcho(t *testing.T) {
@@ -319,5 +327,27 @@ func TestQuietOnPeerRead(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	if n := ready(); n != 1 {
 		t.Fatalf("the peer's write made %d events, want 1", n)
+	}
+}
+
+// A Conn dropped without Close gives its socket back when collected:
+// the peer sees the end of the stream.
+func TestDroppedConnCloses(t *testing.T) {
+	peer := func() *net.UnixConn {
+		_, peer := rawPair(t) // the Conn is dropped here
+		return peer
+	}()
+	defer peer.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := peer.Read(make([]byte, 1))
+		if err == io.EOF {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dropped connection's socket is still open: %v", err)
+		}
 	}
 }
