@@ -12,7 +12,7 @@
 // time (wedged), when MTA connections stay open after the load, or when
 // RSS, fds or goroutines do not come back near the warm-up baseline.
 //
-//	soak -pmult bin/pmult -demomilter bin/demomilter [-duration 3m] [-concurrency 1000]
+//	soak -pmult bin/pmult -demomilter bin/demomilter [-duration 3m] [-concurrency 1000] [-unix]
 //
 // Tunables (flags) and defaults: duration 3m, concurrency 1000, interval
 // 10s, warmup 15s; growth limits: RSS +50% over the baseline plus 32 MiB,
@@ -50,6 +50,7 @@ type options struct {
 	interval          time.Duration
 	concurrency       int
 	keep              bool
+	unix              bool // backends on unix sockets
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 10*time.Second, "report interval")
 	flag.IntVar(&o.concurrency, "concurrency", 1000, "concurrent MTA sessions")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs)")
+	flag.BoolVar(&o.unix, "unix", false, "backends on unix sockets (pmult's internal/unixconn connections) instead of TCP")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "soak: FAIL:", err)
@@ -126,10 +128,17 @@ func (p *proc) stop(grace time.Duration) error {
 	}
 }
 
+// waitDial waits until addr (host:port, or a milter spec: inet:HOST:PORT
+// or unix:PATH) takes connections.
 func waitDial(addr string, d time.Duration) error {
+	network := "tcp"
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", p
+	}
+	addr = strings.TrimPrefix(addr, "inet:")
 	deadline := time.Now().Add(d)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout(network, addr, time.Second)
 		if err == nil {
 			c.Close()
 			return nil
@@ -184,13 +193,13 @@ func scrape(url string) (sample, error) {
 	return s, sc.Err()
 }
 
-func writeConfig(path string, port int, mport int, backends []int, gen int) error {
+func writeConfig(path string, port int, mport int, backends []string, gen int) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# soak configuration, generation %d\nlisten = \"inet:127.0.0.1:%d\"\nmetrics_listen = \"127.0.0.1:%d\"\n", gen, port, mport)
 	b.WriteString("shutdown_timeout = \"30s\"\nlog_level = \"warn\"\n")
 	fail := []string{"tempfail", "accept", "tempfail"}
 	for i, p := range backends {
-		fmt.Fprintf(&b, "[[backend]]\nname = \"b%d\"\nurl = \"inet:127.0.0.1:%d\"\nconnect_timeout = \"3s\"\nread_timeout = \"3s\"\neom_timeout = \"10s\"\non_failure = %q\n",
+		fmt.Fprintf(&b, "[[backend]]\nname = \"b%d\"\nurl = %q\nconnect_timeout = \"3s\"\nread_timeout = \"3s\"\neom_timeout = \"10s\"\non_failure = %q\n",
 			i+1, p, fail[i%len(fail)])
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
@@ -216,11 +225,19 @@ func run(o options, out io.Writer) error {
 		}
 		ports = append(ports, p)
 	}
-	pport, mport, bports := ports[0], ports[1], ports[2:]
+	pport, mport := ports[0], ports[1]
+	var bports []string // the backends' milter specs
+	for i, p := range ports[2:] {
+		if o.unix {
+			bports = append(bports, "unix:"+filepath.Join(dir, fmt.Sprintf("b%d.sock", i+1)))
+		} else {
+			bports = append(bports, fmt.Sprintf("inet:127.0.0.1:%d", p))
+		}
+	}
 	var backs []*proc // the event goroutine replaces b2; read after it ended
 	for i, p := range bports {
 		bp := &proc{name: fmt.Sprintf("b%d", i+1), log: filepath.Join(dir, fmt.Sprintf("b%d.log", i+1)),
-			args: []string{o.demomilter, "-listen", fmt.Sprintf("inet:127.0.0.1:%d", p), "-name", fmt.Sprintf("b%d", i+1)}}
+			args: []string{o.demomilter, "-listen", p, "-name", fmt.Sprintf("b%d", i+1)}}
 		if err := bp.start(); err != nil {
 			return err
 		}
@@ -232,7 +249,7 @@ func run(o options, out io.Writer) error {
 		}
 	}()
 	for _, p := range bports {
-		if err := waitDial(fmt.Sprintf("127.0.0.1:%d", p), 10*time.Second); err != nil {
+		if err := waitDial(p, 10*time.Second); err != nil {
 			return err
 		}
 	}
@@ -291,8 +308,8 @@ func run(o options, out io.Writer) error {
 		return s, nil
 	}
 
-	fmt.Fprintf(out, "soak: pmult %s, 3 demomilter backends, %d concurrent sessions for %s (warm-up %s)\n",
-		o.pmult, o.concurrency, o.duration, o.warmup)
+	fmt.Fprintf(out, "soak: pmult %s, 3 demomilter backends on %s, %d concurrent sessions for %s (warm-up %s)\n",
+		o.pmult, map[bool]string{false: "TCP", true: "unix sockets"}[o.unix], o.concurrency, o.duration, o.warmup)
 	idle, err := scrape(murl)
 	if err != nil {
 		return err
@@ -332,7 +349,7 @@ func run(o options, out io.Writer) error {
 				return err
 			}
 			backs[1], kill2 = nb, nb
-			return waitDial(fmt.Sprintf("127.0.0.1:%d", bports[1]), 10*time.Second)
+			return waitDial(bports[1], 10*time.Second)
 		}},
 		{0.45, "SIGSTOP b3", func() error { return backs[2].signal(syscall.SIGSTOP) }},
 		{0.50, "SIGCONT b3", func() error { return backs[2].signal(syscall.SIGCONT) }},
