@@ -192,15 +192,22 @@ func (b *Backend) Open(ctx context.Context, info pmult.OpenInfo) (pmult.BackendS
 	return s, nil
 }
 
-func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.Time) (*session, error) {
+// dial connects to the filter by deadline: a unix socket as a
+// unixconn.Conn (not woken each time the filter reads what pmult wrote),
+// TCP through net.Dialer.
+func (b *Backend) dial(ctx context.Context, deadline time.Time) (net.Conn, error) {
+	if b.cfg.Network == "unix" {
+		return unixconn.Dial(ctx, b.cfg.Address, deadline)
+	}
 	// No TCP keep-alive: sessions are bounded by their own timeouts, and
 	// the four setsockopt calls per connection show in the profile.
-	budget := time.Until(deadline)
 	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
-	conn, err := d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
-	if err == nil {
-		conn = unixconn.Wrap(conn) // not woken when the filter reads (internal/unixconn)
-	}
+	return d.DialContext(ctx, b.cfg.Network, b.cfg.Address)
+}
+
+func (b *Backend) open(ctx context.Context, info pmult.OpenInfo, deadline time.Time) (*session, error) {
+	budget := time.Until(deadline)
+	conn, err := b.dial(ctx, deadline)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", b.where(), err)
 	}

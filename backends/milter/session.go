@@ -16,7 +16,6 @@ import (
 	"github.com/mailmux/mailmux/internal/deadline"
 	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
-	"github.com/mailmux/mailmux/internal/unixconn"
 	"github.com/mailmux/mailmux/macros"
 	mp "github.com/mailmux/mailmux/milterproto"
 	"github.com/mailmux/mailmux/pmult"
@@ -402,12 +401,10 @@ func (s *session) reconnect(ctx context.Context) error {
 	s.dropBuf(s.wbuf)
 	s.r.Release()
 	deadline := time.Now().Add(s.b.cfg.ConnectTimeout)
-	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
-	conn, err := d.DialContext(ctx, s.b.cfg.Network, s.b.cfg.Address)
+	conn, err := s.b.dial(ctx, deadline)
 	if err != nil {
 		return fmt.Errorf("reconnect %s: %w", s.b.where(), err)
 	}
-	conn = unixconn.Wrap(conn)
 	s.conn, s.r = conn, newReader(conn, s.b.cfg.MaxPacket, &s.b.bufs)
 	s.forgetDeadlines()
 	s.stop = context.AfterFunc(s.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })

@@ -351,3 +351,46 @@ func TestDroppedConnCloses(t *testing.T) {
 		}
 	}
 }
+
+// Dial: a Conn made directly; a missing socket's error reads as
+// net.Dial's.
+func TestDial(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	c, err := Dial(t.Context(), path, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*Conn); !ok {
+		t.Fatalf("Dial returned a %T", c)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo %q, %v", buf, err)
+	}
+	if c.RemoteAddr().String() != path {
+		t.Errorf("RemoteAddr %v", c.RemoteAddr())
+	}
+	_, err = Dial(t.Context(), path+".missing", time.Time{})
+	_, want := net.Dial("unix", path+".missing")
+	if err == nil || want == nil || err.Error() != want.Error() {
+		t.Fatalf("Dial to a missing socket: %v, net.Dial says %v", err, want)
+	}
+}
