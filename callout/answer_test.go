@@ -34,23 +34,27 @@ func TestAnswerAgainstBothServers(t *testing.T) {
 		req  Request
 		both want  // the same from both servers
 		ours *want // ours, when it says more
+		// alt: another answer calloutd may give (its timing, not ours)
+		alt *want
 	}{
-		{Request{Email: "good@mx1.test"}, want{result: Success}, nil},
-		{Request{Email: "good@mx1.test"}, want{result: Success}, &want{result: Success, cached: true}},
-		{Request{Email: "bad@mx3.test"}, want{result: NotFound}, nil},
+		{Request{Email: "good@mx1.test"}, want{result: Success}, nil, nil},
+		{Request{Email: "good@mx1.test"}, want{result: Success}, &want{result: Success, cached: true}, nil},
+		{Request{Email: "bad@mx3.test"}, want{result: NotFound}, nil, nil},
 		// A cached not_found: our server says cached, mailfromd's says
-		// nothing (it keeps not_found for a few seconds).
-		{Request{Email: "bad@mx3.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, cached: true}},
+		// nothing (it keeps not_found for a few seconds). On a loaded
+		// machine calloutd was seen probing again instead (a clean-clone
+		// CI run): the same not_found, with the host contacted.
+		{Request{Email: "bad@mx3.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, cached: true}, &want{result: NotFound}},
 		// Domains without mail host: our server says nohost, mailfromd's
 		// contacts no host.
-		{Request{Email: "a@nx.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true}},
-		{Request{Email: "a@noaddr.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true}},
-		{Request{Email: "a@nullmx.test"}, want{result: Failure, noContact: true}, &want{result: Failure, noHost: true}},
-		{Request{Email: "b@nx.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true, cached: true}},
-		{Request{Email: "grey@mx3.test"}, want{result: TempFailure}, nil},
-		{Request{Email: "good@example.com", Mode: smtpprobe.HostOnly, Host: w.net.IP(12)}, want{result: TempFailure, unreached: true}, nil},
+		{Request{Email: "a@nx.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true}, nil},
+		{Request{Email: "a@noaddr.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true}, nil},
+		{Request{Email: "a@nullmx.test"}, want{result: Failure, noContact: true}, &want{result: Failure, noHost: true}, nil},
+		{Request{Email: "b@nx.test"}, want{result: NotFound, noContact: true}, &want{result: NotFound, noHost: true, cached: true}, nil},
+		{Request{Email: "grey@mx3.test"}, want{result: TempFailure}, nil, nil},
+		{Request{Email: "good@example.com", Mode: smtpprobe.HostOnly, Host: w.net.IP(12)}, want{result: TempFailure, unreached: true}, nil, nil},
 		// Last: the single-process calloutd re-runs it at each RUN.
-		{Request{Email: "good@slow.test"}, want{result: TempFailure, noReply: true}, nil},
+		{Request{Email: "good@slow.test"}, want{result: TempFailure, noReply: true}, nil, nil},
 	}
 	for name, addr := range servers {
 		t.Run(name, func(t *testing.T) {
@@ -75,7 +79,7 @@ func TestAnswerAgainstBothServers(t *testing.T) {
 					w = *c.ours
 				}
 				got := want{a.Result, a.Cached(), a.NoMailHost(), a.NoHostContacted(), a.NoReply(), a.Unreached()}
-				if got != w {
+				if got != w && (name != "calloutd" || c.alt == nil || got != *c.alt) {
 					t.Errorf("%s: got %+v, want %+v (lines %+v)", c.req.Email, got, w, a.Progress)
 				}
 			}
