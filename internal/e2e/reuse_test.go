@@ -25,16 +25,30 @@ import (
 // PyEvent.Conn number, for every session even on a reused connection (its
 // close callback drops the object), so connections are counted by their
 // "negotiate" events.
+//
+// The milter listens on TCP and, in the unix cases, on a unix socket,
+// where pmult's connections are internal/unixconn's.
 func TestReuseLibmilter(t *testing.T) {
 	t.Parallel()
-	for _, reuse := range []bool{true, false} {
-		t.Run(fmt.Sprintf("reuse=%v", reuse), func(t *testing.T) {
+	for _, c := range []struct {
+		reuse, unix bool
+	}{{true, false}, {false, false}, {true, true}, {false, true}} {
+		t.Run(fmt.Sprintf("reuse=%v,unix=%v", c.reuse, c.unix), func(t *testing.T) {
 			t.Parallel()
+			reuse := c.reuse
 			realpeer.Require(t, "postfix", "swaks", "pymilter")
-			spec, log := realpeer.StartPyMilter(t, realpeer.PyPlan{
+			plan := realpeer.PyPlan{
 				Stages:     map[string]realpeer.PyStage{"rcpt": {Action: "reject", Match: "nobody@"}},
 				EOMActions: []realpeer.PyAction{{Op: "addheader", Name: "X-Py", Value: "seen"}},
-			})
+			}
+			var spec string
+			var log func() []string
+			if c.unix {
+				spec = "unix:" + filepath.Join(realpeer.Dir(t), "py.sock")
+				_, log = realpeer.StartPyMilterAt(t, spec, plan)
+			} else {
+				spec, log = realpeer.StartPyMilter(t, plan)
+			}
 			pf, p := muxPostfix(t, "", backend{"py", spec, fmt.Sprintf("reuse = %v\nread_timeout = \"5s\"", reuse)})
 
 			const n = 5
