@@ -69,6 +69,18 @@ func startMilter(t *testing.T, addr string) *testmilter.Server {
 	return m
 }
 
+// listen serves m on a free loopback port until the test ends and
+// returns its address.
+func listen(t *testing.T, m *testmilter.Server) string {
+	t.Helper()
+	a, err := m.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	return a.String()
+}
+
 // awaitRecovery opens until an open succeeds (ErrDown: try again soon)
 // and returns how long that took; it fails the test after limit.
 func awaitRecovery(t *testing.T, b *Backend, limit time.Duration) time.Duration {

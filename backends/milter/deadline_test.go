@@ -16,14 +16,10 @@ import (
 // its first read and write set their own.
 func TestReuseAfterStopFired(t *testing.T) {
 	m := &testmilter.Server{}
-	a, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
+	addr := listen(t, m)
 	// One timeout for every read, so the last read's deadline would do
 	// for the next session's first.
-	b := New(Config{Name: "f", Network: "tcp", Address: a.String(), Reuse: true, ReadTimeout: 10 * time.Second, EOMTimeout: 10 * time.Second})
+	b := New(Config{Name: "f", Network: "tcp", Address: addr, Reuse: true, ReadTimeout: 10 * time.Second, EOMTimeout: 10 * time.Second})
 	session := func(ctx context.Context) *session {
 		t.Helper()
 		bs, err := b.Open(ctx, pmult.OpenInfo{Offer: pmult.Offer{Version: 6, Actions: pmult.ActAddHeaders}})
@@ -65,12 +61,8 @@ func TestReuseAfterStopFired(t *testing.T) {
 // it, not of the one that opened it.
 func TestReuseTakesSessionLog(t *testing.T) {
 	m := &testmilter.Server{}
-	a, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
-	b := New(Config{Name: "f", Network: "tcp", Address: a.String(), Reuse: true})
+	addr := listen(t, m)
+	b := New(Config{Name: "f", Network: "tcp", Address: addr, Reuse: true})
 	ctx := context.Background()
 	run := func(log *slog.Logger) *session {
 		t.Helper()

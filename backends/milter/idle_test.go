@@ -25,12 +25,8 @@ func TestIdleConnectionPinsNoBuffer(t *testing.T) {
 		}
 		return nil
 	}}
-	a, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
-	b := New(Config{Name: "f", Network: "tcp", Address: a.String(), Reuse: true})
+	addr := listen(t, m)
+	b := New(Config{Name: "f", Network: "tcp", Address: addr, Reuse: true})
 	ctx := context.Background()
 	idle := func(where string) {
 		t.Helper()

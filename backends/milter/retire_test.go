@@ -13,12 +13,8 @@ import (
 
 func TestRetireClosesInsteadOfParking(t *testing.T) {
 	m := &testmilter.Server{}
-	a, err := m.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
-	b := New(Config{Network: "tcp", Address: a.String(), Reuse: true})
+	addr := listen(t, m)
+	b := New(Config{Network: "tcp", Address: addr, Reuse: true})
 	offer := pmult.Offer{Actions: pmult.ActModify, LeadingSpace: true, Version: 6}
 	session := func() pmult.BackendSession {
 		s, err := b.Open(context.Background(), pmult.OpenInfo{Offer: offer})
