@@ -21,8 +21,7 @@ type Conn struct {
 	rf           *os.File // epoll instance: sock for input
 	rraw         syscall.RawConn
 	laddr, raddr net.Addr
-	closed       atomic.Bool
-	open         *sockState // for the cleanup
+	st           *sockState // Close's flag, shared with the cleanup
 
 	// The calls' arguments and results, for callbacks made once (a
 	// closure per call would be an allocation per Read and Write).
@@ -86,7 +85,7 @@ func newConn(sock int, laddr, raddr net.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{sock: sock, rf: rf, rraw: rraw, laddr: laddr, raddr: raddr, open: &sockState{fd: sock}}
+	c := &Conn{sock: sock, rf: rf, rraw: rraw, laddr: laddr, raddr: raddr, st: &sockState{fd: sock}}
 	c.readFn, c.writeFn, c.waitWriteFn = c.read, c.write, c.writeOrWait
 	// As the standard library's connections: one dropped without Close
 	// gives its socket back when collected (the epoll instances' os.File
@@ -95,11 +94,12 @@ func newConn(sock int, laddr, raddr net.Addr) (*Conn, error) {
 		if !st.closed.Load() {
 			syscall.Close(st.fd)
 		}
-	}, c.open)
+	}, c.st)
 	return c, nil
 }
 
-// sockState is what the cleanup of a Conn dropped without Close needs.
+// sockState is what the cleanup of a Conn dropped without Close needs:
+// closed is set by Close, which then closes fd itself.
 type sockState struct {
 	fd     int
 	closed atomic.Bool
@@ -239,7 +239,7 @@ func (c *Conn) waitWrite() (int, error) {
 // wrapping net.ErrClosed, and the socket is closed once no call is under
 // way on it.
 func (c *Conn) Close() error {
-	if !c.closed.CompareAndSwap(false, true) {
+	if !c.st.closed.CompareAndSwap(false, true) {
 		return c.opError("close", net.ErrClosed)
 	}
 	c.rf.Close() // waits for the callbacks under way
@@ -249,7 +249,6 @@ func (c *Conn) Close() error {
 		c.wf.Close()
 	}
 	c.wmu.Unlock()
-	c.open.closed.Store(true)
 	if err := syscall.Close(c.sock); err != nil {
 		return c.opError("close", os.NewSyscallError("close", err))
 	}
@@ -290,7 +289,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // connection held open; Read and Write wait for input as Conn does, and
 // never for output).
 func (c *Conn) SyscallConn() (syscall.RawConn, error) {
-	if c.closed.Load() {
+	if c.st.closed.Load() {
 		return nil, c.opError("raw", net.ErrClosed)
 	}
 	return rawConn{c}, nil
@@ -321,7 +320,7 @@ func (c *Conn) opError(op string, err error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = os.ErrDeadlineExceeded
-	case c.closed.Load() || errors.Is(err, os.ErrClosed):
+	case c.st.closed.Load() || errors.Is(err, os.ErrClosed):
 		// The epoll instances' os.File reports its own closing
 		// ("use of closed file", internal to the poller).
 		err = net.ErrClosed

@@ -33,7 +33,10 @@ func Dial(ctx context.Context, path string, deadline time.Time) (net.Conn, error
 		if err != nil {
 			return nil, err
 		}
-		return Wrap(c), nil
+		if q, err := New(c.(*net.UnixConn)); err == nil {
+			return q, nil
+		}
+		return c, nil // served by Go's poller after all
 	default:
 		syscall.Close(sock)
 		return nil, &net.OpError{Op: "dial", Net: "unix", Addr: raddr, Err: os.NewSyscallError("connect", err)}

@@ -11,7 +11,7 @@
 // 29% of its sleeps through a real Postfix ended with output signals
 // only (strace of epoll_pwait), each a context switch for nothing.
 //
-// Conn takes a socket out of Go's poller (New, Wrap), or makes one
+// Conn takes a socket out of Go's poller (New), or makes one
 // directly (Dial), and registers it, for input only, in an epoll
 // instance of its own, which is itself registered in Go's poller: a
 // goroutine waiting to read sleeps on that instance, and the kernel

@@ -24,6 +24,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mailmux/mailmux/internal/gotune"
 	"github.com/mailmux/mailmux/internal/unixconn"
@@ -57,6 +58,16 @@ func main() {
 		}
 		go f.serve(c)
 	}
+}
+
+// dial connects to a milter as pmult does: a unix socket through
+// internal/unixconn (not woken when the milter reads), TCP with net.Dial.
+func dial(b string) (net.Conn, error) {
+	network, addr := spec(b)
+	if network == "unix" {
+		return unixconn.Dial(context.Background(), addr, time.Time{})
+	}
+	return net.Dial(network, addr)
 }
 
 func spec(s string) (network, addr string) {
@@ -144,12 +155,11 @@ func (f *floor) open() (*set, error) {
 	// as pmult and mfloor do
 	offer := pkt(nil, 'O', binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 6), 0x1ff), 0xff7ff))
 	for _, b := range f.backends {
-		c, err := net.Dial(spec(b))
+		c, err := dial(b)
 		if err != nil {
 			s.close()
 			return nil, err
 		}
-		c = unixconn.Wrap(c) // as pmult: not woken when the milter reads
 		s.r = append(s.r, &rd{c: c})
 		if _, err := c.Write(offer); err != nil {
 			s.close()
