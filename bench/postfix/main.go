@@ -292,18 +292,21 @@ func muxPostfix(t *tb, o options, bin, transport string, reuse bool, specs []str
 	return m
 }
 
+// findSide returns the side named name, or nil.
+func findSide(sides []*side, name string) *side {
+	for _, s := range sides {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
 // printPaired compares -pmult with -pmult-base run by run: each run
 // measured both one after the other, so the ratio of a run cancels what
 // drifts between runs on a shared machine (other load, cache state).
 func printPaired(sides []*side) {
-	find := func(name string) *side {
-		for _, s := range sides {
-			if s.name == name {
-				return s
-			}
-		}
-		return nil
-	}
+	find := func(name string) *side { return findSide(sides, name) }
 	fmt.Printf("pmult against pmult-base, run by run (ratios of the same run; median, then every run):\n\n")
 	for _, reuse := range []string{"off", "on"} {
 		a, b := find("pmult, reuse "+reuse), find("pmult-base, reuse "+reuse)
@@ -336,14 +339,7 @@ func printPaired(sides []*side) {
 // the project's tracker), met or missed, with what the floor and the
 // zero-cost bound measured beside them.
 func printTargets(transport string, sides []*side) {
-	find := func(name string) *side {
-		for _, s := range sides {
-			if s.name == name {
-				return s
-			}
-		}
-		return nil
-	}
+	find := func(name string) *side { return findSide(sides, name) }
 	chain := median(sides[0].rate)
 	ratio := func(s *side) float64 { return median(s.rate) / chain }
 	met := func(ok bool) string { return map[bool]string{true: "met", false: "missed"}[ok] }
