@@ -236,14 +236,15 @@ func milterSpec(t *tb, transport, dir, name string) string {
 }
 
 // milters starts three pymilter milters with plans made by plan(i).
-func milters(t *tb, transport string, plan func(i int) realpeer.PyPlan) []string {
+func milters(t *tb, transport string, plan func(i int) realpeer.PyPlan) (specs []string, pids []int) {
 	dir := realpeer.Dir(t)
-	specs := make([]string, 3)
+	specs = make([]string, 3)
 	for i := range specs {
 		specs[i] = milterSpec(t, transport, dir, fmt.Sprintf("py%d", i+1))
-		realpeer.StartPyMilterAt(t, specs[i], plan(i))
+		p, _ := realpeer.StartPyMilterAt(t, specs[i], plan(i))
+		pids = append(pids, p.PID())
 	}
-	return specs
+	return specs, pids
 }
 
 // chainPostfix is Postfix with the milters in its own smtpd_milters chain.
@@ -409,10 +410,13 @@ type side struct {
 	sys   []float64 // of which in the kernel (stime), ms per message
 	csw   []float64 // context switches per message
 	all   []float64 // the whole machine's busy CPU, ms per message (/proc/stat)
+	milt  []float64 // the three milters' CPU, ms per message
+	mcsw  []float64 // their context switches per message
+	self  []float64 // this program's (smtp-source's driver, the processes' output readers), ms per message
 }
 
 func throughput(t *tb, o options, transport string) {
-	specs := milters(t, transport, func(i int) realpeer.PyPlan {
+	specs, pids := milters(t, transport, func(i int) realpeer.PyPlan {
 		return realpeer.PyPlan{EOMActions: []realpeer.PyAction{{Op: "addheader", Name: fmt.Sprintf("X-Bench-%d", i+1), Value: "seen"}}}
 	})
 	sides := []*side{{name: "Postfix chain", pf: chainPostfix(t, specs)}}
@@ -445,9 +449,15 @@ func throughput(t *tb, o options, transport string) {
 			if s.mux != nil {
 				c0 = readProc(t, s.mux.proc.PID())
 			}
+			m0, self0 := procsStat(t, pids), readProc(t, os.Getpid()).cpu
 			b0 := busyCPU(t)
 			el := source(t, s.pf, o.sessions, o.messages)
-			s.all = append(s.all, (busyCPU(t)-b0).Seconds()*1000/float64(o.messages))
+			perMsg := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(o.messages) }
+			s.all = append(s.all, perMsg(busyCPU(t)-b0))
+			m1 := procsStat(t, pids)
+			s.milt = append(s.milt, perMsg(m1.cpu-m0.cpu))
+			s.mcsw = append(s.mcsw, float64(m1.csw-m0.csw)/float64(o.messages))
+			s.self = append(s.self, perMsg(readProc(t, os.Getpid()).cpu-self0))
 			s.rate = append(s.rate, float64(o.messages)/el.Seconds())
 			if s.mux != nil {
 				c1 := readProc(t, s.mux.proc.PID())
@@ -479,11 +489,11 @@ func throughput(t *tb, o options, transport string) {
 	ncpu := float64(runtime.NumCPU())
 	busy := func(s *side) float64 { return median(s.all) * median(s.rate) / (10 * ncpu) } // percent of all cores
 	fmt.Printf("All processes' CPU per message (/proc/stat busy time, whatever else runs on the machine included):\n\n")
-	fmt.Printf("| configuration | all CPU ms/msg | cores busy | without pmult's own | a zero-cost multiplexer's bound |\n|---|---|---|---|---|\n")
-	fmt.Printf("| %s | %.2f | %.0f%% | | |\n", sides[0].name, median(sides[0].all), busy(sides[0]))
+	fmt.Printf("| configuration | all CPU ms/msg | cores busy | the 3 milters' (ctx switches) | bench-postfix's own | without pmult's own | a zero-cost multiplexer's bound |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| %s | %.2f | %.0f%% | %.2f (%.0f) | %.2f | | |\n", sides[0].name, median(sides[0].all), busy(sides[0]), median(sides[0].milt), median(sides[0].mcsw), median(sides[0].self))
 	for _, s := range sides[1:] {
 		zero := median(s.all) - median(s.cpu)
-		fmt.Printf("| %s | %.2f | %.0f%% | %.2f | %.2fx |\n", s.name, median(s.all), busy(s), zero, median(sides[0].all)/zero)
+		fmt.Printf("| %s | %.2f | %.0f%% | %.2f (%.0f) | %.2f | %.2f | %.2fx |\n", s.name, median(s.all), busy(s), median(s.milt), median(s.mcsw), median(s.self), zero, median(sides[0].all)/zero)
 	}
 	fmt.Printf("\nWhere both sides keep every core busy, messages/s is about the cores over the CPU per message,\n" +
 		"so the last column is the ratio no multiplexer in front of these milters can beat on this machine.\n\n")
@@ -707,6 +717,18 @@ func readProc(t *tb, pid int) procStat {
 	return ps
 }
 
+// procsStat adds up readProc of the processes pids.
+func procsStat(t *tb, pids []int) procStat {
+	var sum procStat
+	for _, p := range pids {
+		ps := readProc(t, p)
+		sum.cpu += ps.cpu
+		sum.sys += ps.sys
+		sum.csw += ps.csw
+	}
+	return sum
+}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -770,7 +792,7 @@ func latency(t *tb, o options) {
 		c := &cases[ci]
 		if prevPlan == nil || prevPlan.tcp != c.tcp || fmt.Sprint(prevPlan.plan(0)) != fmt.Sprint(c.plan(0)) {
 			transport := map[bool]string{false: "unix", true: "tcp"}[c.tcp]
-			specs := milters(t, transport, c.plan)
+			specs, _ := milters(t, transport, c.plan)
 			chain = chainPostfix(t, specs)
 			viaMux = muxPostfix(t, o, o.pmult, transport, false, specs).pf
 		}
