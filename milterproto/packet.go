@@ -119,8 +119,25 @@ func (r *Reader) SetMaxData(n int) {
 // between packets, io.ErrUnexpectedEOF if it ends inside one, ErrZeroLength
 // or an error wrapping ErrTooLarge for a bad length word.
 func (r *Reader) ReadPacket() (Packet, error) {
-	if r.bufp != nil && r.r.Buffered() == 0 {
+	buffered := r.r.Buffered()
+	if buffered == 0 && r.bufp != nil {
 		r.Release() // about to wait: idle
+	}
+	if buffered >= 5 {
+		// A whole packet already buffered (the usual case: one read
+		// brings a burst) is taken straight from the buffer, without
+		// three trips through io.ReadFull.
+		b, _ := r.r.Peek(5)
+		if n := binary.BigEndian.Uint32(b); n > 0 && uint64(n-1) <= uint64(r.maxData) && uint64(buffered) >= 4+uint64(n) {
+			b, _ = r.r.Peek(int(4 + n))
+			p := Packet{Code: b[4]}
+			if n > 1 {
+				p.Data = r.dataBuf(int(n - 1))
+				copy(p.Data, b[5:])
+			}
+			r.r.Discard(int(4 + n))
+			return p, nil
+		}
 	}
 	if _, err := io.ReadFull(r.r, r.hdr[:4]); err != nil {
 		return Packet{}, err // io.EOF at a packet boundary, or ErrUnexpectedEOF
@@ -137,24 +154,29 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	}
 	p := Packet{Code: r.hdr[4]}
 	if n > 1 {
-		if r.reuse && int(n-1) <= maxReused {
-			if r.pool != nil && cap(r.buf) < int(n-1) {
-				r.Release()
-				r.bufp = r.pool.Get(int(n - 1))
-				r.buf = (*r.bufp)[:cap(*r.bufp)]
-			}
-			if cap(r.buf) < int(n-1) {
-				r.buf = make([]byte, max(int(n-1), 512))
-			}
-			p.Data = r.buf[: n-1 : n-1]
-		} else {
-			p.Data = make([]byte, n-1)
-		}
+		p.Data = r.dataBuf(int(n - 1))
 		if _, err := io.ReadFull(r.r, p.Data); err != nil {
 			return Packet{}, unexpected(err)
 		}
 	}
 	return p, nil
+}
+
+// dataBuf returns the slice for a packet's n bytes of data: the Reader's
+// buffer after Reuse (n up to maxReused), otherwise a new one.
+func (r *Reader) dataBuf(n int) []byte {
+	if !r.reuse || n > maxReused {
+		return make([]byte, n)
+	}
+	if r.pool != nil && cap(r.buf) < n {
+		r.Release()
+		r.bufp = r.pool.Get(n)
+		r.buf = (*r.bufp)[:cap(*r.bufp)]
+	}
+	if cap(r.buf) < n {
+		r.buf = make([]byte, max(n, 512))
+	}
+	return r.buf[:n:n]
 }
 
 func unexpected(err error) error {
