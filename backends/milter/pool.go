@@ -49,14 +49,13 @@ func (s *session) alive() bool {
 		// deadline has passed, as it has on a connection idle for
 		// longer than read_timeout.
 		if rc, err := sc.SyscallConn(); err == nil {
-			var rerr error
-			if err := rc.Control(func(fd uintptr) {
-				var b [1]byte
-				_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			}); err != nil {
+			if s.peekFn == nil {
+				s.peekFn = s.peek // bound once: no closure per reuse
+			}
+			if err := rc.Control(s.peekFn); err != nil {
 				return false
 			}
-			return errors.Is(rerr, syscall.EAGAIN)
+			return errors.Is(s.peekErr, syscall.EAGAIN)
 		}
 	}
 	s.conn.SetReadDeadline(time.Now())
@@ -66,6 +65,13 @@ func (s *session) alive() bool {
 	s.rdl.Forget()
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// peek is alive's look at the socket (Control's callback): peekErr is
+// EAGAIN when nothing waits to be read.
+func (s *session) peek(fd uintptr) {
+	var b [1]byte
+	_, _, s.peekErr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 }
 
 // keepable reports whether an ended session can be kept for reuse: clean,

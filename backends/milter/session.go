@@ -88,6 +88,9 @@ type session struct {
 	// and then the next session's CONNECT, so the connection is not reused.
 	endOK  bool
 	idleAt time.Time
+
+	peekFn  func(uintptr) // alive's callback (peek), bound once
+	peekErr error
 }
 
 func (s *session) negotiate(o pmult.Offer, deadline time.Time) error {

@@ -129,7 +129,9 @@ func (s *Spool) grow(n int) bool {
 	if need <= cap(s.mem) {
 		return true
 	}
-	c := min(max(2*cap(s.mem), need, 4096), s.cfg.Memory)
+	// From 512 bytes: most bodies between the MTA and the filters are
+	// small, and a few doublings cost less than 4 KiB per message.
+	c := min(max(2*cap(s.mem), need, 512), s.cfg.Memory)
 	// The new buffer is reserved whole: the old one lives on during the copy.
 	if b := s.cfg.Budget; b != nil && !b.reserve(int64(c)) {
 		return false

@@ -161,7 +161,7 @@ func TestBudget(t *testing.T) {
 	if s1.Spilled() || b.Used() != 5000 {
 		t.Fatalf("s1 spilled %v, used %d", s1.Spilled(), b.Used())
 	}
-	s2.Write(make([]byte, 10))
+	s2.Write(make([]byte, 4000)) // 5000 + 4000 > 8192
 	if !s2.Spilled() {
 		t.Error("s2 got memory beyond the budget")
 	}

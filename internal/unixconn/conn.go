@@ -36,6 +36,9 @@ type Conn struct {
 	serr        error
 	writeFn     func(uintptr) bool
 	waitWriteFn func(uintptr) bool
+	cmu         sync.Mutex // SyscallConn's Control: ctlF is its argument
+	ctlF        func(fd uintptr)
+	controlFn   func(uintptr)
 
 	wmu     sync.Mutex
 	wf      *os.File // epoll instance: sock for output, made by the first full write
@@ -86,7 +89,7 @@ func newConn(sock int, laddr, raddr net.Addr) (*Conn, error) {
 		return nil, err
 	}
 	c := &Conn{sock: sock, rf: rf, rraw: rraw, laddr: laddr, raddr: raddr, st: &sockState{fd: sock}}
-	c.readFn, c.writeFn, c.waitWriteFn = c.read, c.write, c.writeOrWait
+	c.readFn, c.writeFn, c.waitWriteFn, c.controlFn = c.read, c.write, c.writeOrWait, c.control
 	// As the standard library's connections: one dropped without Close
 	// gives its socket back when collected (the epoll instances' os.File
 	// close themselves).
@@ -111,6 +114,8 @@ func (c *Conn) read(uintptr) bool {
 	c.rn, c.rerr = syscall.Read(c.sock, c.rbuf)
 	return c.rerr != syscall.EAGAIN
 }
+
+func (c *Conn) control(uintptr) { c.ctlF(uintptr(c.sock)) }
 
 func (c *Conn) write(uintptr) bool {
 	c.sn, c.serr = syscall.Write(c.sock, c.sbuf)
@@ -298,7 +303,14 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 type rawConn struct{ c *Conn }
 
 func (r rawConn) Control(f func(fd uintptr)) error {
-	return r.c.rraw.Control(func(uintptr) { f(uintptr(r.c.sock)) })
+	// Through a callback bound once (pmult peeks at every kept
+	// connection it reuses: no closure per call).
+	c := r.c
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	c.ctlF = f
+	defer func() { c.ctlF = nil }()
+	return c.rraw.Control(c.controlFn)
 }
 
 func (r rawConn) Read(f func(fd uintptr) bool) error {

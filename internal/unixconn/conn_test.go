@@ -288,6 +288,20 @@ func TestNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(200, roundTrip); n != 0 {
 		t.Fatalf("%.1f allocations per write and read", n)
 	}
+	// SyscallConn's Control with a callback bound once (pmult peeks at
+	// each kept connection it reuses).
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen uintptr
+	peek := func(fd uintptr) { seen = fd }
+	if n := testing.AllocsPerRun(200, func() { rc.Control(peek) }); n != 0 {
+		t.Fatalf("%.1f allocations per Control", n)
+	}
+	if seen != uintptr(c.sock) {
+		t.Fatalf("Control gave descriptor %d, the socket is %d", seen, c.sock)
+	}
 }
 
 // The point of the package: the peer reading what was written does not
