@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -215,6 +216,18 @@ func FuzzParseMacro(f *testing.F) {
 		}
 		if enc := m.Append(nil); !bytes.Equal(enc, in) {
 			t.Fatalf("Append = %q, input %q", enc, in)
+		}
+		// Through Strings, twice from one arena: the same lists, and
+		// the first is not overwritten by the second or by an append.
+		var a Strings
+		m1, err1 := a.ParseMacro(in)
+		m2, err2 := a.ParseMacro(in)
+		if err1 != nil || err2 != nil || !slices.Equal(m1.Pairs, m.Pairs) || !slices.Equal(m2.Pairs, m.Pairs) {
+			t.Fatalf("Strings.ParseMacro = %q %v / %q %v, ParseMacro %q", m1.Pairs, err1, m2.Pairs, err2, m.Pairs)
+		}
+		_ = append(m1.Pairs, "x")
+		if !slices.Equal(m2.Pairs, m.Pairs) {
+			t.Fatalf("append to the first list changed the second: %q", m2.Pairs)
 		}
 	})
 }

@@ -146,6 +146,13 @@ type headerModel struct {
 }
 
 func (m *headerModel) reset() {
+	if cap(m.ids) == 0 {
+		// Room for a usual message's headers at once, instead of
+		// growing three lists header by header (kept for the next).
+		m.list.Fields = make([]Header, 0, 16)
+		m.ids = make([]int, 0, 16)
+		m.orig = make([]Header, 0, 16)
+	}
 	m.list.Fields = m.list.Fields[:0]
 	m.ids = m.ids[:0]
 	m.orig = m.orig[:0]

@@ -481,6 +481,9 @@ func (s *Session) postAhead(ctx context.Context, targets []*bstate, ev *Event, m
 			continue
 		}
 		if answer {
+			if b.owed == nil {
+				b.owed = make([]*Event, 0, 16) // a message's content at once
+			}
 			b.owed = append(b.owed, v)
 		}
 	}

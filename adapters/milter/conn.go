@@ -53,6 +53,7 @@ type conn struct {
 	// of an event stays valid, and a full array is left to it.
 	evs   []pmult.Event
 	msets []pmult.MacroSet
+	strs  mp.Strings // the macro packets' strings
 
 	wmu   sync.Mutex
 	wdl   deadline.Lazy // the write deadline, under wmu
@@ -152,7 +153,7 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		c.srv.cs.Ready(c) // a real session now: never closed to make room
 		return c.optneg(ctx, p.Data)
 	case mp.CmdMacro:
-		m, err := mp.ParseMacro(p.Data)
+		m, err := c.strs.ParseMacro(p.Data)
 		if err != nil {
 			return err
 		}

@@ -177,9 +177,11 @@ func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, 
 			w = sw
 		}
 	}
-	// Lazy: pmult derives loggers for every session and backend, most
-	// of which write nothing (logx).
-	h := logx.Lazy(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	// logx.NewText: the standard text handler's lines, the decision
+	// line's long quoted values written faster, and the attributes of
+	// the loggers pmult derives for every session and backend (most of
+	// which write nothing) formatted only when one writes.
+	h := logx.NewText(w, &slog.HandlerOptions{Level: level})
 	return slog.New(h).With("prog", tag), nil
 }
 

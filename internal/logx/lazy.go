@@ -20,22 +20,23 @@ func Lazy(h slog.Handler) slog.Handler {
 }
 
 type lazy struct {
-	base  slog.Handler // the wrapped handler, without attrs
-	attrs []slog.Attr  // not yet given to base; never modified once set
-	made  atomic.Pointer[slog.Handler]
+	base   slog.Handler // the wrapped handler (with its groups), for a lazy without parent
+	parent *lazy        // attrs apply on top of parent's handler; nil: none
+	attrs  []slog.Attr  // not yet given to the handler; never modified
+	made   atomic.Pointer[slog.Handler]
 }
 
 func (l *lazy) Enabled(ctx context.Context, level slog.Level) bool {
 	return l.base.Enabled(ctx, level)
 }
 
+// WithAttrs keeps attrs as they are (a Handler owns the slice it is
+// given) on top of l: one allocation, no copy of l's attributes.
 func (l *lazy) WithAttrs(attrs []slog.Attr) slog.Handler {
 	if len(attrs) == 0 {
 		return l
 	}
-	all := make([]slog.Attr, 0, len(l.attrs)+len(attrs))
-	all = append(append(all, l.attrs...), attrs...)
-	return &lazy{base: l.base, attrs: all}
+	return &lazy{base: l.base, parent: l, attrs: attrs}
 }
 
 func (l *lazy) WithGroup(name string) slog.Handler {
@@ -49,16 +50,18 @@ func (l *lazy) Handle(ctx context.Context, r slog.Record) error {
 	return l.handler().Handle(ctx, r)
 }
 
-// handler is base with the attrs, made once (two goroutines writing the
-// first line at once may both make it; either result is the same).
+// handler is the parent's handler with the attrs, made once (two
+// goroutines writing the first line at once may both make it; either
+// result is the same). Making it makes the parent's too, kept for the
+// parent's own lines and its other children.
 func (l *lazy) handler() slog.Handler {
-	if len(l.attrs) == 0 {
+	if l.parent == nil {
 		return l.base
 	}
 	if h := l.made.Load(); h != nil {
 		return *h
 	}
-	h := l.base.WithAttrs(l.attrs)
+	h := l.parent.handler().WithAttrs(l.attrs)
 	l.made.Store(&h)
 	return h
 }
