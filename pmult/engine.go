@@ -227,6 +227,7 @@ type Session struct {
 	wg    sync.WaitGroup // fanout's (reused: a declared one escapes per event)
 	live  []liveAnswer   // eom's, by position (reused, cleared after)
 	evs   eventSlab      // replayAhead's events
+	owed  []*Event       // replayAhead's events owed an answer (its array kept for the next replay)
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool

@@ -934,7 +934,8 @@ func (s *Session) replay(ctx context.Context, b *bstate, replaced []Edit) ([]Edi
 // message for the backend (it ignores the rest, see Batcher). Nothing is
 // sent after EOM before its answer.
 func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replaced []Edit) ([]Edit, Reply) {
-	var owed []*Event
+	owed := forget(s.owed)
+	defer func() { s.owed = forget(owed) }()
 	var c Reply
 	ok := true
 	s.evs.reset() // the previous replay's events are answered
