@@ -156,6 +156,7 @@ func (e *Engine) NewSession(id string, log *slog.Logger) *Session {
 	s.m.sessions.Add(1)
 	s.m.active.Add(1)
 	s.bs = make([]*bstate, len(e.Slots))
+	s.tgt = make([]*bstate, 0, len(e.Slots)) // targets: no growing per session
 	for i, sl := range e.Slots {
 		s.bs[i] = &bstate{slot: sl, name: sl.Backend.Name(), pos: i, mc: e.slotMetrics[i]}
 	}
