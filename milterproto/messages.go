@@ -197,8 +197,8 @@ func ParseMacro(data []byte) (Macro, error) { return parseMacro(data, nil) }
 type Strings struct{ free []string }
 
 // stringsChunk is the size of Strings' arrays (Postfix sends about 70
-// macro strings per message).
-const stringsChunk = 128
+// macro strings per message: two arrays, 1 KiB each).
+const stringsChunk = 64
 
 // take returns an empty list with room for n strings (no more: an
 // append beyond it reallocates).

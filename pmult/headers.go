@@ -147,11 +147,11 @@ type headerModel struct {
 
 func (m *headerModel) reset() {
 	if cap(m.ids) == 0 {
-		// Room for a usual message's headers at once, instead of
-		// growing three lists header by header (kept for the next).
-		m.list.Fields = make([]Header, 0, 16)
-		m.ids = make([]int, 0, 16)
-		m.orig = make([]Header, 0, 16)
+		// Room for a few headers at once, instead of growing three
+		// lists from one (kept for the next message).
+		m.list.Fields = make([]Header, 0, 8)
+		m.ids = make([]int, 0, 8)
+		m.orig = make([]Header, 0, 8)
 	}
 	m.list.Fields = m.list.Fields[:0]
 	m.ids = m.ids[:0]

@@ -49,7 +49,8 @@ type conn struct {
 
 	// evs and msets: arrays the connection's events and their first
 	// macro set are taken from (newEvent, addMacros): one allocation per
-	// 16 instead of one each. Nothing is reused: what the engine keeps
+	// 8 instead of one each (small: an array lives while one of its
+	// events is kept, and 1,000 sessions hold 1,000 of them). Nothing is reused: what the engine keeps
 	// of an event stays valid, and a full array is left to it.
 	evs   []pmult.Event
 	msets []pmult.MacroSet
@@ -259,7 +260,7 @@ func (c *conn) addMacros(m mp.Macro, size int) error {
 	ms := pmult.MacroSet{For: kind, Pairs: m.Pairs}
 	if len(c.pending) == 0 { // the usual case: one set before a command
 		if len(c.msets) == cap(c.msets) {
-			c.msets = make([]pmult.MacroSet, 0, 16)
+			c.msets = make([]pmult.MacroSet, 0, 8)
 		}
 		c.msets = append(c.msets, ms)
 		n := len(c.msets)
@@ -275,7 +276,7 @@ func (c *conn) addMacros(m mp.Macro, size int) error {
 // array of events.
 func (c *conn) newEvent(e pmult.Event) *pmult.Event {
 	if len(c.evs) == cap(c.evs) {
-		c.evs = make([]pmult.Event, 0, 16)
+		c.evs = make([]pmult.Event, 0, 8)
 	}
 	c.evs = append(c.evs, e)
 	return &c.evs[len(c.evs)-1]
