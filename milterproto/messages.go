@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/mailmux/mailmux/internal/arena"
 	"strings"
 )
 
@@ -190,11 +191,11 @@ type Macro struct {
 func ParseMacro(data []byte) (Macro, error) { return parseMacro(data, nil) }
 
 // Strings hands out the string lists of parsed packets from arrays it
-// keeps, one allocation for many packets instead of one each: for a
-// reader of many small packets (an MTA's macros before every command).
-// Nothing is reused: a list stays valid, and a full array is left to the
-// lists in it. The zero value is ready; not for concurrent use.
-type Strings struct{ free []string }
+// keeps (internal/arena), one allocation for many packets instead of one
+// each: for a reader of many small packets (an MTA's macros before every
+// command). A list stays valid; nothing is reused. The zero value is
+// ready; not for concurrent use.
+type Strings struct{ a arena.Arena[string] }
 
 // stringsChunk is the size of Strings' arrays (Postfix sends about 70
 // macro strings per message: two arrays, 1 KiB each).
@@ -203,15 +204,10 @@ const stringsChunk = 64
 // take returns an empty list with room for n strings (no more: an
 // append beyond it reallocates).
 func (a *Strings) take(n int) []string {
-	if n > stringsChunk/4 {
-		return make([]string, 0, n)
+	if a.a.Chunk == 0 {
+		a.a.Chunk = stringsChunk
 	}
-	if len(a.free) < n {
-		a.free = make([]string, stringsChunk)
-	}
-	out := a.free[:0:n]
-	a.free = a.free[n:]
-	return out
+	return a.a.Take(n)
 }
 
 // ParseMacro is the package's ParseMacro with the list of strings from a.

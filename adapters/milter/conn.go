@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/arena"
 	"github.com/mailmux/mailmux/internal/deadline"
 	"github.com/mailmux/mailmux/internal/milterkind"
 	"github.com/mailmux/mailmux/internal/sockopt"
@@ -47,13 +48,11 @@ type conn struct {
 	pendingSize  [16]int // by position in pending (one set per command letter: fewer than 16)
 	pendingBytes int
 
-	// evs and msets: arrays the connection's events and their first
-	// macro set are taken from (newEvent, addMacros): one allocation per
-	// 8 instead of one each (small: an array lives while one of its
-	// events is kept, and 1,000 sessions hold 1,000 of them). Nothing is reused: what the engine keeps
-	// of an event stays valid, and a full array is left to it.
-	evs   []pmult.Event
-	msets []pmult.MacroSet
+	// evs and msets: the events and their first macro set, from
+	// per-connection arrays (internal/arena; small: an array lives while
+	// one of its events is kept, and 1,000 sessions hold 1,000 of them).
+	evs   arena.Arena[pmult.Event]
+	msets arena.Arena[pmult.MacroSet]
 	strs  mp.Strings // the macro packets' strings
 
 	wmu   sync.Mutex
@@ -176,9 +175,9 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 	}
 	if abort { // as libmilter: a new envelope command ends the message first
 		c.log.Debug("command in the middle of a message, aborting the message first", "command", mp.CmdName(p.Code))
-		c.sess.Handle(ctx, c.newEvent(pmult.Event{Kind: pmult.KindAbort}))
+		c.sess.Handle(ctx, c.evs.New(pmult.Event{Kind: pmult.KindAbort}))
 	}
-	ev := c.newEvent(pmult.Event{Kind: kind, Macros: c.pending})
+	ev := c.evs.New(pmult.Event{Kind: kind, Macros: c.pending})
 	c.pending, c.pendingBytes = nil, 0
 	switch p.Code {
 	case mp.CmdConnect:
@@ -205,7 +204,7 @@ func (c *conn) packet(ctx context.Context, p mp.Packet) error {
 		ev.Chunk = p.Data
 	case mp.CmdEOB:
 		if len(p.Data) > 0 { // libmilter treats data here as a last body chunk
-			body := c.newEvent(pmult.Event{Kind: pmult.KindBody, Chunk: p.Data, Macros: ev.Macros})
+			body := c.evs.New(pmult.Event{Kind: pmult.KindBody, Chunk: p.Data, Macros: ev.Macros})
 			ev.Macros = nil
 			c.sess.Handle(ctx, body)
 		}
@@ -257,29 +256,12 @@ func (c *conn) addMacros(m mp.Macro, size int) error {
 			c.pendingBytes+size, limit)
 	}
 	c.pendingSize[len(c.pending)] = size
-	ms := pmult.MacroSet{For: kind, Pairs: m.Pairs}
 	if len(c.pending) == 0 { // the usual case: one set before a command
-		if len(c.msets) == cap(c.msets) {
-			c.msets = make([]pmult.MacroSet, 0, 8)
-		}
-		c.msets = append(c.msets, ms)
-		n := len(c.msets)
-		c.pending = c.msets[n-1 : n : n] // a second set reallocates
-	} else {
-		c.pending = append(c.pending, ms)
+		c.pending = c.msets.Take(1) // a second set reallocates
 	}
+	c.pending = append(c.pending, pmult.MacroSet{For: kind, Pairs: m.Pairs})
 	c.pendingBytes += size
 	return nil
-}
-
-// newEvent returns a pointer to a copy of e, taken from the connection's
-// array of events.
-func (c *conn) newEvent(e pmult.Event) *pmult.Event {
-	if len(c.evs) == cap(c.evs) {
-		c.evs = make([]pmult.Event, 0, 8)
-	}
-	c.evs = append(c.evs, e)
-	return &c.evs[len(c.evs)-1]
 }
 
 // maxPendingMacros bounds the macro data waiting for one command: the

@@ -111,6 +111,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	}
 	nc, listener := connserve.Unname(nc)
 	c := &conn{srv: s, nc: nc, id: id, r: mp.NewReader(nc, max), listener: listener}
+	c.evs.Chunk, c.msets.Chunk = 8, 8 // see conn.evs
 	// No allocation per packet: a packet's data lives until the next one
 	// is read, and nothing keeps it (parsed strings are copies; a body
 	// chunk is copied by the spool and by each backend's write before the
