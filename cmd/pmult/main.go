@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mailmux/mailmux/config"
 	"github.com/mailmux/mailmux/internal/gotune"
@@ -185,6 +186,10 @@ func newLogger(o *options, cfg *config.Config, stderr io.Writer) (*slog.Logger, 
 	return slog.New(h).With("prog", tag), nil
 }
 
+// logBatchDelay is how long a log line written under load may be held
+// (logx.Batch).
+const logBatchDelay = 50 * time.Millisecond
+
 func serve(args []string, stderr io.Writer) int {
 	o, err := parseFlags("pmult", args, stderr)
 	if err != nil {
@@ -224,6 +229,13 @@ func serve(args []string, stderr io.Writer) int {
 	if o.metrics != "" {
 		cfg.MetricsListen = o.metrics
 	}
+	// Under load, the lines (a decision line per message) go to standard
+	// error in batches: one write(2) where there were tens, and its
+	// reader (journald) woken as rarely. A line after a quiet spell, and
+	// every warning and error, are written at once.
+	out := logx.NewBatch(stderr, logBatchDelay)
+	defer out.Close()
+	stderr = out
 	log, err := newLogger(o, cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pmult: %v\n", err)

@@ -155,7 +155,7 @@ func TestCalloutBackendInProcess(t *testing.T) {
 	w := startSAVWorld(t)
 	pf, p := savPostfix(t, w.keys()+"cache = \"bolt\"\ncache_file = "+strconv.Quote(filepath.Join(realpeer.Dir(t), "sav.db"))+"\n")
 	checkSAV(t, pf, "250 ")
-	if l := logLine(p.Output(), `msg=callout`, "sender=bad@ok.test", "result=not_found", "verdict=reject"); l == "" {
+	if l := logHas(p, `msg=callout`, "sender=bad@ok.test", "result=not_found", "verdict=reject"); l == "" {
 		t.Errorf("no log line for the rejected sender")
 	}
 
@@ -176,7 +176,7 @@ func TestCalloutBackendInProcess(t *testing.T) {
 	if w.slow.Connections() != n {
 		t.Errorf("the retry probed the target again")
 	}
-	if logLine(p.Output(), "sender=good@slow.test", "cached=true") == "" {
+	if logHas(p, "sender=good@slow.test", "cached=true") == "" {
 		t.Errorf("the retry was not answered from the cache")
 	}
 }
@@ -233,7 +233,7 @@ func TestCalloutBackendSharedRedis(t *testing.T) {
 	if got := mailReply(sendFrom(t, pf2, "bad@ok.test")); !strings.Contains(got, "550 5.1.7 ") {
 		t.Errorf("second pmult: %q", got)
 	}
-	if w.ok.Connections() != n || logLine(p2.Output(), "sender=bad@ok.test", "cached=true") == "" {
+	if w.ok.Connections() != n || logHas(p2, "sender=bad@ok.test", "cached=true") == "" {
 		t.Errorf("the second pmult probed again instead of reading the shared cache")
 	}
 }

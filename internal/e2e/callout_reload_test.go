@@ -124,7 +124,7 @@ func TestCalloutCacheSurvivesReload(t *testing.T) {
 				t.Errorf("after the held session ended: %d probes of ok.test, want 1", n)
 			}
 			for _, bad := range []string{"level=ERROR", "cache: open"} {
-				if l := logLine(p.Output(), bad); l != "" {
+				if l := logLine(settledLog(p), bad); l != "" {
 					t.Errorf("pmult logged %q: %s", bad, l)
 				}
 			}

@@ -53,6 +53,20 @@ func waitLogLine(p *realpeer.Process, timeout time.Duration, subs ...string) str
 	}
 }
 
+// logHas waits up to 5 s for a line of p's log with all of subs:
+// pmult writes its lines in batches under load (logx.Batch), a line up
+// to 50 ms after it was logged.
+func logHas(p *realpeer.Process, subs ...string) string {
+	return waitLogLine(p, 5*time.Second, subs...)
+}
+
+// settledLog is p's log once the lines it holds are written (logx.Batch
+// holds one at most 50 ms): for checks that a line is absent.
+func settledLog(p *realpeer.Process) string {
+	time.Sleep(150 * time.Millisecond)
+	return p.Output()
+}
+
 // waitFor polls cond every 20 ms until it holds (true) or timeout passes.
 func waitFor(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)

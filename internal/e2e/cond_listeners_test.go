@@ -307,7 +307,7 @@ client = ["127.0.0.2/32"]
 	if lines := probeLog()[before:]; len(lines) != 0 {
 		t.Errorf("the probe saw the excluded client's sessions: %q\npmult log:\n%s", lines, p.Output())
 	}
-	if n := strings.Count(p.Output(), "backend not opened: its condition is false for this connection"); n != 3 {
+	if n := strings.Count(settledLog(p), "backend not opened: its condition is false for this connection"); n != 3 {
 		t.Errorf("%d debug lines for the skipped opens, want 3:\n%s", n, p.Output())
 	}
 	// The client it applies to again: opened at CONNECT, it gets the

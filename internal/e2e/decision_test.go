@@ -93,7 +93,7 @@ func TestDecisionLineEditsByBackend(t *testing.T) {
 		t.Errorf("queue id %s of the decision line is not in the maillog", qid)
 	}
 	line := decisionLine(p.Output(), qid)
-	if n := strings.Count(p.Output(), "msg=decision"); n != 1 {
+	if n := strings.Count(settledLog(p), "msg=decision"); n != 1 {
 		t.Errorf("%d decision lines for one message, want 1", n)
 	}
 	for _, want := range []string{"reply=accept", "by=-", `edits="signer(add_header=1) archiver(add_rcpt=1)"`} {

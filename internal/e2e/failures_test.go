@@ -201,13 +201,13 @@ func TestFailureBackendDownAtStart(t *testing.T) {
 			if action == "tempfail" {
 				expectNoDelivery(t, pf, 500*time.Millisecond)
 			}
-			if l := logLine(p.Output(), "backend failed", "backend=down", "stage=open", "connection refused",
+			if l := logHas(p, "backend failed", "backend=down", "stage=open", "connection refused",
 				"action="+action); l == "" {
 				t.Errorf("pmult logged no open failure of backend down with action %s", action)
 			}
 			// The second session found the circuit breaker open: pmult
 			// skipped the backend (debug line) with the same action.
-			if l := logLine(p.Output(), "session=2", "backend skipped", "backend=down", "backend down",
+			if l := logHas(p, "session=2", "backend skipped", "backend=down", "backend down",
 				"action="+action); l == "" {
 				t.Errorf("pmult did not log the second session skipping backend down")
 			}

@@ -227,7 +227,7 @@ func TestOutcomeEvaluationMode(t *testing.T) {
 			t.Errorf("pmult did not log the evaluation line for backend shadow at %s", stage)
 		}
 	}
-	if l := logLine(p.Output(), "evaluation: backend would have edited", "backend=shadow", "X-Shadow"); l == "" {
+	if l := logHas(p, "evaluation: backend would have edited", "backend=shadow", "X-Shadow"); l == "" {
 		t.Errorf("pmult did not log the shadow's header edit")
 	}
 	if n := pyCount(t, logE, "eom"); n != 1 {
@@ -247,10 +247,10 @@ func TestOutcomeEvaluationMode(t *testing.T) {
 	if len(ds) != 1 || ds[0].ReturnPath != "early@example.org" || ds[0].Header("X-Mailfromd") != "yes" {
 		t.Fatalf("want one delivery from early@ with X-Mailfromd, got:\n%s", describe(ds))
 	}
-	if l := logLine(p.Output(), "evaluation: backend would have answered", "backend=shadow", "stage=mail"); l == "" {
+	if l := logHas(p, "evaluation: backend would have answered", "backend=shadow", "stage=mail"); l == "" {
 		t.Errorf("pmult did not log the evaluation line for the shadow's MAIL reject")
 	}
-	if l := logLine(p.Output(), "backend failed"); l != "" {
+	if l := logLine(settledLog(p), "backend failed"); l != "" {
 		t.Errorf("the shadow backend failed: %s", l)
 	}
 	if n := pyCount(t, logE, "rcpt"); n != 1 {

@@ -179,7 +179,7 @@ quit
 		t.Fatalf("mtasim (trigger) exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, realpeer.MtasimOK, stdout, stderr)
 	}
 	pyErrors(t, logP)
-	log := p.Output()
+	log := settledLog(p)
 	if !strings.Contains(log, `reply=reject at=header by=py text="550 5.7.1 header refused"`) {
 		t.Errorf("pmult did not reject the message at the header (mtasim 8.15 prints no reply to the final dot)")
 	}
@@ -205,6 +205,7 @@ func TestPerfPostfixGetsContentNR(t *testing.T) {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
 	pf.WaitDelivered(t, 1, 30*time.Second)
+	logHas(p, "msg=negotiated")
 	var granted string
 	for _, line := range strings.Split(p.Output(), "\n") {
 		if strings.Contains(line, "msg=negotiated") {
@@ -221,7 +222,7 @@ func TestPerfPostfixGetsContentNR(t *testing.T) {
 	if prot&content != content {
 		t.Errorf("pmult granted Postfix protocol 0x%x: content NR bits 0x%x, want 0x%x", prot, prot&content, content)
 	}
-	if !strings.Contains(p.Output(), `deferred_to_eom=true why="defer_content = auto"`) {
+	if logHas(p, `deferred_to_eom=true why="defer_content = auto"`) == "" {
 		t.Errorf("pmult did not log that it defers Postfix's content replies")
 	}
 }

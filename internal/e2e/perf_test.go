@@ -89,7 +89,7 @@ func TestPerfContentVerdictsSameAsChain(t *testing.T) {
 					}
 				}
 			}
-			if l := logLine(p.Output(), "backend failed"); l != "" {
+			if l := logLine(settledLog(p), "backend failed"); l != "" {
 				t.Errorf("pmult: %s", l)
 			}
 		})
@@ -169,7 +169,7 @@ func TestPerfPipelinedTwoMessages(t *testing.T) {
 			if c, m := visibleHeaders(cds[0]), visibleHeaders(mds[0]); !reflect.DeepEqual(c, m) {
 				t.Errorf("headers differ\nchain: %q\npmult: %q", c, m)
 			}
-			if l := logLine(p.Output(), "backend failed"); l != "" {
+			if l := logLine(settledLog(p), "backend failed"); l != "" {
 				t.Errorf("pmult: %s", l)
 			}
 		})
@@ -274,7 +274,7 @@ func TestPerfReuseOpenDKIMMailfromd(t *testing.T) {
 			t.Errorf("%s: X-Mailfromd %q, DKIM-Signature %q", d.Header("Subject"), d.Header("X-Mailfromd"), d.Header("DKIM-Signature"))
 		}
 	}
-	if l := logLine(p.Output(), "backend failed"); l != "" {
+	if l := logLine(settledLog(p), "backend failed"); l != "" {
 		t.Errorf("pmult: %s", l)
 	}
 }

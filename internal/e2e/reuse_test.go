@@ -117,7 +117,7 @@ func TestReuseLibmilter(t *testing.T) {
 				t.Errorf("milter objects (PyEvent.Conn) %v, want %d", conns, n)
 			}
 			pyErrors(t, log)
-			if l := logLine(p.Output(), "backend failed"); l != "" {
+			if l := logLine(settledLog(p), "backend failed"); l != "" {
 				t.Errorf("pmult: %s", l)
 			}
 		})
@@ -145,10 +145,10 @@ func TestUnixSocketListener(t *testing.T) {
 	if len(ds) != 1 || ds[0].Header("X-Py") != "via unix" {
 		t.Fatalf("want one delivery with X-Py: via unix, got:\n%s", describe(ds))
 	}
-	if l := logLine(p.Output(), "listening", "unix:"); l == "" {
+	if l := logHas(p, "listening", "unix:"); l == "" {
 		t.Errorf("pmult did not log listening on the unix socket")
 	}
-	if l := logLine(p.Output(), "session=1"); l == "" {
+	if l := logHas(p, "session=1"); l == "" {
 		t.Errorf("pmult logged no session")
 	}
 }

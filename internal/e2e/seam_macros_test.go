@@ -93,12 +93,12 @@ macro = { "{x_reputation}" = "bad 127.0.0.1" }
 			t.Errorf("reader (before the filter) saw {x_reputation} = %q at %s", v, e.Stage)
 		}
 	}
-	if l := logLine(p.Output(), "msg=decision", "set_macro:rules@helo={x_reputation}"); l == "" {
+	if l := logHas(p, "msg=decision", "set_macro:rules@helo={x_reputation}"); l == "" {
 		t.Errorf("no set_macro policy on the decision line:\n%s", p.Output())
 	}
 	// mailfromd asks for {x_reputation}, which Postfix never sends: no
 	// warning to change main.cf, the filter before it may set it.
-	if l := logLine(p.Output(), "asked for a macro the MTA did not send", "{x_reputation}"); l != "" {
+	if l := logLine(settledLog(p), "asked for a macro the MTA did not send", "{x_reputation}"); l != "" {
 		t.Errorf("misleading warning: %s", l)
 	}
 
@@ -224,10 +224,10 @@ address = %q
 	if got := ds[0].HeaderValues("X-Sender-Verify"); len(got) != 0 {
 		t.Errorf("vouched: X-Sender-Verify %q, want none (not verified)", got)
 	}
-	if l := logLine(p.Output(), "callout skipped", "sender=bad@ok.test", "{spf_result}=pass"); l == "" {
+	if l := logHas(p, "callout skipped", "sender=bad@ok.test", "{spf_result}=pass"); l == "" {
 		t.Errorf("no debug line for the skipped sender:\n%s", p.Output())
 	}
-	if l := logLine(p.Output(), "msg=decision", "set_macro:spf@mail={spf_result}", "macro_skip:sav@mail={spf_result}=pass"); l == "" {
+	if l := logHas(p, "msg=decision", "set_macro:spf@mail={spf_result}", "macro_skip:sav@mail={spf_result}=pass"); l == "" {
 		t.Errorf("the decision line lacks the set_macro and macro_skip policies:\n%s", p.Output())
 	}
 

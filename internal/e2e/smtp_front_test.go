@@ -440,7 +440,7 @@ func TestSMTPFrontNextHopFailsBeforeQueue(t *testing.T) {
 			if ds := pf.Deliveries(t); len(ds) != 0 {
 				t.Errorf("delivered %d messages with the next hop failing", len(ds))
 			}
-			if n := strings.Count(front.p.Output(), "next hop failed"); n == 0 {
+			if n := strings.Count(settledLog(front.p), "next hop failed"); n == 0 {
 				t.Errorf("pmult logged no next-hop failure:\n%s", tailString(front.p.Output(), 4000))
 			}
 		})
@@ -506,7 +506,7 @@ func TestSMTPFrontBackendFailure(t *testing.T) {
 					t.Errorf("X-Other: milter front %q, SMTP front %q", dm.Header("X-Other"), ds.Header("X-Other"))
 				}
 			}
-			if !strings.Contains(front.p.Output(), "dead") {
+			if logHas(front.p, "dead") == "" {
 				t.Errorf("pmult did not log the dead backend:\n%s", tailString(front.p.Output(), 4000))
 			}
 		})

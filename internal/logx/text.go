@@ -31,6 +31,7 @@ func NewText(w io.Writer, opts *slog.HandlerOptions) slog.Handler {
 		return Lazy(slog.NewTextHandler(w, &o))
 	}
 	c := &textCore{w: w, level: o.Level}
+	c.flush, _ = w.(interface{ Flush() error })
 	c.slow = slog.NewTextHandler(lockedWriter{c}, &o)
 	return &text{core: c}
 }
@@ -40,6 +41,9 @@ type textCore struct {
 	w     io.Writer
 	level slog.Leveler
 	slow  slog.Handler // the standard handler, writing through lockedWriter
+	// flush is w's Flush (a Batch's), called after each warning or
+	// error so that a line explaining a failure is not held; nil if none.
+	flush interface{ Flush() error }
 }
 
 type lockedWriter struct{ c *textCore }
@@ -134,7 +138,7 @@ var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b
 func (t *text) Handle(ctx context.Context, r slog.Record) error {
 	p := t.prefix()
 	if !p.fast {
-		return t.slowHandler().Handle(ctx, r)
+		return t.flushed(r, t.slowHandler().Handle(ctx, r))
 	}
 	bp := linePool.Get().(*[]byte)
 	b := (*bp)[:0]
@@ -165,6 +169,16 @@ func (t *text) Handle(ctx context.Context, r slog.Record) error {
 	if cap(b) <= 64<<10 {
 		*bp = b[:0]
 		linePool.Put(bp)
+	}
+	return t.flushed(r, err)
+}
+
+// flushed flushes the writer after a warning or an error.
+func (t *text) flushed(r slog.Record, err error) error {
+	if r.Level >= slog.LevelWarn && t.core.flush != nil {
+		if ferr := t.core.flush.Flush(); err == nil {
+			err = ferr
+		}
 	}
 	return err
 }
