@@ -158,7 +158,8 @@ func (b *Backend) OpenIdle(ctx context.Context, info pmult.OpenInfo) pmult.Backe
 	s.ctx = ctx
 	s.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	s.probation = true
-	s.forgetDeadlines() // the previous session's stop may have fired
+	// Its deadlines are as rdl and wdl say: a connection whose stop
+	// fired is not kept (release).
 	return s
 }
 

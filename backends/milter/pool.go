@@ -80,6 +80,9 @@ func (b *Backend) keepable(s *session) bool {
 	return b.cfg.Reuse && !s.broken && !s.inMsg && s.version >= 6 && s.endOK && !s.skew && len(s.expect) == 0 && !b.noQuitNC.Load()
 }
 
+// quitNC is the SMFIC_QUIT_NC packet (never written to).
+var quitNC = mp.AppendPacket(nil, mp.CmdQuitNC)
+
 // release keeps an ended session for reuse if it can be; it reports
 // whether it did.
 func (b *Backend) release(s *session) bool {
@@ -92,12 +95,20 @@ func (b *Backend) release(s *session) bool {
 	if retired {
 		return false
 	}
-	s.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
-	if _, err := s.conn.Write(mp.AppendPacket(nil, mp.CmdQuitNC)); err != nil {
+	if s.stopFired {
+		// Its context ended first: the stop may still be about to set
+		// past deadlines, behind any set here.
 		return false
 	}
-	s.conn.SetWriteDeadline(time.Time{})
-	s.wdl.Forget()
+	// The write deadline as for any write (usually the one set already:
+	// no timer to move), left in place while the connection is idle:
+	// the next write moves it when it must.
+	if t, set := s.wdl.Next(time.Now(), b.cfg.WriteTimeout); set {
+		s.conn.SetWriteDeadline(t)
+	}
+	if _, err := s.conn.Write(quitNC); err != nil {
+		return false
+	}
 	s.quarantine = nil
 	s.idleAt = time.Now()
 	// Between SMTP sessions the connection pins no buffer (nothing is

@@ -31,10 +31,14 @@ type session struct {
 	// wbuf is the write buffer (a Hold batch between writes), from the
 	// backend's pool while wbufp is non-nil; between writes it is given
 	// back (an idle connection pins no buffer): see newBuf, write.
-	wbuf     []byte
-	wbufp    *[]byte
-	stop     func() bool
-	progress func()
+	wbuf  []byte
+	wbufp *[]byte
+	stop  func() bool
+	// stopFired: stop found its function started (the session's context
+	// ended first): it sets past deadlines on conn, perhaps not yet, so
+	// the connection is not kept (release).
+	stopFired bool
+	progress  func()
 
 	version  uint32
 	actions  mp.Action
@@ -810,7 +814,7 @@ func (s *session) CloseIdle() bool {
 
 // Close implements pmult.BackendSession: QUIT and close.
 func (s *session) Close() error {
-	s.stop()
+	s.stopFired = !s.stop()
 	if s.b.release(s) {
 		return nil
 	}
