@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailmux/mailmux/internal/arena"
 	"github.com/mailmux/mailmux/internal/spool"
 )
 
@@ -229,6 +230,11 @@ type Session struct {
 	live  []liveAnswer   // eom's, by position (reused, cleared after)
 	evs   eventSlab      // replayAhead's events
 	owed  []*Event       // replayAhead's events owed an answer (its array kept for the next replay)
+	// rewriteMacros' macro set lists and Synth pairs, from arrays (about
+	// twenty sets and forty strings a message): lists are kept (cmacros,
+	// replay), never reused.
+	msets arena.Arena[MacroSet]
+	synth arena.Arena[string]
 
 	parallelHeaderEdits bool // parallel mode with several header editors
 	needReplay          bool

@@ -231,7 +231,10 @@ func (s *Session) rewriteMacros(ev *Event) {
 	if !ok {
 		return
 	}
-	out := make([]MacroSet, 0, len(ev.Macros)+1)
+	if s.msets.Chunk == 0 {
+		s.msets.Chunk, s.synth.Chunk = 16, 64
+	}
+	out := s.msets.Take(len(ev.Macros) + 1)
 	found := false
 	for _, set := range ev.Macros {
 		if set.For == ev.Kind {
@@ -290,7 +293,7 @@ func (s *Session) translate(st macros.Stage, set MacroSet) MacroSet {
 	if n == 0 {
 		return set
 	}
-	set.Synth = make([]string, 0, n)
+	set.Synth = s.synth.Take(n)
 	for i := 0; i+1 < len(offered); i += 2 {
 		if _, sent := macros.Lookup(set.Pairs, offered[i]); !sent {
 			set.Synth = append(set.Synth, offered[i], offered[i+1])
