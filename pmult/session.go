@@ -465,6 +465,7 @@ func (s *Session) content(ctx context.Context, ev *Event) Reply {
 // other targets. A failed post votes into m.
 func (s *Session) postAhead(ctx context.Context, targets []*bstate, ev *Event, m *merger) []*bstate {
 	rest := targets[:0]
+	var t0 time.Time // for a failed post's latency; the posts take microseconds
 	for _, b := range targets {
 		bt := b.batcher()
 		if bt == nil {
@@ -472,7 +473,9 @@ func (s *Session) postAhead(ctx context.Context, targets []*bstate, ev *Event, m
 			continue
 		}
 		bt.Hold()
-		t0 := time.Now()
+		if t0.IsZero() {
+			t0 = time.Now()
+		}
 		v := s.view(b, ev) // ev, or its copy with the macros earlier backends set
 		answer, err := b.post(ctx, v)
 		if err != nil {
@@ -515,14 +518,17 @@ func (s *Session) settle(ctx context.Context) {
 		}
 		owed = true
 		evs := b.owed
+		// Each answer's latency is from the previous one: they were
+		// asked for at once.
+		t0 := time.Now()
 		for _, ev := range evs {
 			if b.dead || b.pipe == nil {
 				break
 			}
-			t0 := time.Now()
 			r, err := b.await(ctx, ev)
 			at := time.Now()
 			c := s.vote(ctx, b, ev, result{r: r, err: err, at: at, dur: at.Sub(t0)})
+			t0 = at
 			m.add(b.pos, c)
 			if c.Verdict.Objects() || b.doneMsg || b.dead {
 				break
@@ -938,13 +944,13 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 	defer func() { s.owed = forget(owed) }()
 	var c Reply
 	ok := true
-	s.evs.reset() // the previous replay's events are answered
+	s.evs.reset()    // the previous replay's events are answered
+	t0 := time.Now() // the posts take microseconds: one clock read for all
 	post := func(e Event) (Reply, bool) {
 		if ctx.Err() != nil {
 			return Reply{}, false
 		}
 		ev := s.evs.add(e)
-		t0 := time.Now()
 		v := s.view(b, ev) // as replay's step: the macros earlier backends set
 		answer, err := b.post(ctx, v)
 		if err != nil {
@@ -984,17 +990,19 @@ func (s *Session) replayAhead(ctx context.Context, b *bstate, bt Batcher, replac
 		// nothing of it is read.
 		return nil, c
 	}
+	// Each answer's latency is from the previous answer (the first's from
+	// the posts): they were all asked for at once.
 	for _, ev := range owed {
 		if ctx.Err() != nil {
 			return nil, Reply{}
 		}
-		t0 := time.Now()
 		r, err := b.await(ctx, ev)
 		at := time.Now()
 		if err == nil && ev.Kind == KindEOM {
 			err = checkEdits(b, r.Edits)
 		}
 		c := s.vote(ctx, b, ev, result{r: r, err: err, at: at, dur: at.Sub(t0)})
+		t0 = at
 		if err != nil || c.Verdict.Objects() || (b.doneMsg && ev.Kind != KindEOM) {
 			return nil, c
 		}
