@@ -2,6 +2,7 @@ package milterproto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"testing"
 )
@@ -24,6 +25,42 @@ func BenchmarkReadPacketSmall(b *testing.B) {
 	r.Reuse()
 	for b.Loop() {
 		br.Reset(stream)
+		for {
+			if _, err := r.ReadPacket(); err != nil {
+				if err != io.EOF {
+					b.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// onePerRead returns one packet of stream per Read, as a socket does
+// when its peer writes a packet and waits for the answer.
+type onePerRead struct{ rest []byte }
+
+func (o *onePerRead) Read(p []byte) (int, error) {
+	if len(o.rest) == 0 {
+		return 0, io.EOF
+	}
+	n := 4 + int(binary.BigEndian.Uint32(o.rest))
+	n = copy(p, o.rest[:min(n, len(p))])
+	o.rest = o.rest[n:]
+	return n, nil
+}
+
+// BenchmarkReadPacketOnePerRead: small packets, each in its own Read
+// (the buffer empty before every packet).
+func BenchmarkReadPacketOnePerRead(b *testing.B) {
+	stream := seedStream()
+	src := &onePerRead{}
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	r := NewReader(src, MDS64K)
+	r.Reuse()
+	for b.Loop() {
+		src.rest = stream
 		for {
 			if _, err := r.ReadPacket(); err != nil {
 				if err != io.EOF {

@@ -123,6 +123,22 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	if buffered == 0 && r.bufp != nil {
 		r.Release() // about to wait: idle
 	}
+	if buffered < 5 {
+		// One fill for the header (and whatever came with it), so that
+		// a whole packet is taken by the path below.
+		b, err := r.r.Peek(5)
+		switch {
+		case err == nil:
+			buffered = r.r.Buffered()
+		case len(b) < 4:
+			if len(b) > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return Packet{}, err // io.EOF at a packet boundary
+		}
+		// A length word and no code: the path below tells a zero or
+		// oversize length from a truncated packet.
+	}
 	if buffered >= 5 {
 		// A whole packet already buffered (the usual case: one read
 		// brings a burst) is taken straight from the buffer, without

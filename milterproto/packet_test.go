@@ -35,6 +35,7 @@ func TestReadPacket(t *testing.T) {
 		{name: "header truncated 1 byte", in: []byte{0}, wantErr: io.ErrUnexpectedEOF},
 		{name: "header truncated 3 bytes", in: []byte{0, 0, 0}, wantErr: io.ErrUnexpectedEOF},
 		{name: "length word without code", in: frame(1), wantErr: io.ErrUnexpectedEOF},
+		{name: "zero length word at the end", in: []byte{0, 0, 0, 0}, wantErr: ErrZeroLength},
 		{name: "body truncated", in: frame(10, 'B', 'a', 'b'), wantErr: io.ErrUnexpectedEOF},
 		{name: "body truncated after good packet", in: append(frame(1, 'T'), frame(3, 'B', 'a')...),
 			want: []Packet{{Code: 'T'}}, wantErr: io.ErrUnexpectedEOF},

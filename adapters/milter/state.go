@@ -60,25 +60,35 @@ const (
 	anyState = 1<<(stQuitNC+1) - 1
 )
 
-// transitions: for each command, the states it may come in and the state
-// it leads to (keep: the state does not change).
-var transitions = map[byte]struct {
+// transition is the states a command may come in and the state it leads
+// to (keep: the state does not change); ok is false for a code that is
+// not an SMTP command.
+type transition struct {
 	from uint16
 	to   mtaState
 	keep bool
-}{
-	mp.CmdConnect: {bit(stOpts) | bit(stQuitNC), stIdle, false},
-	mp.CmdHelo:    {anyState, 0, true},
-	mp.CmdMail:    {anyState, stMail, false},
-	mp.CmdRcpt:    {bit(stMail) | bit(stRcpt), stRcpt, false},
-	mp.CmdData:    {bit(stRcpt), stData, false},
-	mp.CmdHeader:  {bit(stRcpt) | bit(stData) | bit(stHdrs), stHdrs, false},
-	mp.CmdEOH:     {bit(stRcpt) | bit(stData) | bit(stHdrs), stEOH, false},
-	mp.CmdBody:    {bit(stRcpt) | content, stBody, false},
-	mp.CmdEOB:     {bit(stRcpt) | content, stIdle, false},
-	mp.CmdUnknown: {anyState, 0, true},
-	mp.CmdQuitNC:  {bit(stOpts) | bit(stIdle) | bit(stMail) | bit(stRcpt), stQuitNC, false},
+	ok   bool
 }
+
+// transitions, by command code: an array, looked up for every packet.
+var transitions = func() (t [256]transition) {
+	for cmd, tr := range map[byte]transition{
+		mp.CmdConnect: {bit(stOpts) | bit(stQuitNC), stIdle, false, true},
+		mp.CmdHelo:    {anyState, 0, true, true},
+		mp.CmdMail:    {anyState, stMail, false, true},
+		mp.CmdRcpt:    {bit(stMail) | bit(stRcpt), stRcpt, false, true},
+		mp.CmdData:    {bit(stRcpt), stData, false, true},
+		mp.CmdHeader:  {bit(stRcpt) | bit(stData) | bit(stHdrs), stHdrs, false, true},
+		mp.CmdEOH:     {bit(stRcpt) | bit(stData) | bit(stHdrs), stEOH, false, true},
+		mp.CmdBody:    {bit(stRcpt) | content, stBody, false, true},
+		mp.CmdEOB:     {bit(stRcpt) | content, stIdle, false, true},
+		mp.CmdUnknown: {anyState, 0, true, true},
+		mp.CmdQuitNC:  {bit(stOpts) | bit(stIdle) | bit(stMail) | bit(stRcpt), stQuitNC, false, true},
+	} {
+		t[cmd] = tr
+	}
+	return t
+}()
 
 // skipped reports whether the MTA never sends the command that leads to
 // state s, so that a command may follow the state before it directly.
@@ -114,8 +124,8 @@ func (c *conn) advance(cmd byte) (abort bool, err error) {
 		}
 		return false, nil
 	}
-	t, ok := transitions[cmd]
-	if !ok {
+	t := transitions[cmd]
+	if !t.ok {
 		return false, nil // unknown codes are refused by the caller
 	}
 	if t.keep && content&bit(c.state) != 0 {
