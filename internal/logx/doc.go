@@ -15,4 +15,8 @@
 // attributes are handed to the wrapped handler the first time a record
 // is written through the derived logger, once. NewText does the same
 // itself.
+//
+// Batch is the writer under pmult's handler: under load it writes many
+// lines in one write(2), a line held at most a set delay, and NewText
+// flushes it after every warning and error.
 package logx
