@@ -103,14 +103,13 @@ func (b *Backend) release(s *session) bool {
 	// The write deadline as for any write (usually the one set already:
 	// no timer to move), left in place while the connection is idle:
 	// the next write moves it when it must.
-	if t, set := s.wdl.Next(time.Now(), b.cfg.WriteTimeout); set {
-		s.conn.SetWriteDeadline(t)
-	}
+	now := time.Now()
+	s.writeDeadline(now)
 	if _, err := s.conn.Write(quitNC); err != nil {
 		return false
 	}
 	s.quarantine = nil
-	s.idleAt = time.Now()
+	s.idleAt = now
 	// Between SMTP sessions the connection pins no buffer (nothing is
 	// in flight: the EOM was answered and no answer is owed).
 	s.r.Release()

@@ -196,12 +196,18 @@ func (s *session) Caps() pmult.Caps { return s.caps }
 // write writes b, built on newBuf (or on what Hold kept in wbuf), and
 // gives the buffer back to the backend's pool.
 func (s *session) write(b []byte) error {
-	if t, set := s.wdl.Next(time.Now(), s.b.cfg.WriteTimeout); set {
-		s.conn.SetWriteDeadline(t)
-	}
+	s.writeDeadline(time.Now())
 	_, err := s.conn.Write(b)
 	s.dropBuf(b)
 	return err
+}
+
+// writeDeadline moves conn's write deadline to now + write_timeout when
+// the one set (wdl) would fire too early.
+func (s *session) writeDeadline(now time.Time) {
+	if t, set := s.wdl.Next(now, s.b.cfg.WriteTimeout); set {
+		s.conn.SetWriteDeadline(t)
+	}
 }
 
 // dropBuf gives the write buffer, b (built on it), back to the pool.
